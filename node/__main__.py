@@ -1,0 +1,56 @@
+"""`python -m node`: run one chat node on uvloop until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import uvloop
+from aiohttp import web
+
+from node.api import AccessLogger
+from node.app import create_app
+from node.config import Settings, load_settings
+
+log = logging.getLogger("node")
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until a stop signal, then shut down within the shutdown timeout."""
+    runner = web.AppRunner(
+        create_app(settings),
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("node.access"),
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+    await site.start()
+    log.info("node %s listening on http://%s:%d (%s mode)", settings.node_id, settings.host,
+             settings.port, "embedded" if settings.embedded else "cluster")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("node %s stopping", settings.node_id)
+    await runner.cleanup()
+    log.info("node %s stopped", settings.node_id)
+
+
+def main() -> None:
+    settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""HTTP routes beside the WebSocket: status, rooms, health, readiness, CORS, access log."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Handler
+
+from node.runtime import NODE
+
+CORS_METHODS = "GET, POST, OPTIONS"
+CORS_HEADERS = "Content-Type"
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/status")
+async def status(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return web.json_response({
+        "status": "online",
+        "node": node.settings.node_id,
+        "connections": len(node.hub.sessions),
+        "draining": node.draining,
+        "broker": "ok" if node.broker.ready else "unavailable",
+    })
+
+
+@routes.get("/api/rooms")
+async def rooms(request: web.Request) -> web.Response:
+    counts = await request.app[NODE].presence.rooms()
+    return web.json_response({
+        "rooms": [room.name for room in counts],
+        "details": [{"name": room.name, "userCount": room.user_count} for room in counts],
+    })
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    reason = request.app[NODE].unready_reason()
+    if reason is None:
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "not ready", "reason": reason}, status=503)
+
+
+def cors_middleware(origin: str) -> web.middleware:  # type: ignore[valid-type]
+    """Answer preflights on /api/* and add the CORS headers to every /api/* response."""
+    headers = {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Methods": CORS_METHODS,
+        "Access-Control-Allow-Headers": CORS_HEADERS,
+    }
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/api/"):
+            return await handler(request)
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers=headers)
+        response = await handler(request)
+        response.headers.update(headers)
+        return response
+
+    return cors
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per HTTP request: method, path, status, milliseconds."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %d %.1fms", request.method, request.path, response.status, time * 1000
+        )
+
+
+

@@ -1,0 +1,97 @@
+"""The aiohttp application of one node: routes, WebSocket endpoints and lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import WSMsgType, web
+
+from node import api, disconnect
+from node.config import Settings
+from node.heartbeat import run_heartbeat
+from node.protocol import ServerShutdown, event_frame
+from node.runtime import NODE, Node, build_node
+from node.session import Session
+
+log = logging.getLogger("node.app")
+
+# How long a server-initiated close waits for the client's close frame.
+CLOSE_HANDSHAKE_TIMEOUT = 2.0
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The node's application; importable so that tests can serve it in-process."""
+    app = web.Application(middlewares=[api.cors_middleware(settings.cors_origin)])
+    app[NODE] = build_node(settings)
+    app.add_routes(api.routes)
+    app.router.add_get("/ws", chat_socket)
+    app.router.add_get("/ws/echo", echo_socket)
+    app.cleanup_ctx.append(_backends)
+    app.cleanup_ctx.append(_heartbeat)
+    app.on_shutdown.append(_close_sessions)
+    return app
+
+
+async def _backends(app: web.Application) -> AsyncIterator[None]:
+    node = app[NODE]
+    await node.presence.start()
+    await node.broker.start(node.hub.deliver)
+    yield
+    await node.broker.close()
+    await node.presence.close()
+
+
+async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(run_heartbeat(app[NODE].hub, app[NODE].settings))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _close_sessions(app: web.Application) -> None:
+    """Tell every client to reconnect elsewhere, then close it with 1001."""
+    hub = app[NODE].hub
+    hub.broadcast(event_frame(ServerShutdown(reconnect=True)))
+    sessions = list(hub.sessions)
+    await asyncio.gather(*(session.close(disconnect.SHUTDOWN) for session in sessions))
+
+
+def _websocket(settings: Settings) -> web.WebSocketResponse:
+    return web.WebSocketResponse(
+        max_msg_size=settings.max_frame, compress=False, timeout=CLOSE_HANDSHAKE_TIMEOUT
+    )
+
+
+async def chat_socket(request: web.Request) -> web.StreamResponse:
+    """The chat WebSocket; refused with 503 when this node is not ready for new clients."""
+    node = request.app[NODE]
+    reason = node.unready_reason()
+    if reason is not None:
+        return web.json_response({"status": "not ready", "reason": reason}, status=503)
+    ws = _websocket(node.settings)
+    await ws.prepare(request)
+    session = Session(ws, request, node.settings, node.handlers.dispatch)
+    node.hub.connect(session)
+    log.info("connect session=%s peer=%s", session.id, request.remote)
+    try:
+        await session.run()
+    finally:
+        node.hub.disconnect(session)
+        await node.handlers.disconnect(session)
+        log.info("disconnect session=%s code=%s", session.id, ws.close_code)
+    return ws
+
+
+async def echo_socket(request: web.Request) -> web.StreamResponse:
+    """Diagnostic socket: greets, then echoes every text frame."""
+    ws = _websocket(request.app[NODE].settings)
+    await ws.prepare(request)
+    await ws.send_str("Welcome!")
+    async for message in ws:
+        if message.type is WSMsgType.TEXT:
+            await ws.send_str(f"Echo: {message.data}")
+    return ws

@@ -1,0 +1,71 @@
+"""The in-memory broker of the embedded single-node mode."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from node.broker import HistoryWindow, PublicationHandler
+from node.envelope import UNSEQUENCED, Publication
+from node.protocol import stamp
+
+
+@dataclass(slots=True)
+class _RoomLog:
+    seq: int
+    messages: deque[bytes]
+
+
+@dataclass(slots=True)
+class MemoryBroker:
+    """Delivers synchronously to the one local handler; keeps `capacity` messages per room."""
+
+    capacity: int
+    _handler: PublicationHandler | None = None
+    _subscribed: set[str] = field(default_factory=set)
+    _logs: dict[str, _RoomLog] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self._handler is not None
+
+    async def start(self, handler: PublicationHandler) -> None:
+        self._handler = handler
+
+    async def close(self) -> None:
+        self._handler = None
+        self._subscribed.clear()
+
+    async def subscribe(self, room: str) -> None:
+        self._subscribed.add(room)
+
+    async def unsubscribe(self, room: str) -> None:
+        self._subscribed.discard(room)
+
+    async def publish_message(self, room: str, template: bytes) -> int:
+        log = self._log(room)
+        log.seq += 1
+        payload = stamp(template, log.seq)
+        log.messages.append(payload)
+        self._deliver(Publication(room, log.seq, payload))
+        return log.seq
+
+    async def publish_event(self, room: str, payload: bytes, exclude: str = "") -> None:
+        self._deliver(Publication(room, UNSEQUENCED, payload, exclude))
+
+    async def history(self, room: str, limit: int) -> HistoryWindow:
+        log = self._logs.get(room)
+        if log is None:
+            return HistoryWindow([], 0)
+        newest = list(log.messages)[-limit:] if limit else []
+        return HistoryWindow(newest, log.seq)
+
+    def _log(self, room: str) -> _RoomLog:
+        log = self._logs.get(room)
+        if log is None:
+            log = self._logs[room] = _RoomLog(0, deque(maxlen=self.capacity))
+        return log
+
+    def _deliver(self, publication: Publication) -> None:
+        if self._handler is not None and publication.room in self._subscribed:
+            self._handler(publication)

@@ -1,0 +1,156 @@
+"""What each client message does: one dispatch table from message type to handler."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from node.broker import Broker
+from node.config import Settings
+from node.heartbeat import now_ms
+from node.hub import Hub
+from node.presence import Member, Presence
+from node.protocol import (
+    Auth, AuthSuccess, ChatError, ChatMessage, ClientMessage, ErrorCode, Join, Leave,
+    ListRooms, Ping, Pong, RoomInfo, RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong,
+    UserJoined, UserLeft, encode, event_frame, message_template, stored_messages,
+)
+from node.session import Session
+
+log = logging.getLogger("node.handlers")
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    handle: Callable[[Session, Any], Awaitable[None]]
+    requires_auth: bool
+
+
+def iso_timestamp() -> str:
+    """Now in ISO 8601 UTC with milliseconds, e.g. 2026-11-25T20:51:24.123Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _member(session: Session) -> Member:
+    assert session.member is not None, "routes that need a member require auth"
+    return session.member
+
+
+def _room(session: Session) -> str:
+    if session.room is None:
+        raise ChatError(ErrorCode.NOT_IN_ROOM, "Join a room first")
+    return session.room
+
+
+class Handlers:
+    """The chat behaviour of a node, above the hub, the broker and presence."""
+
+    def __init__(self, settings: Settings, hub: Hub, broker: Broker, presence: Presence) -> None:
+        self._node_id = settings.node_id
+        self._history_window = min(settings.history_window, settings.history)
+        self._hub = hub
+        self._broker = broker
+        self._presence = presence
+        self._routes: dict[type[ClientMessage], _Route] = {
+            Auth: _Route(self._auth, requires_auth=False),
+            Join: _Route(self._join, requires_auth=True),
+            Leave: _Route(self._leave, requires_auth=True),
+            SendMessage: _Route(self._message, requires_auth=True),
+            ListRooms: _Route(self._list_rooms, requires_auth=False),
+            Ping: _Route(self._ping, requires_auth=False),
+            Pong: _Route(self._pong, requires_auth=False),
+        }
+
+    async def dispatch(self, session: Session, message: ClientMessage) -> None:
+        route = self._routes[type(message)]
+        if route.requires_auth and session.member is None:
+            raise ChatError(ErrorCode.NOT_AUTHENTICATED, "Authenticate first")
+        await route.handle(session, message)
+
+    async def disconnect(self, session: Session) -> None:
+        """The connection is gone: leave its room so that the others are told."""
+        if session.member is not None and session.room is not None:
+            await self._leave_room(session, session.member)
+
+    async def _auth(self, session: Session, message: Auth) -> None:
+        if session.member is not None:
+            raise ChatError(ErrorCode.ALREADY_AUTHENTICATED, "Already authenticated")
+        assert message.name is not None, "the parser fills in the default name"
+        session.member = Member(str(uuid.uuid4()), message.name)
+        log.info("auth session=%s user=%s name=%r", session.id, session.member.id, message.name)
+        session.send(event_frame(
+            AuthSuccess(user_id=session.member.id, name=message.name, node=self._node_id)
+        ))
+
+    async def _join(self, session: Session, message: Join) -> None:
+        member, room = _member(session), message.room
+        assert room is not None, "the parser validated the room"
+        if session.room == room:
+            return await self._welcome(session, room, await self._presence.members(room))
+        if session.room is not None:
+            await self._leave_room(session, member)
+        session.room = room
+        session.hold()
+        await self._hub.add(room, session)
+        members = await self._presence.join(room, member)
+        await self._welcome(session, room, members)
+        log.info("join session=%s room=%s", session.id, room)
+        joined = UserJoined(user=member.name, room=room, user_count=len(members))
+        await self._broker.publish_event(room, encode(joined), exclude=session.id)
+
+    async def _welcome(self, session: Session, room: str, members: list[Member]) -> None:
+        """Send `room_joined`, then whatever the room said since its history was read."""
+        seen = 0
+        try:
+            window = await self._broker.history(room, self._history_window)
+            session.send(event_frame(RoomJoined(
+                room=room,
+                history=stored_messages(window.messages),
+                users=[m.name for m in members],
+                user_count=len(members),
+                seq=window.seq,
+            )))
+            seen = window.seq
+        finally:
+            session.release(seen)
+
+    async def _leave(self, session: Session, message: Leave) -> None:
+        room = _room(session)
+        await self._leave_room(session, _member(session))
+        session.send(event_frame(RoomLeft(room=room)))
+
+    async def _leave_room(self, session: Session, member: Member) -> None:
+        room = _room(session)
+        session.room = None
+        await self._hub.remove(room, session)
+        count = await self._presence.leave(room, member)
+        log.info("leave session=%s room=%s", session.id, room)
+        await self._broker.publish_event(
+            room, encode(UserLeft(user=member.name, room=room, user_count=count))
+        )
+
+    async def _message(self, session: Session, message: SendMessage) -> None:
+        member, room = _member(session), _room(session)
+        assert message.text is not None, "the parser validated the text"
+        template = message_template(ChatMessage(
+            room=room, user=member.name, user_id=member.id, text=message.text,
+            timestamp=iso_timestamp(), id=uuid.uuid4().hex,
+        ))
+        await self._broker.publish_message(room, template)
+
+    async def _list_rooms(self, session: Session, message: ListRooms) -> None:
+        rooms = await self._presence.rooms()
+        session.send(event_frame(
+            RoomList(rooms=[RoomInfo(name=r.name, user_count=r.user_count) for r in rooms])
+        ))
+
+    async def _ping(self, session: Session, message: Ping) -> None:
+        session.send(event_frame(ServerPong(timestamp=now_ms())))
+
+    async def _pong(self, session: Session, message: Pong) -> None:
+        session.last_pong = time.monotonic()

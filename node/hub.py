@@ -1,0 +1,77 @@
+"""This node's connections and rooms, and fan-out of room events to them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from node.broker import Broker
+from node.envelope import Publication
+from node.protocol import frame
+from node.session import Session
+
+
+class Hub:
+    """The truth about local membership: which sessions are in which room here.
+
+    The node is subscribed to a room's broker channel exactly while it has a local member
+    in it. Each publication is framed once and the same bytes go to every local member.
+    """
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self.sessions: set[Session] = set()
+        self._rooms: dict[str, set[Session]] = {}
+        self._subscribed: set[str] = set()
+        self._subscription_lock = asyncio.Lock()
+
+    def connect(self, session: Session) -> None:
+        self.sessions.add(session)
+
+    def disconnect(self, session: Session) -> None:
+        self.sessions.discard(session)
+
+    def rooms(self) -> Iterable[str]:
+        """Rooms with at least one local member."""
+        return self._rooms.keys()
+
+    async def add(self, room: str, session: Session) -> None:
+        """Make the session a local member; returns once the room's deliveries flow here."""
+        self._rooms.setdefault(room, set()).add(session)
+        await self._sync_subscription(room)
+
+    async def remove(self, room: str, session: Session) -> None:
+        members = self._rooms.get(room)
+        if members is None:
+            return
+        members.discard(session)
+        if not members:
+            del self._rooms[room]
+        await self._sync_subscription(room)
+
+    async def _sync_subscription(self, room: str) -> None:
+        """Bring the broker subscription in line with local membership, one change at a time."""
+        async with self._subscription_lock:
+            wanted = room in self._rooms
+            if wanted and room not in self._subscribed:
+                await self._broker.subscribe(room)
+                self._subscribed.add(room)
+            elif not wanted and room in self._subscribed:
+                self._subscribed.discard(room)
+                await self._broker.unsubscribe(room)
+
+    def deliver(self, publication: Publication) -> None:
+        """Fan one publication out to the room's local members (the broker's handler)."""
+        members = self._rooms.get(publication.room)
+        if not members:
+            return
+        data = frame(publication.payload)
+        seq, exclude = publication.seq, publication.exclude
+        for session in members:
+            if session.id != exclude:
+                session.deliver(data, seq)
+
+    def broadcast(self, data: bytes) -> None:
+        """Send one frame to every local connection."""
+        for session in self.sessions:
+            session.send(data)

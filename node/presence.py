@@ -1,0 +1,50 @@
+"""The presence seam: who is in which room across the cluster, and the room directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+DEFAULT_ROOMS = ("general", "random")
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One connected, authenticated user."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomCount:
+    name: str
+    user_count: int
+
+
+class Presence(Protocol):
+    """Room membership and the list of rooms (the defaults plus every room ever joined)."""
+
+    async def start(self) -> None:
+        """Connect and create the default rooms."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+    async def join(self, room: str, member: Member) -> list[Member]:
+        """Add the member to the room (creating the room); returns everyone now in it."""
+        ...
+
+    async def leave(self, room: str, member: Member) -> int:
+        """Remove the member from the room; returns the room's user count."""
+        ...
+
+    async def members(self, room: str) -> list[Member]:
+        """Everyone in the room."""
+        ...
+
+    async def rooms(self) -> list[RoomCount]:
+        """Every room, sorted by name, with its user count."""
+        ...

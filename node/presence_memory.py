@@ -1,0 +1,37 @@
+"""In-memory presence for the embedded single-node mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from node.presence import DEFAULT_ROOMS, Member, RoomCount
+
+
+@dataclass(slots=True)
+class MemoryPresence:
+    """Room -> members, in insertion order; rooms are never forgotten."""
+
+    _rooms: dict[str, dict[str, Member]] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        for room in DEFAULT_ROOMS:
+            self._rooms.setdefault(room, {})
+
+    async def close(self) -> None:
+        pass
+
+    async def join(self, room: str, member: Member) -> list[Member]:
+        members = self._rooms.setdefault(room, {})
+        members[member.id] = member
+        return list(members.values())
+
+    async def leave(self, room: str, member: Member) -> int:
+        members = self._rooms.get(room, {})
+        members.pop(member.id, None)
+        return len(members)
+
+    async def members(self, room: str) -> list[Member]:
+        return list(self._rooms.get(room, {}).values())
+
+    async def rooms(self) -> list[RoomCount]:
+        return [RoomCount(name, len(members)) for name, members in sorted(self._rooms.items())]

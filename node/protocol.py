@@ -1,0 +1,284 @@
+"""The client wire format: typed incoming messages, validated at the edge, and outgoing events.
+
+Incoming JSON frames are parsed once into frozen structs; every protocol error comes from
+`Parser.parse`. Outgoing events are encoded once and framed once (`frame`), so a broadcast
+is the same bytes for every recipient.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import struct
+from typing import Any
+
+import msgspec
+
+
+class ErrorCode(enum.StrEnum):
+    """Machine-readable codes of `error` events."""
+
+    INVALID_FORMAT = "invalid_format"
+    UNKNOWN_TYPE = "unknown_type"
+    NOT_AUTHENTICATED = "not_authenticated"
+    ALREADY_AUTHENTICATED = "already_authenticated"
+    NOT_IN_ROOM = "not_in_room"
+    INVALID_NAME = "invalid_name"
+    INVALID_ROOM = "invalid_room"
+    TEXT_REQUIRED = "text_required"
+    TEXT_TOO_LONG = "text_too_long"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+
+
+class ChatError(Exception):
+    """A request the server refuses; the client gets an `error` event and stays connected."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --- client -> server ------------------------------------------------------------------
+
+
+class _Incoming(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=False):
+    pass
+
+
+class Auth(_Incoming, tag="auth"):
+    name: str | None = None
+
+
+class Join(_Incoming, tag="join"):
+    room: str | None = None
+
+
+class Leave(_Incoming, tag="leave"):
+    pass
+
+
+class SendMessage(_Incoming, tag="message"):
+    text: str | None = None
+
+
+class ListRooms(_Incoming, tag="list_rooms"):
+    pass
+
+
+class Ping(_Incoming, tag="ping"):
+    pass
+
+
+class Pong(_Incoming, tag="pong"):
+    timestamp: Any = None
+
+
+ClientMessage = Auth | Join | Leave | SendMessage | ListRooms | Ping | Pong
+
+INCOMING_TYPES: dict[str, type[ClientMessage]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in (Auth, Join, Leave, SendMessage, ListRooms, Ping, Pong)
+}
+
+DEFAULT_NAME = "Anonymous"
+MAX_NAME = 32
+ROOM_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class Parser:
+    """Turns one client text frame into one valid typed message, or raises `ChatError`."""
+
+    def __init__(self, max_text: int) -> None:
+        self._max_text = max_text
+        self._decode = msgspec.json.Decoder().decode
+
+    def parse(self, data: str) -> ClientMessage:
+        raw = self._decode_object(data)
+        kind = raw.get("type")
+        if not isinstance(kind, str):
+            raise ChatError(ErrorCode.INVALID_FORMAT, "Field 'type' must be a string")
+        cls = INCOMING_TYPES.get(kind)
+        if cls is None:
+            raise ChatError(ErrorCode.UNKNOWN_TYPE, f"Unknown message type: {kind}")
+        try:
+            message = msgspec.convert(raw, cls)
+        except msgspec.ValidationError as exc:
+            raise ChatError(ErrorCode.INVALID_FORMAT, str(exc)) from None
+        return self._checked(message)
+
+    def _decode_object(self, data: str) -> dict[str, Any]:
+        try:
+            raw = self._decode(data)
+        except msgspec.DecodeError:
+            raise ChatError(ErrorCode.INVALID_FORMAT, "Frame is not valid JSON") from None
+        if not isinstance(raw, dict):
+            raise ChatError(ErrorCode.INVALID_FORMAT, "Frame must be a JSON object")
+        return raw
+
+    def _checked(self, message: ClientMessage) -> ClientMessage:
+        match message:
+            case Auth(name=name):
+                return Auth(name=checked_name(name))
+            case Join(room=room):
+                return Join(room=checked_room(room))
+            case SendMessage(text=text):
+                return SendMessage(text=self._checked_text(text))
+        return message
+
+    def _checked_text(self, text: str | None) -> str:
+        if text is None or not text.strip():
+            raise ChatError(ErrorCode.TEXT_REQUIRED, "Message text is required")
+        if len(text) > self._max_text:
+            raise ChatError(
+                ErrorCode.TEXT_TOO_LONG, f"Message text exceeds {self._max_text} characters"
+            )
+        return text
+
+
+def checked_name(name: str | None) -> str:
+    """A display name trimmed and validated; absent means `Anonymous`."""
+    if name is None:
+        return DEFAULT_NAME
+    trimmed = name.strip()
+    if not 1 <= len(trimmed) <= MAX_NAME or not trimmed.isprintable():
+        raise ChatError(
+            ErrorCode.INVALID_NAME, f"Name must be 1-{MAX_NAME} printable characters"
+        )
+    return trimmed
+
+
+def checked_room(room: str | None) -> str:
+    """A room name matching 1-64 characters of [A-Za-z0-9._-]."""
+    if room is None or not ROOM_PATTERN.fullmatch(room):
+        raise ChatError(
+            ErrorCode.INVALID_ROOM, "Room name must be 1-64 characters of A-Z a-z 0-9 . _ -"
+        )
+    return room
+
+
+# --- server -> client ------------------------------------------------------------------
+
+
+class _Event(msgspec.Struct, frozen=True, tag_field="type", rename="camel"):
+    pass
+
+
+class AuthSuccess(_Event, tag="auth_success"):
+    user_id: str
+    name: str
+    node: str
+
+
+class RoomInfo(msgspec.Struct, frozen=True, rename="camel"):
+    name: str
+    user_count: int
+
+
+class RoomJoined(_Event, tag="room_joined"):
+    room: str
+    history: list[msgspec.Raw]
+    users: list[str]
+    user_count: int
+    seq: int
+
+
+def stored_messages(payloads: list[bytes]) -> list[msgspec.Raw]:
+    """Stored message JSON embedded as is in `room_joined.history`, never decoded."""
+    return [msgspec.Raw(payload) for payload in payloads]
+
+
+class UserJoined(_Event, tag="user_joined"):
+    user: str
+    room: str
+    user_count: int
+
+
+class UserLeft(_Event, tag="user_left"):
+    user: str
+    room: str
+    user_count: int
+
+
+class RoomLeft(_Event, tag="room_left"):
+    room: str
+
+
+class ChatMessage(_Event, tag="message"):
+    """A chat message before its room assigns the seq; see `message_template`."""
+
+    room: str
+    user: str
+    user_id: str
+    text: str
+    timestamp: str
+    id: str
+
+
+class RoomList(_Event, tag="room_list"):
+    rooms: list[RoomInfo]
+
+
+class ServerPing(_Event, tag="ping"):
+    timestamp: int
+
+
+class ServerPong(_Event, tag="pong"):
+    timestamp: Any
+
+
+class ServerShutdown(_Event, tag="server_shutdown"):
+    reconnect: bool = True
+
+
+class Error(_Event, tag="error"):
+    code: ErrorCode
+    message: str
+
+
+Event = (
+    AuthSuccess | RoomJoined | UserJoined | UserLeft | RoomLeft | ChatMessage | RoomList
+    | ServerPing | ServerPong | ServerShutdown | Error
+)
+
+_encode = msgspec.json.Encoder().encode
+
+
+def encode(event: Event) -> bytes:
+    """The JSON payload of one event."""
+    return _encode(event)
+
+
+def message_template(message: ChatMessage) -> bytes:
+    """The JSON of a message, open at the end for its seq: `stamp` closes it.
+
+    The room's seq is assigned where the message is stored (atomically, in the broker),
+    so the sender encodes everything else once and the broker appends the number.
+    """
+    return _encode(message)[:-1] + b',"seq":'
+
+
+def stamp(template: bytes, seq: int) -> bytes:
+    """The final JSON of a templated message with its seq."""
+    return b"%b%d}" % (template, seq)
+
+
+_TEXT_FIN = 0x81
+_LEN16 = struct.Struct("!BBH").pack
+_LEN64 = struct.Struct("!BBQ").pack
+
+
+def frame(payload: bytes) -> bytes:
+    """A complete unmasked WebSocket text frame: servers never mask, so it fits every client."""
+    size = len(payload)
+    if size < 126:
+        return bytes((_TEXT_FIN, size)) + payload
+    if size < 65536:
+        return _LEN16(_TEXT_FIN, 126, size) + payload
+    return _LEN64(_TEXT_FIN, 127, size) + payload
+
+
+def event_frame(event: Event) -> bytes:
+    """One event, encoded and framed."""
+    return frame(_encode(event))

@@ -1,0 +1,46 @@
+"""Per-connection rate limiting: a token bucket, and a flood guard for clients that ignore it."""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class TokenBucket:
+    """Allows `burst` frames at once and `rate` frames per second after that."""
+
+    __slots__ = ("_rate", "_burst", "_tokens", "_updated")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._updated = now
+
+    def allow(self, now: float) -> bool:
+        """Take one token if there is one."""
+        elapsed = max(0.0, now - self._updated)
+        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+        self._updated = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+class FloodGuard:
+    """Counts rejected frames; more than `limit` within `window` seconds means closing."""
+
+    __slots__ = ("_limit", "_window", "_rejections")
+
+    def __init__(self, limit: int, window: float) -> None:
+        self._limit = limit
+        self._window = window
+        self._rejections: deque[float] = deque(maxlen=limit + 1)
+
+    def reject(self, now: float) -> bool:
+        """Record one rejection; True when the client has flooded past the limit."""
+        self._rejections.append(now)
+        return (
+            len(self._rejections) > self._limit
+            and now - self._rejections[0] <= self._window
+        )
