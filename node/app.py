@@ -61,8 +61,9 @@ async def _close_sessions(app: web.Application) -> None:
 
 
 def _websocket(settings: Settings) -> web.WebSocketResponse:
+    # aiohttp refuses a payload of exactly max_msg_size; --max-frame is the largest accepted.
     return web.WebSocketResponse(
-        max_msg_size=settings.max_frame, compress=False, timeout=CLOSE_HANDSHAKE_TIMEOUT
+        max_msg_size=settings.max_frame + 1, compress=False, timeout=CLOSE_HANDSHAKE_TIMEOUT
     )
 
 

@@ -1,0 +1,89 @@
+"""Heartbeats and shutdown: how connections end when the client or the server goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+
+import aiohttp
+
+from tests.conftest import ClientFactory
+from tests.ports import free_port
+
+
+async def test_server_pings_and_a_client_that_answers_stays(make_node, connect) -> None:
+    node = await make_node(ping_interval=0.1, ping_timeout=0.35)
+    client = await connect(node)
+    for _ in range(5):  # 0.5 s: past the timeout, kept alive by the pongs
+        message = await client.next_frame()
+        ping = json.loads(message.data)
+        assert ping["type"] == "ping" and isinstance(ping["timestamp"], int)
+        await client.send(type="pong", timestamp=ping["timestamp"])
+    await client.send(type="list_rooms")
+    assert (await client.expect("room_list"))["rooms"]
+
+
+async def test_a_client_that_never_pongs_is_closed_with_1000(make_node, connect) -> None:
+    node = await make_node(ping_interval=0.1, ping_timeout=0.3)
+    client = await connect(node)
+    code, reason = await client.expect_close(timeout=2)
+    assert (code, reason) == (1000, "Ping timeout")
+
+
+async def test_protocol_level_pings_are_answered(connect: ClientFactory) -> None:
+    client = await connect(autoping=False)  # so that aiohttp hands the pong to the test
+    await client.ws.ping(b"are you there")
+    message = await client.ws.receive(timeout=5)
+    assert message.type is aiohttp.WSMsgType.PONG and message.data == b"are you there"
+
+
+async def test_shutdown_tells_every_client_then_closes_with_1001(node, member) -> None:
+    clients = [await member(f"user{n}") for n in range(3)]
+    await node.server.app.shutdown()
+    for client in clients:
+        assert await client.skip_to("server_shutdown") == {
+            "type": "server_shutdown", "reconnect": True}
+        assert await client.expect_close() == (1001, "Server shutting down")
+
+
+async def test_the_echo_socket_greets_and_echoes(connect: ClientFactory) -> None:
+    echo = await connect(path="/ws/echo")
+    assert (await echo.next_frame()).data == "Welcome!"
+    await echo.ws.send_str("hello")
+    assert (await echo.next_frame()).data == "Echo: hello"
+
+
+async def test_sigterm_stops_the_process_with_exit_code_0() -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "node", "--port", str(port), "--shutdown-timeout", "3",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws = await _connect_when_listening(http, f"http://127.0.0.1:{port}/ws")
+            await ws.send_str('{"type":"auth","name":"alice"}')
+            assert json.loads((await ws.receive(timeout=5)).data)["type"] == "auth_success"
+            process.send_signal(signal.SIGTERM)
+            shutdown = await ws.receive(timeout=5)
+            assert json.loads(shutdown.data) == {"type": "server_shutdown", "reconnect": True}
+            close = await ws.receive(timeout=5)
+            assert (close.type, close.data, close.extra) == (
+                aiohttp.WSMsgType.CLOSE, 1001, "Server shutting down")
+        assert await asyncio.wait_for(process.wait(), 5) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _connect_when_listening(http: aiohttp.ClientSession, url: str
+                                  ) -> aiohttp.ClientWebSocketResponse:
+    for _ in range(100):
+        try:
+            return await http.ws_connect(url)
+        except aiohttp.ClientConnectorError:
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"nothing listens at {url}")

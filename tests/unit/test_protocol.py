@@ -1,0 +1,53 @@
+import json
+
+import pytest
+
+from node.protocol import (
+    Auth, ChatError, ChatMessage, ErrorCode, Join, Parser, Pong, SendMessage, frame,
+    message_template, stamp,
+)
+
+
+@pytest.fixture
+def parser() -> Parser:
+    return Parser(max_text=5)
+
+
+def test_parses_each_type_into_a_typed_message(parser: Parser) -> None:
+    assert parser.parse('{"type":"auth","name":" al "}') == Auth(name="al")
+    assert parser.parse('{"type":"join","room":"a.b-c_9"}') == Join(room="a.b-c_9")
+    assert parser.parse('{"type":"message","text":"hi","extra":1}') == SendMessage(text="hi")
+    assert parser.parse('{"type":"pong","timestamp":[1]}') == Pong(timestamp=[1])
+
+
+@pytest.mark.parametrize(("raw", "code"), [
+    ("{", ErrorCode.INVALID_FORMAT),
+    ("null", ErrorCode.INVALID_FORMAT),
+    ('{"type":1}', ErrorCode.INVALID_FORMAT),
+    ('{"type":"nope"}', ErrorCode.UNKNOWN_TYPE),
+    ('{"type":"auth","name":""}', ErrorCode.INVALID_NAME),
+    ('{"type":"join","room":"a b"}', ErrorCode.INVALID_ROOM),
+    ('{"type":"message","text":null}', ErrorCode.TEXT_REQUIRED),
+    ('{"type":"message","text":"123456"}', ErrorCode.TEXT_TOO_LONG),
+    ('{"type":"message","text":7}', ErrorCode.INVALID_FORMAT),
+])
+def test_each_bad_frame_has_one_code(parser: Parser, raw: str, code: ErrorCode) -> None:
+    with pytest.raises(ChatError) as error:
+        parser.parse(raw)
+    assert error.value.code is code
+
+
+def test_a_stamped_template_is_the_message_json_with_its_seq() -> None:
+    message = ChatMessage(room="r", user="u", user_id="id", text='say "hi"', timestamp="t", id="x")
+    payload = stamp(message_template(message), 42)
+    assert json.loads(payload) == {"type": "message", "room": "r", "user": "u", "userId": "id",
+                                   "text": 'say "hi"', "timestamp": "t", "id": "x", "seq": 42}
+
+
+@pytest.mark.parametrize(("size", "header"), [
+    (0, b"\x81\x00"), (125, b"\x81\x7d"), (126, b"\x81\x7e\x00\x7e"),
+    (65535, b"\x81\x7e\xff\xff"), (65536, b"\x81\x7f" + (65536).to_bytes(8, "big")),
+])
+def test_frames_are_unmasked_text_frames_with_the_shortest_length(size: int, header: bytes) -> None:
+    payload = b"x" * size
+    assert frame(payload) == header + payload
