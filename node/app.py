@@ -30,7 +30,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/ws", chat_socket)
     app.router.add_get("/ws/echo", echo_socket)
     app.cleanup_ctx.append(_backends)
-    app.cleanup_ctx.append(_heartbeat)
+    app.cleanup_ctx.append(_background_loops)
     app.on_shutdown.append(_close_sessions)
     return app
 
@@ -44,12 +44,16 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     await node.presence.close()
 
 
-async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(run_heartbeat(app[NODE].hub, app[NODE].settings))
+async def _background_loops(app: web.Application) -> AsyncIterator[None]:
+    node = app[NODE]
+    heartbeat = asyncio.create_task(run_heartbeat(node.hub, node.settings))
+    liveness = asyncio.create_task(node.liveness.run())
     yield
-    task.cancel()
+    node.liveness.stop()
+    heartbeat.cancel()
+    await liveness  # finishes its tick: the backends close after this
     with contextlib.suppress(asyncio.CancelledError):
-        await task
+        await heartbeat
 
 
 async def _close_sessions(app: web.Application) -> None:

@@ -40,11 +40,13 @@ class Broker(Protocol):
         ...
 
     async def subscribe(self, room: str) -> None:
-        """Receive the room's publications; returns once delivery is active."""
+        """Receive the room's publications; returns once delivery is active.
+
+        Raises `node.errors.Unavailable`, like every method below, when the broker is down."""
         ...
 
     async def unsubscribe(self, room: str) -> None:
-        """Stop receiving the room's publications."""
+        """Stop receiving the room's publications; never fails (repaired on reconnect)."""
         ...
 
     async def publish_message(self, room: str, template: bytes) -> int:

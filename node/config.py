@@ -36,6 +36,10 @@ class Settings:
     redis_url: str | None = _setting(
         None, "Redis URL for cluster mode; absent = embedded single-node mode"
     )
+    redis_prefix: str = _setting("chat", "prefix of every Redis key and channel this cluster uses")
+    node_ttl: float = _setting(
+        10.0, "seconds after its last heartbeat that a dead node's users leave presence"
+    )
     ping_interval: float = _setting(30.0, "seconds between server pings")
     ping_timeout: float = _setting(60.0, "seconds without a pong before a client is closed")
     rate: float = _setting(10.0, "client frames per second allowed (token bucket refill)")
@@ -115,7 +119,7 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
 def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
     positive = ("ping_interval", "ping_timeout", "rate", "burst", "max_text", "max_frame",
                 "max_connections", "max_buffer", "history", "history_window", "flood_limit",
-                "flood_window")
+                "flood_window", "node_ttl")
     for name in positive:
         if getattr(settings, name) <= 0:
             parser.error(f"{_flag(name)} must be positive")

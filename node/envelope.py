@@ -1,8 +1,15 @@
-"""The inter-node envelope: one room event as every subscribed node receives it."""
+"""The inter-node envelope: one room event as every subscribed node receives it.
+
+On the wire (Redis Pub/Sub) an envelope is a msgpack array
+`[room, seq, exclude, payload, origin]`; the Redis broker's publish script builds the same
+array for messages. This module is the only place msgpack is used.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import msgpack
 
 UNSEQUENCED = 0
 
@@ -12,7 +19,7 @@ class Publication:
     """A room event ready for local fan-out.
 
     `payload` is the client JSON, encoded once by the publisher; `seq` is the room's message
-    sequence number, or `UNSEQUENCED` for presence events; `exclude` names a member that must
+    sequence number, or `UNSEQUENCED` for presence events; `exclude` names a session that must
     not receive it (the joiner does not get its own `user_joined`).
     """
 
@@ -20,3 +27,16 @@ class Publication:
     seq: int
     payload: bytes
     exclude: str = ""
+
+
+def pack(publication: Publication, origin: str) -> bytes:
+    """The msgpack envelope of a publication sent by node `origin`."""
+    return msgpack.packb(
+        [publication.room, publication.seq, publication.exclude, publication.payload, origin]
+    )
+
+
+def unpack(data: bytes) -> Publication:
+    """One received envelope, decoded once; the payload stays bytes, ready to frame."""
+    room, seq, exclude, payload, _origin = msgpack.unpackb(data, raw=True)
+    return Publication(room.decode(), seq, payload, exclude.decode())

@@ -12,13 +12,15 @@ from typing import Any
 
 from node.broker import Broker
 from node.config import Settings
+from node.errors import Unavailable
 from node.heartbeat import now_ms
 from node.hub import Hub
+from node.liveness import announce_left
 from node.presence import Member, Presence
 from node.protocol import (
     Auth, AuthSuccess, ChatError, ChatMessage, ClientMessage, ErrorCode, Join, Leave,
     ListRooms, Ping, Pong, RoomInfo, RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong,
-    UserJoined, UserLeft, encode, event_frame, message_template, stored_messages,
+    UserJoined, encode, event_frame, message_template, stored_messages,
 )
 from node.session import Session
 
@@ -70,7 +72,13 @@ class Handlers:
         route = self._routes[type(message)]
         if route.requires_auth and session.member is None:
             raise ChatError(ErrorCode.NOT_AUTHENTICATED, "Authenticate first")
-        await route.handle(session, message)
+        try:
+            await route.handle(session, message)
+        except Unavailable as exc:
+            log.warning("session=%s %s failed: %s", session.id, type(message).__name__, exc)
+            raise ChatError(
+                ErrorCode.UNAVAILABLE, "Chat state is unreachable; nothing was done, retry soon"
+            ) from exc
 
     async def disconnect(self, session: Session) -> None:
         """The connection is gone: leave its room so that the others are told."""
@@ -96,8 +104,14 @@ class Handlers:
             await self._leave_room(session, member)
         session.room = room
         session.hold()
-        await self._hub.add(room, session)
-        members = await self._presence.join(room, member)
+        try:
+            await self._hub.add(room, session)
+            members = await self._presence.join(room, member)
+        except Unavailable:
+            session.room = None
+            session.release(0)
+            await self._hub.remove(room, session)
+            raise
         await self._welcome(session, room, members)
         log.info("join session=%s room=%s", session.id, room)
         joined = UserJoined(user=member.name, room=room, user_count=len(members))
@@ -125,14 +139,16 @@ class Handlers:
         session.send(event_frame(RoomLeft(room=room)))
 
     async def _leave_room(self, session: Session, member: Member) -> None:
+        """Leave locally at once; a presence update lost to an outage is repaired on reconnect."""
         room = _room(session)
         session.room = None
         await self._hub.remove(room, session)
-        count = await self._presence.leave(room, member)
         log.info("leave session=%s room=%s", session.id, room)
-        await self._broker.publish_event(
-            room, encode(UserLeft(user=member.name, room=room, user_count=count))
-        )
+        try:
+            count = await self._presence.leave(room, member)
+            await announce_left(self._broker, room, member.name, count)
+        except Unavailable as exc:
+            log.warning("session=%s left %s unannounced: %s", session.id, room, exc)
 
     async def _message(self, session: Session, message: SendMessage) -> None:
         member, room = _member(session), _room(session)

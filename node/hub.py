@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from node.broker import Broker
 from node.envelope import Publication
+from node.presence import Member
 from node.protocol import frame
 from node.session import Session
 
@@ -34,6 +35,10 @@ class Hub:
     def rooms(self) -> Iterable[str]:
         """Rooms with at least one local member."""
         return self._rooms.keys()
+
+    def held(self) -> list[tuple[str, Member]]:
+        """(room, member) of every local session in a room: this node's share of presence."""
+        return [(s.room, s.member) for s in self.sessions if s.room and s.member]
 
     async def add(self, room: str, session: Session) -> None:
         """Make the session a local member; returns once the room's deliveries flow here."""

@@ -22,6 +22,15 @@ class RoomCount:
     user_count: int
 
 
+@dataclass(frozen=True, slots=True)
+class Departure:
+    """A member removed because its node died, and the room's count after."""
+
+    room: str
+    member: Member
+    user_count: int
+
+
 class Presence(Protocol):
     """Room membership and the list of rooms (the defaults plus every room ever joined)."""
 
@@ -47,4 +56,16 @@ class Presence(Protocol):
 
     async def rooms(self) -> list[RoomCount]:
         """Every room, sorted by name, with its user count."""
+        ...
+
+    async def heartbeat(self) -> bool:
+        """Prove this node alive; True when its liveness had lapsed (re-announce members)."""
+        ...
+
+    async def reap(self) -> list[Departure]:
+        """Remove the members of nodes whose liveness expired; returns who left."""
+        ...
+
+    async def resync(self, held: list[tuple[str, Member]]) -> None:
+        """Make this node's presence exactly `held` (room, member) pairs."""
         ...

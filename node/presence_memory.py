@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from node.presence import DEFAULT_ROOMS, Member, RoomCount
+from node.presence import DEFAULT_ROOMS, Departure, Member, RoomCount
 
 
 @dataclass(slots=True)
@@ -35,3 +35,12 @@ class MemoryPresence:
 
     async def rooms(self) -> list[RoomCount]:
         return [RoomCount(name, len(members)) for name, members in sorted(self._rooms.items())]
+
+    async def heartbeat(self) -> bool:
+        return False
+
+    async def reap(self) -> list[Departure]:
+        return []
+
+    async def resync(self, held: list[tuple[str, Member]]) -> None:
+        pass

@@ -8,11 +8,14 @@ from aiohttp import web
 
 from node.broker import Broker
 from node.broker_memory import MemoryBroker
+from node.broker_redis import RedisBroker
 from node.config import Settings
 from node.handlers import Handlers
 from node.hub import Hub
+from node.liveness import Liveness
 from node.presence import Presence
 from node.presence_memory import MemoryPresence
+from node.presence_redis import RedisPresence
 
 
 @dataclass(slots=True)
@@ -22,6 +25,7 @@ class Node:
     presence: Presence
     hub: Hub
     handlers: Handlers
+    liveness: Liveness
     draining: bool = False
 
     def unready_reason(self) -> str | None:
@@ -40,7 +44,17 @@ NODE = web.AppKey("node", Node)
 
 def build_node(settings: Settings) -> Node:
     """A node on the backends its settings name (in memory when there is no Redis URL)."""
-    broker = MemoryBroker(capacity=settings.history)
-    presence = MemoryPresence()
+    broker: Broker
+    presence: Presence
+    if settings.redis_url is None:
+        broker = MemoryBroker(capacity=settings.history)
+        presence = MemoryPresence()
+    else:
+        broker = RedisBroker(settings.redis_url, settings.redis_prefix, settings.node_id,
+                             settings.history, on_reconnect=lambda: liveness.resync())
+        presence = RedisPresence(settings.redis_url, settings.redis_prefix, settings.node_id,
+                                 settings.node_ttl)
     hub = Hub(broker)
-    return Node(settings, broker, presence, hub, Handlers(settings, hub, broker, presence))
+    liveness = Liveness(presence, broker, hub, settings.node_ttl)
+    handlers = Handlers(settings, hub, broker, presence)
+    return Node(settings, broker, presence, hub, handlers, liveness)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +12,7 @@ import uvloop
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway.processes import Service, start_redis
 from node.app import create_app
 from node.config import Settings
 from tests.chat_client import ChatClient
@@ -23,10 +26,40 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
     return {"uvloop": uvloop.new_event_loop}
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """One real redis-server for the session; tests keep apart by key prefix."""
+    service = start_redis(Path(tmp_path_factory.mktemp("redis")))
+    yield service
+    service.stop()
+
+
 @pytest.fixture
-def settings_overrides() -> dict[str, Any]:
+def redis_url(redis_server: Service) -> str:
+    return f"redis://127.0.0.1:{redis_server.port}/0"
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key and channel prefix of this test's own."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Node tests run against the embedded mode and against a real Redis."""
+    return str(request.param)
+
+
+@pytest.fixture
+def settings_overrides(request: pytest.FixtureRequest, backend: str, redis_prefix: str
+                       ) -> dict[str, Any]:
     """Settings every node of a test starts with; tests override single fields."""
-    return {"node_id": "test-node", "rate": 1000.0, "burst": 1000}
+    overrides: dict[str, Any] = {"node_id": "test-node", "rate": 1000.0, "burst": 1000}
+    if backend == "redis":
+        overrides |= {"redis_url": request.getfixturevalue("redis_url"),
+                      "redis_prefix": redis_prefix}
+    return overrides
 
 
 @pytest.fixture

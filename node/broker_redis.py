@@ -1,0 +1,195 @@
+"""The Redis broker: one Pub/Sub channel per room, history and seq in one atomic script."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from redis.exceptions import RedisError
+
+from node import envelope
+from node.backoff import Backoff
+from node.broker import HistoryWindow, PublicationHandler
+from node.envelope import UNSEQUENCED, Publication
+from node.redis_support import COMMAND_TIMEOUT, RedisKeys, connect, translate_errors
+
+log = logging.getLogger("node.broker")
+
+ReconnectHandler = Callable[[], Awaitable[None]]
+
+# KEYS: seq, history. ARGV: message template, history capacity, channel, room, origin node.
+# Assigns the next seq, closes the template with it, stores it and publishes the envelope
+# ([room, seq, exclude, payload, origin], see node.envelope) in one atomic step.
+PUBLISH_MESSAGE = """
+local seq = redis.call('INCR', KEYS[1])
+local payload = ARGV[1] .. seq .. '}'
+redis.call('ZADD', KEYS[2], seq, payload)
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[2]) + 1))
+redis.call('PUBLISH', ARGV[3], cmsgpack.pack({ARGV[4], seq, '', payload, ARGV[5]}))
+return seq
+"""
+
+
+class RedisBroker:
+    """Publishes through a connection pool and receives on one subscriber connection.
+
+    The subscriber survives Redis outages: it reconnects with capped, jittered backoff,
+    redis-py re-subscribes its channels, and `on_reconnect` tells the node to re-announce
+    what Redis may have forgotten.
+    """
+
+    def __init__(self, url: str, prefix: str, node_id: str, capacity: int,
+                 on_reconnect: ReconnectHandler) -> None:
+        self._redis = connect(url)
+        self._keys = RedisKeys(prefix)
+        self._node_id = node_id
+        self._capacity = capacity
+        self._on_reconnect = on_reconnect
+        self._publish_message = self._redis.register_script(PUBLISH_MESSAGE)
+        self._pubsub = self._redis.pubsub()
+        self._handler: PublicationHandler | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._connected = False
+        self._closing = False
+        self._connected_once = asyncio.Event()
+        self._confirmations: dict[bytes, asyncio.Future[None]] = {}
+        self._wanted: set[bytes] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def ready(self) -> bool:
+        return self._connected
+
+    async def start(self, handler: PublicationHandler) -> None:
+        """Start the subscriber; waits (boundedly) for Redis so that a fresh node is ready."""
+        self._handler = handler
+        self._listener = asyncio.create_task(self._listen(), name="redis-subscriber")
+        try:
+            await asyncio.wait_for(self._connected_once.wait(), COMMAND_TIMEOUT)
+        except TimeoutError:
+            log.warning("redis unreachable at start; retrying in the background")
+
+    async def close(self) -> None:
+        self._closing = True
+        pending = [*self._tasks, *([self._listener] if self._listener else [])]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self._pubsub.aclose()
+        await self._redis.aclose()
+
+    async def subscribe(self, room: str) -> None:
+        channel = self._keys.channel(room).encode()
+        self._wanted.add(channel)
+        await self._subscribe_confirmed(channel)
+
+    async def unsubscribe(self, room: str) -> None:
+        """Never fails: an unsubscribe lost to an outage is repaired on reconnect."""
+        channel = self._keys.channel(room).encode()
+        self._wanted.discard(channel)
+        try:
+            await self._pubsub.unsubscribe(channel)
+        except (RedisError, OSError) as exc:
+            log.debug("unsubscribe %r deferred to reconnect: %s", channel, exc)
+
+    @translate_errors
+    async def publish_message(self, room: str, template: bytes) -> int:
+        keys = [self._keys.seq(room), self._keys.history(room)]
+        args = [template, self._capacity, self._keys.channel(room), room, self._node_id]
+        return int(await self._publish_message(keys=keys, args=args))
+
+    @translate_errors
+    async def publish_event(self, room: str, payload: bytes, exclude: str = "") -> None:
+        data = envelope.pack(Publication(room, UNSEQUENCED, payload, exclude), self._node_id)
+        await self._redis.publish(self._keys.channel(room), data)
+
+    @translate_errors
+    async def history(self, room: str, limit: int) -> HistoryWindow:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrange(self._keys.history(room), -limit, -1)
+            pipe.get(self._keys.seq(room))
+            messages, seq = await pipe.execute()
+        return HistoryWindow(list(messages) if limit else [], int(seq or 0))
+
+    @translate_errors
+    async def _subscribe_confirmed(self, channel: bytes) -> None:
+        """Subscribe and wait for Redis to confirm, so no publication after this is missed."""
+        confirmed = asyncio.get_running_loop().create_future()
+        self._confirmations[channel] = confirmed
+        try:
+            await self._pubsub.subscribe(channel)
+            await asyncio.wait_for(confirmed, COMMAND_TIMEOUT)
+        finally:
+            self._confirmations.pop(channel, None)
+
+    async def _listen(self) -> None:
+        """Read the subscriber connection for ever, reconnecting after failures.
+
+        The node's own channel is always subscribed, so the connection always has a
+        subscription to re-establish and every reconnect is confirmed by a message.
+        """
+        own_channel = self._keys.node_channel(self._node_id)
+        backoff = Backoff()
+        while not self._closing:  # a flag too: redis-py can swallow a cancel
+            try:
+                if not self._pubsub.subscribed:
+                    await self._pubsub.subscribe(own_channel)
+                message = await self._pubsub.get_message(timeout=None)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                self._set_connected(False, str(exc))
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            if not self._connected:
+                backoff.reset()
+                self._set_connected(True, "subscriber connected")
+            if message is not None:
+                self._on_message(message)
+
+    def _on_message(self, message: dict[str, object]) -> None:
+        kind, channel, data = message["type"], message["channel"], message["data"]
+        if kind == "message" and self._handler is not None:
+            try:
+                self._handler(envelope.unpack(data))  # type: ignore[arg-type]
+            except Exception:
+                log.exception("dropping an undeliverable envelope from %r", channel)
+        elif kind == "subscribe":
+            confirmed = self._confirmations.get(channel)  # type: ignore[arg-type]
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+
+    def _set_connected(self, connected: bool, why: str) -> None:
+        """Record a transition (logged once each way); a (re)connect re-announces state."""
+        if connected == self._connected:
+            return
+        self._connected = connected
+        if connected:
+            log.info("redis connected")
+            self._connected_once.set()
+            self._background(self._reconnected())
+        else:
+            log.warning("redis unavailable: %s", why)
+
+    async def _reconnected(self) -> None:
+        """Make the subscriptions match what the hub asked for, then tell the node.
+
+        redis-py re-subscribes the channels it knew; a subscribe or unsubscribe that failed
+        during the outage is repaired here.
+        """
+        own = self._keys.node_channel(self._node_id).encode()
+        current = set(self._pubsub.channels) - {own}
+        try:
+            if stale := current - self._wanted:
+                await self._pubsub.unsubscribe(*stale)
+            if missing := self._wanted - current:
+                await self._pubsub.subscribe(*missing)
+            await self._on_reconnect()
+        except Exception:
+            log.exception("re-announcing after a redis reconnect failed")
+
+    def _background(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

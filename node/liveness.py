@@ -1,0 +1,63 @@
+"""Keeping this node's presence true in shared state, and cleaning up after dead nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from node.broker import Broker
+from node.errors import Unavailable
+from node.hub import Hub
+from node.presence import Presence
+from node.protocol import UserLeft, encode
+
+log = logging.getLogger("node.liveness")
+
+
+async def announce_left(broker: Broker, room: str, name: str, count: int) -> None:
+    """Tell a room that a member left."""
+    await broker.publish_event(room, encode(UserLeft(user=name, room=room, user_count=count)))
+
+
+class Liveness:
+    """Heartbeats this node, re-announces its members when shared state forgot them, and
+    tells rooms about the members of nodes that died."""
+
+    def __init__(self, presence: Presence, broker: Broker, hub: Hub, node_ttl: float) -> None:
+        self._presence = presence
+        self._broker = broker
+        self._hub = hub
+        self._interval = node_ttl / 4
+        self._stop = asyncio.Event()
+
+    async def resync(self) -> None:
+        """Write this node's members into presence again (after a reconnect or a lapse)."""
+        await self._presence.resync(self._hub.held())
+
+    async def run(self) -> None:
+        """Tick until `stop`; stopped by a flag because redis-py can swallow a cancel."""
+        healthy = True
+        while not self._stop.is_set():
+            try:
+                await self._tick()
+                if not healthy:
+                    log.info("presence upkeep resumed")
+                healthy = True
+            except Unavailable as exc:
+                if healthy:
+                    log.warning("presence upkeep paused: %s", exc)
+                healthy = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _tick(self) -> None:
+        if await self._presence.heartbeat():
+            await self.resync()
+        for departure in await self._presence.reap():
+            log.info("reaped %s from %s", departure.member.name, departure.room)
+            await announce_left(self._broker, departure.room, departure.member.name,
+                                departure.user_count)

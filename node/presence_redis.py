@@ -1,0 +1,143 @@
+"""Presence in Redis: members tagged with their node, nodes alive while their key lives.
+
+A node refreshes an expiring liveness key; any live node that finds another node's key gone
+removes that node's members in one atomic script (only one reaper wins) and reports who left.
+Nobody trusts a dead node to clean up after itself.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from redis.asyncio.client import Pipeline
+
+from node.presence import DEFAULT_ROOMS, Departure, Member, RoomCount
+from node.redis_support import RedisKeys, connect, translate_errors
+
+# KEYS: nodes set, the dead node's liveness key, its member index.
+# ARGV: the dead node's id, the prefix of room member hashes.
+# Returns a flat list room, member info, count for every member removed.
+REAP_NODE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
+if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return {} end
+local held = redis.call('HGETALL', KEYS[3])
+local departed = {}
+for i = 1, #held, 2 do
+  local key = ARGV[2] .. held[i + 1]
+  local info = redis.call('HGET', key, held[i])
+  if info then
+    redis.call('HDEL', key, held[i])
+    table.insert(departed, held[i + 1])
+    table.insert(departed, info)
+    table.insert(departed, redis.call('HLEN', key))
+  end
+end
+redis.call('DEL', KEYS[3])
+return departed
+"""
+
+
+class _MemberInfo(msgspec.Struct, array_like=True):
+    id: str
+    name: str
+    node: str
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(_MemberInfo).decode
+
+
+def _member(info: bytes) -> Member:
+    decoded = _decode(info)
+    return Member(decoded.id, decoded.name)
+
+
+class RedisPresence:
+    """Room membership across the cluster, in Redis hashes."""
+
+    def __init__(self, url: str, prefix: str, node_id: str, ttl: float) -> None:
+        self._redis = connect(url)
+        self._keys = RedisKeys(prefix)
+        self._node_id = node_id
+        self._ttl_ms = int(ttl * 1000)
+        self._reap_node = self._redis.register_script(REAP_NODE)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    @translate_errors
+    async def join(self, room: str, member: Member) -> list[Member]:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            self._hold(pipe, room, member)
+            pipe.hvals(self._keys.members(room))
+            *_, infos = await pipe.execute()
+        return [_member(info) for info in infos]
+
+    @translate_errors
+    async def leave(self, room: str, member: Member) -> int:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self._keys.members(room), member.id)
+            pipe.hdel(self._keys.node_members(self._node_id), member.id)
+            pipe.hlen(self._keys.members(room))
+            *_, count = await pipe.execute()
+        return int(count)
+
+    @translate_errors
+    async def members(self, room: str) -> list[Member]:
+        return [_member(info) for info in await self._redis.hvals(self._keys.members(room))]
+
+    @translate_errors
+    async def rooms(self) -> list[RoomCount]:
+        names = sorted({*DEFAULT_ROOMS, *(n.decode() for n in await self._redis.smembers(
+            self._keys.rooms))})
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hlen(self._keys.members(name))
+            counts = await pipe.execute()
+        return [RoomCount(name, int(count)) for name, count in zip(names, counts, strict=True)]
+
+    @translate_errors
+    async def heartbeat(self) -> bool:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._keys.node_alive(self._node_id), b"1", px=self._ttl_ms, get=True)
+            pipe.sadd(self._keys.nodes, self._node_id)
+            previous, _ = await pipe.execute()
+        return previous is None
+
+    @translate_errors
+    async def reap(self) -> list[Departure]:
+        nodes = [n.decode() for n in await self._redis.smembers(self._keys.nodes)]
+        others = [n for n in nodes if n != self._node_id]
+        departures: list[Departure] = []
+        for node in others:
+            keys = [self._keys.nodes, self._keys.node_alive(node), self._keys.node_members(node)]
+            flat = await self._reap_node(keys=keys, args=[node, self._keys.members("")])
+            for i in range(0, len(flat), 3):
+                departures.append(Departure(flat[i].decode(), _member(flat[i + 1]),
+                                            int(flat[i + 2])))
+        return departures
+
+    @translate_errors
+    async def resync(self, held: list[tuple[str, Member]]) -> None:
+        index = self._keys.node_members(self._node_id)
+        recorded = await self._redis.hgetall(index)
+        current = {member.id for _, member in held}
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for member_id, room in recorded.items():
+                if member_id.decode() not in current:
+                    pipe.hdel(self._keys.members(room.decode()), member_id)
+                    pipe.hdel(index, member_id)
+            for room, member in held:
+                self._hold(pipe, room, member)
+            pipe.set(self._keys.node_alive(self._node_id), b"1", px=self._ttl_ms)
+            await pipe.execute()
+
+    def _hold(self, pipe: Pipeline, room: str, member: Member) -> None:
+        """Queue the writes that put a member of this node into a room."""
+        info = _encode(_MemberInfo(member.id, member.name, self._node_id))
+        pipe.sadd(self._keys.rooms, room)
+        pipe.hset(self._keys.members(room), member.id, info)
+        pipe.hset(self._keys.node_members(self._node_id), member.id, room)
+        pipe.sadd(self._keys.nodes, self._node_id)
