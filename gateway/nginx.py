@@ -1,0 +1,43 @@
+"""Rendering the nginx gateway configuration from its template."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+TEMPLATE = Path(__file__).with_name("nginx.conf.template")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    listen: str
+    upstreams: list[str]
+    run_dir: Path
+    workers: int = 1
+    proxy_timeout: int = 120
+    max_fails: int = 2
+    fail_timeout: int = 5
+
+    def render(self) -> str:
+        """The nginx.conf text: least_conn over the nodes with passive health checks."""
+        servers = "\n".join(
+            f"        server {upstream} max_fails={self.max_fails} fail_timeout={self.fail_timeout}s;"
+            for upstream in self.upstreams
+        )
+        values = {
+            "workers": str(self.workers),
+            "run_dir": str(self.run_dir),
+            "servers": servers,
+            "listen": self.listen,
+            "tries": str(len(self.upstreams)),
+            "proxy_timeout": str(self.proxy_timeout),
+        }
+        text = TEMPLATE.read_text()
+        for name, value in values.items():
+            text = text.replace("{{" + name + "}}", value)
+        return text
+
+    def prepare_run_dir(self) -> None:
+        """nginx wants its temp directories to exist."""
+        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (self.run_dir / sub).mkdir(parents=True, exist_ok=True)

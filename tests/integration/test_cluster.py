@@ -1,0 +1,200 @@
+"""Three real node processes, a real redis-server and nginx behave like one server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis.asyncio as redis
+
+from gateway.cluster import Cluster
+from gateway.nginx import GatewayConfig
+from gateway.processes import check_nginx_config, start_redis
+from tests.chat_client import ChatClient
+from tests.integration.cluster_fixtures import http, make_cluster, open_ws  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One cluster shared by the tests of this module; each test uses rooms of its own."""
+    started = Cluster(Path(tmp_path_factory.mktemp("cluster")), 3,
+                      node_args=["--rate", "1000", "--burst", "1000"])
+    started.start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def room() -> str:
+    return f"room-{uuid.uuid4().hex[:8]}"
+
+
+async def _member(open_ws, url: str, name: str, room: str) -> ChatClient:
+    client = await open_ws(url)
+    await client.auth(name)
+    await client.join(room)
+    return client
+
+
+async def test_members_on_different_nodes_and_the_gateway_share_a_room(
+    cluster: Cluster, open_ws, http: aiohttp.ClientSession, room: str
+) -> None:
+    alice = await _member(open_ws, cluster.node_ws_url(1), "alice", room)
+    bob = await _member(open_ws, cluster.node_ws_url(2), "bob", room)
+    assert (await alice.expect("user_joined"))["userCount"] == 2
+    carol = await open_ws(cluster.ws_url)
+    await carol.auth("carol")
+    joined = await carol.join(room)
+    assert joined["userCount"] == 3 and sorted(joined["users"]) == ["alice", "bob", "carol"]
+    for client in (alice, bob):
+        assert (await client.expect("user_joined"))["userCount"] == 3
+
+    clients = {"alice": alice, "bob": bob, "carol": carol}
+    for name, client in clients.items():
+        await client.say(f"from {name}")
+    for client in clients.values():
+        events = [await client.expect("message") for _ in range(3)]
+        assert [e["seq"] for e in events] == [1, 2, 3]
+        assert sorted(e["text"] for e in events) == ["from alice", "from bob", "from carol"]
+    await alice.say("marker")  # nothing arrives twice: the next message is the marker
+    for client in clients.values():
+        assert (await client.expect("message"))["text"] == "marker"
+
+    await carol.send(type="list_rooms")
+    listed = {r["name"]: r["userCount"] for r in (await carol.expect("room_list"))["rooms"]}
+    assert listed[room] == 3
+    urls = [cluster.node_url(i) for i in (1, 2, 3)] + [cluster.http_url]
+    for url in urls:
+        async with http.get(f"{url}/api/rooms") as response:
+            details = {d["name"]: d["userCount"] for d in (await response.json())["details"]}
+        assert details[room] == 3, url
+        assert details == {name: listed[name] for name in details}
+
+
+async def test_concurrent_senders_on_three_nodes_see_one_order(
+    cluster: Cluster, open_ws, room: str
+) -> None:
+    members = [await _member(open_ws, cluster.node_ws_url(i), f"user{i}", room) for i in (1, 2, 3)]
+    for index, client in enumerate(members):
+        for _ in members[index + 1:]:
+            await client.expect("user_joined")
+    per_sender = 30
+
+    async def send_all(client: ChatClient, n: int) -> None:
+        for i in range(per_sender):
+            await client.say(f"{n}:{i}")
+
+    await asyncio.gather(*(send_all(c, n) for n, c in enumerate(members)))
+    total = per_sender * len(members)
+    seen = [[await c.expect("message") for _ in range(total)] for c in members]
+    assert [e["seq"] for e in seen[0]] == list(range(1, total + 1))
+    ids = [[e["id"] for e in events] for events in seen]
+    assert ids[0] == ids[1] == ids[2]
+    assert len(set(ids[0])) == total
+
+
+async def test_a_newcomer_on_another_node_gets_the_50_newest(
+    cluster: Cluster, open_ws, room: str
+) -> None:
+    alice = await _member(open_ws, cluster.node_ws_url(1), "alice", room)
+    for n in range(1, 61):
+        await alice.say(f"m{n}")
+        await alice.expect("message")
+    newcomer = await open_ws(cluster.node_ws_url(3))
+    await newcomer.auth("newcomer")
+    joined = await newcomer.join(room)
+    assert [m["seq"] for m in joined["history"]] == list(range(11, 61))
+    assert [m["text"] for m in joined["history"]] == [f"m{n}" for n in range(11, 61)]
+
+
+async def test_nodes_subscribe_only_to_rooms_with_local_members(
+    cluster: Cluster, open_ws, room: str
+) -> None:
+    assert cluster.redis_url is not None
+    channel = f"chat:room:{room}"
+    client = redis.Redis.from_url(cluster.redis_url)
+    try:
+        async def subscribers() -> int:
+            return int(dict(await client.pubsub_numsub(channel))[channel.encode()])
+
+        assert await subscribers() == 0
+        alice = await _member(open_ws, cluster.node_ws_url(1), "alice", room)
+        assert await subscribers() == 1
+        bob = await _member(open_ws, cluster.node_ws_url(2), "bob", room)
+        assert await subscribers() == 2
+        await bob.send(type="leave")
+        await bob.expect("room_left")
+        assert await subscribers() == 1
+        await alice.close()
+        await _eventually(lambda: subscribers(), 0)
+    finally:
+        await client.aclose()
+
+
+async def test_a_killed_node_leaves_presence_within_15_seconds(
+    make_cluster, open_ws, http: aiohttp.ClientSession, room: str
+) -> None:
+    cluster = make_cluster(nodes=2)
+    alice = await _member(open_ws, cluster.node_ws_url(1), "alice", room)
+    await _member(open_ws, cluster.node_ws_url(2), "bob", room)
+    await alice.expect("user_joined")
+    cluster.nodes[1].kill()
+    left = await alice.expect("user_left", timeout=15)
+    assert left == {"type": "user_left", "user": "bob", "room": room, "userCount": 1}
+    async with http.get(f"{cluster.node_url(1)}/api/rooms") as response:
+        details = {d["name"]: d["userCount"] for d in (await response.json())["details"]}
+    assert details[room] == 1
+
+
+async def test_nodes_ride_out_a_redis_restart(
+    make_cluster, open_ws, http: aiohttp.ClientSession, room: str
+) -> None:
+    cluster = make_cluster(nodes=2)
+    alice = await _member(open_ws, cluster.node_ws_url(1), "alice", room)
+    bob = await _member(open_ws, cluster.node_ws_url(2), "bob", room)
+    await alice.expect("user_joined")
+    assert cluster.redis is not None
+    port = cluster.redis.port
+    cluster.redis.stop()
+
+    for index in (1, 2):
+        await _eventually(lambda i=index: _status(http, cluster.node_url(i) + "/readyz"), 503)
+    async with http.get(f"{cluster.node_url(1)}/api/status") as response:
+        assert (await response.json())["broker"] == "unavailable"
+    await alice.say("while redis is down")
+    await alice.expect_error("unavailable")
+
+    cluster.redis = start_redis(cluster.run_dir, port)
+    for index in (1, 2):
+        await _eventually(lambda i=index: _status(http, cluster.node_url(i) + "/readyz"), 200)
+    await alice.say("after the restart")
+    for client in (alice, bob):
+        assert (await client.expect("message"))["text"] == "after the restart"
+    async with http.get(f"{cluster.node_url(2)}/api/rooms") as response:
+        details = {d["name"]: d["userCount"] for d in (await response.json())["details"]}
+    assert details[room] == 2, "presence is re-announced after Redis lost it"
+
+
+def test_the_rendered_gateway_config_passes_nginx_t(tmp_path: Path) -> None:
+    config = GatewayConfig("127.0.0.1:18080", ["127.0.0.1:18001", "127.0.0.1:18002"], tmp_path)
+    config.prepare_run_dir()
+    checked = check_nginx_config(tmp_path, config.render())
+    assert checked.returncode == 0, checked.stderr
+    assert "test is successful" in checked.stderr
+
+
+async def _status(http: aiohttp.ClientSession, url: str) -> int:
+    async with http.get(url) as response:
+        return response.status
+
+
+async def _eventually(probe, expected: object, timeout: float = 10.0) -> None:
+    """Poll an async probe until it returns `expected` (state that has no event to await)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (value := await probe()) != expected:
+        assert asyncio.get_running_loop().time() < deadline, f"still {value}, not {expected}"
+        await asyncio.sleep(0.05)
