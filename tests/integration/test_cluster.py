@@ -148,6 +148,9 @@ async def test_a_killed_node_leaves_presence_within_15_seconds(
     async with http.get(f"{cluster.node_url(1)}/api/rooms") as response:
         details = {d["name"]: d["userCount"] for d in (await response.json())["details"]}
     assert details[room] == 1
+    for n in range(4):  # the gateway retries the dead node's failed handshakes elsewhere
+        client = await open_ws(cluster.ws_url)
+        assert (await client.auth(f"late{n}"))["node"] == "node1"
 
 
 async def test_nodes_ride_out_a_redis_restart(
