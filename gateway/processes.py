@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -75,15 +74,14 @@ class Service:
             return ""
 
 
-def spawn(name: str, argv: list[str], port: int, log_path: Path,
-          env: dict[str, str] | None = None) -> Service:
+def spawn(name: str, argv: list[str], port: int, log_path: Path) -> Service:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         # A session of its own: a terminal's Ctrl-C reaches the launcher only, which then
         # stops the children in order (nodes before Redis).
         process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, start_new_session=True,
+            start_new_session=True,
         )
     return Service(name, process, port, log_path)
 

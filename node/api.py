@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger

@@ -13,7 +13,7 @@ from node import api, disconnect
 from node.config import Settings
 from node.heartbeat import run_heartbeat
 from node.protocol import ServerShutdown, event_frame
-from node.runtime import NODE, Node, build_node
+from node.runtime import NODE, build_node
 from node.session import Session
 
 log = logging.getLogger("node.app")

@@ -72,3 +72,23 @@ class ChatClient:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+async def settle_joins(members: list[ChatClient]) -> None:
+    """Consume the `user_joined` each member gets for those who joined after it."""
+    for index, client in enumerate(members):
+        for _ in members[index + 1:]:
+            await client.expect("user_joined")
+
+
+async def send_concurrently(senders: list[ChatClient], per_sender: int
+                            ) -> list[list[dict[str, Any]]]:
+    """Every sender sends `per_sender` messages "n:i" at once; returns what each received."""
+
+    async def send_all(client: ChatClient, n: int) -> None:
+        for i in range(per_sender):
+            await client.say(f"{n}:{i}")
+
+    await asyncio.gather(*(send_all(c, n) for n, c in enumerate(senders)))
+    total = per_sender * len(senders)
+    return [[await c.expect("message") for _ in range(total)] for c in senders]

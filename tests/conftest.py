@@ -17,6 +17,8 @@ from node.app import create_app
 from node.config import Settings
 from tests.chat_client import ChatClient
 
+pytest_plugins = ["tests.integration.cluster_fixtures"]
+
 NodeFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 ClientFactory = Callable[..., Awaitable[ChatClient]]
 

@@ -14,8 +14,7 @@ import redis.asyncio as redis
 from gateway.cluster import Cluster
 from gateway.nginx import GatewayConfig
 from gateway.processes import check_nginx_config, start_redis
-from tests.chat_client import ChatClient
-from tests.integration.cluster_fixtures import http, make_cluster, open_ws  # noqa: F401
+from tests.chat_client import ChatClient, send_concurrently, settle_joins
 
 
 @pytest.fixture(scope="module")
@@ -79,18 +78,10 @@ async def test_concurrent_senders_on_three_nodes_see_one_order(
     cluster: Cluster, open_ws, room: str
 ) -> None:
     members = [await _member(open_ws, cluster.node_ws_url(i), f"user{i}", room) for i in (1, 2, 3)]
-    for index, client in enumerate(members):
-        for _ in members[index + 1:]:
-            await client.expect("user_joined")
+    await settle_joins(members)
     per_sender = 30
-
-    async def send_all(client: ChatClient, n: int) -> None:
-        for i in range(per_sender):
-            await client.say(f"{n}:{i}")
-
-    await asyncio.gather(*(send_all(c, n) for n, c in enumerate(members)))
     total = per_sender * len(members)
-    seen = [[await c.expect("message") for _ in range(total)] for c in members]
+    seen = await send_concurrently(members, per_sender)
     assert [e["seq"] for e in seen[0]] == list(range(1, total + 1))
     ids = [[e["id"] for e in events] for events in seen]
     assert ids[0] == ids[1] == ids[2]

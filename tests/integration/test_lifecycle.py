@@ -10,7 +10,7 @@ import sys
 import aiohttp
 
 from tests.conftest import ClientFactory
-from tests.ports import free_port
+from gateway.processes import free_port
 
 
 async def test_server_pings_and_a_client_that_answers_stays(make_node, connect) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from datetime import datetime
 
 import pytest
 
-from tests.chat_client import ChatClient
+from tests.chat_client import settle_joins, send_concurrently
 from tests.conftest import ClientFactory
 
 
@@ -241,19 +240,10 @@ async def test_unknown_type_names_the_type(connect: ClientFactory) -> None:
 
 async def test_concurrent_senders_share_one_gapless_sequence(member) -> None:
     senders = [await member(f"user{n}") for n in range(4)]
-    for index, client in enumerate(senders):
-        for _ in senders[index + 1:]:
-            await client.expect("user_joined")
+    await settle_joins(senders)
     per_sender = 25
-
-    async def send_all(client: ChatClient, n: int) -> None:
-        for i in range(per_sender):
-            await client.say(f"{n}:{i}")
-
-    await asyncio.gather(*(send_all(c, n) for n, c in enumerate(senders)))
     total = per_sender * len(senders)
-    for client in senders:
-        events = [await client.expect("message") for _ in range(total)]
+    for events in await send_concurrently(senders, per_sender):
         assert [e["seq"] for e in events] == list(range(1, total + 1))
         for n in range(len(senders)):
             mine = [e["text"] for e in events if e["text"].startswith(f"{n}:")]
