@@ -17,10 +17,21 @@ PublicationHandler = Callable[[Publication], None]
 
 @dataclass(frozen=True, slots=True)
 class HistoryWindow:
-    """The newest messages of a room (JSON payloads, oldest first) and the room's last seq."""
+    """Stored messages of a room (JSON payloads, oldest first) and where the room stands.
+
+    `epoch` names this incarnation of the room's history: it changes when the history is lost
+    (a Redis restart without persistence), so seqs from before cannot be trusted.
+    """
 
     messages: list[bytes]
     seq: int
+    epoch: str
+    first_seq: int
+
+    def covers(self, since: int, epoch: str | None) -> bool:
+        """True when every message after `since` is still retained, in the same incarnation."""
+        same_incarnation = epoch is None or epoch == self.epoch
+        return same_incarnation and since <= self.seq and self.first_seq <= since + 1
 
 
 class Broker(Protocol):
@@ -57,6 +68,6 @@ class Broker(Protocol):
         """Publish an unsequenced event (presence) to the room."""
         ...
 
-    async def history(self, room: str, limit: int) -> HistoryWindow:
-        """The newest `limit` stored messages of the room."""
+    async def history(self, room: str, limit: int, after: int | None = None) -> HistoryWindow:
+        """The newest `limit` stored messages, or with `after` every retained one after it."""
         ...

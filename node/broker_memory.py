@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -12,8 +13,11 @@ from node.protocol import stamp
 
 @dataclass(slots=True)
 class _RoomLog:
+    """Messages `seq - len(messages) + 1 .. seq`, oldest first."""
+
     seq: int
     messages: deque[bytes]
+    epoch: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(slots=True)
@@ -53,12 +57,11 @@ class MemoryBroker:
     async def publish_event(self, room: str, payload: bytes, exclude: str = "") -> None:
         self._deliver(Publication(room, UNSEQUENCED, payload, exclude))
 
-    async def history(self, room: str, limit: int) -> HistoryWindow:
-        log = self._logs.get(room)
-        if log is None:
-            return HistoryWindow([], 0)
-        newest = list(log.messages)[-limit:] if limit else []
-        return HistoryWindow(newest, log.seq)
+    async def history(self, room: str, limit: int, after: int | None = None) -> HistoryWindow:
+        log = self._log(room)
+        count = limit if after is None else max(0, log.seq - after)
+        messages = list(log.messages)[-count:] if count else []
+        return HistoryWindow(messages, log.seq, log.epoch, log.seq - len(log.messages) + 1)
 
     def _log(self, room: str) -> _RoomLog:
         log = self._logs.get(room)

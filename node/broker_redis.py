@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
@@ -18,10 +19,11 @@ log = logging.getLogger("node.broker")
 
 ReconnectHandler = Callable[[], Awaitable[None]]
 
-# KEYS: seq, history. ARGV: message template, history capacity, channel, room, origin node.
-# Assigns the next seq, closes the template with it, stores it and publishes the envelope
-# ([room, seq, exclude, payload, origin], see node.envelope) in one atomic step.
+# KEYS: seq, history, epoch. ARGV: message template, history capacity, channel, room, origin
+# node, a fresh epoch. Assigns the next seq, closes the template with it, stores it and
+# publishes the envelope ([room, seq, exclude, payload, origin], see node.envelope) atomically.
 PUBLISH_MESSAGE = """
+redis.call('SET', KEYS[3], ARGV[6], 'NX')
 local seq = redis.call('INCR', KEYS[1])
 local payload = ARGV[1] .. seq .. '}'
 redis.call('ZADD', KEYS[2], seq, payload)
@@ -95,8 +97,9 @@ class RedisBroker:
 
     @translate_errors
     async def publish_message(self, room: str, template: bytes) -> int:
-        keys = [self._keys.seq(room), self._keys.history(room)]
-        args = [template, self._capacity, self._keys.channel(room), room, self._node_id]
+        keys = [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room)]
+        args = [template, self._capacity, self._keys.channel(room), room, self._node_id,
+                uuid.uuid4().hex]
         return int(await self._publish_message(keys=keys, args=args))
 
     @translate_errors
@@ -105,12 +108,21 @@ class RedisBroker:
         await self._redis.publish(self._keys.channel(room), data)
 
     @translate_errors
-    async def history(self, room: str, limit: int) -> HistoryWindow:
+    async def history(self, room: str, limit: int, after: int | None = None) -> HistoryWindow:
+        history = self._keys.history(room)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrange(self._keys.history(room), -limit, -1)
+            pipe.set(self._keys.epoch(room), uuid.uuid4().hex, nx=True)
+            pipe.get(self._keys.epoch(room))
             pipe.get(self._keys.seq(room))
-            messages, seq = await pipe.execute()
-        return HistoryWindow(list(messages) if limit else [], int(seq or 0))
+            pipe.zrange(history, 0, 0, withscores=True)
+            if after is None:
+                pipe.zrange(history, -limit, -1)
+            else:
+                pipe.zrangebyscore(history, f"({after}", "+inf")
+            _, epoch, seq, oldest, messages = await pipe.execute()
+        last = int(seq or 0)
+        first = int(oldest[0][1]) if oldest else last + 1
+        return HistoryWindow(list(messages), last, epoch.decode(), first)
 
     @translate_errors
     async def _subscribe_confirmed(self, channel: bytes) -> None:

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from node.broker import Broker
+from msgspec import UNSET, UnsetType
+
+from node.broker import Broker, HistoryWindow
 from node.config import Settings
 from node.errors import Unavailable
 from node.heartbeat import now_ms
@@ -41,6 +43,11 @@ def iso_timestamp() -> str:
 def _member(session: Session) -> Member:
     assert session.member is not None, "routes that need a member require auth"
     return session.member
+
+
+def _joined_room(join: Join) -> str:
+    assert join.room is not None, "the parser validated the room"
+    return join.room
 
 
 def _room(session: Session) -> str:
@@ -96,10 +103,10 @@ class Handlers:
         ))
 
     async def _join(self, session: Session, message: Join) -> None:
-        member, room = _member(session), message.room
-        assert room is not None, "the parser validated the room"
+        member, room = _member(session), _joined_room(message)
         if session.room == room:
-            return await self._welcome(session, room, await self._presence.members(room))
+            members = await self._presence.members(room)
+            return await self._welcome(session, message, members)
         if session.room is not None:
             await self._leave_room(session, member)
         session.room = room
@@ -112,26 +119,38 @@ class Handlers:
             session.release(0)
             await self._hub.remove(room, session)
             raise
-        await self._welcome(session, room, members)
+        await self._welcome(session, message, members)
         log.info("join session=%s room=%s", session.id, room)
         joined = UserJoined(user=member.name, room=room, user_count=len(members))
         await self._broker.publish_event(room, encode(joined), exclude=session.id)
 
-    async def _welcome(self, session: Session, room: str, members: list[Member]) -> None:
+    async def _welcome(self, session: Session, join: Join, members: list[Member]) -> None:
         """Send `room_joined`, then whatever the room said since its history was read."""
         seen = 0
         try:
-            window = await self._broker.history(room, self._history_window)
+            window, recovered = await self._history_for(join)
             session.send(event_frame(RoomJoined(
-                room=room,
+                room=_joined_room(join),
                 history=stored_messages(window.messages),
                 users=[m.name for m in members],
                 user_count=len(members),
                 seq=window.seq,
+                epoch=window.epoch,
+                recovered=recovered,
             )))
             seen = window.seq
         finally:
             session.release(seen)
+
+    async def _history_for(self, join: Join) -> tuple[HistoryWindow, bool | UnsetType]:
+        """Everything after `since` when history still covers it, else the newest window."""
+        room = _joined_room(join)
+        if join.since is not None:
+            resumed = await self._broker.history(room, self._history_window, after=join.since)
+            if resumed.covers(join.since, join.epoch):
+                return resumed, True
+        newest = await self._broker.history(room, self._history_window)
+        return newest, UNSET if join.since is None else False
 
     async def _leave(self, session: Session, message: Leave) -> None:
         room = _room(session)

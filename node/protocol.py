@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 import struct
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -52,7 +52,11 @@ class Auth(_Incoming, tag="auth"):
 
 
 class Join(_Incoming, tag="join"):
+    """`since`/`epoch`: resume after the last seq seen in that incarnation of the room."""
+
     room: str | None = None
+    since: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    epoch: str | None = None
 
 
 class Leave(_Incoming, tag="leave"):
@@ -122,7 +126,7 @@ class Parser:
             case Auth(name=name):
                 return Auth(name=checked_name(name))
             case Join(room=room):
-                return Join(room=checked_room(room))
+                return msgspec.structs.replace(message, room=checked_room(room))
             case SendMessage(text=text):
                 return SendMessage(text=self._checked_text(text))
         return message
@@ -177,11 +181,15 @@ class RoomInfo(msgspec.Struct, frozen=True, rename="camel"):
 
 
 class RoomJoined(_Event, tag="room_joined"):
+    """`recovered` answers a join with `since`: whether `history` holds everything after it."""
+
     room: str
     history: list[msgspec.Raw]
     users: list[str]
     user_count: int
     seq: int
+    epoch: str
+    recovered: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 def stored_messages(payloads: list[bytes]) -> list[msgspec.Raw]:

@@ -61,6 +61,10 @@ class RedisKeys:
     def seq(self, room: str) -> str:
         return f"{self.prefix}:seq:{room}"
 
+    def epoch(self, room: str) -> str:
+        """Random id of the room's current history; lost with it."""
+        return f"{self.prefix}:epoch:{room}"
+
     def history(self, room: str) -> str:
         """Sorted set of message JSON scored by seq."""
         return f"{self.prefix}:history:{room}"

@@ -149,8 +149,13 @@ async def test_nodes_ride_out_a_redis_restart(
 ) -> None:
     cluster = make_cluster(nodes=2)
     alice = await _member(open_ws, cluster.node_ws_url(1), "alice", room)
-    bob = await _member(open_ws, cluster.node_ws_url(2), "bob", room)
+    bob = await open_ws(cluster.node_ws_url(2))
+    await bob.auth("bob")
+    epoch = (await bob.join(room))["epoch"]
     await alice.expect("user_joined")
+    await alice.say("before")
+    for client in (alice, bob):
+        assert (await client.expect("message"))["seq"] == 1
     assert cluster.redis is not None
     port = cluster.redis.port
     cluster.redis.stop()
@@ -171,6 +176,8 @@ async def test_nodes_ride_out_a_redis_restart(
     async with http.get(f"{cluster.node_url(2)}/api/rooms") as response:
         details = {d["name"]: d["userCount"] for d in (await response.json())["details"]}
     assert details[room] == 2, "presence is re-announced after Redis lost it"
+    rejoined = await bob.join(room, since=1, epoch=epoch)
+    assert rejoined["recovered"] is False and rejoined["epoch"] != epoch, "history was lost"
 
 
 def test_the_rendered_gateway_config_passes_nginx_t(tmp_path: Path) -> None:
