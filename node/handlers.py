@@ -139,6 +139,7 @@ class Handlers:
                 recovered=recovered,
             )))
             seen = window.seq
+            self._hub.sequencer.track(_joined_room(join), window.epoch, window.seq)
         finally:
             session.release(seen)
 

@@ -9,6 +9,7 @@ from node.broker import Broker
 from node.envelope import Publication
 from node.presence import Member
 from node.protocol import frame
+from node.sequencer import Sequencer
 from node.session import Session
 
 
@@ -16,11 +17,13 @@ class Hub:
     """The truth about local membership: which sessions are in which room here.
 
     The node is subscribed to a room's broker channel exactly while it has a local member
-    in it. Each publication is framed once and the same bytes go to every local member.
+    in it. Publications pass the sequencer (once each, in seq order), then each is framed
+    once and the same bytes go to every local member.
     """
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, history_capacity: int) -> None:
         self._broker = broker
+        self.sequencer = Sequencer(broker, self._fan_out, history_capacity)
         self.sessions: set[Session] = set()
         self._rooms: dict[str, set[Session]] = {}
         self._subscribed: set[str] = set()
@@ -52,6 +55,7 @@ class Hub:
         members.discard(session)
         if not members:
             del self._rooms[room]
+            self.sequencer.forget(room)
         await self._sync_subscription(room)
 
     async def _sync_subscription(self, room: str) -> None:
@@ -66,7 +70,11 @@ class Hub:
                 await self._broker.unsubscribe(room)
 
     def deliver(self, publication: Publication) -> None:
-        """Fan one publication out to the room's local members (the broker's handler)."""
+        """The broker's handler: every publication of a subscribed room comes here."""
+        if publication.room in self._rooms:
+            self.sequencer.accept(publication)
+
+    def _fan_out(self, publication: Publication) -> None:
         members = self._rooms.get(publication.room)
         if not members:
             return

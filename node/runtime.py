@@ -51,10 +51,16 @@ def build_node(settings: Settings) -> Node:
         presence = MemoryPresence()
     else:
         broker = RedisBroker(settings.redis_url, settings.redis_prefix, settings.node_id,
-                             settings.history, on_reconnect=lambda: liveness.resync())
+                             settings.history, on_reconnect=lambda: reconnected())
         presence = RedisPresence(settings.redis_url, settings.redis_prefix, settings.node_id,
                                  settings.node_ttl)
-    hub = Hub(broker)
+    hub = Hub(broker, settings.history)
     liveness = Liveness(presence, broker, hub, settings.node_ttl)
+
+    async def reconnected() -> None:
+        """Shared state may have missed or forgotten things while it was unreachable."""
+        hub.sequencer.recover()
+        await liveness.resync()
+
     handlers = Handlers(settings, hub, broker, presence)
     return Node(settings, broker, presence, hub, handlers, liveness)

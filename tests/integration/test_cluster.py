@@ -14,6 +14,7 @@ import redis.asyncio as redis
 from gateway.cluster import Cluster
 from gateway.nginx import GatewayConfig
 from gateway.processes import check_nginx_config, start_redis
+from node.protocol import ChatMessage, message_template, stamp
 from tests.chat_client import ChatClient, send_concurrently, settle_joins
 
 
@@ -124,6 +125,46 @@ async def test_nodes_subscribe_only_to_rooms_with_local_members(
         await _eventually(lambda: subscribers(), 0)
     finally:
         await client.aclose()
+
+
+async def test_delivery_resumes_after_subscriber_connections_are_killed(
+    cluster: Cluster, open_ws, room: str
+) -> None:
+    assert cluster.redis_url is not None
+    alice = await _member(open_ws, cluster.node_ws_url(1), "alice", room)
+    bob = await _member(open_ws, cluster.node_ws_url(2), "bob", room)
+    await alice.expect("user_joined")
+    client = redis.Redis.from_url(cluster.redis_url)
+    try:
+        assert await client.client_kill_filter(_type="pubsub") >= 2
+    finally:
+        await client.aclose()
+    for n in range(1, 21):
+        await bob.say(f"m{n}")
+    for member in (alice, bob):
+        events = [await member.expect("message") for _ in range(20)]
+        assert [e["seq"] for e in events] == list(range(1, 21))
+
+
+async def test_a_lost_publish_is_repaired_from_history(cluster: Cluster, open_ws, room: str
+                                                       ) -> None:
+    assert cluster.redis_url is not None
+    alice = await _member(open_ws, cluster.node_ws_url(1), "alice", room)
+    await alice.say("first")
+    assert (await alice.expect("message"))["seq"] == 1
+    client = redis.Redis.from_url(cluster.redis_url)
+    try:  # seqs 2 and 3 reach history but their envelopes never reach any node
+        for text in ("lost two", "lost three"):
+            seq = await client.incr(f"chat:seq:{room}")
+            draft = ChatMessage(room=room, user="ghost", user_id="g", text=text,
+                                timestamp="2026-01-01T00:00:00.000Z", id=f"lost{seq}")
+            await client.zadd(f"chat:history:{room}", {stamp(message_template(draft), seq): seq})
+    finally:
+        await client.aclose()
+    await alice.say("fourth")
+    events = [await alice.expect("message") for _ in range(3)]
+    assert [(e["seq"], e["text"]) for e in events] == [
+        (2, "lost two"), (3, "lost three"), (4, "fourth")]
 
 
 async def test_a_killed_node_leaves_presence_within_15_seconds(

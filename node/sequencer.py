@@ -1,0 +1,120 @@
+"""Per-room delivery order on this node: each message once, in seq order, gaps repaired.
+
+Every envelope carries its room seq. A duplicate (seq already delivered) is dropped; a gap
+(a message lost while the subscriber reconnected, or a lost publish) is filled from history
+before anything newer is delivered. Presence events (unsequenced) keep their place in line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from node.broker import Broker
+from node.envelope import UNSEQUENCED, Publication
+from node.errors import Unavailable
+
+log = logging.getLogger("node.sequencer")
+
+Emit = Callable[[Publication], None]
+
+
+@dataclass(slots=True)
+class _Cursor:
+    """How far a room has been delivered here, in which incarnation of its history."""
+
+    epoch: str | None = None
+    seq: int | None = None
+    queued: list[Publication] | None = None  # while a repair runs, arrivals wait here
+
+
+class Sequencer:
+    def __init__(self, broker: Broker, emit: Emit, capacity: int) -> None:
+        self._broker = broker
+        self._emit = emit
+        self._capacity = capacity
+        self._cursors: dict[str, _Cursor] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def accept(self, publication: Publication) -> None:
+        """Deliver now, drop as a duplicate, or hold back behind a gap repair."""
+        cursor = self._cursors.setdefault(publication.room, _Cursor())
+        seq = publication.seq
+        if cursor.queued is not None:
+            cursor.queued.append(publication)
+        elif seq == UNSEQUENCED:
+            self._emit(publication)
+        elif cursor.seq is None or seq == cursor.seq + 1:
+            cursor.seq = seq
+            self._emit(publication)
+        elif seq > cursor.seq:
+            cursor.queued = [publication]
+            self._start_repair(publication.room, cursor)
+
+    def track(self, room: str, epoch: str, seq: int) -> None:
+        """A join read the room's history: where the room stood, if nothing came yet."""
+        cursor = self._cursors.setdefault(room, _Cursor())
+        cursor.epoch = cursor.epoch or epoch
+        if cursor.seq is None:
+            cursor.seq = seq
+
+    def forget(self, room: str) -> None:
+        """The room has no local member any more."""
+        self._cursors.pop(room, None)
+
+    def recover(self) -> None:
+        """After a broker reconnect: fetch whatever every room said while we were away."""
+        for room, cursor in self._cursors.items():
+            if cursor.seq is not None and cursor.queued is None:
+                cursor.queued = []
+                self._start_repair(room, cursor)
+
+    async def idle(self) -> None:
+        """Wait until no repair is running."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks)
+
+    def _start_repair(self, room: str, cursor: _Cursor) -> None:
+        task = asyncio.get_running_loop().create_task(self._repair(room, cursor))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _repair(self, room: str, cursor: _Cursor) -> None:
+        assert cursor.seq is not None
+        try:
+            window = await self._broker.history(room, self._capacity, after=cursor.seq)
+        except Unavailable as exc:
+            log.warning("cannot repair %s after seq %d: %s", room, cursor.seq, exc)
+            window = None
+        if self._cursors.get(room) is not cursor:
+            return  # the room emptied meanwhile
+        if window is not None and cursor.epoch not in (None, window.epoch):
+            log.warning("history of %s was reset; delivery restarts from new seqs", room)
+            cursor.epoch, cursor.seq = window.epoch, None
+        elif window is not None:
+            cursor.epoch = window.epoch
+            self._fill(room, cursor, window.messages, window.seq - len(window.messages) + 1)
+        self._replay(room, cursor)
+
+    def _fill(self, room: str, cursor: _Cursor, messages: list[bytes], first: int) -> None:
+        """Deliver stored messages after the cursor, up to the first one waiting in line."""
+        assert cursor.seq is not None and cursor.queued is not None
+        waiting = [p.seq for p in cursor.queued if p.seq != UNSEQUENCED]
+        until = waiting[0] if waiting else first + len(messages)
+        for offset, payload in enumerate(messages):
+            seq = first + offset
+            if cursor.seq < seq < until:
+                cursor.seq = seq
+                self._emit(Publication(room, seq, payload))
+
+    def _replay(self, room: str, cursor: _Cursor) -> None:
+        """Deliver what waited; a gap history could not fill is given up, once."""
+        queued, cursor.queued = cursor.queued or [], None
+        sequenced = [p.seq for p in queued if p.seq != UNSEQUENCED]
+        if sequenced and cursor.seq is not None and sequenced[0] > cursor.seq + 1:
+            log.warning("%s: seqs %d..%d are lost", room, cursor.seq + 1, sequenced[0] - 1)
+            cursor.seq = sequenced[0] - 1
+        for publication in queued:
+            self.accept(publication)
