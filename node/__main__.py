@@ -6,6 +6,8 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 import uvloop
 from aiohttp import web
@@ -13,6 +15,7 @@ from aiohttp import web
 from node.api import AccessLogger
 from node.app import create_app
 from node.config import Settings, load_settings
+from node.runtime import NODE
 
 log = logging.getLogger("node")
 
@@ -35,10 +38,20 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    drain = runner.app[NODE].drain
+    await _first(stop.wait(), drain.finished.wait())
     log.info("node %s stopping", settings.node_id)
+    await drain.drain_for_shutdown()
     await runner.cleanup()
     log.info("node %s stopped", settings.node_id)
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Return when the first of `waits` is done; cancel the others."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
 
 
 def main() -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
+from node.drain import DrainRefused
+from node.errors import Unavailable
 from node.runtime import NODE
 
 CORS_METHODS = "GET, POST, OPTIONS"
@@ -22,7 +25,7 @@ async def status(request: web.Request) -> web.Response:
         "status": "online",
         "node": node.settings.node_id,
         "connections": len(node.hub.sessions),
-        "draining": node.draining,
+        "draining": node.drain.active,
         "broker": "ok" if node.broker.ready else "unavailable",
     })
 
@@ -47,6 +50,26 @@ async def readyz(request: web.Request) -> web.Response:
     if reason is None:
         return web.json_response({"status": "ready"})
     return web.json_response({"status": "not ready", "reason": reason}, status=503)
+
+
+@routes.post("/admin/drain")
+async def admin_drain(request: web.Request) -> web.Response:
+    """Start a coordinated drain of this node; `?force=1` drains even the last ready node."""
+    node = request.app[NODE]
+    token = node.settings.admin_token
+    if token is None:
+        raise web.HTTPNotFound()
+    given = request.headers.get("Authorization", "").encode()
+    if not hmac.compare_digest(given, f"Bearer {token}".encode()):
+        return web.json_response({"error": "unauthorized"}, status=401)
+    try:
+        await node.drain.begin(force=request.query.get("force") in ("1", "true"))
+    except DrainRefused as refused:
+        return web.json_response({"error": refused.code, "message": refused.message}, status=409)
+    except Unavailable:
+        return web.json_response({"error": "unavailable"}, status=503)
+    return web.json_response({"status": "draining", "node": node.settings.node_id,
+                              "windowSeconds": node.settings.drain_window}, status=202)
 
 
 def cors_middleware(origin: str) -> web.middleware:  # type: ignore[valid-type]

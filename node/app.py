@@ -12,7 +12,7 @@ from aiohttp import WSMsgType, web
 from node import api, disconnect
 from node.config import Settings
 from node.heartbeat import run_heartbeat
-from node.protocol import ServerShutdown, event_frame
+from node.drain import shutdown_notice
 from node.runtime import NODE, build_node
 from node.session import Session
 
@@ -57,10 +57,10 @@ async def _background_loops(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_sessions(app: web.Application) -> None:
-    """Tell every client to reconnect elsewhere, then close it with 1001."""
-    hub = app[NODE].hub
-    hub.broadcast(event_frame(ServerShutdown(reconnect=True)))
-    sessions = list(hub.sessions)
+    """Whoever is still connected (a stop without a drain): told to reconnect, closed with 1001."""
+    sessions = list(app[NODE].hub.sessions)
+    for session in sessions:
+        session.send(shutdown_notice())
     await asyncio.gather(*(session.close(disconnect.SHUTDOWN) for session in sessions))
 
 

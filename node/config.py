@@ -57,6 +57,10 @@ class Settings:
     history: int = _setting(100, "messages kept per room")
     history_window: int = _setting(50, "newest messages sent to a joiner")
     shutdown_timeout: float = _setting(10.0, "seconds a stopping node waits for its clients")
+    drain_window: float = _setting(10.0, "seconds over which a draining node closes its clients")
+    admin_token: str | None = _setting(
+        None, "bearer token for /admin/* routes; absent = admin routes off"
+    )
     cors_origin: str = _setting("*", "Access-Control-Allow-Origin for /api/*")
     log_level: str = _setting("INFO", "log level (DEBUG, INFO, WARNING, ERROR)")
 
@@ -119,7 +123,7 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
 def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
     positive = ("ping_interval", "ping_timeout", "rate", "burst", "max_text", "max_frame",
                 "max_connections", "max_buffer", "history", "history_window", "flood_limit",
-                "flood_window", "node_ttl")
+                "flood_window", "node_ttl", "drain_window")
     for name in positive:
         if getattr(settings, name) <= 0:
             parser.error(f"{_flag(name)} must be positive")

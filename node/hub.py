@@ -28,12 +28,21 @@ class Hub:
         self._rooms: dict[str, set[Session]] = {}
         self._subscribed: set[str] = set()
         self._subscription_lock = asyncio.Lock()
+        self._empty = asyncio.Event()
 
     def connect(self, session: Session) -> None:
         self.sessions.add(session)
 
     def disconnect(self, session: Session) -> None:
         self.sessions.discard(session)
+        if not self.sessions:
+            self._empty.set()
+
+    async def emptied(self) -> None:
+        """Return once this node has no connection left."""
+        while self.sessions:
+            self._empty.clear()
+            await self._empty.wait()
 
     def rooms(self) -> Iterable[str]:
         """Rooms with at least one local member."""
@@ -83,8 +92,3 @@ class Hub:
         for session in members:
             if session.id != exclude:
                 session.deliver(data, seq)
-
-    def broadcast(self, data: bytes) -> None:
-        """Send one frame to every local connection."""
-        for session in self.sessions:
-            session.send(data)

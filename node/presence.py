@@ -69,3 +69,15 @@ class Presence(Protocol):
     async def resync(self, held: list[tuple[str, Member]]) -> None:
         """Make this node's presence exactly `held` (room, member) pairs."""
         ...
+
+    async def live_nodes(self) -> list[str]:
+        """Nodes whose liveness has not expired, this one included."""
+        ...
+
+    async def lock_drain(self, ttl: float) -> str | None:
+        """Take the cluster's drain lock for `ttl` seconds; None when taken, else the holder."""
+        ...
+
+    async def unlock_drain(self) -> None:
+        """Release the drain lock if this node holds it."""
+        ...

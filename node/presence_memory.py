@@ -11,6 +11,7 @@ from node.presence import DEFAULT_ROOMS, Departure, Member, RoomCount
 class MemoryPresence:
     """Room -> members, in insertion order; rooms are never forgotten."""
 
+    node_id: str
     _rooms: dict[str, dict[str, Member]] = field(default_factory=dict)
 
     async def start(self) -> None:
@@ -43,4 +44,13 @@ class MemoryPresence:
         return []
 
     async def resync(self, held: list[tuple[str, Member]]) -> None:
+        pass
+
+    async def live_nodes(self) -> list[str]:
+        return [self.node_id]
+
+    async def lock_drain(self, ttl: float) -> str | None:
+        return None
+
+    async def unlock_drain(self) -> None:
         pass

@@ -36,6 +36,12 @@ return departed
 """
 
 
+UNLOCK_DRAIN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class _MemberInfo(msgspec.Struct, array_like=True):
     id: str
     name: str
@@ -60,6 +66,7 @@ class RedisPresence:
         self._node_id = node_id
         self._ttl_ms = int(ttl * 1000)
         self._reap_node = self._redis.register_script(REAP_NODE)
+        self._unlock_drain = self._redis.register_script(UNLOCK_DRAIN)
 
     async def start(self) -> None:
         pass
@@ -133,6 +140,27 @@ class RedisPresence:
                 self._hold(pipe, room, member)
             pipe.set(self._keys.node_alive(self._node_id), b"1", px=self._ttl_ms)
             await pipe.execute()
+
+    @translate_errors
+    async def live_nodes(self) -> list[str]:
+        nodes = sorted(n.decode() for n in await self._redis.smembers(self._keys.nodes))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for node in nodes:
+                pipe.exists(self._keys.node_alive(node))
+            alive = await pipe.execute()
+        return [node for node, exists in zip(nodes, alive, strict=True) if exists]
+
+    @translate_errors
+    async def lock_drain(self, ttl: float) -> str | None:
+        key = self._keys.drain_lock
+        if await self._redis.set(key, self._node_id, nx=True, px=int(ttl * 1000)):
+            return None
+        holder = await self._redis.get(key)
+        return holder.decode() if holder else await self.lock_drain(ttl)
+
+    @translate_errors
+    async def unlock_drain(self) -> None:
+        await self._unlock_drain(keys=[self._keys.drain_lock], args=[self._node_id])
 
     def _hold(self, pipe: Pipeline, room: str, member: Member) -> None:
         """Queue the writes that put a member of this node into a room."""

@@ -238,6 +238,7 @@ class ServerPong(_Event, tag="pong"):
 
 class ServerShutdown(_Event, tag="server_shutdown"):
     reconnect: bool = True
+    retry_after_ms: int = 0
 
 
 class Error(_Event, tag="error"):

@@ -83,6 +83,11 @@ class RedisKeys:
         """Set of nodes that may have members in presence."""
         return f"{self.prefix}:nodes"
 
+    @property
+    def drain_lock(self) -> str:
+        """Held by the one node that drains; expires so that a crashed drainer cannot block."""
+        return f"{self.prefix}:drain-lock"
+
     def node_alive(self, node_id: str) -> str:
         """Expiring key: the node is alive while it exists."""
         return f"{self.prefix}:alive:{node_id}"

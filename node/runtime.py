@@ -10,6 +10,7 @@ from node.broker import Broker
 from node.broker_memory import MemoryBroker
 from node.broker_redis import RedisBroker
 from node.config import Settings
+from node.drain import Drainer
 from node.handlers import Handlers
 from node.hub import Hub
 from node.liveness import Liveness
@@ -26,11 +27,11 @@ class Node:
     hub: Hub
     handlers: Handlers
     liveness: Liveness
-    draining: bool = False
+    drain: Drainer
 
     def unready_reason(self) -> str | None:
         """Why this node should not take new connections, or None when it should."""
-        if self.draining:
+        if self.drain.active:
             return "draining"
         if not self.broker.ready:
             return "broker unavailable"
@@ -48,7 +49,7 @@ def build_node(settings: Settings) -> Node:
     presence: Presence
     if settings.redis_url is None:
         broker = MemoryBroker(capacity=settings.history)
-        presence = MemoryPresence()
+        presence = MemoryPresence(settings.node_id)
     else:
         broker = RedisBroker(settings.redis_url, settings.redis_prefix, settings.node_id,
                              settings.history, on_reconnect=lambda: reconnected())
@@ -63,4 +64,5 @@ def build_node(settings: Settings) -> Node:
         await liveness.resync()
 
     handlers = Handlers(settings, hub, broker, presence)
-    return Node(settings, broker, presence, hub, handlers, liveness)
+    drain = Drainer(settings, hub, presence)
+    return Node(settings, broker, presence, hub, handlers, liveness, drain)

@@ -1,0 +1,112 @@
+"""Coordinated graceful drain: a node leaves the cluster without costing a user a message.
+
+A draining node fails readiness and refuses new upgrades at once (nginx retries them on
+another node), then tells its clients to reconnect and closes them one by one, spread over
+the drain window, so that the rest of the cluster sees a ramp and not a spike. Only one node
+drains at a time: the drain takes an expiring cluster lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+
+from node import disconnect
+from node.config import Settings
+from node.errors import Unavailable
+from node.hub import Hub
+from node.presence import Presence
+from node.protocol import ServerShutdown, event_frame
+
+log = logging.getLogger("node.drain")
+
+# A closed client waits uniform(0, this) before reconnecting: the reconnects spread too.
+RETRY_SPREAD_MS = 1000
+# How long the last closes may take after the window, and how long the lock outlives it.
+CLOSE_MARGIN = 5.0
+LOCK_MARGIN = 30.0
+LOCK_POLL = 0.5
+
+
+class DrainRefused(Exception):
+    """An admin drain request the node turns down; `code` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def shutdown_notice() -> bytes:
+    """`server_shutdown` with a jittered `retryAfterMs`, framed."""
+    return event_frame(ServerShutdown(retry_after_ms=random.randint(0, RETRY_SPREAD_MS)))
+
+
+class Drainer:
+    """Runs this node's drain once; `finished` is set when its last client is gone."""
+
+    def __init__(self, settings: Settings, hub: Hub, presence: Presence) -> None:
+        self._node_id = settings.node_id
+        self._window = settings.drain_window
+        self._hub = hub
+        self._presence = presence
+        self.active = False
+        self.finished = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def begin(self, force: bool) -> None:
+        """Start draining now (admin request), or raise `DrainRefused`."""
+        if self.active:
+            raise DrainRefused("already_draining", "This node is already draining")
+        others = [n for n in await self._presence.live_nodes() if n != self._node_id]
+        if not others and not force:
+            raise DrainRefused(
+                "last_ready_node", "This is the last ready node; add force=1 to drain anyway"
+            )
+        holder = await self._presence.lock_drain(self._lock_ttl)
+        if holder not in (None, self._node_id):
+            raise DrainRefused("drain_in_progress", f"Node {holder} is draining; retry later")
+        self._task = asyncio.create_task(self._drain())
+
+    async def drain_for_shutdown(self) -> None:
+        """Drain because the process is stopping: wait (bounded) for the lock, then go."""
+        if self._task is None:
+            await self._wait_for_lock()
+            self._task = asyncio.create_task(self._drain())
+        await self._task
+
+    @property
+    def _lock_ttl(self) -> float:
+        return self._window + LOCK_MARGIN
+
+    async def _wait_for_lock(self) -> None:
+        deadline = asyncio.get_running_loop().time() + self._lock_ttl
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                holder = await self._presence.lock_drain(self._lock_ttl)
+            except Unavailable:
+                return  # nobody can coordinate; stopping must still stop
+            if holder in (None, self._node_id):
+                return
+            log.info("waiting for node %s to finish draining", holder)
+            await asyncio.sleep(LOCK_POLL)
+        log.warning("drain lock still held after %.0fs; draining anyway", self._lock_ttl)
+
+    async def _drain(self) -> None:
+        self.active = True
+        sessions = list(self._hub.sessions)
+        log.info("draining %d clients over %.1fs", len(sessions), self._window)
+        interval = self._window / max(len(sessions), 1)
+        for index, session in enumerate(sessions):
+            if index:
+                await asyncio.sleep(interval)
+            session.send(shutdown_notice())
+            session.close_soon(disconnect.SHUTDOWN)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hub.emptied(), CLOSE_MARGIN)
+        with contextlib.suppress(Unavailable):
+            await self._presence.unlock_drain()
+        log.info("drained")
+        self.finished.set()
