@@ -176,6 +176,7 @@ class Handlers:
         template = message_template(ChatMessage(
             room=room, user=member.name, user_id=member.id, text=message.text,
             timestamp=iso_timestamp(), id=uuid.uuid4().hex,
+            ref=UNSET if message.ref is None else message.ref,
         ))
         await self._broker.publish_message(room, template)
 

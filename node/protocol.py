@@ -64,7 +64,11 @@ class Leave(_Incoming, tag="leave"):
 
 
 class SendMessage(_Incoming, tag="message"):
+    """`ref`: the sender's own id for this message, echoed in the event so that a client
+    that lost its connection can tell from history whether the message made it."""
+
     text: str | None = None
+    ref: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
 
 
 class ListRooms(_Incoming, tag="list_rooms"):
@@ -128,7 +132,7 @@ class Parser:
             case Join(room=room):
                 return msgspec.structs.replace(message, room=checked_room(room))
             case SendMessage(text=text):
-                return SendMessage(text=self._checked_text(text))
+                return msgspec.structs.replace(message, text=self._checked_text(text))
         return message
 
     def _checked_text(self, text: str | None) -> str:
@@ -222,6 +226,7 @@ class ChatMessage(_Event, tag="message"):
     text: str
     timestamp: str
     id: str
+    ref: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class RoomList(_Event, tag="room_list"):

@@ -248,3 +248,21 @@ async def test_concurrent_senders_share_one_gapless_sequence(member) -> None:
         for n in range(len(senders)):
             mine = [e["text"] for e in events if e["text"].startswith(f"{n}:")]
             assert mine == [f"{n}:{i}" for i in range(per_sender)]
+
+
+async def test_a_message_ref_is_echoed_to_every_member(member) -> None:
+    alice = await member("alice")
+    bob = await member("bob")
+    await alice.expect("user_joined")
+    await alice.send(type="message", text="with a ref", ref="alice-1")
+    for client in (alice, bob):
+        assert (await client.expect("message"))["ref"] == "alice-1"
+    await alice.say("without")
+    assert "ref" not in await bob.expect("message")
+
+
+@pytest.mark.parametrize("ref", ["", "r" * 65, 7])
+async def test_a_ref_must_be_a_short_string(member, ref: object) -> None:
+    alice = await member("alice")
+    await alice.send(type="message", text="x", ref=ref)
+    await alice.expect_error("invalid_format")

@@ -1,0 +1,240 @@
+"""A reconnecting asyncio chat client.
+
+It connects, authenticates and joins one room; answers server pings; on any close or error
+it reconnects with capped exponential backoff and full jitter (at least `retryAfterMs` after
+a `server_shutdown`), re-authenticates and re-joins with `since`/`epoch`, so that the caller
+sees every message of the room exactly once and in seq order. A `room_joined` with
+`"recovered": false` is passed to the caller: messages were lost and the client says so.
+Close codes that mean "do not come back" (1003, 1008, 1009, 4000-4999) end it.
+
+    async with ChatClient("ws://127.0.0.1:8080/ws", "alice", "general") as chat:
+        await chat.send("hello")              # returns the message's seq once it is stored
+        async for event in chat.events():     # messages, presence, room_joined, errors
+            ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from node.backoff import Backoff
+
+FINAL_CLOSE_CODES = frozenset({1003, 1008, 1009})
+RECENT_IDS = 1024
+
+
+def is_final(code: int | None) -> bool:
+    """A close the server means as "do not reconnect"."""
+    return code is not None and (code in FINAL_CLOSE_CODES or 4000 <= code < 5000)
+
+
+class SendFailed(Exception):
+    """The server refused a message (`code` as in its error event); nothing was stored."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class ClientClosed(Exception):
+    """The client stopped for good (closed by the caller or by a final close code)."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    ref: str
+    text: str
+    result: asyncio.Future[int]
+
+
+class ChatClient:
+    def __init__(self, url: str, name: str, room: str, *,
+                 backoff: Backoff | None = None) -> None:
+        self.url = url
+        self.name = name
+        self.room = room
+        self.user_id: str | None = None
+        self.node: str | None = None
+        self.last_seq = 0
+        self.epoch: str | None = None
+        self.connections = 0
+        self._backoff = backoff or Backoff()
+        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._joined = asyncio.Event()
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._send_lock = asyncio.Lock()
+        self._pending: _Pending | None = None
+        self._recent_ids: deque[str] = deque(maxlen=RECENT_IDS)
+        self._retry_after = 0.0
+        self._stopped: str | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ChatClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Connect and join; returns once the first `room_joined` arrived."""
+        self._http = aiohttp.ClientSession()
+        self._task = asyncio.create_task(self._run())
+        await self._wait_joined(timeout)
+
+    async def close(self) -> None:
+        self._stop("closed by the caller")
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._http is not None:
+            await self._http.close()
+
+    async def send(self, text: str, timeout: float = 10.0) -> int:
+        """Send one message and return its seq once the room stored it.
+
+        Across a reconnect the message is looked up in the resumed history by its `ref` and
+        sent again only if it is not there. Raises `SendFailed` when the server refuses it.
+        """
+        async with self._send_lock, asyncio.timeout(timeout):
+            pending = _Pending(uuid.uuid4().hex[:16], text,
+                               asyncio.get_running_loop().create_future())
+            self._pending = pending
+            try:
+                await self._wait_joined(timeout)
+                await self._send_pending()
+                return await pending.result
+            finally:
+                self._pending = None
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Every event for the caller, in order; ends when the client stops."""
+        while True:
+            event = await self._events.get()
+            yield event
+            if event["type"] == "closed":
+                return
+
+    async def next_event(self, timeout: float = 10.0) -> dict[str, Any]:
+        return await asyncio.wait_for(self._events.get(), timeout)
+
+    # --- connection loop -------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._http is not None
+        while self._stopped is None:
+            try:
+                async with self._http.ws_connect(self.url) as ws:
+                    self._ws = ws
+                    self.connections += 1
+                    await self._converse(ws)
+                    code = ws.close_code
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                code = None
+            finally:
+                self._ws = None
+                self._joined.clear()
+            if is_final(code):
+                self._stop(f"closed by the server with {code}")
+            elif self._stopped is None:
+                await asyncio.sleep(max(self._retry_after, self._backoff.next_delay()))
+                self._retry_after = 0.0
+
+    async def _converse(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        await ws.send_json({"type": "auth", "name": self.name})
+        join: dict[str, Any] = {"type": "join", "room": self.room}
+        if self.epoch is not None:
+            join |= {"since": self.last_seq, "epoch": self.epoch}
+        await ws.send_json(join)
+        async for frame in ws:
+            if frame.type is aiohttp.WSMsgType.TEXT:
+                await self._on_event(ws, json.loads(frame.data))
+
+    async def _on_event(self, ws: aiohttp.ClientWebSocketResponse, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "ping":
+            await ws.send_json({"type": "pong", "timestamp": event.get("timestamp")})
+        elif kind == "auth_success":
+            self.user_id, self.node = event["userId"], event["node"]
+        elif kind == "room_joined":
+            await self._on_joined(event)
+        elif kind == "message":
+            await self._on_message(ws, event)
+        elif kind == "error" and self._pending is not None:
+            self._settle(error=SendFailed(event["code"], event["message"]))
+        else:
+            if kind == "server_shutdown":
+                self._retry_after = event.get("retryAfterMs", 0) / 1000
+            self._events.put_nowait(event)
+
+    async def _on_joined(self, event: dict[str, Any]) -> None:
+        if event["epoch"] != self.epoch:
+            self.last_seq = 0  # another incarnation of the room: old seqs mean nothing
+        self.epoch = event["epoch"]
+        self._events.put_nowait(event)
+        for message in event["history"]:
+            self._accept(message)
+        self.last_seq = max(self.last_seq, event["seq"])
+        self._backoff.reset()
+        self._joined.set()
+        if self._pending is not None and not self._pending.result.done():
+            await self._send_pending()  # it was not in the resumed history
+
+    async def _on_message(self, ws: aiohttp.ClientWebSocketResponse, event: dict[str, Any]
+                          ) -> None:
+        if event["seq"] > self.last_seq:
+            self._accept(event)
+        elif event["id"] not in self._recent_ids:
+            # An older seq never seen: the room's history was reset. Re-join to find out.
+            await ws.send_json({"type": "join", "room": self.room, "since": self.last_seq,
+                                "epoch": self.epoch})
+
+    def _accept(self, message: dict[str, Any]) -> None:
+        """Deliver a message once: seqs at or below the last one delivered are duplicates."""
+        if message["seq"] <= self.last_seq:
+            return
+        self.last_seq = message["seq"]
+        self._recent_ids.append(message["id"])
+        self._events.put_nowait(message)
+        pending = self._pending
+        if pending is not None and message.get("ref") == pending.ref:
+            self._settle(seq=message["seq"])
+
+    async def _send_pending(self) -> None:
+        pending, ws = self._pending, self._ws
+        if pending is None or ws is None or ws.closed:
+            return  # the next room_joined sends it
+        with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+            await ws.send_json({"type": "message", "text": pending.text, "ref": pending.ref})
+
+    def _settle(self, seq: int | None = None, error: Exception | None = None) -> None:
+        pending = self._pending
+        if pending is None or pending.result.done():
+            return
+        if error is not None:
+            pending.result.set_exception(error)
+        else:
+            pending.result.set_result(seq or 0)
+
+    async def _wait_joined(self, timeout: float) -> None:
+        if self._stopped is not None:
+            raise ClientClosed(self._stopped)
+        await asyncio.wait_for(self._joined.wait(), timeout)
+
+    def _stop(self, why: str) -> None:
+        if self._stopped is None:
+            self._stopped = why
+            self._events.put_nowait({"type": "closed", "reason": why})
+            if self._pending is not None:
+                self._settle(error=ClientClosed(why))

@@ -1,0 +1,71 @@
+"""The reconnecting client library against real nodes."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from gateway.cluster import Cluster
+from node.client import ChatClient, ClientClosed, SendFailed
+
+TOKEN = "s3cret"
+
+
+def _ws_url(node) -> str:
+    return str(node.make_url("/ws"))
+
+
+async def _until(client: ChatClient, kind: str) -> dict:
+    while (event := await client.next_event())["type"] != kind:
+        pass
+    return event
+
+
+async def test_send_returns_the_seq_and_the_message_arrives_once(node) -> None:
+    async with ChatClient(_ws_url(node), "alice", "general") as alice:
+        assert (await alice.next_event())["type"] == "room_joined"
+        assert await alice.send("hello") == 1
+        assert await alice.send("again") == 2
+        texts = [(await _until(alice, "message"))["text"] for _ in range(2)]
+        assert texts == ["hello", "again"]
+
+
+async def test_a_refused_message_raises_and_a_final_close_stops_the_client(make_node) -> None:
+    node = await make_node(rate=0.01, burst=3, flood_limit=1)
+    async with ChatClient(_ws_url(node), "alice", "general") as alice:
+        assert await alice.send("fits the burst") == 1
+        with pytest.raises(SendFailed) as refused:
+            await alice.send("over the rate")
+        assert refused.value.code == "rate_limited"
+        with pytest.raises((SendFailed, ClientClosed)):
+            await alice.send("flooding")  # the second rejection closes with 1008
+        assert (await _until(alice, "closed"))["reason"].endswith("1008")
+        assert alice.connections == 1, "a policy close is not retried"
+
+
+async def test_a_drained_node_costs_the_client_nothing(make_cluster) -> None:
+    cluster: Cluster = make_cluster(nodes=2, node_args=[
+        "--admin-token", TOKEN, "--drain-window", "0.5", "--rate", "1000", "--burst", "1000"])
+    async with ChatClient(cluster.ws_url, "reader", "general") as reader:
+        home = int(reader.node.removeprefix("node"))  # type: ignore[union-attr]
+        other = 3 - home
+        async with ChatClient(cluster.node_ws_url(other), "writer", "general") as writer:
+            for n in range(1, 11):
+                await writer.send(f"before {n}")
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{cluster.node_url(home)}/admin/drain",
+                                     headers={"Authorization": f"Bearer {TOKEN}"}) as reply:
+                    assert reply.status == 202
+            for n in range(1, 31):
+                await writer.send(f"during {n}")
+            rejoined = None
+            messages = []
+            while len(messages) < 40:
+                event = await reader.next_event()
+                if event["type"] == "message":
+                    messages.append(event)
+                elif event["type"] == "room_joined":
+                    rejoined = event
+            assert [m["seq"] for m in messages] == list(range(1, 41))
+            assert rejoined is not None and rejoined["recovered"] is True
+            assert reader.node != f"node{home}" and reader.connections == 2
