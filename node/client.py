@@ -140,7 +140,7 @@ class ChatClient:
                     self.connections += 1
                     await self._converse(ws)
                     code = ws.close_code
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 code = None
             finally:
                 self._ws = None
