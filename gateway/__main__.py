@@ -1,17 +1,24 @@
-"""`python -m gateway up|render`: the local cluster launcher and the nginx config renderer."""
+"""`python -m gateway up|rolling-restart|render`: the local cluster and its gateway config."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import secrets
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
-from gateway.cluster import Cluster
+from gateway.cluster import STATE_FILE, Cluster
 from gateway.nginx import GatewayConfig
 from gateway.processes import MissingBinary
+from gateway.rolling import ClusterState, rolling_restart
+
+
+def _default_run_dir(port: int) -> Path:
+    """Where `up` keeps logs and state, so that `rolling-restart --port` finds it."""
+    return Path(f"/tmp/chat-cluster-{port}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,7 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=int, default=3, help="number of chat nodes (default 3)")
     up.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
     up.add_argument("--redis-url", help="use this Redis instead of starting one")
-    up.add_argument("--run-dir", type=Path, help="logs and configs (default: a new temp dir)")
+    up.add_argument("--run-dir", type=Path,
+                    help="logs, configs and state (default /tmp/chat-cluster-PORT)")
+    rolling = commands.add_parser(
+        "rolling-restart", help="drain and restart every node of a running `up`, one at a time")
+    rolling.add_argument("--port", type=int, default=8080, help="gateway port of that `up`")
+    rolling.add_argument("--run-dir", type=Path, help="its run dir (default from --port)")
     render = commands.add_parser("render", help="print the nginx configuration")
     render.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
     render.add_argument("--listen", help="listen address (default 127.0.0.1:PORT)")
@@ -34,15 +46,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def up(args: argparse.Namespace) -> None:
-    run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="chat-cluster-"))
-    cluster = Cluster(run_dir, args.nodes, args.port, args.redis_url)
+    run_dir = args.run_dir or _default_run_dir(args.port)
+    cluster = Cluster(run_dir, args.nodes, args.port, args.redis_url,
+                      admin_token=secrets.token_urlsafe(24))
     print(f"starting {args.nodes} nodes (logs in {run_dir}) ...", file=sys.stderr)
     cluster.start()
+    cluster.write_state()
+    cluster.supervise_in_background()
     print(f"chat cluster up: {cluster.http_url}  WebSocket: {cluster.ws_url}")
     print(f"  redis  {cluster.redis_url}")
     for index in range(1, len(cluster.nodes) + 1):
         print(f"  node{index}  {cluster.node_url(index)}")
-    print("Ctrl-C stops everything.", flush=True)
+    print("Ctrl-C stops everything; `python -m gateway rolling-restart` restarts the nodes.",
+          flush=True)
     _wait_for_stop_signal()
     print("stopping ...", file=sys.stderr)
     cluster.stop()
@@ -57,6 +73,14 @@ def _wait_for_stop_signal() -> None:
         pass
 
 
+def rolling(args: argparse.Namespace) -> None:
+    run_dir = args.run_dir or _default_run_dir(args.port)
+    state_path = run_dir / STATE_FILE
+    if not state_path.exists():
+        sys.exit(f"no cluster state at {state_path}: is `python -m gateway up` running?")
+    rolling_restart(ClusterState.load(state_path), say=lambda line: print(line, flush=True))
+
+
 def render(args: argparse.Namespace) -> None:
     config = GatewayConfig(args.listen or f"127.0.0.1:{args.port}", args.upstream,
                            args.run_dir, workers=args.workers)
@@ -65,8 +89,10 @@ def render(args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = _parser().parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    commands = {"up": up, "rolling-restart": rolling, "render": render}
     try:
-        up(args) if args.command == "up" else render(args)
+        commands[args.command](args)
     except MissingBinary as exc:
         sys.exit(str(exc))
 

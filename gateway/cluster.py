@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.nginx import GatewayConfig
 from gateway.processes import LOOPBACK, Service, free_port, start_nginx, start_node, start_redis
+
+log = logging.getLogger("gateway")
+STATE_FILE = "cluster.json"
+SUPERVISE_EVERY = 0.2
 
 
 @dataclass
@@ -22,6 +29,8 @@ class Cluster:
     redis: Service | None = None
     nodes: list[Service] = field(default_factory=list)
     nginx: Service | None = None
+    admin_token: str | None = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -40,7 +49,36 @@ class Cluster:
 
     def start_node(self, index: int, port: int | None = None) -> Service:
         """Start node `index` (1-based), on `port` when it is a restart."""
-        return start_node(self.run_dir, f"node{index}", self.redis_url, self.node_args, port)
+        admin = ["--admin-token", self.admin_token] if self.admin_token else []
+        return start_node(self.run_dir, f"node{index}", self.redis_url,
+                          [*admin, *self.node_args], port)
+
+    def supervise(self) -> None:
+        """Restart every node that exited (a drained node exits 0), on its own port."""
+        for offset, node in enumerate(self.nodes):
+            if not node.running and not self._stopping.is_set():
+                log.warning("%s exited with %s; restarting it", node.name,
+                            node.process.returncode)
+                self.nodes[offset] = self.start_node(offset + 1, node.port)
+
+    def supervise_in_background(self) -> None:
+        """Keep the nodes running until `stop`, from a thread of its own."""
+
+        def loop() -> None:
+            while not self._stopping.wait(SUPERVISE_EVERY):
+                self.supervise()
+
+        threading.Thread(target=loop, name="supervisor", daemon=True).start()
+
+    def write_state(self) -> Path:
+        """What `python -m gateway rolling-restart` needs to find this cluster."""
+        path = self.run_dir / STATE_FILE
+        path.write_text(json.dumps({
+            "gateway": self.http_url,
+            "nodes": [self.node_url(i) for i in range(1, len(self.nodes) + 1)],
+            "admin_token": self.admin_token,
+        }))
+        return path
 
     def gateway_config(self) -> GatewayConfig:
         config = GatewayConfig(
@@ -53,6 +91,7 @@ class Cluster:
 
     def stop(self) -> None:
         """Nodes first (SIGTERM: they tell their clients), then nginx, then Redis."""
+        self._stopping.set()
         for node in self.nodes:
             if node.running:
                 node.process.send_signal(signal.SIGTERM)

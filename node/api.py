@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import os
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -24,6 +25,7 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response({
         "status": "online",
         "node": node.settings.node_id,
+        "pid": os.getpid(),
         "connections": len(node.hub.sessions),
         "draining": node.drain.active,
         "broker": "ok" if node.broker.ready else "unavailable",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 CORS = {
@@ -17,8 +19,8 @@ async def test_status_reports_node_and_connections(node, connect) -> None:
     response = await node.get("/api/status")
     assert response.status == 200
     assert await response.json() == {
-        "status": "online", "node": "test-node", "connections": 2, "draining": False,
-        "broker": "ok",
+        "status": "online", "node": "test-node", "pid": os.getpid(), "connections": 2,
+        "draining": False, "broker": "ok",
     }
 
 
