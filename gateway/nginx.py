@@ -15,19 +15,17 @@ class GatewayConfig:
     run_dir: Path
     workers: int = 1
     proxy_timeout: int = 120
-    max_fails: int = 2
+    max_fails: int = 3
     fail_timeout: int = 5
 
     def render(self) -> str:
-        """The nginx.conf text: least_conn over the nodes with passive health checks."""
-        servers = "\n".join(
-            f"        server {upstream} max_fails={self.max_fails} fail_timeout={self.fail_timeout}s;"
-            for upstream in self.upstreams
-        )
+        """The nginx.conf text: least_conn over the nodes, passive health checks for HTTP."""
         values = {
             "workers": str(self.workers),
             "run_dir": str(self.run_dir),
-            "servers": servers,
+            "ws_servers": self._servers("max_fails=0"),
+            "api_servers": self._servers(
+                f"max_fails={self.max_fails} fail_timeout={self.fail_timeout}s"),
             "listen": self.listen,
             "tries": str(len(self.upstreams)),
             "proxy_timeout": str(self.proxy_timeout),
@@ -36,6 +34,9 @@ class GatewayConfig:
         for name, value in values.items():
             text = text.replace("{{" + name + "}}", value)
         return text
+
+    def _servers(self, options: str) -> str:
+        return "\n".join(f"        server {upstream} {options};" for upstream in self.upstreams)
 
     def prepare_run_dir(self) -> None:
         """nginx wants its temp directories to exist."""

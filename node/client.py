@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
@@ -27,6 +28,8 @@ from typing import Any
 import aiohttp
 
 from node.backoff import Backoff
+
+log = logging.getLogger("node.client")
 
 FINAL_CLOSE_CODES = frozenset({1003, 1008, 1009})
 RECENT_IDS = 1024
@@ -54,6 +57,7 @@ class _Pending:
     ref: str
     text: str
     result: asyncio.Future[int]
+    sent_on: int = 0  # the connection it was last sent on: never twice on one connection
 
 
 class ChatClient:
@@ -140,7 +144,8 @@ class ChatClient:
                     self.connections += 1
                     await self._converse(ws)
                     code = ws.close_code
-            except (TimeoutError, aiohttp.ClientError, OSError):
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                log.debug("%s: connection to %s failed: %r", self.name, self.url, exc)
                 code = None
             finally:
                 self._ws = None
@@ -148,7 +153,9 @@ class ChatClient:
             if is_final(code):
                 self._stop(f"closed by the server with {code}")
             elif self._stopped is None:
-                await asyncio.sleep(max(self._retry_after, self._backoff.next_delay()))
+                delay = max(self._retry_after, self._backoff.next_delay())
+                log.debug("%s: closed with %s; reconnecting in %.2fs", self.name, code, delay)
+                await asyncio.sleep(delay)
                 self._retry_after = 0.0
 
     async def _converse(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -213,8 +220,9 @@ class ChatClient:
 
     async def _send_pending(self) -> None:
         pending, ws = self._pending, self._ws
-        if pending is None or ws is None or ws.closed:
-            return  # the next room_joined sends it
+        if pending is None or ws is None or ws.closed or pending.sent_on == self.connections:
+            return  # the next room_joined sends it, or it went out on this connection already
+        pending.sent_on = self.connections
         with contextlib.suppress(aiohttp.ClientError, ConnectionError):
             await ws.send_json({"type": "message", "text": pending.text, "ref": pending.ref})
 
