@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from node.broker import Broker
+from node.broker import Broker, HistoryWindow
 from node.envelope import UNSEQUENCED, Publication
 from node.errors import Unavailable
 
@@ -83,20 +83,24 @@ class Sequencer:
 
     async def _repair(self, room: str, cursor: _Cursor) -> None:
         assert cursor.seq is not None
-        try:
-            window = await self._broker.history(room, self._capacity, after=cursor.seq)
-        except Unavailable as exc:
-            log.warning("cannot repair %s after seq %d: %s", room, cursor.seq, exc)
-            window = None
+        window = await self._fetch(room, cursor.seq)
+        if window is not None and cursor.epoch not in (None, window.epoch):
+            log.warning("history of %s was reset; delivery restarts from its first seq", room)
+            cursor.seq = 0
+            window = await self._fetch(room, 0)
         if self._cursors.get(room) is not cursor:
             return  # the room emptied meanwhile
-        if window is not None and cursor.epoch not in (None, window.epoch):
-            log.warning("history of %s was reset; delivery restarts from new seqs", room)
-            cursor.epoch, cursor.seq = window.epoch, None
-        elif window is not None:
+        if window is not None:
             cursor.epoch = window.epoch
             self._fill(room, cursor, window.messages, window.seq - len(window.messages) + 1)
         self._replay(room, cursor)
+
+    async def _fetch(self, room: str, after: int) -> HistoryWindow | None:
+        try:
+            return await self._broker.history(room, self._capacity, after=after)
+        except Unavailable as exc:
+            log.warning("cannot repair %s after seq %d: %s", room, after, exc)
+            return None
 
     def _fill(self, room: str, cursor: _Cursor, messages: list[bytes], first: int) -> None:
         """Deliver stored messages after the cursor, up to the first one waiting in line."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 
 from gateway.cluster import Cluster
+from gateway.processes import start_redis
 from node.client import ChatClient, ClientClosed, SendFailed
 
 TOKEN = "s3cret"
@@ -69,3 +72,28 @@ async def test_a_drained_node_costs_the_client_nothing(make_cluster) -> None:
             assert [m["seq"] for m in messages] == list(range(1, 41))
             assert rejoined is not None and rejoined["recovered"] is True
             assert reader.node != f"node{home}" and reader.connections == 2
+
+
+async def test_a_redis_restart_that_loses_history_is_reported_not_hidden(make_cluster) -> None:
+    cluster: Cluster = make_cluster(nodes=2)
+    async with ChatClient(cluster.node_ws_url(1), "reader", "general") as reader, \
+            ChatClient(cluster.node_ws_url(2), "writer", "general") as writer:
+        for n in range(3):
+            await writer.send(f"before {n}")
+        assert cluster.redis is not None
+        port = cluster.redis.port
+        cluster.redis.stop()
+        cluster.redis = start_redis(cluster.run_dir, port)
+        for _ in range(100):  # until the nodes are back on the new Redis
+            try:
+                await writer.send("after")
+                break
+            except SendFailed:
+                await asyncio.sleep(0.1)
+        events = []
+        while not any(e.get("text") == "after" for e in events):
+            events.append(await reader.next_event())
+        told = [e for e in events if e["type"] == "room_joined" and e.get("recovered") is False]
+        assert told, "the reader is told that history was lost"
+        assert [e["text"] for e in events if e["type"] == "message"][:3] == [
+            "before 0", "before 1", "before 2"]
