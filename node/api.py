@@ -88,7 +88,11 @@ def cors_middleware(origin: str) -> web.middleware:  # type: ignore[valid-type]
             return await handler(request)
         if request.method == "OPTIONS":
             return web.Response(status=204, headers=headers)
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as error:  # errors are responses too: browsers must read them
+            error.headers.update(headers)
+            raise
         response.headers.update(headers)
         return response
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 
 from node.broker import Broker
 from node.envelope import Publication
@@ -43,10 +42,6 @@ class Hub:
         while self.sessions:
             self._empty.clear()
             await self._empty.wait()
-
-    def rooms(self) -> Iterable[str]:
-        """Rooms with at least one local member."""
-        return self._rooms.keys()
 
     def held(self) -> list[tuple[str, Member]]:
         """(room, member) of every local session in a room: this node's share of presence."""

@@ -55,6 +55,12 @@ async def test_api_responses_carry_the_configured_origin(make_node) -> None:
     assert response.headers["Access-Control-Allow-Origin"] == "https://chat.example.test"
 
 
+async def test_api_errors_carry_the_cors_headers_too(node) -> None:
+    response = await node.get("/api/nothing-here")
+    assert response.status == 404
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
 async def test_non_api_routes_have_no_cors_headers(node) -> None:
     response = await node.get("/healthz")
     assert "Access-Control-Allow-Origin" not in response.headers
