@@ -67,6 +67,7 @@ class ChatClient:
         self.name = name
         self.room = room
         self.user_id: str | None = None
+        self.token: str | None = None
         self.node: str | None = None
         self.last_seq = 0
         self.epoch: str | None = None
@@ -159,7 +160,10 @@ class ChatClient:
                 self._retry_after = 0.0
 
     async def _converse(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        await ws.send_json({"type": "auth", "name": self.name})
+        auth: dict[str, Any] = {"type": "auth", "name": self.name}
+        if self.token is not None:  # the same user again: no leave/join flap for the room
+            auth |= {"userId": self.user_id, "token": self.token}
+        await ws.send_json(auth)
         join: dict[str, Any] = {"type": "join", "room": self.room}
         if self.epoch is not None:
             join |= {"since": self.last_seq, "epoch": self.epoch}
@@ -173,7 +177,7 @@ class ChatClient:
         if kind == "ping":
             await ws.send_json({"type": "pong", "timestamp": event.get("timestamp")})
         elif kind == "auth_success":
-            self.user_id, self.node = event["userId"], event["node"]
+            self.user_id, self.token, self.node = event["userId"], event["token"], event["node"]
         elif kind == "room_joined":
             await self._on_joined(event)
         elif kind == "message":

@@ -58,6 +58,9 @@ class Settings:
     history_window: int = _setting(50, "newest messages sent to a joiner")
     shutdown_timeout: float = _setting(10.0, "seconds a stopping node waits for its clients")
     drain_window: float = _setting(10.0, "seconds over which a draining node closes its clients")
+    presence_grace: float = _setting(
+        5.0, "seconds a drained user stays in presence, so a reconnect elsewhere does not flap"
+    )
     admin_token: str | None = _setting(
         None, "bearer token for /admin/* routes; absent = admin routes off"
     )

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Awaitable, Callable
 
 from node import disconnect
 from node.config import Settings
@@ -47,11 +48,13 @@ def shutdown_notice() -> bytes:
 class Drainer:
     """Runs this node's drain once; `finished` is set when its last client is gone."""
 
-    def __init__(self, settings: Settings, hub: Hub, presence: Presence) -> None:
+    def __init__(self, settings: Settings, hub: Hub, presence: Presence,
+                 departures: Callable[[], Awaitable[None]]) -> None:
         self._node_id = settings.node_id
         self._window = settings.drain_window
         self._hub = hub
         self._presence = presence
+        self._departures = departures
         self.active = False
         self.finished = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -102,10 +105,12 @@ class Drainer:
         for index, session in enumerate(sessions):
             if index:
                 await asyncio.sleep(interval)
+            session.drained = True
             session.send(shutdown_notice())
             session.close_soon(disconnect.SHUTDOWN)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._hub.emptied(), CLOSE_MARGIN)
+        await self._departures()  # the grace of the last ones closed
         with contextlib.suppress(Unavailable):
             await self._presence.unlock_drain()
         log.info("drained")

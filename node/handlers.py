@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from node.config import Settings
 from node.errors import Unavailable
 from node.heartbeat import now_ms
 from node.hub import Hub
+from node.identity import sign, verify
 from node.liveness import announce_left
 from node.presence import Member, Presence
 from node.protocol import (
@@ -65,6 +67,8 @@ class Handlers:
         self._hub = hub
         self._broker = broker
         self._presence = presence
+        self._presence_grace = settings.presence_grace
+        self._departing: set[asyncio.Task[None]] = set()
         self._routes: dict[type[ClientMessage], _Route] = {
             Auth: _Route(self._auth, requires_auth=False),
             Join: _Route(self._join, requires_auth=True),
@@ -88,19 +92,47 @@ class Handlers:
             ) from exc
 
     async def disconnect(self, session: Session) -> None:
-        """The connection is gone: leave its room so that the others are told."""
-        if session.member is not None and session.room is not None:
-            await self._leave_room(session, session.member)
+        """The connection is gone: leave its room so that the others are told.
+
+        A drained user stays in presence for the grace period: when it resumes on another
+        node meanwhile, nobody sees it leave and come back.
+        """
+        member, room = session.member, session.room
+        if member is None or room is None:
+            return
+        if session.drained and self._presence_grace > 0:
+            await self._leave_locally(session)
+            self._background(self._leave_after_grace(room, member))
+        else:
+            await self._leave_room(session, member)
+
+    async def departures(self) -> None:
+        """Wait for the presence held for drained users to be let go."""
+        while self._departing:
+            await asyncio.gather(*self._departing, return_exceptions=True)
+
+    async def _leave_after_grace(self, room: str, member: Member) -> None:
+        await asyncio.sleep(self._presence_grace)
+        await self._forget(room, member)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._departing.add(task)
+        task.add_done_callback(self._departing.discard)
 
     async def _auth(self, session: Session, message: Auth) -> None:
         if session.member is not None:
             raise ChatError(ErrorCode.ALREADY_AUTHENTICATED, "Already authenticated")
         assert message.name is not None, "the parser fills in the default name"
-        session.member = Member(str(uuid.uuid4()), message.name)
-        log.info("auth session=%s user=%s name=%r", session.id, session.member.id, message.name)
-        session.send(event_frame(
-            AuthSuccess(user_id=session.member.id, name=message.name, node=self._node_id)
-        ))
+        secret = await self._presence.secret()
+        user_id = message.user_id or str(uuid.uuid4())
+        if message.user_id is not None and not verify(secret, user_id, message.token or ""):
+            raise ChatError(ErrorCode.INVALID_TOKEN, "userId and token do not match")
+        session.member = Member(user_id, message.name)
+        log.info("auth session=%s user=%s name=%r", session.id, user_id, message.name)
+        session.send(event_frame(AuthSuccess(
+            user_id=user_id, name=message.name, node=self._node_id, token=sign(secret, user_id)
+        )))
 
     async def _join(self, session: Session, message: Join) -> None:
         member, room = _member(session), _joined_room(message)
@@ -113,16 +145,17 @@ class Handlers:
         session.hold()
         try:
             await self._hub.add(room, session)
-            members = await self._presence.join(room, member)
+            joined = await self._presence.join(room, member)
         except Unavailable:
             session.room = None
             session.release(0)
             await self._hub.remove(room, session)
             raise
-        await self._welcome(session, message, members)
+        await self._welcome(session, message, joined.members)
         log.info("join session=%s room=%s", session.id, room)
-        joined = UserJoined(user=member.name, room=room, user_count=len(members))
-        await self._broker.publish_event(room, encode(joined), exclude=session.id)
+        if joined.added:  # not when resuming on this node within the presence grace
+            event = UserJoined(user=member.name, room=room, user_count=len(joined.members))
+            await self._broker.publish_event(room, encode(event), exclude=session.id)
 
     async def _welcome(self, session: Session, join: Join, members: list[Member]) -> None:
         """Send `room_joined`, then whatever the room said since its history was read."""
@@ -159,16 +192,24 @@ class Handlers:
         session.send(event_frame(RoomLeft(room=room)))
 
     async def _leave_room(self, session: Session, member: Member) -> None:
-        """Leave locally at once; a presence update lost to an outage is repaired on reconnect."""
+        await self._forget(await self._leave_locally(session), member)
+
+    async def _leave_locally(self, session: Session) -> str:
         room = _room(session)
         session.room = None
         await self._hub.remove(room, session)
         log.info("leave session=%s room=%s", session.id, room)
+        return room
+
+    async def _forget(self, room: str, member: Member) -> None:
+        """Remove from presence and tell the room; an update lost to an outage is repaired on
+        reconnect, and a member that moved to another node meanwhile did not leave."""
         try:
             count = await self._presence.leave(room, member)
-            await announce_left(self._broker, room, member.name, count)
+            if count is not None:
+                await announce_left(self._broker, room, member.name, count)
         except Unavailable as exc:
-            log.warning("session=%s left %s unannounced: %s", session.id, room, exc)
+            log.warning("%s left %s unannounced: %s", member.id, room, exc)
 
     async def _message(self, session: Session, message: SendMessage) -> None:
         member, room = _member(session), _room(session)

@@ -17,6 +17,15 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class Joined:
+    """Everyone in the room after a join, and whether the member was new there (a member
+    resuming on another node within the presence grace is not)."""
+
+    members: list[Member]
+    added: bool
+
+
+@dataclass(frozen=True, slots=True)
 class RoomCount:
     name: str
     user_count: int
@@ -42,12 +51,17 @@ class Presence(Protocol):
         """Release connections."""
         ...
 
-    async def join(self, room: str, member: Member) -> list[Member]:
-        """Add the member to the room (creating the room); returns everyone now in it."""
+    async def join(self, room: str, member: Member) -> Joined:
+        """Add the member to the room (creating the room), as held by this node."""
         ...
 
-    async def leave(self, room: str, member: Member) -> int:
-        """Remove the member from the room; returns the room's user count."""
+    async def leave(self, room: str, member: Member) -> int | None:
+        """Remove the member from the room if this node holds it; returns the room's count,
+        or None when the member is held elsewhere now (it moved: nobody left)."""
+        ...
+
+    async def secret(self) -> bytes:
+        """A random secret shared by the cluster: it signs resume tokens."""
         ...
 
     async def members(self, room: str) -> list[Member]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 
-from node.presence import DEFAULT_ROOMS, Departure, Member, RoomCount
+from node.presence import DEFAULT_ROOMS, Departure, Joined, Member, RoomCount
 
 
 @dataclass(slots=True)
@@ -13,6 +14,7 @@ class MemoryPresence:
 
     node_id: str
     _rooms: dict[str, dict[str, Member]] = field(default_factory=dict)
+    _secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
     async def start(self) -> None:
         for room in DEFAULT_ROOMS:
@@ -21,12 +23,13 @@ class MemoryPresence:
     async def close(self) -> None:
         pass
 
-    async def join(self, room: str, member: Member) -> list[Member]:
+    async def join(self, room: str, member: Member) -> Joined:
         members = self._rooms.setdefault(room, {})
+        added = member.id not in members
         members[member.id] = member
-        return list(members.values())
+        return Joined(list(members.values()), added)
 
-    async def leave(self, room: str, member: Member) -> int:
+    async def leave(self, room: str, member: Member) -> int | None:
         members = self._rooms.get(room, {})
         members.pop(member.id, None)
         return len(members)
@@ -36,6 +39,9 @@ class MemoryPresence:
 
     async def rooms(self) -> list[RoomCount]:
         return [RoomCount(name, len(members)) for name, members in sorted(self._rooms.items())]
+
+    async def secret(self) -> bytes:
+        return self._secret
 
     async def heartbeat(self) -> bool:
         return False

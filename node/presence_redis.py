@@ -7,10 +7,12 @@ Nobody trusts a dead node to clean up after itself.
 
 from __future__ import annotations
 
+import secrets
+
 import msgspec
 from redis.asyncio.client import Pipeline
 
-from node.presence import DEFAULT_ROOMS, Departure, Member, RoomCount
+from node.presence import DEFAULT_ROOMS, Departure, Joined, Member, RoomCount
 from node.redis_support import RedisKeys, connect, translate_errors
 
 # KEYS: nodes set, the dead node's liveness key, its member index.
@@ -24,7 +26,7 @@ local departed = {}
 for i = 1, #held, 2 do
   local key = ARGV[2] .. held[i + 1]
   local info = redis.call('HGET', key, held[i])
-  if info then
+  if info and cjson.decode(info)[3] == ARGV[1] then
     redis.call('HDEL', key, held[i])
     table.insert(departed, held[i + 1])
     table.insert(departed, info)
@@ -35,6 +37,19 @@ redis.call('DEL', KEYS[3])
 return departed
 """
 
+
+# KEYS: the room's members, this node's member index. ARGV: member id, this node's id.
+# Removes the member only while this node holds it (a member that resumed on another node
+# within the presence grace stays). Returns {removed, count}.
+LEAVE = """
+redis.call('HDEL', KEYS[2], ARGV[1])
+local info = redis.call('HGET', KEYS[1], ARGV[1])
+if info and cjson.decode(info)[3] == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return {1, redis.call('HLEN', KEYS[1])}
+end
+return {0, redis.call('HLEN', KEYS[1])}
+"""
 
 UNLOCK_DRAIN = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -67,6 +82,8 @@ class RedisPresence:
         self._ttl_ms = int(ttl * 1000)
         self._reap_node = self._redis.register_script(REAP_NODE)
         self._unlock_drain = self._redis.register_script(UNLOCK_DRAIN)
+        self._leave = self._redis.register_script(LEAVE)
+        self._secret: bytes | None = None
 
     async def start(self) -> None:
         pass
@@ -75,21 +92,29 @@ class RedisPresence:
         await self._redis.aclose()
 
     @translate_errors
-    async def join(self, room: str, member: Member) -> list[Member]:
+    async def join(self, room: str, member: Member) -> Joined:
         async with self._redis.pipeline(transaction=True) as pipe:
             self._hold(pipe, room, member)
             pipe.hvals(self._keys.members(room))
-            *_, infos = await pipe.execute()
-        return [_member(info) for info in infos]
+            _, added, *_, infos = await pipe.execute()
+        return Joined([_member(info) for info in infos], bool(added))
 
     @translate_errors
-    async def leave(self, room: str, member: Member) -> int:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(self._keys.members(room), member.id)
-            pipe.hdel(self._keys.node_members(self._node_id), member.id)
-            pipe.hlen(self._keys.members(room))
-            *_, count = await pipe.execute()
-        return int(count)
+    async def leave(self, room: str, member: Member) -> int | None:
+        return await self._leave_held(room, member.id)
+
+    async def _leave_held(self, room: str, member_id: str | bytes) -> int | None:
+        keys = [self._keys.members(room), self._keys.node_members(self._node_id)]
+        removed, count = await self._leave(keys=keys, args=[member_id, self._node_id])
+        return int(count) if removed else None
+
+    @translate_errors
+    async def secret(self) -> bytes:
+        if self._secret is None:
+            key = self._keys.secret
+            await self._redis.set(key, secrets.token_hex(32), nx=True)
+            self._secret = bytes(await self._redis.get(key))
+        return self._secret
 
     @translate_errors
     async def members(self, room: str) -> list[Member]:
@@ -131,11 +156,10 @@ class RedisPresence:
         index = self._keys.node_members(self._node_id)
         recorded = await self._redis.hgetall(index)
         current = {member.id for _, member in held}
+        for member_id, room in recorded.items():
+            if member_id.decode() not in current:
+                await self._leave_held(room.decode(), member_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            for member_id, room in recorded.items():
-                if member_id.decode() not in current:
-                    pipe.hdel(self._keys.members(room.decode()), member_id)
-                    pipe.hdel(index, member_id)
             for room, member in held:
                 self._hold(pipe, room, member)
             pipe.set(self._keys.node_alive(self._node_id), b"1", px=self._ttl_ms)

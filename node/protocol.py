@@ -28,6 +28,7 @@ class ErrorCode(enum.StrEnum):
     TEXT_REQUIRED = "text_required"
     TEXT_TOO_LONG = "text_too_long"
     RATE_LIMITED = "rate_limited"
+    INVALID_TOKEN = "invalid_token"
     UNAVAILABLE = "unavailable"
 
 
@@ -48,7 +49,11 @@ class _Incoming(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fi
 
 
 class Auth(_Incoming, tag="auth"):
+    """`userId` + `token` (from an earlier `auth_success`) resume that identity."""
+
     name: str | None = None
+    user_id: str | None = msgspec.field(default=None, name="userId")
+    token: str | None = None
 
 
 class Join(_Incoming, tag="join"):
@@ -128,7 +133,7 @@ class Parser:
     def _checked(self, message: ClientMessage) -> ClientMessage:
         match message:
             case Auth(name=name):
-                return Auth(name=checked_name(name))
+                return msgspec.structs.replace(message, name=checked_name(name))
             case Join(room=room):
                 return msgspec.structs.replace(message, room=checked_room(room))
             case SendMessage(text=text):
@@ -177,6 +182,7 @@ class AuthSuccess(_Event, tag="auth_success"):
     user_id: str
     name: str
     node: str
+    token: str
 
 
 class RoomInfo(msgspec.Struct, frozen=True, rename="camel"):

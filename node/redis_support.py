@@ -84,6 +84,11 @@ class RedisKeys:
         return f"{self.prefix}:nodes"
 
     @property
+    def secret(self) -> str:
+        """The cluster's random secret for resume tokens."""
+        return f"{self.prefix}:secret"
+
+    @property
     def drain_lock(self) -> str:
         """Held by the one node that drains; expires so that a crashed drainer cannot block."""
         return f"{self.prefix}:drain-lock"

@@ -64,5 +64,5 @@ def build_node(settings: Settings) -> Node:
         await liveness.resync()
 
     handlers = Handlers(settings, hub, broker, presence)
-    drain = Drainer(settings, hub, presence)
+    drain = Drainer(settings, hub, presence, handlers.departures)
     return Node(settings, broker, presence, hub, handlers, liveness, drain)

@@ -34,7 +34,7 @@ class Session:
 
     __slots__ = (
         "id", "member", "room", "last_pong", "_ws", "_transport", "_parser", "_dispatch",
-        "_bucket", "_flood", "_max_buffer", "_held", "_closing", "_tasks",
+        "_bucket", "_flood", "_max_buffer", "_held", "_closing", "_tasks", "drained",
     )
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request, settings: Settings,
@@ -45,6 +45,7 @@ class Session:
         self.id = uuid.uuid4().hex
         self.member: Member | None = None
         self.room: str | None = None
+        self.drained = False  # closed by a drain: its presence is held for the grace period
         self.last_pong = now
         self._ws = ws
         self._transport = transport

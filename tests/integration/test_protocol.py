@@ -266,3 +266,23 @@ async def test_a_ref_must_be_a_short_string(member, ref: object) -> None:
     alice = await member("alice")
     await alice.send(type="message", text="x", ref=ref)
     await alice.expect_error("invalid_format")
+
+
+async def test_a_token_resumes_the_same_identity(connect: ClientFactory) -> None:
+    first = await connect()
+    issued = await first.auth("alice")
+    assert len(issued["token"]) == 32
+    again = await connect()
+    await again.send(type="auth", name="alice", userId=issued["userId"], token=issued["token"])
+    resumed = await again.expect("auth_success")
+    assert (resumed["userId"], resumed["token"]) == (issued["userId"], issued["token"])
+
+
+@pytest.mark.parametrize("token", [None, "0" * 32])
+async def test_a_user_id_needs_its_own_token(connect: ClientFactory, token) -> None:
+    first = await connect()
+    issued = await first.auth("alice")
+    impostor = await connect()
+    await impostor.send(type="auth", name="mallory", userId=issued["userId"], token=token)
+    await impostor.expect_error("invalid_token")
+    assert (await impostor.auth("mallory"))["userId"] != issued["userId"]

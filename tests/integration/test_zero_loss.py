@@ -27,6 +27,7 @@ class Load:
                                for i in range(PER_ROOM)] for room in self.rooms}
         self.received: dict[ChatClient, list[dict[str, Any]]] = {}
         self.unrecovered: list[dict[str, Any]] = []
+        self.presence_changes: list[dict[str, Any]] = []
         self.sent: dict[str, list[int]] = {room: [] for room in self.rooms}
         self.retries = 0
         self._stop = asyncio.Event()
@@ -50,6 +51,8 @@ class Load:
                 self.received[client].append(event)
             elif event["type"] == "room_joined" and event.get("recovered") is False:
                 self.unrecovered.append(event)
+            elif event["type"] in ("user_joined", "user_left"):
+                self.presence_changes.append(event)
 
     async def _send_loop(self, room: str) -> None:
         n = 0
@@ -113,7 +116,8 @@ async def _room_counts(cluster: Cluster) -> dict[str, int]:
 
 def _cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     cluster = make_cluster(nodes=3, admin_token=TOKEN, node_args=[
-        "--drain-window", "1", "--rate", "100", "--burst", "100", "--node-ttl", "3"])
+        "--drain-window", "1", "--presence-grace", "1.5", "--rate", "100", "--burst", "100",
+        "--node-ttl", "3"])
     cluster.supervise_in_background()
     return cluster
 
@@ -125,11 +129,13 @@ async def test_a_rolling_restart_under_load_loses_nothing(make_cluster) -> None:
     await load.start()
     try:
         await asyncio.sleep(1.0)
+        load.presence_changes.clear()  # the initial joins
         await asyncio.to_thread(rolling_restart, state, lambda line: None)
         await asyncio.sleep(1.0)
         await load.finish()
         load.assert_exactly_once_in_order()
         assert all(c.connections >= 2 for c in load.everyone), "every node was restarted"
+        assert load.presence_changes == [], "moving users neither left nor joined"
         counts = await _room_counts(cluster)
         assert {room: counts[room] for room in load.rooms} == dict.fromkeys(load.rooms, PER_ROOM)
     finally:
