@@ -40,7 +40,7 @@ class Sequencer:
 
     def accept(self, publication: Publication) -> None:
         """Deliver now, drop as a duplicate, or hold back behind a gap repair."""
-        cursor = self._cursors.setdefault(publication.room, _Cursor())
+        cursor = self._cursor(publication.room)
         seq = publication.seq
         if cursor.queued is not None:
             cursor.queued.append(publication)
@@ -55,10 +55,17 @@ class Sequencer:
 
     def track(self, room: str, epoch: str, seq: int) -> None:
         """A join read the room's history: where the room stood, if nothing came yet."""
-        cursor = self._cursors.setdefault(room, _Cursor())
+        cursor = self._cursor(room)
         cursor.epoch = cursor.epoch or epoch
         if cursor.seq is None:
             cursor.seq = seq
+
+    def _cursor(self, room: str) -> _Cursor:
+        """The room's cursor; created on first use only (this is the fan-out path)."""
+        cursor = self._cursors.get(room)
+        if cursor is None:
+            cursor = self._cursors[room] = _Cursor()
+        return cursor
 
     def forget(self, room: str) -> None:
         """The room has no local member any more."""
