@@ -23,8 +23,8 @@ ReconnectHandler = Callable[[], Awaitable[None]]
 # node, a fresh epoch. Assigns the next seq, closes the template with it, stores it and
 # publishes the envelope ([room, seq, exclude, payload, origin], see node.envelope) atomically.
 PUBLISH_MESSAGE = """
-redis.call('SET', KEYS[3], ARGV[6], 'NX')
 local seq = redis.call('INCR', KEYS[1])
+if seq == 1 then redis.call('SET', KEYS[3], ARGV[6], 'NX') end  -- a new (or lost) history
 local payload = ARGV[1] .. seq .. '}'
 redis.call('ZADD', KEYS[2], seq, payload)
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[2]) + 1))
