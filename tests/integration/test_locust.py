@@ -1,0 +1,57 @@
+"""The Locust smoke run: headless, through the gateway of a real local cluster."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.cluster import Cluster
+
+LOCUSTFILE = Path(__file__).parents[2] / "loadtest" / "locustfile.py"
+
+
+def run_locust(cluster: Cluster, out: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """One headless Locust run against the cluster's gateway, reports under `out`."""
+    return subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+         "--host", cluster.http_url, "--csv", str(out / "run"), "--html", str(out / "run.html"),
+         *options],
+        capture_output=True, text=True, timeout=60, cwd=out)
+
+
+def stats(out: Path) -> dict[str, dict[str, str]]:
+    with open(out / "run_stats.csv", newline="") as rows:
+        return {row["Name"]: row for row in csv.DictReader(rows)}
+
+
+@pytest.mark.timeout(90)
+def test_smoke_run_delivers_with_churn_and_no_failure(
+        make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
+    cluster = make_cluster(nodes=2)
+    run = run_locust(cluster, tmp_path, "--users", "30", "--spawn-rate", "15",
+                     "--run-time", "15s", "--chat-rooms", "5", "--chat-skew", "1",
+                     "--chat-rate", "30", "--chat-session", "6", "--chat-away", "1")
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = stats(tmp_path)
+    assert int(rows["delivery"]["Request Count"]) > 0
+    assert int(rows["Aggregated"]["Failure Count"]) == 0
+    assert int(rows["connect"]["Request Count"]) > 30  # churned users came back
+    assert {"auth", "join"} <= rows.keys()
+    assert (tmp_path / "run.html").stat().st_size > 0
+
+
+@pytest.mark.timeout(60)
+def test_errors_fail_the_run_named_by_code(
+        make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
+    cluster = make_cluster(nodes=1, node_args=["--max-text", "100"])
+    run = run_locust(cluster, tmp_path, "--users", "3", "--spawn-rate", "3",
+                     "--run-time", "3s", "--chat-rate", "60", "--chat-size", "101")
+    assert run.returncode == 1
+    assert "no message was delivered" in run.stderr
+    rows = stats(tmp_path)
+    assert int(rows["text_too_long"]["Failure Count"]) > 0
