@@ -1,14 +1,18 @@
 """Fan-out benchmark: how many deliveries per second the cluster sustains, and at what latency.
 
-    python -m loadtest.fanout --nodes 2 --rooms 20 --members 20 --rates 5000,10000,20000
+    python -m loadtest.fanout --nodes 2 --rooms 20 --members 20 --json results/fanout.json
+    python -m loadtest.fanout --idle 5000 --json results/idle.json
 
-Starts its own cluster on loopback (Redis + nodes, nginx with --gateway), connects
-rooms x members raw WebSocket clients from several generator processes (member i of a room
-goes to node i % nodes, so every room spans every node), and steps the delivery rate up.
-A step passes when >= 99.9 % of expected deliveries arrive and p99 < 200 ms. Prints per
-step: target and achieved deliveries/s, loss, latency percentiles, CPU seconds of each node,
-of Redis and of the generator, and peak RSS per node; `--json` writes the same.
-Every loop is bounded: steps are fixed in number and length.
+Starts its own cluster on loopback (Redis, the nodes, nginx), connects rooms x members raw
+WebSocket clients from several generator processes (member i of a room goes to node
+i % nodes, so every room spans every node; `--gateway` connects through nginx instead) and
+steps the delivery rate up until a step fails. A step passes when >= 99.9 % of expected
+deliveries arrive and p99 < 200 ms. Prints per step: target and achieved deliveries/s, loss,
+latency percentiles, CPU seconds of each node, of Redis, of nginx and of the generator (a
+saturated generator shows), and peak RSS per node. `--idle N` instead holds N authenticated
+connections (in rooms of `--members`) and prints the RSS each node grew by per connection.
+`--json` writes the results for `python -m loadtest.capacity`.
+Every loop is bounded: steps are fixed in number and length, waits have timeouts.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import resource
+import os
+import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,193 +34,288 @@ import aiohttp
 import uvloop
 
 from gateway.cluster import Cluster
+from loadtest import procstats
 
 PASS_RATIO = 0.999
 PASS_P99_MS = 200.0
-DRAIN_SECONDS = 2.0
+DRAIN_SECONDS = 1.5
+CONNECT_BATCH = 50
+WAIT_TIMEOUT = 300.0
+SETTLE_SECONDS = 3.0
+DEFAULT_RATES = "10000,20000,40000,60000,80000,100000,120000,140000,160000,180000,200000"
 
 
 @dataclass
-class Plan:
+class Topology:
+    """What one generator process connects: its share of the rooms."""
+
     urls: list[str]
     rooms: list[str]
     members: int
-    rates: list[float]  # deliveries/s over the whole benchmark, per step
+    senders: int
     total_rooms: int
-    step_seconds: float
-    start_at: float = 0.0
 
 
 @dataclass
-class StepResult:
+class Step:
+    index: int
+    rate: float  # deliveries/s over the whole benchmark
+    start_at: float
+    seconds: float
+
+
+@dataclass
+class Tally:
+    """One generator's view of one step."""
+
     sent: int = 0
     delivered: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
 
 
-def _latency_of(frame: str, now_ns: int) -> tuple[int, float] | None:
-    """(step, ms) from a message frame, found without parsing the JSON."""
+# --- the generator processes ----------------------------------------------------------------
+
+def _stamp_of(frame: str) -> tuple[int, int] | None:
+    """(step, sender's clock in ns) from a benchmark message, found without parsing the JSON."""
     at = frame.find('"text":"t')
     if at < 0:
         return None
     step, sent_ns = frame[at + 9:frame.index("|", at)].split(":")
-    return int(step), (now_ns - int(sent_ns)) / 1e6
+    return int(step), int(sent_ns)
 
 
-async def _client(http: aiohttp.ClientSession, url: str, name: str, room: str
+async def _member(http: aiohttp.ClientSession, url: str, name: str, room: str
                   ) -> aiohttp.ClientWebSocketResponse:
     ws = await http.ws_connect(url, compress=0, max_msg_size=0)
     await ws.send_str(json.dumps({"type": "auth", "name": name}))
     await ws.send_str(json.dumps({"type": "join", "room": room}))
-    while (await ws.receive()).data.find('"room_joined"') < 0:
+    while (await ws.receive(WAIT_TIMEOUT)).data.find('"room_joined"') < 0:
         pass
     return ws
 
 
-async def _receive(ws: aiohttp.ClientWebSocketResponse, results: list[StepResult]) -> None:
+async def _connect_room(http: aiohttp.ClientSession, topology: Topology, room: str
+                        ) -> list[aiohttp.ClientWebSocketResponse]:
+    urls = topology.urls
+    return list(await asyncio.gather(*(
+        _member(http, urls[i % len(urls)], f"m{i}", room) for i in range(topology.members))))
+
+
+async def _read(ws: aiohttp.ClientWebSocketResponse, tallies: dict[int, Tally]) -> None:
     async for frame in ws:
         if frame.type is not aiohttp.WSMsgType.TEXT:
             break
         if frame.data.startswith('{"type":"ping"'):
             await ws.send_str(frame.data.replace('"ping"', '"pong"', 1))
             continue
-        found = _latency_of(frame.data, time.time_ns())
-        if found is not None and found[0] < len(results):
-            results[found[0]].delivered += 1
-            results[found[0]].latencies_ms.append(found[1])
+        now_ns = time.time_ns()
+        found = _stamp_of(frame.data)
+        if found is not None and found[0] in tallies:
+            tally = tallies[found[0]]
+            tally.delivered += 1
+            tally.latencies_ms.append((now_ns - found[1]) / 1e6)
 
 
-async def _send(ws: aiohttp.ClientWebSocketResponse, plan: Plan, results: list[StepResult]
-                ) -> None:
-    for step, rate in enumerate(plan.rates):
-        per_room = rate / plan.members / plan.total_rooms  # messages/s this sender sends
-        begin = plan.start_at + step * plan.step_seconds
-        count = int(per_room * plan.step_seconds)
-        for n in range(count):
-            delay = begin + n / per_room - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await ws.send_str(json.dumps(
-                {"type": "message", "text": f"t{step}:{time.time_ns()}|{n}"}))
-            results[step].sent += 1
+async def _send(ws: aiohttp.ClientWebSocketResponse, step: Step, per_second: float,
+                tally: Tally) -> None:
+    """Send at `per_second` for the step, on a fixed schedule (late sends catch up)."""
+    for n in range(int(per_second * step.seconds)):
+        delay = step.start_at + n / per_second - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await ws.send_str(f'{{"type":"message","text":"t{step.index}:{time.time_ns()}|{n}"}}')
+        tally.sent += 1
 
 
-async def _worker_main(plan: Plan, ready: Any, start: Any, out: Any) -> None:
-    results = [StepResult() for _ in plan.rates]
+async def _run_step(senders: list[aiohttp.ClientWebSocketResponse], topology: Topology,
+                    step: Step, tally: Tally) -> None:
+    cpu_before = procstats.own_cpu_seconds()
+    per_sender = step.rate / topology.members / topology.total_rooms / topology.senders
+    await asyncio.gather(*(_send(ws, step, per_sender, tally) for ws in senders))
+    await asyncio.sleep(max(0.0, step.start_at + step.seconds + DRAIN_SECONDS - time.time()))
+    tally.cpu_s = procstats.own_cpu_seconds() - cpu_before
+
+
+async def _generator_main(topology: Topology, control: Any, out: Any) -> None:
+    procstats.raise_fd_limit()
+    loop = asyncio.get_running_loop()
     # limit=0: every WebSocket holds a connector slot, and aiohttp's default is 100 of them.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        clients = []
-        for room in plan.rooms:
-            members = [await _client(http, plan.urls[i % len(plan.urls)], f"{room}-{i}", room)
-                       for i in range(plan.members)]
-            clients.append(members)
-        ready.set()
-        plan.start_at = float(start.get(timeout=600))  # the start time, from the coordinator
-        readers = [asyncio.create_task(_receive(ws, results)) for room in clients for ws in room]
-        await asyncio.gather(*(_send(room[0], plan, results) for room in clients))
-        await asyncio.sleep(DRAIN_SECONDS)
+        rooms = []
+        for batch in range(0, len(topology.rooms), max(1, CONNECT_BATCH // topology.members)):
+            names = topology.rooms[batch:batch + max(1, CONNECT_BATCH // topology.members)]
+            rooms += await asyncio.gather(*(_connect_room(http, topology, r) for r in names))
+        tallies: dict[int, Tally] = {}
+        readers = [asyncio.create_task(_read(ws, tallies)) for room in rooms for ws in room]
+        out.put("ready")
+        senders = [ws for room in rooms for ws in room[:topology.senders]]
+        while (step := await loop.run_in_executor(None, control.get)) is not None:
+            tally = tallies[step.index] = Tally()
+            await _run_step(senders, topology, step, tally)
+            del tallies[step.index]
+            out.put(tally)
         for reader in readers:
             reader.cancel()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    out.put((results, usage.ru_utime + usage.ru_stime))
 
 
-def _worker(plan: Plan, ready: Any, start: Any, out: Any) -> None:
-    uvloop.run(_worker_main(plan, ready, start, out))
+def _generator(topology: Topology, control: Any, out: Any) -> None:
+    uvloop.run(_generator_main(topology, control, out))
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks
+# --- the coordinator ------------------------------------------------------------------------
+
+@dataclass
+class Generators:
+    """The generator processes and their two queues each."""
+
+    processes: list[Any] = field(default_factory=list)
+    controls: list[Any] = field(default_factory=list)
+    outs: list[Any] = field(default_factory=list)
+
+    def start(self, topologies: list[Topology]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        for topology in topologies:
+            control, out = ctx.Queue(), ctx.Queue()
+            process = ctx.Process(target=_generator, args=(topology, control, out), daemon=True)
+            process.start()
+            self.processes.append(process)
+            self.controls.append(control)
+            self.outs.append(out)
+
+    def tell(self, message: Step | None) -> None:
+        for control in self.controls:
+            control.put(message)
+
+    def gather(self) -> list[Any]:
+        return [out.get(timeout=WAIT_TIMEOUT) for out in self.outs]
+
+    def stop(self) -> None:
+        self.tell(None)
+        for process in self.processes:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
 
 
-def _peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
+def _percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def _step_row(step: Step, tallies: list[Tally], members: int, cpu: dict[str, float]
+              ) -> dict[str, Any]:
+    sent = sum(t.sent for t in tallies)
+    delivered = sum(t.delivered for t in tallies)
+    latencies = sorted(ms for t in tallies for ms in t.latencies_ms)
+    loss = 1 - delivered / (sent * members) if sent else 1.0
+    p99 = _percentile(latencies, 0.99)
+    return {
+        "target_per_s": step.rate,
+        "achieved_per_s": round(delivered / step.seconds),
+        "loss": round(loss, 5),
+        "p50_ms": round(_percentile(latencies, 0.5), 2),
+        "p90_ms": round(_percentile(latencies, 0.9), 2),
+        "p99_ms": round(p99, 2),
+        "max_ms": round(latencies[-1] if latencies else float("nan"), 2),
+        "cpu_s": cpu | {"generator": round(sum(t.cpu_s for t in tallies), 2)},
+        "passed": loss <= 1 - PASS_RATIO and p99 < PASS_P99_MS,
+    }
 
 
-def run(args: argparse.Namespace) -> list[dict[str, object]]:
-    rates = [float(r) for r in args.rates.split(",")]
+def _print_row(row: dict[str, Any]) -> None:
+    cpu = " ".join(f"{name} {seconds:.2f}" for name, seconds in row["cpu_s"].items())
+    print(f"{row['target_per_s']:>9.0f} {row['achieved_per_s']:>10} {row['loss']:>7.2%} "
+          f"{row['p50_ms']:>7} {row['p90_ms']:>7} {row['p99_ms']:>7} {row['max_ms']:>7}  "
+          f"{'PASS' if row['passed'] else 'FAIL'}  {cpu}", flush=True)
+
+
+def _watched(cluster: Cluster, gateway: bool) -> dict[str, list[int]]:
+    """The processes whose CPU each step reports, by name."""
+    pids = {n.name: [n.process.pid] for n in cluster.nodes}
+    assert cluster.redis is not None and cluster.nginx is not None
+    pids["redis"] = [cluster.redis.process.pid]
+    if gateway:
+        pids["nginx"] = procstats.family(cluster.nginx.process.pid)
+    return pids
+
+
+def _cpu_marks(pids: dict[str, list[int]]) -> dict[str, float]:
+    return {name: procstats.cpu_seconds(group) for name, group in pids.items()}
+
+
+def _steps(cluster: Cluster, generators: Generators, args: argparse.Namespace
+           ) -> dict[str, Any]:
+    """Step the rate up until a step fails; one row per step run."""
+    pids = _watched(cluster, args.gateway)
+    rows = []
+    print(f"{'target/s':>9} {'achieved/s':>10} {'loss':>7} {'p50':>7} {'p90':>7} {'p99':>7} "
+          f"{'max':>7}  result  CPU seconds in the step ({args.step_seconds:g} s + drain)")
+    for index, rate in enumerate(float(r) for r in args.rates.split(",")):
+        step = Step(index, rate, time.time() + 0.5, args.step_seconds)
+        generators.tell(step)
+        time.sleep(max(0.0, step.start_at - time.time()))
+        before = _cpu_marks(pids)
+        tallies = generators.gather()
+        after = _cpu_marks(pids)
+        cpu = {name: round(after[name] - before[name], 2) for name in pids}
+        rows.append(_step_row(step, tallies, args.members, cpu))
+        _print_row(rows[-1])
+        if not rows[-1]["passed"]:
+            break
+    rss = {n.name: procstats.memory_kib(n.process.pid, "VmHWM") for n in cluster.nodes}
+    passed = [row["achieved_per_s"] for row in rows if row["passed"]]
+    print(f"max passing: {max(passed, default=0)} deliveries/s; peak RSS KiB {rss}")
+    return {"steps": rows, "peak_rss_kib": rss, "max_passing_per_s": max(passed, default=0)}
+
+
+def _connections(cluster: Cluster, index: int) -> int:
+    """The node's own count of its WebSocket sessions."""
+    with urllib.request.urlopen(f"{cluster.node_url(index)}/api/status", timeout=5) as reply:
+        return int(json.load(reply)["connections"])
+
+
+def _idle(cluster: Cluster, before: dict[str, int]) -> dict[str, Any]:
+    """RSS growth per connection of each node, once the connections have settled."""
+    time.sleep(SETTLE_SECONDS)
+    nodes = {}
+    for index, node in enumerate(cluster.nodes, start=1):
+        after = procstats.memory_kib(node.process.pid, "VmRSS")
+        count = _connections(cluster, index)
+        nodes[node.name] = {"connections": count, "rss_before_kib": before[node.name],
+                            "rss_after_kib": after,
+                            "kib_per_connection": round((after - before[node.name]) / count, 2)}
+        print(f"{node.name}: {count} connections, RSS {before[node.name]} -> {after} KiB, "
+              f"{nodes[node.name]['kib_per_connection']} KiB per connection")
+    return {"nodes": nodes}
+
+
+def _topologies(cluster: Cluster, args: argparse.Namespace, rooms: int) -> list[Topology]:
+    urls = [cluster.ws_url] if args.gateway else [
+        cluster.node_ws_url(i) for i in range(1, args.nodes + 1)]
+    names = [f"bench{r}" for r in range(rooms)]
+    return [Topology(urls, names[w::args.workers], args.members, args.senders, rooms)
+            for w in range(args.workers)]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    procstats.raise_fd_limit()  # the nodes inherit it
+    rooms = -(-args.idle // args.members) if args.idle else args.rooms
     cluster = Cluster(Path(tempfile.mkdtemp(prefix="fanout-")), args.nodes, node_args=[
         "--rate", "100000", "--burst", "100000", "--log-level", "WARNING"])
     cluster.start()
+    generators = Generators()
     try:
-        urls = [cluster.ws_url] if args.gateway else [
-            cluster.node_ws_url(i) for i in range(1, args.nodes + 1)]
-        rooms = [f"bench{r}" for r in range(args.rooms)]
-        ctx = multiprocessing.get_context("spawn")
-        workers = []
-        for w in range(args.workers):
-            plan = Plan(urls, rooms[w::args.workers], args.members, rates, args.rooms,
-                        args.step_seconds)
-            ready, start, out = ctx.Event(), ctx.Queue(), ctx.Queue()
-            process = ctx.Process(target=_worker, args=(plan, ready, start, out))
-            process.start()
-            workers.append((process, ready, start, out))
-        for process, ready, _, _ in workers:
-            if not ready.wait(120):
-                raise RuntimeError(f"generator {process.pid} did not connect its clients")
-        pids = {f"node{i + 1}": n.process.pid for i, n in enumerate(cluster.nodes)}
-        assert cluster.redis is not None
-        pids["redis"] = cluster.redis.process.pid
-        if cluster.nginx is not None and args.gateway:
-            pids["nginx"] = cluster.nginx.process.pid
-        start_at = time.time() + 1.0
-        for _, _, start, _ in workers:
-            start.put(start_at)
-        marks = []
-        for step in range(len(rates) + 1):
-            time.sleep(max(0.0, start_at + step * args.step_seconds - time.time()))
-            marks.append({name: _cpu_seconds(pid) for name, pid in pids.items()})
-        outcomes = [out.get(timeout=args.step_seconds * len(rates) + 60)
-                    for _, _, _, out in workers]
-        for process, _, _, _ in workers:
-            process.join(10)
-        rss = {name: _peak_rss_kib(pid) for name, pid in pids.items() if name.startswith("node")}
+        rss_before = {n.name: procstats.memory_kib(n.process.pid, "VmRSS")
+                      for n in cluster.nodes}
+        generators.start(_topologies(cluster, args, rooms))
+        if generators.gather() != ["ready"] * args.workers:
+            raise RuntimeError("a generator did not connect its clients")
+        if args.idle:
+            return _idle(cluster, rss_before)
+        return _steps(cluster, generators, args)
     finally:
+        generators.stop()
         cluster.stop()
-    return _report(rates, args, outcomes, marks, rss)
-
-
-def _report(rates, args, outcomes, marks, rss) -> list[dict[str, object]]:
-    rows = []
-    generator_cpu = sum(cpu for _, cpu in outcomes)
-    for step, rate in enumerate(rates):
-        sent = sum(results[step].sent for results, _ in outcomes)
-        delivered = sum(results[step].delivered for results, _ in outcomes)
-        latencies = [ms for results, _ in outcomes for ms in results[step].latencies_ms]
-        expected = sent * args.members
-        loss = 1 - delivered / expected if expected else 1.0
-        p99 = _percentile(latencies, 0.99)
-        rows.append({
-            "target_per_s": rate,
-            "achieved_per_s": round(delivered / args.step_seconds),
-            "loss": round(loss, 5),
-            "p50_ms": round(_percentile(latencies, 0.5), 2),
-            "p90_ms": round(_percentile(latencies, 0.9), 2),
-            "p99_ms": round(p99, 2),
-            "max_ms": round(max(latencies, default=float("nan")), 2),
-            "cpu_s": {name: round(marks[step + 1][name] - marks[step][name], 2)
-                      for name in marks[step]},
-            "passed": loss <= 1 - PASS_RATIO and p99 < PASS_P99_MS,
-        })
-    print(f"{'target/s':>9} {'achieved/s':>10} {'loss':>7} {'p50':>7} {'p90':>7} {'p99':>7} "
-          f"{'max':>7}  cpu seconds per step")
-    for row in rows:
-        print(f"{row['target_per_s']:>9.0f} {row['achieved_per_s']:>10} {row['loss']:>7.2%} "
-              f"{row['p50_ms']:>7} {row['p90_ms']:>7} {row['p99_ms']:>7} {row['max_ms']:>7}  "
-              f"{row['cpu_s']} {'PASS' if row['passed'] else 'FAIL'}")
-    print(f"generator CPU {generator_cpu:.1f} s in all; peak RSS KiB {rss}")
-    return rows
 
 
 def main() -> None:
@@ -222,18 +323,29 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--rooms", type=int, default=20)
-    parser.add_argument("--members", type=int, default=20)
-    parser.add_argument("--rates", default="5000,10000,20000,40000",
-                        help="deliveries/s of each step, comma-separated")
+    parser.add_argument("--members", type=int, default=20, help="members per room")
+    parser.add_argument("--senders", type=int, default=1,
+                        help="members of each room that send (member i is on node i %% nodes)")
+    parser.add_argument("--rates", default=DEFAULT_RATES,
+                        help="deliveries/s of each step, comma-separated; stops at a failure")
     parser.add_argument("--step-seconds", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=2, help="generator processes")
     parser.add_argument("--gateway", action="store_true", help="connect through nginx")
-    parser.add_argument("--json", type=Path, help="write the step results here")
+    parser.add_argument("--idle", type=int, nargs="?", const=5000, default=0, metavar="N",
+                        help="hold N idle authenticated connections (default 5000) and "
+                             "measure memory per connection instead")
+    parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
-    rows = run(args)
+    results = run(args)
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},
-                                         "steps": rows}, indent=2))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "benchmark": "idle" if args.idle else "fanout",
+            "command": " ".join(["python -m loadtest.fanout", *sys.argv[1:]]),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "cpus": os.cpu_count(),
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        } | results, indent=2))
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ from node.liveness import announce_left
 from node.presence import Member, Presence
 from node.protocol import (
     Auth, AuthSuccess, ChatError, ChatMessage, ClientMessage, ErrorCode, Join, Leave,
-    ListRooms, Ping, Pong, RoomInfo, RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong,
-    UserJoined, encode, event_frame, message_template, stored_messages,
+    ListRooms, Parser, Ping, Pong, RoomInfo, RoomJoined, RoomLeft, RoomList, SendMessage,
+    ServerPong, UserJoined, encode, event_frame, message_template, stored_messages,
 )
 from node.session import Session
 
@@ -69,6 +69,7 @@ class Handlers:
         self._presence = presence
         self._presence_grace = settings.presence_grace
         self._departing: set[asyncio.Task[None]] = set()
+        self._parser = Parser(settings.max_text)  # one per node: it holds no per-client state
         self._routes: dict[type[ClientMessage], _Route] = {
             Auth: _Route(self._auth, requires_auth=False),
             Join: _Route(self._join, requires_auth=True),
@@ -79,7 +80,9 @@ class Handlers:
             Pong: _Route(self._pong, requires_auth=False),
         }
 
-    async def dispatch(self, session: Session, message: ClientMessage) -> None:
+    async def dispatch(self, session: Session, text: str) -> None:
+        """Parse one client frame and do what it asks; raises `ChatError` to answer an error."""
+        message = self._parser.parse(text)
         route = self._routes[type(message)]
         if route.requires_auth and session.member is None:
             raise ChatError(ErrorCode.NOT_AUTHENTICATED, "Authenticate first")

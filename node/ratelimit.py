@@ -35,10 +35,13 @@ class FloodGuard:
     def __init__(self, limit: int, window: float) -> None:
         self._limit = limit
         self._window = window
-        self._rejections: deque[float] = deque(maxlen=limit + 1)
+        self._rejections: deque[float] | None = None  # made at the first rejection: most
+        # clients never get one, and an empty deque costs ~700 bytes per connection
 
     def reject(self, now: float) -> bool:
         """Record one rejection; True when the client has flooded past the limit."""
+        if self._rejections is None:
+            self._rejections = deque(maxlen=self._limit + 1)
         self._rejections.append(now)
         return (
             len(self._rejections) > self._limit

@@ -15,12 +15,12 @@ from node.config import Settings
 from node.disconnect import Disconnect
 from node.envelope import UNSEQUENCED
 from node.presence import Member
-from node.protocol import ChatError, ClientMessage, Error, ErrorCode, Parser, event_frame
+from node.protocol import ChatError, Error, ErrorCode, event_frame
 from node.ratelimit import FloodGuard, TokenBucket
 
 log = logging.getLogger("node.session")
 
-Dispatch = Callable[["Session", ClientMessage], Awaitable[None]]
+Dispatch = Callable[["Session", str], Awaitable[None]]
 
 
 class Session:
@@ -33,8 +33,8 @@ class Session:
     """
 
     __slots__ = (
-        "id", "member", "room", "last_pong", "_ws", "_transport", "_parser", "_dispatch",
-        "_bucket", "_flood", "_max_buffer", "_held", "_closing", "_tasks", "drained",
+        "id", "member", "room", "last_pong", "_ws", "_transport", "_dispatch", "_bucket",
+        "_flood", "_max_buffer", "_held", "_closing", "_closer", "drained",
     )
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request, settings: Settings,
@@ -49,14 +49,13 @@ class Session:
         self.last_pong = now
         self._ws = ws
         self._transport = transport
-        self._parser = Parser(settings.max_text)
         self._dispatch = dispatch
         self._bucket = TokenBucket(settings.rate, settings.burst, now)
         self._flood = FloodGuard(settings.flood_limit, settings.flood_window)
         self._max_buffer = settings.max_buffer
         self._held: list[tuple[int, bytes]] | None = None
         self._closing = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._closer: asyncio.Task[None] | None = None  # keeps `close_soon`'s task alive
 
     # --- inbound ---------------------------------------------------------------------
 
@@ -82,7 +81,7 @@ class Session:
     async def _on_text(self, data: str) -> None:
         try:
             self._check_rate()
-            await self._dispatch(self, self._parser.parse(data))
+            await self._dispatch(self, data)
         except ChatError as error:
             self.send(event_frame(Error(code=error.code, message=error.message)))
             if error.code is ErrorCode.RATE_LIMITED and self._flood.reject(time.monotonic()):
@@ -137,8 +136,6 @@ class Session:
 
     def close_soon(self, reason: Disconnect) -> None:
         """Close from a context that cannot wait (fan-out, timers)."""
-        if self._closing:
+        if self._closing or self._closer is not None:
             return
-        task = asyncio.get_running_loop().create_task(self.close(reason))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._closer = asyncio.get_running_loop().create_task(self.close(reason))
