@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import uvloop
 
 from gateway.cluster import Cluster
 from loadtest import procstats
+from loadtest.rawclient import OnStamp, RawMember, connect_member, stamp_text
 
 PASS_RATIO = 0.999
 PASS_P99_MS = 200.0
@@ -76,63 +76,28 @@ class Tally:
 
 # --- the generator processes ----------------------------------------------------------------
 
-def _stamp_of(frame: str) -> tuple[int, int] | None:
-    """(step, sender's clock in ns) from a benchmark message, found without parsing the JSON."""
-    at = frame.find('"text":"t')
-    if at < 0:
-        return None
-    step, sent_ns = frame[at + 9:frame.index("|", at)].split(":")
-    return int(step), int(sent_ns)
-
-
-async def _member(http: aiohttp.ClientSession, url: str, name: str, room: str
-                  ) -> aiohttp.ClientWebSocketResponse:
-    ws = await http.ws_connect(url, compress=0, max_msg_size=0)
-    await ws.send_str(json.dumps({"type": "auth", "name": name}))
-    await ws.send_str(json.dumps({"type": "join", "room": room}))
-    while (await ws.receive(WAIT_TIMEOUT)).data.find('"room_joined"') < 0:
-        pass
-    return ws
-
-
-async def _connect_room(http: aiohttp.ClientSession, topology: Topology, room: str
-                        ) -> list[aiohttp.ClientWebSocketResponse]:
+async def _connect_room(topology: Topology, room: str, on_stamp: OnStamp) -> list[RawMember]:
     urls = topology.urls
     return list(await asyncio.gather(*(
-        _member(http, urls[i % len(urls)], f"m{i}", room) for i in range(topology.members))))
+        connect_member(urls[i % len(urls)], f"m{i}", room, on_stamp, WAIT_TIMEOUT)
+        for i in range(topology.members))))
 
 
-async def _read(ws: aiohttp.ClientWebSocketResponse, tallies: dict[int, Tally]) -> None:
-    async for frame in ws:
-        if frame.type is not aiohttp.WSMsgType.TEXT:
-            break
-        if frame.data.startswith('{"type":"ping"'):
-            await ws.send_str(frame.data.replace('"ping"', '"pong"', 1))
-            continue
-        now_ns = time.time_ns()
-        found = _stamp_of(frame.data)
-        if found is not None and found[0] in tallies:
-            tally = tallies[found[0]]
-            tally.delivered += 1
-            tally.latencies_ms.append((now_ns - found[1]) / 1e6)
-
-
-async def _send(ws: aiohttp.ClientWebSocketResponse, step: Step, per_second: float,
-                tally: Tally) -> None:
+async def _send(member: RawMember, step: Step, per_second: float, tally: Tally) -> None:
     """Send at `per_second` for the step, on a fixed schedule (late sends catch up)."""
     for n in range(int(per_second * step.seconds)):
         delay = step.start_at + n / per_second - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        await ws.send_str(f'{{"type":"message","text":"t{step.index}:{time.time_ns()}|{n}"}}')
+        member.send(f'{{"type":"message","text":"{stamp_text(step.index, time.time_ns(), n)}"}}')
         tally.sent += 1
 
 
-async def _run_step(senders: list[aiohttp.ClientWebSocketResponse], topology: Topology,
-                    step: Step, tally: Tally) -> None:
+async def _run_step(senders: list[RawMember], topology: Topology, step: Step, tally: Tally
+                    ) -> None:
     cpu_before = procstats.own_cpu_seconds()
     per_sender = step.rate / topology.members / topology.total_rooms / topology.senders
-    await asyncio.gather(*(_send(ws, step, per_sender, tally) for ws in senders))
+    await asyncio.gather(*(_send(member, step, per_sender, tally) for member in senders))
     await asyncio.sleep(max(0.0, step.start_at + step.seconds + DRAIN_SECONDS - time.time()))
     tally.cpu_s = procstats.own_cpu_seconds() - cpu_before
 
@@ -140,23 +105,28 @@ async def _run_step(senders: list[aiohttp.ClientWebSocketResponse], topology: To
 async def _generator_main(topology: Topology, control: Any, out: Any) -> None:
     procstats.raise_fd_limit()
     loop = asyncio.get_running_loop()
-    # limit=0: every WebSocket holds a connector slot, and aiohttp's default is 100 of them.
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        rooms = []
-        for batch in range(0, len(topology.rooms), max(1, CONNECT_BATCH // topology.members)):
-            names = topology.rooms[batch:batch + max(1, CONNECT_BATCH // topology.members)]
-            rooms += await asyncio.gather(*(_connect_room(http, topology, r) for r in names))
-        tallies: dict[int, Tally] = {}
-        readers = [asyncio.create_task(_read(ws, tallies)) for room in rooms for ws in room]
-        out.put("ready")
-        senders = [ws for room in rooms for ws in room[:topology.senders]]
-        while (step := await loop.run_in_executor(None, control.get)) is not None:
-            tally = tallies[step.index] = Tally()
-            await _run_step(senders, topology, step, tally)
-            del tallies[step.index]
-            out.put(tally)
-        for reader in readers:
-            reader.cancel()
+    tallies: dict[int, Tally] = {}
+
+    def on_stamp(step: int, sent_ns: int) -> None:
+        tally = tallies.get(step)
+        if tally is not None:
+            tally.delivered += 1
+            tally.latencies_ms.append((time.time_ns() - sent_ns) / 1e6)
+
+    rooms_per_batch = max(1, CONNECT_BATCH // topology.members)
+    rooms: list[list[RawMember]] = []
+    for batch in range(0, len(topology.rooms), rooms_per_batch):
+        names = topology.rooms[batch:batch + rooms_per_batch]
+        rooms += await asyncio.gather(*(_connect_room(topology, r, on_stamp) for r in names))
+    out.put("ready")
+    senders = [member for room in rooms for member in room[:topology.senders]]
+    while (step := await loop.run_in_executor(None, control.get)) is not None:
+        tally = tallies[step.index] = Tally()
+        await _run_step(senders, topology, step, tally)
+        del tallies[step.index]
+        out.put(tally)
+    for member in (member for room in rooms for member in room):
+        member.close()
 
 
 def _generator(topology: Topology, control: Any, out: Any) -> None:

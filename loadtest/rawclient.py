@@ -1,0 +1,139 @@
+"""The benchmark's WebSocket client: lean enough that the generator is not what saturates.
+
+Server frames are unmasked, so a benchmark message's text appears verbatim in the byte
+stream: the receiver scans each read for the stamp marker instead of parsing frames or JSON.
+Client frames are masked with the all-zero key, which leaves the payload as it is: sending is
+one header and the bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import struct
+from collections.abc import Callable
+from typing import cast
+from urllib.parse import urlsplit
+
+MARKER = b'"text":"t'  # the start of a text made by `stamp_text`
+PING = b'{"type":"ping","timestamp":'
+JOINED = b'"type":"room_joined"'
+HEAD_END = b"\r\n\r\n"
+KEEP = max(len(MARKER), len(PING), len(JOINED)) - 1  # a marker may straddle two reads
+
+OnStamp = Callable[[int, int], None]  # (step, the sender's clock in ns)
+
+
+def stamp_text(step: int, sent_ns: int, n: int) -> str:
+    return f"t{step}:{sent_ns}|{n}"
+
+
+def client_frame(text: bytes) -> bytes:
+    """A masked text frame (FIN, opcode 1) with the all-zero mask key."""
+    size = len(text)
+    if size < 126:
+        head = struct.pack("!BB", 0x81, 0x80 | size)
+    elif size < 1 << 16:
+        head = struct.pack("!BBH", 0x81, 0x80 | 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x81, 0x80 | 127, size)
+    return head + b"\0\0\0\0" + text
+
+
+class RawMember(asyncio.Protocol):
+    """One chat member: handshake, auth, join, then count stamps and answer pings."""
+
+    def __init__(self, url: str, on_stamp: OnStamp) -> None:
+        self._url = urlsplit(url)
+        self._on_stamp = on_stamp
+        self._transport: asyncio.Transport | None = None
+        self._buffer = b""
+        loop = asyncio.get_running_loop()
+        self.upgraded: asyncio.Future[None] = loop.create_future()
+        self.joined: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        key = base64.b64encode(os.urandom(16)).decode()
+        self._transport.write(
+            f"GET {self._url.path or '/'} HTTP/1.1\r\nHost: {self._url.netloc}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+
+    def send(self, text: str) -> None:
+        assert self._transport is not None
+        self._transport.write(client_frame(text.encode()))
+
+    def data_received(self, data: bytes) -> None:
+        data = self._buffer + data
+        if not self.upgraded.done():
+            end = data.find(HEAD_END)
+            if end < 0:
+                self._buffer = data
+                return
+            if not data.startswith(b"HTTP/1.1 101"):
+                self._fail(ConnectionError(data[:end].decode(errors="replace")))
+                return
+            self.upgraded.set_result(None)
+            data = data[end + len(HEAD_END):]
+        self._buffer = data[self._scan(data):]
+
+    def _scan(self, data: bytes) -> int:
+        """Handle every complete ping and stamp in `data`; returns where the unread rest
+        starts: at an item cut off by the end of the read, else past everything handled
+        (keeping a few bytes that may begin a marker)."""
+        done, cut = 0, -1
+        ping = data.find(PING)
+        while ping >= 0 and cut < 0:
+            end = data.find(b"}", ping)
+            if end < 0:
+                cut = ping
+            else:
+                self._pong(data[ping + len(PING):end])
+                done = max(done, end)
+                ping = data.find(PING, end)
+        at = data.find(MARKER)
+        while at >= 0:
+            bar = data.find(b"|", at)
+            if bar < 0:
+                cut = at if cut < 0 else min(cut, at)
+                break
+            step, _, sent_ns = data[at + len(MARKER):bar].partition(b":")
+            self._on_stamp(int(step), int(sent_ns))
+            done = max(done, bar)
+            at = data.find(MARKER, bar)
+        if not self.joined.done() and data.find(JOINED) >= 0:
+            self.joined.set_result(None)
+        return cut if cut >= 0 else max(done, len(data) - KEEP)
+
+    def _pong(self, timestamp: bytes) -> None:
+        self.send(f'{{"type":"pong","timestamp":{timestamp.decode()}}}')
+
+    def _fail(self, error: Exception) -> None:
+        for waiter in (self.upgraded, self.joined):
+            if not waiter.done():
+                waiter.set_exception(error)
+        if self._transport is not None:
+            self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionError("closed before room_joined"))
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+async def connect_member(url: str, name: str, room: str, on_stamp: OnStamp,
+                         timeout: float) -> RawMember:
+    """A member that has authenticated and joined `room`."""
+    parts = urlsplit(url)
+    loop = asyncio.get_running_loop()
+    _, member = await loop.create_connection(lambda: RawMember(url, on_stamp),
+                                             parts.hostname, parts.port)
+    await asyncio.wait_for(member.upgraded, timeout)
+    member.send(f'{{"type":"auth","name":"{name}"}}')
+    member.send(f'{{"type":"join","room":"{room}"}}')
+    await asyncio.wait_for(member.joined, timeout)
+    return member
