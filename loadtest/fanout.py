@@ -172,8 +172,8 @@ def _percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def _step_row(step: Step, tallies: list[Tally], members: int, cpu: dict[str, float]
-              ) -> dict[str, Any]:
+def _step_row(step: Step, tallies: list[Tally], members: int, cpu: dict[str, float],
+              window: float) -> dict[str, Any]:
     sent = sum(t.sent for t in tallies)
     delivered = sum(t.delivered for t in tallies)
     latencies = sorted(ms for t in tallies for ms in t.latencies_ms)
@@ -182,12 +182,14 @@ def _step_row(step: Step, tallies: list[Tally], members: int, cpu: dict[str, flo
     return {
         "target_per_s": step.rate,
         "achieved_per_s": round(delivered / step.seconds),
+        "published_per_s": round(sent / step.seconds),
         "loss": round(loss, 5),
         "p50_ms": round(_percentile(latencies, 0.5), 2),
         "p90_ms": round(_percentile(latencies, 0.9), 2),
         "p99_ms": round(p99, 2),
         "max_ms": round(latencies[-1] if latencies else float("nan"), 2),
         "cpu_s": cpu | {"generator": round(sum(t.cpu_s for t in tallies), 2)},
+        "cpu_window_s": round(window, 2),
         "passed": loss <= 1 - PASS_RATIO and p99 < PASS_P99_MS,
     }
 
@@ -224,18 +226,27 @@ def _steps(cluster: Cluster, generators: Generators, args: argparse.Namespace
         step = Step(index, rate, time.time() + 0.5, args.step_seconds)
         generators.tell(step)
         time.sleep(max(0.0, step.start_at - time.time()))
-        before = _cpu_marks(pids)
+        before, began = _cpu_marks(pids), time.time()
         tallies = generators.gather()
-        after = _cpu_marks(pids)
+        after, window = _cpu_marks(pids), time.time() - began
         cpu = {name: round(after[name] - before[name], 2) for name in pids}
-        rows.append(_step_row(step, tallies, args.members, cpu))
+        rows.append(_step_row(step, tallies, args.members, cpu, window))
         _print_row(rows[-1])
         if not rows[-1]["passed"]:
             break
     rss = {n.name: procstats.memory_kib(n.process.pid, "VmHWM") for n in cluster.nodes}
     passed = [row["achieved_per_s"] for row in rows if row["passed"]]
     print(f"max passing: {max(passed, default=0)} deliveries/s; peak RSS KiB {rss}")
-    return {"steps": rows, "peak_rss_kib": rss, "max_passing_per_s": max(passed, default=0)}
+    return {"steps": rows, "peak_rss_kib": rss, "max_passing_per_s": max(passed, default=0),
+            "placement": None if args.gateway else _placement(args)}
+
+
+def _placement(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Each node's share of the members and of the senders (member i is on node i % nodes)."""
+    return {f"node{n + 1}": {
+        "members": sum(1 for i in range(args.members) if i % args.nodes == n) / args.members,
+        "senders": sum(1 for i in range(args.senders) if i % args.nodes == n) / args.senders,
+    } for n in range(args.nodes)}
 
 
 def _connections(cluster: Cluster, index: int) -> int:

@@ -1,0 +1,380 @@
+"""Capacity report and planner, from measured results.
+
+    python -m loadtest.capacity results/*.json results/locust_stats.csv --out report \\
+        --users 50000 --room-size 20 --messages-per-minute 2
+
+Reads fan-out benchmark results (`python -m loadtest.fanout --json`, both the stepped and
+the `--idle` kind) and Locust `--csv` statistics (`*_stats.csv`), fits a cost model and
+writes `report.md` with PNG plots: deliveries/s per node against CPU, latency against load,
+memory per connection, Redis CPU per thousand deliveries. The planner turns concurrent users,
+the room-size mix and messages per user per minute into nodes, gateway and Redis, at the
+stated headroom, and says which resource runs out first.
+
+The model, fitted by least squares over the passing steps of direct runs:
+node CPU (cores) = a * deliveries/s on the node + b * publishes/s on the node + idle;
+Redis CPU (cores) = r * publishes/s * nodes subscribed per room / nodes subscribed when
+measured (an upper bound: the script part of a publish does not grow with subscribers);
+nginx CPU (cores) = g * deliveries/s through it; node RSS = base + connections * per
+connection. One node process uses at most one core: run one node per core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+
+MIB = 1024
+
+
+@dataclass
+class Results:
+    """Everything read from the result files."""
+
+    fanout: list[dict[str, Any]] = field(default_factory=list)
+    idle: list[dict[str, Any]] = field(default_factory=list)
+    locust: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+
+
+def load(paths: list[Path]) -> Results:
+    results = Results()
+    for path in paths:
+        if path.suffix == ".csv":
+            with open(path, newline="") as rows:
+                results.locust[path.name] = list(csv.DictReader(rows))
+            continue
+        data = json.loads(path.read_text())
+        data["file"] = path.name
+        (results.idle if data["benchmark"] == "idle" else results.fanout).append(data)
+    return results
+
+
+# --- the model -------------------------------------------------------------------------------
+
+@dataclass
+class Model:
+    per_delivery: float  # node core-seconds per delivery
+    per_publish: float  # node core-seconds per publish, beyond its deliveries
+    node_idle: float  # cores
+    redis_per_publish: float  # Redis core-seconds per publish at `redis_nodes` subscribers
+    redis_nodes: int
+    nginx_per_delivery: float | None  # None without a gateway run
+    kib_per_connection: float
+    node_base_kib: float
+
+
+def passing_steps(runs: list[dict[str, Any]], gateway: bool) -> list[tuple[dict, dict]]:
+    return [(run, step) for run in runs for step in run["steps"]
+            if step["passed"] and bool(run["args"]["gateway"]) == gateway]
+
+
+def node_samples(runs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """One row per node and passing direct step: (deliveries/s, publishes/s, 1) -> cores."""
+    features, cores = [], []
+    for run, step in passing_steps(runs, gateway=False):
+        for node, share in run["placement"].items():
+            features.append([step["achieved_per_s"] * share["members"],
+                             step["published_per_s"] * share["senders"], 1.0])
+            cores.append(step["cpu_s"][node] / step["cpu_window_s"])
+    return np.array(features), np.array(cores)
+
+
+def fit(results: Results) -> Model:
+    if not passing_steps(results.fanout, gateway=False):
+        raise SystemExit("no passing step of a direct fan-out run: nothing to plan from")
+    features, cores = node_samples(results.fanout)
+    (per_delivery, per_publish, idle), *_ = np.linalg.lstsq(features, cores, rcond=None)
+    direct = passing_steps(results.fanout, gateway=False)
+    redis = [step["cpu_s"]["redis"] / step["cpu_window_s"] / step["published_per_s"]
+             for _, step in direct]
+    gateway = passing_steps(results.fanout, gateway=True)
+    nginx = [step["cpu_s"]["nginx"] / step["cpu_window_s"] / step["achieved_per_s"]
+             for _, step in gateway]
+    idle_nodes = [node for run in results.idle for node in run["nodes"].values()]
+    if not idle_nodes:
+        raise SystemExit("no idle run (python -m loadtest.fanout --idle): memory is unknown")
+    return Model(
+        per_delivery=max(0.0, float(per_delivery)), per_publish=max(0.0, float(per_publish)),
+        node_idle=max(0.0, float(idle)),
+        redis_per_publish=float(np.median(redis)),
+        redis_nodes=min(direct[0][0]["args"]["nodes"], direct[0][0]["args"]["members"]),
+        nginx_per_delivery=float(np.median(nginx)) if nginx else None,
+        kib_per_connection=float(np.mean([n["kib_per_connection"] for n in idle_nodes])),
+        node_base_kib=float(np.mean([n["rss_before_kib"] for n in idle_nodes])),
+    )
+
+
+# --- the planner -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Demand:
+    users: int
+    rooms: dict[int, float]  # room size -> share of the users in rooms of that size
+    messages_per_minute: float
+    headroom: float
+    node_memory_mib: int
+    max_connections: int
+
+    @property
+    def publishes(self) -> float:
+        return self.users * self.messages_per_minute / 60
+
+    @property
+    def room_size(self) -> float:
+        """Members of the room of an average message (sent by an average user)."""
+        return sum(size * share for size, share in self.rooms.items())
+
+    @property
+    def deliveries(self) -> float:
+        return self.publishes * self.room_size
+
+
+def subscribed_nodes(nodes: int, rooms: dict[int, float]) -> float:
+    """Expected distinct nodes a room's members are spread over, weighted like messages."""
+    return sum(share * nodes * (1 - (1 - 1 / nodes) ** size) for size, share in rooms.items())
+
+
+def plan(model: Model, demand: Demand) -> dict[str, Any]:
+    usable = 1 - demand.headroom
+    cpu_nodes = (model.per_delivery * demand.deliveries + model.per_publish * demand.publishes
+                 ) / max(1e-9, usable - model.node_idle)
+    memory_budget = usable * demand.node_memory_mib * MIB - model.node_base_kib
+    memory_nodes = demand.users * model.kib_per_connection / memory_budget
+    connection_nodes = demand.users / (usable * demand.max_connections)
+    needs = {"CPU": cpu_nodes, "memory": memory_nodes, "connections": connection_nodes}
+    binding = max(needs, key=lambda k: needs[k])
+    nodes = max(1, math.ceil(needs[binding]))
+    spread = subscribed_nodes(nodes, demand.rooms)
+    redis_per_publish = model.redis_per_publish * spread / model.redis_nodes
+    redis_cores = redis_per_publish * demand.publishes
+    return {
+        "publishes_per_s": demand.publishes, "deliveries_per_s": demand.deliveries,
+        "needs": needs, "binding": binding, "nodes": nodes, "nodes_n_plus_1": nodes + 1,
+        "node_cpu": (model.per_delivery * demand.deliveries + model.per_publish
+                     * demand.publishes) / nodes + model.node_idle,
+        "node_rss_mib": (model.node_base_kib + demand.users / nodes
+                         * model.kib_per_connection) / MIB,
+        "redis_cores": redis_cores, "redis_fits": redis_cores <= usable,
+        "redis_ceiling_publishes": usable / redis_per_publish,
+        "subscribed_nodes": spread,
+        "connections_by_memory": memory_budget / model.kib_per_connection,
+        "gateway_cores": (model.nginx_per_delivery * demand.deliveries
+                          if model.nginx_per_delivery is not None else None),
+    }
+
+
+# --- the report ------------------------------------------------------------------------------
+
+def _label(run: dict[str, Any]) -> str:
+    args = run["args"]
+    return (f"{args['nodes']} nodes, {args['rooms']}x{args['members']}, "
+            f"{args['senders']} sender{'s' if args['senders'] > 1 else ''}, "
+            f"{'gateway' if args['gateway'] else 'direct'}")
+
+
+def plot_node_cpu(results: Results, model: Model, out: Path) -> str:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    features, cores = node_samples(results.fanout)
+    ax.scatter(features[:, 0], cores, label="measured (node, step)")
+    xs = np.linspace(0, max(features[:, 0]) * 1.1, 50)
+    ax.plot(xs, model.per_delivery * xs + model.node_idle, "--",
+            label="fit: fan-out only (no publishes)")
+    ax.set(xlabel="deliveries/s written by the node", ylabel="node CPU (cores)",
+           title="Node CPU against fan-out")
+    ax.legend()
+    return _save(fig, out, "node_cpu.png")
+
+
+def plot_latency(results: Results, out: Path) -> str:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for run in results.fanout:
+        rate = [s["achieved_per_s"] for s in run["steps"]]
+        for q, style in (("p50_ms", ":"), ("p99_ms", "-")):
+            ax.plot(rate, [s[q] for s in run["steps"]], style, marker="o",
+                    label=f"{q[:3]} {_label(run)}")
+    ax.set(xlabel="deliveries/s (whole cluster)", ylabel="latency (ms)", yscale="log",
+           title="Delivery latency against load")
+    ax.legend(fontsize=7)
+    return _save(fig, out, "latency.png")
+
+
+def plot_memory(results: Results, out: Path) -> str:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = [f"{run['file']}\n{node}" for run in results.idle for node in run["nodes"]]
+    values = [n["kib_per_connection"] for run in results.idle for n in run["nodes"].values()]
+    ax.bar(names, values)
+    ax.set(ylabel="KiB of node RSS per connection", title="Memory per idle connection")
+    return _save(fig, out, "memory.png")
+
+
+def plot_redis(results: Results, out: Path) -> str:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for run in results.fanout:
+        steps = [s for s in run["steps"] if s["achieved_per_s"]]
+        ax.plot([s["achieved_per_s"] for s in steps],
+                [1000 * 1000 * s["cpu_s"]["redis"] / s["cpu_window_s"] / s["achieved_per_s"]
+                 for s in steps], marker="o", label=_label(run))
+    ax.set(xlabel="deliveries/s", ylabel="Redis CPU ms per second per 1000 deliveries/s",
+           title="Redis CPU per thousand deliveries")
+    ax.legend(fontsize=7)
+    return _save(fig, out, "redis.png")
+
+
+def _save(fig: Any, out: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=100)
+    plt.close(fig)
+    return name
+
+
+def _fanout_section(results: Results) -> list[str]:
+    lines = []
+    for run in results.fanout:
+        lines += [f"### {_label(run)} ({run['file']})", "", f"`{run['command']}`", "",
+                  "| target/s | achieved/s | loss | p50 ms | p99 ms | node CPU (cores) | "
+                  "Redis CPU | nginx CPU | generator CPU | result |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for s in run["steps"]:
+            cores = {k: v / s["cpu_window_s"] for k, v in s["cpu_s"].items()}
+            nodes = " ".join(f"{cores[k]:.2f}" for k in sorted(cores) if k.startswith("node"))
+            lines.append(
+                f"| {s['target_per_s']:.0f} | {s['achieved_per_s']} | {s['loss']:.2%} | "
+                f"{s['p50_ms']} | {s['p99_ms']} | {nodes} | {cores['redis']:.2f} | "
+                f"{cores.get('nginx', 0):.2f} | {cores['generator']:.2f} | "
+                f"{'pass' if s['passed'] else 'FAIL'} |")
+        lines += ["", f"Max passing: **{run['max_passing_per_s']} deliveries/s**.", ""]
+    return lines
+
+
+def _locust_section(results: Results) -> list[str]:
+    lines = []
+    for name, rows in results.locust.items():
+        lines += [f"### Locust: {name}", "",
+                  "| request | count | failures | median ms | p95 ms | p99 ms | max ms |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['Name']} | {r['Request Count']} | {r['Failure Count']} | "
+                  f"{r['50%']} | {r['95%']} | {r['99%']} | {float(r['Max Response Time']):.0f} |"
+                  for r in rows]
+        lines.append("")
+    return lines
+
+
+def _plan_section(model: Model, demand: Demand, result: dict[str, Any]) -> list[str]:
+    needs = result["needs"]
+    gateway = ("not measured (no gateway run)" if result["gateway_cores"] is None
+               else f"{result['gateway_cores']:.2f} cores of nginx")
+    rooms = ", ".join(f"{share:.0%} of users in rooms of {size}"
+                      for size, share in demand.rooms.items())
+    return [
+        "## Plan", "",
+        f"Demand: {demand.users:,} concurrent users; {rooms}; "
+        f"{demand.messages_per_minute:g} messages per user per minute; headroom "
+        f"{demand.headroom:.0%} (each resource planned to at most "
+        f"{1 - demand.headroom:.0%} use).", "",
+        f"- Messages: {result['publishes_per_s']:,.0f} publishes/s, "
+        f"{result['deliveries_per_s']:,.0f} deliveries/s.",
+        f"- Nodes needed for CPU {needs['CPU']:.2f}, for memory {needs['memory']:.2f} "
+        f"({demand.node_memory_mib} MiB per node), for the connection limit "
+        f"{needs['connections']:.2f} ({demand.max_connections:,} per node: a setting, "
+        f"`--max-connections`; memory alone would allow "
+        f"{result['connections_by_memory']:,.0f} per node).",
+        f"- **{result['nodes']} nodes** (one per core); {result['nodes_n_plus_1']} to stay "
+        f"within headroom while one is drained or lost. **{result['binding']} runs out "
+        f"first.** Each node then runs at {result['node_cpu']:.2f} cores and "
+        f"{result['node_rss_mib']:.0f} MiB RSS.",
+        f"- Redis: {result['redis_cores']:.2f} cores (rooms span "
+        f"{result['subscribed_nodes']:.1f} nodes on average); "
+        + ("one Redis suffices." if result["redis_fits"] else
+           "**one Redis is not enough**: shard rooms over several Redis instances."),
+        f"- Redis pub/sub ceiling at this spread: about "
+        f"{result['redis_ceiling_publishes']:,.0f} publishes/s "
+        f"({result['redis_ceiling_publishes'] * demand.room_size:,.0f} deliveries/s) before "
+        "one Redis core passes the headroom.",
+        f"- Gateway: {gateway}.", "",
+    ]
+
+
+def _model_section(model: Model) -> list[str]:
+    nginx = ("not measured" if model.nginx_per_delivery is None
+             else f"{model.nginx_per_delivery * 1e6:.2f} µs per delivery")
+    return [
+        "## Cost model (fitted)", "",
+        "| quantity | value |", "|---|---|",
+        f"| node CPU per delivery | {model.per_delivery * 1e6:.2f} µs |",
+        f"| node CPU per publish (beyond its deliveries) | {model.per_publish * 1e6:.2f} µs |",
+        f"| node idle CPU | {model.node_idle:.3f} cores |",
+        f"| Redis CPU per publish ({model.redis_nodes} subscribed nodes) | "
+        f"{model.redis_per_publish * 1e6:.2f} µs |",
+        f"| nginx CPU | {nginx} |",
+        f"| node RSS per connection | {model.kib_per_connection:.2f} KiB |",
+        f"| node RSS at start | {model.node_base_kib / MIB:.0f} MiB |", "",
+    ]
+
+
+def report(results: Results, demand: Demand, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    model = fit(results)
+    figures = [plot_node_cpu(results, model, out), plot_latency(results, out),
+               plot_memory(results, out), plot_redis(results, out)]
+    lines = ["# Capacity report", "",
+             *_plan_section(model, demand, plan(model, demand)),
+             *_model_section(model),
+             "## Plots", "", *[f"![{name}]({name})" for name in figures], "",
+             "## Fan-out runs", "", *_fanout_section(results),
+             "## Idle connections", "",
+             *[f"- {run['file']}: " + ", ".join(
+                 f"{node} {n['connections']} connections, {n['kib_per_connection']} KiB each"
+                 for node, n in run["nodes"].items()) for run in results.idle], "",
+             *_locust_section(results)]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def parse_rooms(spec: str) -> dict[int, float]:
+    """`20` or `20:0.8,200:0.2` (room size: share of users), shares normalised."""
+    rooms: dict[int, float] = {}
+    for part in spec.split(","):
+        size, _, share = part.partition(":")
+        rooms[int(size)] = float(share or 1)
+    total = sum(rooms.values())
+    return {size: share / total for size, share in rooms.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.capacity", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path, nargs="+",
+                        help="fanout --json files and Locust *_stats.csv files")
+    parser.add_argument("--out", type=Path, default=Path("capacity-report"))
+    parser.add_argument("--users", type=int, default=50000, help="concurrent users")
+    parser.add_argument("--room-size", default="20",
+                        help="room sizes and the share of users in each: 20 or 20:0.8,500:0.2")
+    parser.add_argument("--messages-per-minute", type=float, default=2.0,
+                        help="messages each user sends per minute")
+    parser.add_argument("--headroom", type=float, default=0.3,
+                        help="share of every resource kept free (default 0.3)")
+    parser.add_argument("--node-memory-mib", type=int, default=1024,
+                        help="memory each node may use (default 1024)")
+    parser.add_argument("--max-connections", type=int, default=10000,
+                        help="the nodes' --max-connections (default 10000)")
+    args = parser.parse_args()
+    demand = Demand(args.users, parse_rooms(args.room_size), args.messages_per_minute,
+                    args.headroom, args.node_memory_mib, args.max_connections)
+    path = report(load(args.results), demand, args.out)
+    print(path.read_text().split("## Cost model")[0])
+    print(f"report: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The capacity planner: demand arithmetic, the binding resource, the report files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from loadtest.capacity import Demand, Model, load, parse_rooms, plan, report, subscribed_nodes
+
+MODEL = Model(per_delivery=5e-6, per_publish=50e-6, node_idle=0.01, redis_per_publish=20e-6,
+              redis_nodes=2, nginx_per_delivery=4e-6, kib_per_connection=16.0,
+              node_base_kib=50 * 1024)
+
+
+def demand(users: int = 50000, rooms: str = "20", per_minute: float = 2.0) -> Demand:
+    return Demand(users, parse_rooms(rooms), per_minute, headroom=0.3, node_memory_mib=1024,
+                  max_connections=10000)
+
+
+def test_rooms_of_twenty_and_two_messages_a_minute() -> None:
+    d = demand()
+    assert d.publishes == pytest.approx(50000 * 2 / 60)
+    assert d.deliveries == pytest.approx(50000 * 2 / 60 * 20)
+
+
+def test_a_room_mix_weights_sizes_by_their_share_of_users() -> None:
+    assert parse_rooms("20:3,200:1") == {20: 0.75, 200: 0.25}
+    assert demand(rooms="20:3,200:1").room_size == pytest.approx(0.75 * 20 + 0.25 * 200)
+
+
+def test_a_room_spans_at_most_its_size_in_nodes() -> None:
+    assert subscribed_nodes(1, {20: 1.0}) == pytest.approx(1)
+    assert subscribed_nodes(100, {2: 1.0}) < 2
+    assert subscribed_nodes(4, {20: 1.0}) == pytest.approx(4 * (1 - 0.75 ** 20))
+
+
+def test_the_connection_limit_binds_when_users_barely_talk() -> None:
+    result = plan(MODEL, demand(users=100000, per_minute=0.01))
+    assert result["binding"] == "connections"
+    assert result["nodes"] == 15  # 100,000 / (0.7 * 10,000) = 14.3
+    assert result["nodes_n_plus_1"] == 16
+
+
+def test_cpu_binds_when_users_talk_a_lot() -> None:
+    result = plan(MODEL, demand(users=20000, per_minute=60))
+    publishes, deliveries = 20000, 20000 * 20
+    expected = (5e-6 * deliveries + 50e-6 * publishes) / (0.7 - 0.01)
+    assert result["binding"] == "CPU"
+    assert result["needs"]["CPU"] == pytest.approx(expected)
+    assert result["node_cpu"] <= 0.7
+
+
+def test_redis_runs_out_when_one_instance_cannot_carry_the_publishes() -> None:
+    assert plan(MODEL, demand(users=50000))["redis_fits"]
+    assert not plan(MODEL, demand(users=2000000, per_minute=10))["redis_fits"]
+
+
+def test_the_report_is_written_from_measured_results(tmp_path: Path) -> None:
+    results = sorted((Path(__file__).parents[2] / "docs" / "results").glob("*.json"))
+    assert {json.loads(p.read_text())["benchmark"] for p in results} == {"fanout", "idle"}
+    path = report(load(results), demand(), tmp_path)
+    text = path.read_text()
+    assert "## Plan" in text and "runs out first" in text
+    for name in ("node_cpu.png", "latency.png", "memory.png", "redis.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+        assert f"]({name})" in text
