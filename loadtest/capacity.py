@@ -73,6 +73,11 @@ class Model:
     node_base_kib: float
 
 
+def load_seconds(run: dict[str, Any]) -> float:
+    """A step's CPU is read over the step and its drain; the load ran for the step only."""
+    return float(run["args"]["step_seconds"])
+
+
 def passing_steps(runs: list[dict[str, Any]], gateway: bool) -> list[tuple[dict, dict]]:
     return [(run, step) for run in runs for step in run["steps"]
             if step["passed"] and bool(run["args"]["gateway"]) == gateway]
@@ -85,7 +90,7 @@ def node_samples(runs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         for node, share in run["placement"].items():
             features.append([step["achieved_per_s"] * share["members"],
                              step["published_per_s"] * share["senders"], 1.0])
-            cores.append(step["cpu_s"][node] / step["cpu_window_s"])
+            cores.append(step["cpu_s"][node] / load_seconds(run))
     return np.array(features), np.array(cores)
 
 
@@ -95,11 +100,11 @@ def fit(results: Results) -> Model:
     features, cores = node_samples(results.fanout)
     (per_delivery, per_publish, idle), *_ = np.linalg.lstsq(features, cores, rcond=None)
     direct = passing_steps(results.fanout, gateway=False)
-    redis = [step["cpu_s"]["redis"] / step["cpu_window_s"] / step["published_per_s"]
-             for _, step in direct]
+    redis = [step["cpu_s"]["redis"] / load_seconds(run) / step["published_per_s"]
+             for run, step in direct]
     gateway = passing_steps(results.fanout, gateway=True)
-    nginx = [step["cpu_s"]["nginx"] / step["cpu_window_s"] / step["achieved_per_s"]
-             for _, step in gateway]
+    nginx = [step["cpu_s"]["nginx"] / load_seconds(run) / step["achieved_per_s"]
+             for run, step in gateway]
     idle_nodes = [node for run in results.idle for node in run["nodes"].values()]
     if not idle_nodes:
         raise SystemExit("no idle run (python -m loadtest.fanout --idle): memory is unknown")
@@ -222,7 +227,7 @@ def plot_redis(results: Results, out: Path) -> str:
     for run in results.fanout:
         steps = [s for s in run["steps"] if s["achieved_per_s"]]
         ax.plot([s["achieved_per_s"] for s in steps],
-                [1000 * 1000 * s["cpu_s"]["redis"] / s["cpu_window_s"] / s["achieved_per_s"]
+                [1e6 * s["cpu_s"]["redis"] / load_seconds(run) / s["achieved_per_s"]
                  for s in steps], marker="o", label=_label(run))
     ax.set(xlabel="deliveries/s", ylabel="Redis CPU ms per second per 1000 deliveries/s",
            title="Redis CPU per thousand deliveries")
@@ -245,7 +250,7 @@ def _fanout_section(results: Results) -> list[str]:
                   "Redis CPU | nginx CPU | generator CPU | result |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for s in run["steps"]:
-            cores = {k: v / s["cpu_window_s"] for k, v in s["cpu_s"].items()}
+            cores = {k: v / load_seconds(run) for k, v in s["cpu_s"].items()}
             nodes = " ".join(f"{cores[k]:.2f}" for k in sorted(cores) if k.startswith("node"))
             lines.append(
                 f"| {s['target_per_s']:.0f} | {s['achieved_per_s']} | {s['loss']:.2%} | "

@@ -172,8 +172,8 @@ def _percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def _step_row(step: Step, tallies: list[Tally], members: int, cpu: dict[str, float],
-              window: float) -> dict[str, Any]:
+def _step_row(step: Step, tallies: list[Tally], members: int, cpu: dict[str, float]
+              ) -> dict[str, Any]:
     sent = sum(t.sent for t in tallies)
     delivered = sum(t.delivered for t in tallies)
     latencies = sorted(ms for t in tallies for ms in t.latencies_ms)
@@ -189,7 +189,6 @@ def _step_row(step: Step, tallies: list[Tally], members: int, cpu: dict[str, flo
         "p99_ms": round(p99, 2),
         "max_ms": round(latencies[-1] if latencies else float("nan"), 2),
         "cpu_s": cpu | {"generator": round(sum(t.cpu_s for t in tallies), 2)},
-        "cpu_window_s": round(window, 2),
         "passed": loss <= 1 - PASS_RATIO and p99 < PASS_P99_MS,
     }
 
@@ -226,11 +225,11 @@ def _steps(cluster: Cluster, generators: Generators, args: argparse.Namespace
         step = Step(index, rate, time.time() + 0.5, args.step_seconds)
         generators.tell(step)
         time.sleep(max(0.0, step.start_at - time.time()))
-        before, began = _cpu_marks(pids), time.time()
+        before = _cpu_marks(pids)
         tallies = generators.gather()
-        after, window = _cpu_marks(pids), time.time() - began
+        after = _cpu_marks(pids)
         cpu = {name: round(after[name] - before[name], 2) for name in pids}
-        rows.append(_step_row(step, tallies, args.members, cpu, window))
+        rows.append(_step_row(step, tallies, args.members, cpu))
         _print_row(rows[-1])
         if not rows[-1]["passed"]:
             break
