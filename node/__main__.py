@@ -13,7 +13,7 @@ import uvloop
 from aiohttp import web
 
 from node.api import AccessLogger
-from node.app import create_app
+from node.app import create_app, make_runner
 from node.config import Settings, load_settings
 from node.runtime import NODE
 
@@ -22,8 +22,9 @@ log = logging.getLogger("node")
 
 async def serve(settings: Settings) -> None:
     """Serve until a stop signal, then shut down within the shutdown timeout."""
-    runner = web.AppRunner(
-        create_app(settings),
+    app = create_app(settings)
+    runner = make_runner(
+        app,
         access_log_class=AccessLogger,
         access_log=logging.getLogger("node.access"),
         handle_signals=False,

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -13,8 +14,10 @@ from node import api, disconnect
 from node.config import Settings
 from node.heartbeat import run_heartbeat
 from node.drain import shutdown_notice
-from node.runtime import NODE, build_node
+from node.runtime import NODE, Node, build_node
+from node.server import Accept, NodeRunner, Upgrade, respond
 from node.session import Session
+from node.websocket import WebSocket, switching_protocols
 
 log = logging.getLogger("node.app")
 
@@ -27,7 +30,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[api.cors_middleware(settings.cors_origin)])
     app[NODE] = build_node(settings)
     app.add_routes(api.routes)
-    app.router.add_get("/ws", chat_socket)
+    app.router.add_get("/ws", _reused_connection)
     app.router.add_get("/ws/echo", echo_socket)
     app.cleanup_ctx.append(_backends)
     app.cleanup_ctx.append(_background_loops)
@@ -64,31 +67,54 @@ async def _close_sessions(app: web.Application) -> None:
     await asyncio.gather(*(session.close(disconnect.SHUTDOWN) for session in sessions))
 
 
+def make_runner(app: web.Application, **kwargs: Any) -> NodeRunner:
+    """The runner to serve `app` with: chat WebSockets are accepted by `chat_acceptor`."""
+    return NodeRunner(app, chat_acceptor(app[NODE]), **kwargs)
+
+
+def chat_acceptor(node: Node) -> Accept:
+    """Accepts chat WebSocket upgrades; refused with 503 when the node is not ready."""
+
+    def accept(transport: asyncio.Transport, upgrade: Upgrade) -> None:
+        reason = node.unready_reason()
+        if reason is not None:
+            respond(transport, 503, "Service Unavailable", {"status": "not ready",
+                                                             "reason": reason})
+            return
+        transport.write(switching_protocols(upgrade.key))
+        ws = WebSocket(transport, node.settings.max_frame, CLOSE_HANDSHAKE_TIMEOUT)
+        session = Session(ws, node.settings, node.handlers.dispatch, ended)
+        node.hub.connect(session)
+        log.info("connect session=%s peer=%s", session.id, upgrade.peer)
+        ws.start(session, upgrade.rest)
+
+    async def ended(session: Session) -> None:
+        """The session stays among the hub's until its departure is handled, so that a
+        shutdown or a drain waiting for the hub to empty waits for this too."""
+        try:
+            await node.handlers.disconnect(session)
+        finally:
+            node.hub.disconnect(session)
+        log.info("disconnect session=%s code=%s", session.id, session.close_code)
+
+    return accept
+
+
+async def _reused_connection(request: web.Request) -> web.StreamResponse:
+    """A chat upgrade on a connection that already carried an HTTP request: chat WebSockets
+    are accepted only as a connection's first request (as browsers and nginx open them)."""
+    response = web.json_response({"status": "not ready",
+                                  "reason": "open the chat WebSocket on a new connection"},
+                                 status=503)
+    response.force_close()
+    return response
+
+
 def _websocket(settings: Settings) -> web.WebSocketResponse:
     # aiohttp refuses a payload of exactly max_msg_size; --max-frame is the largest accepted.
     return web.WebSocketResponse(
         max_msg_size=settings.max_frame + 1, compress=False, timeout=CLOSE_HANDSHAKE_TIMEOUT
     )
-
-
-async def chat_socket(request: web.Request) -> web.StreamResponse:
-    """The chat WebSocket; refused with 503 when this node is not ready for new clients."""
-    node = request.app[NODE]
-    reason = node.unready_reason()
-    if reason is not None:
-        return web.json_response({"status": "not ready", "reason": reason}, status=503)
-    ws = _websocket(node.settings)
-    await ws.prepare(request)
-    session = Session(ws, request, node.settings, node.handlers.dispatch)
-    node.hub.connect(session)
-    log.info("connect session=%s peer=%s", session.id, request.remote)
-    try:
-        await session.run()
-    finally:
-        node.hub.disconnect(session)
-        await node.handlers.disconnect(session)
-        log.info("disconnect session=%s code=%s", session.id, ws.close_code)
-    return ws
 
 
 async def echo_socket(request: web.Request) -> web.StreamResponse:

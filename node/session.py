@@ -1,4 +1,4 @@
-"""One client connection: its read loop, its outbound writes, its limits."""
+"""One client connection: its inbound frames in order, its outbound writes, its limits."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
-
-from aiohttp import WSMsgType, web
 
 from node import disconnect
 from node.config import Settings
@@ -17,30 +16,34 @@ from node.envelope import UNSEQUENCED
 from node.presence import Member
 from node.protocol import ChatError, Error, ErrorCode, event_frame
 from node.ratelimit import FloodGuard, TokenBucket
+from node.websocket import WebSocket
 
 log = logging.getLogger("node.session")
 
 Dispatch = Callable[["Session", str], Awaitable[None]]
+OnEnd = Callable[["Session"], Awaitable[None]]
+INBOX_LIMIT = 64  # frames read ahead of the handler before the socket stops being read
 
 
 class Session:
     """A connected client.
 
-    Outbound frames are written straight to the transport: the transport's buffer is the
-    outbound queue, bounded by `max_buffer`, and a client that lets it overflow is closed.
-    While a join is in progress, room deliveries are held back so that the joiner sees
-    `room_joined` first and then every later event exactly once.
+    Frames arrive as callbacks from its `WebSocket` and are handled one at a time, in order,
+    by a task that exists only while there is something to handle: an idle session holds no
+    task. Outbound frames are written straight to the transport: the transport's buffer is
+    the outbound queue, bounded by `max_buffer`, and a client that lets it overflow is
+    closed. While a join is in progress, room deliveries are held back so that the joiner
+    sees `room_joined` first and then every later event exactly once.
     """
 
     __slots__ = (
-        "id", "member", "room", "last_pong", "_ws", "_transport", "_dispatch", "_bucket",
-        "_flood", "_max_buffer", "_held", "_closing", "_closer", "drained",
+        "id", "member", "room", "last_pong", "drained", "_ws", "_transport", "_dispatch",
+        "_on_end", "_bucket", "_flood", "_max_buffer", "_held", "_closing", "_closer",
+        "_inbox", "_worker", "_lost", "_finished",
     )
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request, settings: Settings,
-                 dispatch: Dispatch) -> None:
-        transport = request.transport
-        assert transport is not None, "the WebSocket must be prepared first"
+    def __init__(self, ws: WebSocket, settings: Settings, dispatch: Dispatch, on_end: OnEnd
+                 ) -> None:
         now = time.monotonic()
         self.id = uuid.uuid4().hex
         self.member: Member | None = None
@@ -48,35 +51,70 @@ class Session:
         self.drained = False  # closed by a drain: its presence is held for the grace period
         self.last_pong = now
         self._ws = ws
-        self._transport = transport
+        self._transport = ws.transport
         self._dispatch = dispatch
+        self._on_end = on_end
         self._bucket = TokenBucket(settings.rate, settings.burst, now)
         self._flood = FloodGuard(settings.flood_limit, settings.flood_window)
         self._max_buffer = settings.max_buffer
         self._held: list[tuple[int, bytes]] | None = None
         self._closing = False
         self._closer: asyncio.Task[None] | None = None  # keeps `close_soon`'s task alive
+        self._inbox: deque[str] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._lost = False
+        self._finished: asyncio.Future[None] | None = None
 
-    # --- inbound ---------------------------------------------------------------------
+    # --- inbound: callbacks from the WebSocket ----------------------------------------
 
-    async def run(self) -> None:
-        """Read frames until the connection closes; a bug closes only this connection."""
+    def on_text(self, text: str) -> None:
+        if self._inbox is None:
+            self._inbox = deque()
+        self._inbox.append(text)
+        if len(self._inbox) == INBOX_LIMIT:
+            self._transport.pause_reading()
+        self._work_soon()
+
+    def on_binary(self) -> None:
+        self.close_soon(disconnect.BINARY_FRAME)
+
+    def on_closed(self) -> None:
+        self._lost = True
+        self._work_soon()
+
+    def _work_soon(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def _work(self) -> None:
+        """Handle queued frames in order; once the connection is gone, end the session."""
         try:
-            await self._read_loop()
+            while self._inbox and not self._lost:
+                text = self._inbox.popleft()
+                if len(self._inbox) == INBOX_LIMIT // 2:
+                    self._transport.resume_reading()
+                await self._on_text(text)
         except Exception:
             log.exception("session=%s failed", self.id)
-            await self.close(disconnect.INTERNAL)
+            self.close_soon(disconnect.INTERNAL)
+        finally:
+            self._inbox = None if not self._inbox else self._inbox
+            self._worker = None
+        if self._lost:
+            await self._end()
 
-    async def _read_loop(self) -> None:
-        while True:
-            message = await self._ws.receive()
-            if message.type is WSMsgType.TEXT:
-                await self._on_text(message.data)
-            elif message.type is WSMsgType.BINARY:
-                await self.close(disconnect.BINARY_FRAME)
-                return
-            else:
-                return
+    async def _end(self) -> None:
+        """The connection is gone: runs once, after the last frame was handled."""
+        try:
+            await self._on_end(self)
+        finally:
+            self._ending().set_result(None)
+
+    def _ending(self) -> asyncio.Future[None]:
+        """Done when the session has ended; made on first use, as most never need it."""
+        if self._finished is None:
+            self._finished = asyncio.get_running_loop().create_future()
+        return self._finished
 
     async def _on_text(self, data: str) -> None:
         try:
@@ -85,13 +123,17 @@ class Session:
         except ChatError as error:
             self.send(event_frame(Error(code=error.code, message=error.message)))
             if error.code is ErrorCode.RATE_LIMITED and self._flood.reject(time.monotonic()):
-                await self.close(disconnect.FLOOD)
+                self.close_soon(disconnect.FLOOD)
 
     def _check_rate(self) -> None:
         if not self._bucket.allow(time.monotonic()):
             raise ChatError(ErrorCode.RATE_LIMITED, "Too many messages; this one was dropped")
 
     # --- outbound --------------------------------------------------------------------
+
+    @property
+    def close_code(self) -> int | None:
+        return self._ws.close_code
 
     @property
     def closed(self) -> bool:
@@ -126,13 +168,17 @@ class Session:
     # --- closing ---------------------------------------------------------------------
 
     async def close(self, reason: Disconnect) -> None:
-        """Close the WebSocket with the reason's code; queued frames go out first."""
-        if self._closing:
-            return
-        self._closing = True
-        log.info("close session=%s code=%d reason=%s", self.id, reason.code, reason.reason)
-        await self._ws.close(code=reason.code, message=reason.reason.encode(),
-                             drain=reason is not disconnect.SLOW_CONSUMER)
+        """Close the WebSocket with the reason's code (queued frames go out first) and wait
+        until the session has ended. Not from the session's own handling: use close_soon."""
+        if not self._closing:
+            self._closing = True
+            log.info("close session=%s code=%d reason=%s", self.id, reason.code, reason.reason)
+            self._ws.close(reason.code, reason.reason.encode())
+        await self.ended()
+
+    async def ended(self) -> None:
+        """Wait until the connection is gone and its departure handled."""
+        await asyncio.shield(self._ending())
 
     def close_soon(self, reason: Disconnect) -> None:
         """Close from a context that cannot wait (fan-out, timers)."""

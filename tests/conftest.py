@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import uvloop
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.processes import Service, start_redis
-from node.app import create_app
+from node.app import create_app, make_runner
 from node.config import Settings
 from tests.chat_client import ChatClient
 
@@ -21,6 +21,13 @@ pytest_plugins = ["tests.integration.cluster_fixtures"]
 
 NodeFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 ClientFactory = Callable[..., Awaitable[ChatClient]]
+
+
+class NodeTestServer(TestServer):
+    """Serves the app as `python -m node` does: chat WebSockets through the node's runner."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return make_runner(self.app, **kwargs)
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
@@ -70,7 +77,7 @@ async def make_node(aiohttp_client: Any, settings_overrides: dict[str, Any]) -> 
 
     async def start(**overrides: Any) -> TestClient[web.Request, web.Application]:
         settings = Settings(**{**settings_overrides, **overrides})
-        return await aiohttp_client(create_app(settings))
+        return await aiohttp_client(NodeTestServer(create_app(settings)))
 
     return start
 

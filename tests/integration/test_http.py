@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 
 import pytest
 
@@ -64,3 +66,41 @@ async def test_api_errors_carry_the_cors_headers_too(node) -> None:
 async def test_non_api_routes_have_no_cors_headers(node) -> None:
     response = await node.get("/healthz")
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+UPGRADE = ("GET /ws HTTP/1.1\r\nHost: node\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: {version}\r\n"
+           "\r\n")
+
+
+async def raw_exchange(node, *requests: str) -> list[bytes]:
+    """Send each request on one TCP connection; the response heads, in order."""
+    reader, writer = await asyncio.open_connection(node.host, node.port)
+    heads = []
+    try:
+        for request in requests:
+            writer.write(request.encode())
+            heads.append(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5))
+            length = re.search(rb"Content-Length: (\d+)", heads[-1], re.IGNORECASE)
+            await reader.readexactly(int(length.group(1)) if length else 0)
+    finally:
+        writer.close()
+    return heads
+
+
+async def test_the_chat_handshake_switches_protocols_with_the_accept_key(node) -> None:
+    [head] = await raw_exchange(node, UPGRADE.format(version=13))
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in head
+
+
+async def test_a_handshake_of_another_websocket_version_is_a_400(node) -> None:
+    [head] = await raw_exchange(node, UPGRADE.format(version=8))
+    assert head.startswith(b"HTTP/1.1 400 ")
+
+
+async def test_a_chat_upgrade_on_a_reused_connection_is_refused_with_503(node) -> None:
+    first, second = await raw_exchange(
+        node, "GET /healthz HTTP/1.1\r\nHost: node\r\n\r\n", UPGRADE.format(version=13))
+    assert first.startswith(b"HTTP/1.1 200 ")
+    assert second.startswith(b"HTTP/1.1 503 ")
