@@ -22,6 +22,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import random
 import sys
 import tempfile
 import time
@@ -84,9 +85,11 @@ async def _connect_room(topology: Topology, room: str, on_stamp: OnStamp) -> lis
 
 
 async def _send(member: RawMember, step: Step, per_second: float, tally: Tally) -> None:
-    """Send at `per_second` for the step, on a fixed schedule (late sends catch up)."""
+    """Send at `per_second` for the step, on a fixed schedule (late sends catch up) that
+    starts at a random phase: senders in step with each other would send in bursts."""
+    phase = random.random() / per_second
     for n in range(int(per_second * step.seconds)):
-        delay = step.start_at + n / per_second - time.time()
+        delay = step.start_at + phase + n / per_second - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
         member.send(f'{{"type":"message","text":"{stamp_text(step.index, time.time_ns(), n)}"}}')

@@ -101,8 +101,12 @@ def chat_acceptor(node: Node) -> Accept:
 
 
 async def _reused_connection(request: web.Request) -> web.StreamResponse:
-    """A chat upgrade on a connection that already carried an HTTP request: chat WebSockets
-    are accepted only as a connection's first request (as browsers and nginx open them)."""
+    """/ws reached aiohttp: not an upgrade (400), or an upgrade on a connection that already
+    carried an HTTP request (503): chat WebSockets are accepted only as a connection's first
+    request, as browsers and nginx open them."""
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        return web.json_response({"error": "GET /ws is the chat WebSocket: upgrade required"},
+                                 status=400)
     response = web.json_response({"status": "not ready",
                                   "reason": "open the chat WebSocket on a new connection"},
                                  status=503)

@@ -104,3 +104,8 @@ async def test_a_chat_upgrade_on_a_reused_connection_is_refused_with_503(node) -
         node, "GET /healthz HTTP/1.1\r\nHost: node\r\n\r\n", UPGRADE.format(version=13))
     assert first.startswith(b"HTTP/1.1 200 ")
     assert second.startswith(b"HTTP/1.1 503 ")
+
+
+async def test_a_plain_get_of_the_chat_path_is_a_400(node) -> None:
+    [head] = await raw_exchange(node, "GET /ws HTTP/1.1\r\nHost: node\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
