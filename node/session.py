@@ -98,7 +98,8 @@ class Session:
             log.exception("session=%s failed", self.id)
             self.close_soon(disconnect.INTERNAL)
         finally:
-            self._inbox = None if not self._inbox else self._inbox
+            if not self._inbox:
+                self._inbox = None  # an idle session keeps no queue
             self._worker = None
         if self._lost:
             await self._end()

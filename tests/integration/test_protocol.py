@@ -159,6 +159,17 @@ async def test_messages_count_seq_up_by_one(member) -> None:
         assert (await alice.expect("message"))["seq"] == n
 
 
+async def test_bursts_of_frames_are_handled_in_order_with_nothing_lost(member) -> None:
+    """Each burst is more than a session reads ahead: it stops reading, then resumes."""
+    alice = await member("alice")
+    events = []
+    for burst in range(3):
+        for n in range(100 * burst + 1, 100 * burst + 101):
+            await alice.say(f"m{n}")
+        events += [await alice.expect("message", timeout=2.0) for _ in range(100)]
+    assert [(e["seq"], e["text"]) for e in events] == [(n, f"m{n}") for n in range(1, 301)]
+
+
 async def test_message_outside_a_room_is_not_in_room(connect: ClientFactory) -> None:
     client = await connect()
     await client.auth()
