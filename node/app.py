@@ -69,7 +69,8 @@ async def _close_sessions(app: web.Application) -> None:
 
 def make_runner(app: web.Application, **kwargs: Any) -> NodeRunner:
     """The runner to serve `app` with: chat WebSockets are accepted by `chat_acceptor`."""
-    return NodeRunner(app, chat_acceptor(app[NODE]), **kwargs)
+    node = app[NODE]
+    return NodeRunner(app, chat_acceptor(node), node.settings.handshake_timeout, **kwargs)
 
 
 def chat_acceptor(node: Node) -> Accept:

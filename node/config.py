@@ -49,8 +49,14 @@ class Settings:
     )
     flood_window: float = _setting(10.0, "seconds over which rate-limited frames are counted")
     max_text: int = _setting(10000, "longest chat message text, in characters")
-    max_frame: int = _setting(65536, "largest client frame in bytes; larger closes with 1009")
+    max_frame: int = _setting(
+        65536, "largest client message in bytes (a frame, or its fragments together); larger "
+        "closes with 1009"
+    )
     max_connections: int = _setting(10000, "WebSocket connections this node accepts")
+    handshake_timeout: float = _setting(
+        10.0, "seconds a new connection has to send its request head before it is closed"
+    )
     max_buffer: int = _setting(
         4 * 1024 * 1024, "bytes queued to one client before it is closed as too slow"
     )
@@ -126,7 +132,7 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
 def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
     positive = ("ping_interval", "ping_timeout", "rate", "burst", "max_text", "max_frame",
                 "max_connections", "max_buffer", "history", "history_window", "flood_limit",
-                "flood_window", "node_ttl", "drain_window")
+                "flood_window", "node_ttl", "drain_window", "handshake_timeout")
     for name in positive:
         if getattr(settings, name) <= 0:
             parser.error(f"{_flag(name)} must be positive")

@@ -74,21 +74,26 @@ def respond(transport: asyncio.Transport, status: int, reason: str, body: dict[s
 class FirstRequest(asyncio.Protocol):
     """Reads a new connection's request head and decides who serves it."""
 
-    __slots__ = ("_server", "_transport", "_buffer")
+    __slots__ = ("_server", "_transport", "_buffer", "_deadline")
 
     def __init__(self, server: ChatServer) -> None:
         self._server = server
         self._transport: asyncio.Transport | None = None
         self._buffer = b""
+        self._deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self._deadline = asyncio.get_running_loop().call_later(
+            self._server.head_timeout, self._transport.close)  # a silent client leaves
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
         end = self._buffer.find(HEAD_END)
         if end < 0 and len(self._buffer) <= MAX_HEAD:
             return
+        assert self._deadline is not None
+        self._deadline.cancel()
         parsed = parse_upgrade(self._buffer[:end]) if end >= 0 else None
         if parsed is None:
             self._hand_to_aiohttp()
@@ -115,15 +120,17 @@ class FirstRequest(asyncio.Protocol):
         return None  # closes the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
-        pass
+        if self._deadline is not None:
+            self._deadline.cancel()
 
 
 class ChatServer:
     """The protocol factory the node's sites listen with."""
 
-    def __init__(self, http: web.Server, accept: Accept) -> None:
+    def __init__(self, http: web.Server, accept: Accept, head_timeout: float) -> None:
         self.http = http
         self.accept = accept
+        self.head_timeout = head_timeout
 
     def __call__(self) -> FirstRequest:
         return FirstRequest(self)
@@ -132,13 +139,15 @@ class ChatServer:
 class NodeRunner(web.AppRunner):
     """An AppRunner whose sites accept connections through `ChatServer`."""
 
-    def __init__(self, app: web.Application, accept: Accept, **kwargs: Any) -> None:
+    def __init__(self, app: web.Application, accept: Accept, head_timeout: float,
+                 **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._accept = accept
+        self._head_timeout = head_timeout
 
     @property
     def server(self) -> web.Server | None:
         http = super().server
         if http is None:
             return None
-        return cast(web.Server, ChatServer(http, self._accept))
+        return cast(web.Server, ChatServer(http, self._accept, self._head_timeout))

@@ -109,3 +109,22 @@ async def test_a_chat_upgrade_on_a_reused_connection_is_refused_with_503(node) -
 async def test_a_plain_get_of_the_chat_path_is_a_400(node) -> None:
     [head] = await raw_exchange(node, "GET /ws HTTP/1.1\r\nHost: node\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 ")
+
+
+async def test_a_connection_that_sends_no_request_head_in_time_is_closed(make_node) -> None:
+    node = await make_node(handshake_timeout=0.3)
+    reader, writer = await asyncio.open_connection(node.host, node.port)
+    writer.write(b"GET /ws HTTP/1.1\r\nHost: node\r\n")  # and never the end of the head
+    assert await asyncio.wait_for(reader.read(), 3) == b""
+    writer.close()
+
+
+async def test_a_head_completed_within_the_timeout_is_served(make_node) -> None:
+    node = await make_node(handshake_timeout=0.3)
+    reader, writer = await asyncio.open_connection(node.host, node.port)
+    writer.write(UPGRADE.format(version=13)[:30].encode())
+    await asyncio.sleep(0.1)  # a slow client, inside the limit
+    writer.write(UPGRADE.format(version=13)[30:].encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    writer.close()
