@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="a node's host:port; repeat for each node")
     render.add_argument("--run-dir", type=Path, default=Path("/tmp/chat-gateway"),
                         help="where nginx keeps its pid, logs and temp files")
-    render.add_argument("--workers", type=int, default=1, help="nginx worker processes")
+    render.add_argument("--workers", default="auto",
+                        help="nginx worker processes (default auto: one per core)")
     return parser
 
 

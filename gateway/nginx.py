@@ -13,7 +13,7 @@ class GatewayConfig:
     listen: str
     upstreams: list[str]
     run_dir: Path
-    workers: int = 1
+    workers: str = "auto"  # one nginx worker per core
     proxy_timeout: int = 120
     max_fails: int = 3
     fail_timeout: int = 5
@@ -21,7 +21,7 @@ class GatewayConfig:
     def render(self) -> str:
         """The nginx.conf text: least_conn over the nodes, passive health checks for HTTP."""
         values = {
-            "workers": str(self.workers),
+            "workers": self.workers,
             "run_dir": str(self.run_dir),
             "ws_servers": self._servers("max_fails=0"),
             "api_servers": self._servers(

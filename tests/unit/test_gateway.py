@@ -12,6 +12,8 @@ def test_a_missing_binary_names_the_package_to_install() -> None:
 def test_the_config_balances_least_conn_with_passive_health(tmp_path) -> None:
     text = GatewayConfig("127.0.0.1:8080", ["127.0.0.1:1", "127.0.0.1:2"], tmp_path).render()
     assert "least_conn;" in text
+    assert "worker_processes auto;" in text
+    assert "zone chat_ws 64k;" in text and "zone chat_api 64k;" in text
     assert "server 127.0.0.1:1 max_fails=3 fail_timeout=5s;" in text  # HTTP
     assert "server 127.0.0.1:1 max_fails=0;" in text  # WebSockets
     assert "proxy_next_upstream error timeout http_502 http_503;" in text
