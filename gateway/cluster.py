@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import signal
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +32,16 @@ class Cluster:
     nodes: list[Service] = field(default_factory=list)
     nginx: Service | None = None
     admin_token: str | None = None
+    socket_dir: Path | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # nginx reaches the nodes over Unix sockets (cheaper than loopback TCP), in a directory
+        # its workers may enter whatever the run directory's permissions (they may run as
+        # another user).
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="chat-sockets-"))
+        self.socket_dir.chmod(0o755)
         try:
             if self.redis_url is None:
                 self.redis = start_redis(self.run_dir)
@@ -51,7 +59,12 @@ class Cluster:
         """Start node `index` (1-based), on `port` when it is a restart."""
         admin = ["--admin-token", self.admin_token] if self.admin_token else []
         return start_node(self.run_dir, f"node{index}", self.redis_url,
-                          [*admin, *self.node_args], port)
+                          [*admin, *self.node_args], port, self.node_socket(index))
+
+    def node_socket(self, index: int) -> Path:
+        """The Unix socket node `index` (1-based) listens on for the gateway."""
+        assert self.socket_dir is not None
+        return self.socket_dir / f"node{index}.sock"
 
     def supervise(self) -> None:
         """Restart every node that exited (a drained node exits 0), on its own port."""
@@ -83,7 +96,7 @@ class Cluster:
     def gateway_config(self) -> GatewayConfig:
         config = GatewayConfig(
             listen=f"{LOOPBACK}:{self.gateway_port}",
-            upstreams=[f"{LOOPBACK}:{node.port}" for node in self.nodes],
+            upstreams=[f"unix:{self.node_socket(i)}" for i in range(1, len(self.nodes) + 1)],
             run_dir=self.run_dir,
         )
         config.prepare_run_dir()
@@ -101,6 +114,8 @@ class Cluster:
             self.nginx.stop(signal.SIGQUIT)
         if self.redis is not None:
             self.redis.stop()
+        if self.socket_dir is not None:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     @property
     def http_url(self) -> str:

@@ -130,11 +130,12 @@ def start_redis(run_dir: Path, port: int | None = None) -> Service:
 
 
 def start_node(run_dir: Path, node_id: str, redis_url: str | None, args: list[str],
-               port: int | None = None) -> Service:
+               port: int | None = None, unix_socket: Path | None = None) -> Service:
     """One `python -m node` process; returns once it answers /readyz."""
     port = port or free_port()
     argv = [sys.executable, "-m", "node", "--host", LOOPBACK, "--port", str(port),
-            "--node-id", node_id, *(["--redis-url", redis_url] if redis_url else []), *args]
+            "--node-id", node_id, *(["--redis-url", redis_url] if redis_url else []),
+            *(["--unix-socket", str(unix_socket)] if unix_socket else []), *args]
     service = spawn(node_id, argv, port, run_dir / f"{node_id}.log")
     wait_until(service, lambda: http_ok(f"http://{LOOPBACK}:{port}/readyz"))
     return service

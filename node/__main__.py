@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -31,8 +32,11 @@ async def serve(settings: Settings) -> None:
         shutdown_timeout=settings.shutdown_timeout,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
-    await site.start()
+    await web.TCPSite(runner, settings.host, settings.port, backlog=1024).start()
+    if settings.unix_socket:
+        await web.UnixSite(runner, settings.unix_socket, backlog=1024).start()
+        os.chmod(settings.unix_socket, 0o666)  # nginx's workers run as another user
+        log.info("node %s also listening on %s", settings.node_id, settings.unix_socket)
     log.info("node %s listening on http://%s:%d (%s mode)", settings.node_id, settings.host,
              settings.port, "embedded" if settings.embedded else "cluster")
     stop = asyncio.Event()

@@ -29,6 +29,10 @@ class Settings:
 
     host: str = _setting("127.0.0.1", "address to listen on")
     port: int = _setting(8000, "port to listen on")
+    unix_socket: str | None = _setting(
+        None, "also listen on this Unix socket, for a gateway on the same host (cheaper than "
+        "TCP; made connectable by any local user, as a loopback port is)"
+    )
     node_id: str = field(
         default_factory=_default_node_id,
         metadata={"help": "this node's id in the cluster (default: hostname-pid)"},

@@ -240,3 +240,19 @@ async def _eventually(probe, expected: object, timeout: float = 10.0) -> None:
     while (value := await probe()) != expected:
         assert asyncio.get_running_loop().time() < deadline, f"still {value}, not {expected}"
         await asyncio.sleep(0.05)
+
+
+async def test_the_gateway_reaches_the_nodes_over_their_unix_sockets(cluster: Cluster) -> None:
+    config = (cluster.run_dir / "nginx.conf").read_text()
+    for index in (1, 2, 3):
+        path = cluster.node_socket(index)
+        assert f"server unix:{path} max_fails=0;" in config
+        assert path.stat().st_mode & 0o777 == 0o666  # nginx's workers may be another user
+        connector = aiohttp.UnixConnector(path=str(path), force_close=True)  # a WebSocket
+        # must be the first request of its connection
+        async with aiohttp.ClientSession(connector=connector) as http:
+            async with http.get("http://node/api/status") as response:
+                assert (await response.json())["node"] == f"node{index}"
+            async with http.ws_connect("http://node/ws") as ws:
+                await ws.send_json({"type": "auth", "name": "unix"})
+                assert (await ws.receive_json(timeout=5))["type"] == "auth_success"
