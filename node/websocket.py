@@ -114,14 +114,22 @@ class WebSocket(asyncio.Protocol):
 
     def close(self, code: int, reason: bytes = b"") -> None:
         """Send a close frame after what is queued; the session ends now. The connection
-        ends when the peer answers, or after the close timeout (still sending what is
-        queued: a slow reader gets everything up to the close frame)."""
+        ends when the peer answers, or after the close timeout."""
         if not self._close_sent and not self._transport.is_closing():
             self._close_sent = True
             self.close_code = code
             self._transport.write(close_frame(code, reason))
-            asyncio.get_running_loop().call_later(self._close_timeout, self._transport.close)
+            asyncio.get_running_loop().call_later(self._close_timeout, self._hang_up)
         self._ended()
+
+    def _hang_up(self) -> None:
+        """The peer did not answer the close in time. One that has read everything gets a
+        clean close; one that still has not read what is queued loses it, rather than pin
+        up to --max-buffer of memory for as long as it keeps the socket open."""
+        if self._transport.get_write_buffer_size():
+            self._transport.abort()
+        else:
+            self._transport.close()
 
     def _ended(self) -> None:
         """Tell the session, once, that nothing more will arrive."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 
@@ -17,6 +18,8 @@ class FakeTransport:
     def __init__(self) -> None:
         self.written = b""
         self.closed = False
+        self.aborted = False
+        self.unsent = 0  # bytes the peer has not read yet
         self.protocol: object = None
 
     def set_protocol(self, protocol: object) -> None:
@@ -30,6 +33,12 @@ class FakeTransport:
 
     def close(self) -> None:
         self.closed = True
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
+
+    def get_write_buffer_size(self) -> int:
+        return self.unsent
 
 
 class Recorder:
@@ -65,9 +74,9 @@ def client(opcode: int, payload: bytes, fin: bool = True, masked: bool = True,
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
-async def connection() -> tuple[WebSocket, FakeTransport, Recorder]:
+async def connection(close_timeout: float = 1.0) -> tuple[WebSocket, FakeTransport, Recorder]:
     transport, peer = FakeTransport(), Recorder()
-    ws = WebSocket(transport, MAX, close_timeout=1.0)  # type: ignore[arg-type]
+    ws = WebSocket(transport, MAX, close_timeout)  # type: ignore[arg-type]
     ws.start(peer, b"")
     return ws, transport, peer
 
@@ -142,6 +151,17 @@ async def test_a_server_close_ends_the_session_at_once_and_waits_for_the_peer() 
     assert peer.texts == [] and transport.closed  # nothing after our close is handled
     ws.connection_lost(None)
     assert peer.ended == 1
+
+
+@pytest.mark.parametrize(("unsent", "aborted"), [(0, False), (1, True)])
+async def test_a_peer_silent_after_a_close_is_hung_up_on(unsent: int, aborted: bool) -> None:
+    ws, transport, _ = await connection(close_timeout=0.05)
+    transport.unsent = unsent  # 1: it has not even read what was queued before the close
+    ws.close(1013, b"Slow consumer")
+    await asyncio.sleep(0.02)
+    assert not transport.closed  # still waiting for the peer's close frame
+    await asyncio.sleep(0.1)
+    assert transport.closed and transport.aborted is aborted
 
 
 async def test_a_lost_connection_ends_the_session_once_as_1006() -> None:
