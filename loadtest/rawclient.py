@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import struct
 from collections.abc import Callable
 from typing import cast
 from urllib.parse import urlsplit
+
+from node.websocket import MASKED, OP_TEXT, header
 
 MARKER = b'"text":"t'  # the start of a text made by `stamp_text`
 PING = b'{"type":"ping","timestamp":'
@@ -30,15 +31,8 @@ def stamp_text(step: int, sent_ns: int, n: int) -> str:
 
 
 def client_frame(text: bytes) -> bytes:
-    """A masked text frame (FIN, opcode 1) with the all-zero mask key."""
-    size = len(text)
-    if size < 126:
-        head = struct.pack("!BB", 0x81, 0x80 | size)
-    elif size < 1 << 16:
-        head = struct.pack("!BBH", 0x81, 0x80 | 126, size)
-    else:
-        head = struct.pack("!BBQ", 0x81, 0x80 | 127, size)
-    return head + b"\0\0\0\0" + text
+    """A masked text frame with the all-zero mask key."""
+    return header(OP_TEXT, len(text), MASKED) + b"\0\0\0\0" + text
 
 
 class RawMember(asyncio.Protocol):

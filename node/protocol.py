@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import enum
 import re
-import struct
 from typing import Annotated, Any
 
 import msgspec
+
+from node import websocket
 
 
 class ErrorCode(enum.StrEnum):
@@ -284,19 +285,9 @@ def stamp(template: bytes, seq: int) -> bytes:
     return b"%b%d}" % (template, seq)
 
 
-_TEXT_FIN = 0x81
-_LEN16 = struct.Struct("!BBH").pack
-_LEN64 = struct.Struct("!BBQ").pack
-
-
 def frame(payload: bytes) -> bytes:
-    """A complete unmasked WebSocket text frame: servers never mask, so it fits every client."""
-    size = len(payload)
-    if size < 126:
-        return bytes((_TEXT_FIN, size)) + payload
-    if size < 65536:
-        return _LEN16(_TEXT_FIN, 126, size) + payload
-    return _LEN64(_TEXT_FIN, 127, size) + payload
+    """A complete WebSocket text frame of one encoded event."""
+    return websocket.frame(websocket.OP_TEXT, payload)
 
 
 def event_frame(event: Event) -> bytes:

@@ -31,8 +31,8 @@ class Upgrade:
 Accept = Callable[[asyncio.Transport, Upgrade], None]
 
 
-def parse_upgrade(head: bytes) -> tuple[dict[str, str], str] | None:
-    """(lower-cased headers, path) of a `GET /ws` head asking for a WebSocket, else None."""
+def parse_upgrade(head: bytes) -> dict[str, str] | None:
+    """The lower-cased headers of a `GET /ws` head asking for a WebSocket, else None."""
     try:
         request_line, *lines = head.decode("latin-1").split("\r\n")
         method, target, version = request_line.split(" ")
@@ -47,7 +47,7 @@ def parse_upgrade(head: bytes) -> tuple[dict[str, str], str] | None:
         headers[name.strip().lower()] = value.strip()
     if headers.get("upgrade", "").lower() != "websocket":
         return None
-    return headers, path
+    return headers
 
 
 def bad_request(headers: dict[str, str]) -> str | None:
@@ -94,12 +94,11 @@ class FirstRequest(asyncio.Protocol):
             return
         assert self._deadline is not None
         self._deadline.cancel()
-        parsed = parse_upgrade(self._buffer[:end]) if end >= 0 else None
-        if parsed is None:
+        headers = parse_upgrade(self._buffer[:end]) if end >= 0 else None
+        if headers is None:
             self._hand_to_aiohttp()
             return
         assert self._transport is not None
-        headers, _ = parsed
         problem = bad_request(headers)
         if problem is not None:
             respond(self._transport, 400, "Bad Request", {"error": problem})

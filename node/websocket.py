@@ -46,14 +46,26 @@ def switching_protocols(key: str) -> bytes:
             f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n").encode()
 
 
-def frame(opcode: int, payload: bytes) -> bytes:
-    """An unmasked server frame with FIN set."""
-    size = len(payload)
+_HEAD = struct.Struct("!BB").pack
+_HEAD16 = struct.Struct("!BBH").pack
+_HEAD64 = struct.Struct("!BBQ").pack
+MASKED = 0x80
+
+
+def header(opcode: int, size: int, mask_bit: int = 0) -> bytes:
+    """A FIN frame's header up to its payload length; a client frame (`mask_bit` MASKED) has
+    its masking key after it."""
+    first = 0x80 | opcode
     if size < 126:
-        return struct.pack("!BB", 0x80 | opcode, size) + payload
+        return _HEAD(first, mask_bit | size)
     if size < 1 << 16:
-        return struct.pack("!BBH", 0x80 | opcode, 126, size) + payload
-    return struct.pack("!BBQ", 0x80 | opcode, 127, size) + payload
+        return _HEAD16(first, mask_bit | 126, size)
+    return _HEAD64(first, mask_bit | 127, size)
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    """An unmasked server frame with FIN set: servers never mask, so it fits every client."""
+    return header(opcode, len(payload)) + payload
 
 
 def close_frame(code: int, reason: bytes = b"") -> bytes:

@@ -179,11 +179,11 @@ def test_only_a_get_of_the_chat_path_asking_for_websocket_is_an_upgrade() -> Non
     head = (b"GET /ws?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\n"
             b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\n"
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==")
-    parsed = parse_upgrade(head)
-    assert parsed is not None and bad_request(parsed[0]) is None
+    headers = parse_upgrade(head)
+    assert headers is not None and bad_request(headers) is None
     assert parse_upgrade(head.replace(b"GET /ws?", b"GET /ws/echo?")) is None
     assert parse_upgrade(head.replace(b"GET", b"POST")) is None
     assert parse_upgrade(head.replace(b"Upgrade: WebSocket", b"Upgrade: h2c")) is None
     assert parse_upgrade(b"garbage") is None
     old = parse_upgrade(head.replace(b"Version: 13", b"Version: 8"))
-    assert old is not None and bad_request(old[0]) == "Sec-WebSocket-Version must be 13"
+    assert old is not None and bad_request(old) == "Sec-WebSocket-Version must be 13"
