@@ -90,10 +90,12 @@ def chat_acceptor(node: Node) -> Accept:
         ws.start(session, upgrade.rest)
 
     async def ended(session: Session) -> None:
-        """The session stays among the hub's until its departure is handled, so that a
-        shutdown or a drain waiting for the hub to empty waits for this too."""
+        """The session stays among the hub's until its departure is handled and its socket
+        is closed, so that a shutdown or a drain waiting for the hub to empty waits for
+        both: the event loop cannot close while a socket is open."""
         try:
             await node.handlers.disconnect(session)
+            await session.connection_gone()
         finally:
             node.hub.disconnect(session)
         log.info("disconnect session=%s code=%s", session.id, session.close_code)

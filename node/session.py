@@ -177,6 +177,10 @@ class Session:
             self._ws.close(reason.code, reason.reason.encode())
         await self.ended()
 
+    async def connection_gone(self) -> None:
+        """Wait until the socket itself is closed (bounded: see `WebSocket.gone`)."""
+        await self._ws.gone()
+
     async def ended(self) -> None:
         """Wait until the connection is gone and its departure handled."""
         await asyncio.shield(self._ending())

@@ -93,7 +93,7 @@ class WebSocket(asyncio.Protocol):
     """One upgraded connection: parses client frames, writes server frames, closes cleanly."""
 
     __slots__ = ("_transport", "_peer", "_max_message", "_buffer", "_fragments", "_fragment_op",
-                 "_close_sent", "_close_timeout", "close_code")
+                 "_close_sent", "_close_timeout", "_disconnected", "_gone", "close_code")
 
     def __init__(self, transport: asyncio.BaseTransport, max_message: int,
                  close_timeout: float) -> None:
@@ -105,6 +105,8 @@ class WebSocket(asyncio.Protocol):
         self._fragments: list[bytes] | None = None
         self._fragment_op = OP_TEXT
         self._close_sent = False
+        self._disconnected = False
+        self._gone: asyncio.Future[None] | None = None  # made when someone waits for it
         self.close_code: int | None = None
         self._transport.set_protocol(self)
 
@@ -142,6 +144,20 @@ class WebSocket(asyncio.Protocol):
             self._transport.abort()
         else:
             self._transport.close()
+
+    async def gone(self) -> None:
+        """Wait until the connection has ended. An open transport would keep the event loop
+        from closing, so one that is still there after twice the close timeout (a peer that
+        neither answers nor reads) is aborted."""
+        if self._disconnected:
+            return
+        if self._gone is None:
+            self._gone = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._gone), 2 * self._close_timeout)
+        except TimeoutError:
+            self._transport.abort()
+            await asyncio.shield(self._gone)
 
     def _ended(self) -> None:
         """Tell the session, once, that nothing more will arrive."""
@@ -254,4 +270,7 @@ class WebSocket(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.close_code is None:
             self.close_code = ABNORMAL
+        self._disconnected = True
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result(None)
         self._ended()

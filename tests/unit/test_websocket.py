@@ -19,6 +19,7 @@ class FakeTransport:
         self.written = b""
         self.closed = False
         self.aborted = False
+        self.lost = False
         self.unsent = 0  # bytes the peer has not read yet
         self.protocol: object = None
 
@@ -32,10 +33,18 @@ class FakeTransport:
         return self.closed
 
     def close(self) -> None:
-        self.closed = True
+        self._lose()
 
     def abort(self) -> None:
-        self.closed = self.aborted = True
+        self.aborted = True
+        self._lose()
+
+    def _lose(self) -> None:
+        """As a real transport: closing now, connection_lost on the next loop iteration."""
+        self.closed = True
+        if not self.lost:
+            self.lost = True
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
 
     def get_write_buffer_size(self) -> int:
         return self.unsent
@@ -160,8 +169,16 @@ async def test_a_peer_silent_after_a_close_is_hung_up_on(unsent: int, aborted: b
     ws.close(1013, b"Slow consumer")
     await asyncio.sleep(0.02)
     assert not transport.closed  # still waiting for the peer's close frame
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(ws.gone(), 1)  # the socket is really gone
     assert transport.closed and transport.aborted is aborted
+
+
+async def test_waiting_for_a_socket_that_will_not_close_ends_by_aborting_it() -> None:
+    ws, transport, _ = await connection(close_timeout=0.05)
+    transport.closed = True  # closing, but a peer that never reads keeps it from finishing
+
+    await asyncio.wait_for(ws.gone(), 1)
+    assert transport.aborted
 
 
 async def test_a_lost_connection_ends_the_session_once_as_1006() -> None:
