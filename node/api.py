@@ -27,6 +27,7 @@ async def status(request: web.Request) -> web.Response:
         "node": node.settings.node_id,
         "pid": os.getpid(),
         "connections": len(node.hub.sessions),
+        "sockets": {"total": node.connections.total, **node.connections.by_kind()},
         "draining": node.drain.active,
         "broker": "ok" if node.broker.ready else "unavailable",
     })

@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from node import api, disconnect
+from node.addresses import trusted_networks
 from node.config import Settings
-from node.heartbeat import run_heartbeat
 from node.drain import shutdown_notice
+from node.heartbeat import run_heartbeat
 from node.runtime import NODE, Node, build_node
-from node.server import Accept, NodeRunner, Upgrade, respond
+from node.server import (
+    CHAT_PATH, ECHO_PATH, Accept, ChatServer, NodeRunner, Upgrade, answered, respond,
+)
 from node.session import Session
-from node.websocket import WebSocket, switching_protocols
+from node.websocket import Limits, WebSocket, switching_protocols
 
 log = logging.getLogger("node.app")
 
@@ -27,15 +32,24 @@ CLOSE_HANDSHAKE_TIMEOUT = 2.0
 
 def create_app(settings: Settings) -> web.Application:
     """The node's application; importable so that tests can serve it in-process."""
-    app = web.Application(middlewares=[api.cors_middleware(settings.cors_origin)])
+    app = web.Application(middlewares=[answered_middleware,
+                                       api.cors_middleware(settings.cors_origin)])
     app[NODE] = build_node(settings)
     app.add_routes(api.routes)
-    app.router.add_get("/ws", _reused_connection)
-    app.router.add_get("/ws/echo", echo_socket)
+    app.router.add_get(CHAT_PATH, _reused_connection)
     app.cleanup_ctx.append(_backends)
     app.cleanup_ctx.append(_background_loops)
     app.on_shutdown.append(_close_sessions)
     return app
+
+
+@web.middleware
+async def answered_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Let the connection read its next request once this one has its response."""
+    try:
+        return await handler(request)
+    finally:
+        answered(request)
 
 
 async def _backends(app: web.Application) -> AsyncIterator[None]:
@@ -61,33 +75,58 @@ async def _background_loops(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_sessions(app: web.Application) -> None:
     """Whoever is still connected (a stop without a drain): told to reconnect, closed with 1001."""
-    sessions = list(app[NODE].hub.sessions)
+    node = app[NODE]
+    sessions = list(node.hub.sessions)
     for session in sessions:
         session.send(shutdown_notice())
-    await asyncio.gather(*(session.close(disconnect.SHUTDOWN) for session in sessions))
+    await asyncio.gather(*(session.close(disconnect.SHUTDOWN) for session in sessions),
+                         node.echoes.close_all(disconnect.SHUTDOWN.code,
+                                               disconnect.SHUTDOWN.reason))
 
 
 def make_runner(app: web.Application, **kwargs: Any) -> NodeRunner:
-    """The runner to serve `app` with: chat WebSockets are accepted by `chat_acceptor`."""
+    """The runner to serve `app` with: every socket is a `node.server.Connection`."""
     node = app[NODE]
-    return NodeRunner(app, chat_acceptor(node), node.settings.handshake_timeout, **kwargs)
+    settings = node.settings
+    paths = frozenset((CHAT_PATH, ECHO_PATH) if settings.echo else (CHAT_PATH,))
+
+    def chat_server(http: web.Server) -> ChatServer:
+        return ChatServer(http, acceptor(node), node.connections,
+                          trusted_networks(settings.trusted_proxies), paths,
+                          settings.handshake_timeout, settings.max_head)
+
+    # aiohttp's own head limits must not refuse what the node's --max-head allows.
+    return NodeRunner(app, chat_server, keepalive_timeout=settings.keepalive_timeout,
+                      max_line_size=settings.max_head, max_field_size=settings.max_head,
+                      **kwargs)
 
 
-def chat_acceptor(node: Node) -> Accept:
-    """Accepts chat WebSocket upgrades; refused with 503 when the node is not ready."""
+def websocket_limits(settings: Settings) -> Limits:
+    return Limits(max_message=settings.max_frame, max_fragments=settings.max_fragments,
+                  frame_rate=settings.frame_rate, frame_burst=settings.frame_burst,
+                  max_buffer=settings.max_buffer, close_timeout=CLOSE_HANDSHAKE_TIMEOUT)
 
-    def accept(transport: asyncio.Transport, upgrade: Upgrade) -> None:
-        reason = node.unready_reason()
-        if reason is not None:
+
+def acceptor(node: Node) -> Accept:
+    """Accepts WebSocket upgrades; chat is refused with 503 when the node is not ready."""
+    limits = websocket_limits(node.settings)
+
+    def accept(transport: asyncio.Transport, upgrade: Upgrade) -> WebSocket | None:
+        reason = node.unserving_reason()
+        if upgrade.path == CHAT_PATH and reason is not None:
             respond(transport, 503, "Service Unavailable", {"status": "not ready",
                                                              "reason": reason})
-            return
+            return None
         transport.write(switching_protocols(upgrade.key))
-        ws = WebSocket(transport, node.settings.max_frame, CLOSE_HANDSHAKE_TIMEOUT)
-        session = Session(ws, node.settings, node.handlers.dispatch, ended)
+        ws = WebSocket(transport, limits, time.monotonic())
+        if upgrade.path == ECHO_PATH:
+            node.echoes.start(ws, upgrade.rest)
+            return ws
+        session = Session(ws, node.settings, node.handlers.dispatch, ended, upgrade.address)
         node.hub.connect(session)
-        log.info("connect session=%s peer=%s", session.id, upgrade.peer)
+        log.info("connect session=%s client=%s", session.id, upgrade.address)
         ws.start(session, upgrade.rest)
+        return ws
 
     async def ended(session: Session) -> None:
         """The session stays among the hub's until its departure is handled and its socket
@@ -115,21 +154,3 @@ async def _reused_connection(request: web.Request) -> web.StreamResponse:
                                  status=503)
     response.force_close()
     return response
-
-
-def _websocket(settings: Settings) -> web.WebSocketResponse:
-    # aiohttp refuses a payload of exactly max_msg_size; --max-frame is the largest accepted.
-    return web.WebSocketResponse(
-        max_msg_size=settings.max_frame + 1, compress=False, timeout=CLOSE_HANDSHAKE_TIMEOUT
-    )
-
-
-async def echo_socket(request: web.Request) -> web.StreamResponse:
-    """Diagnostic socket: greets, then echoes every text frame."""
-    ws = _websocket(request.app[NODE].settings)
-    await ws.prepare(request)
-    await ws.send_str("Welcome!")
-    async for message in ws:
-        if message.type is WSMsgType.TEXT:
-            await ws.send_str(f"Echo: {message.data}")
-    return ws

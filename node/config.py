@@ -11,6 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from node.addresses import trusted_networks
+from node.protocol import ROOM_PATTERN
+
 ENV_PREFIX = "CHAT_"
 
 
@@ -46,8 +49,23 @@ class Settings:
     )
     ping_interval: float = _setting(30.0, "seconds between server pings")
     ping_timeout: float = _setting(60.0, "seconds without a pong before a client is closed")
-    rate: float = _setting(10.0, "client frames per second allowed (token bucket refill)")
-    burst: int = _setting(20, "client frames allowed in a burst (token bucket size)")
+    rate: float = _setting(10.0, "chat frames per second one connection may send (token "
+                           "bucket refill); more get error rate_limited")
+    burst: int = _setting(20, "chat frames one connection may send at once (token bucket size)")
+    frame_rate: float = _setting(
+        50.0, "WebSocket frames per second one connection may send, pings and fragments "
+        "included; past --frame-burst the connection is closed (1008)"
+    )
+    frame_burst: int = _setting(200, "WebSocket frames one connection may send at once")
+    user_rate: float = _setting(
+        5.0, "chat messages per second one user may publish, over all its connections and "
+        "nodes; more get error rate_limited"
+    )
+    user_burst: int = _setting(20, "chat messages one user may publish at once")
+    address_rate: float = _setting(
+        100.0, "chat messages per second one client address may publish, cluster-wide"
+    )
+    address_burst: int = _setting(400, "chat messages one client address may publish at once")
     flood_limit: int = _setting(
         50, "rate-limited frames within --flood-window that get a client closed (1008)"
     )
@@ -57,14 +75,45 @@ class Settings:
         65536, "largest client message in bytes (a frame, or its fragments together); larger "
         "closes with 1009"
     )
-    max_connections: int = _setting(10000, "WebSocket connections this node accepts")
-    handshake_timeout: float = _setting(
-        10.0, "seconds a new connection has to send its request head before it is closed"
+    max_fragments: int = _setting(
+        128, "frames one fragmented WebSocket message may have; more closes with 1009"
     )
+    max_connections: int = _setting(
+        10000, "open sockets this node accepts (chat, echo, plain HTTP and unread requests)"
+    )
+    max_connections_per_address: int = _setting(
+        1000, "open sockets one client address may hold on this node; more get 429"
+    )
+    trusted_proxies: str = _setting(
+        "", "comma list of proxy addresses (IPs, CIDRs, 'unix' for --unix-socket peers) whose "
+        "X-Real-IP / X-Forwarded-For header names the client"
+    )
+    handshake_timeout: float = _setting(
+        10.0, "seconds a client has to send a complete request (head and body) before its "
+        "connection is closed; applies to every request on every connection"
+    )
+    max_head: int = _setting(
+        16384, "largest HTTP request head in bytes; larger gets 431 (the gateway's header "
+        "buffers are rendered from the same value)"
+    )
+    keepalive_timeout: float = _setting(
+        5.0, "seconds an idle keep-alive HTTP connection is kept open"
+    )
+    echo: bool = _setting(False, "serve the diagnostic echo WebSocket at /ws/echo")
     max_buffer: int = _setting(
         4 * 1024 * 1024, "bytes queued to one client before it is closed as too slow"
     )
     history: int = _setting(100, "messages kept per room")
+    rooms: str = _setting("general,random", "comma list of fixed rooms, which always exist")
+    max_rooms: int = _setting(
+        1000, "rooms that joining may create, cluster-wide; more get error room_limit"
+    )
+    user_rooms_per_hour: int = _setting(
+        20, "rooms one user may create per hour; more get error room_limit"
+    )
+    room_ttl: float = _setting(
+        3600.0, "seconds an empty created room is kept before it expires with its history"
+    )
     history_window: int = _setting(50, "newest messages sent to a joiner")
     shutdown_timeout: float = _setting(10.0, "seconds a stopping node waits for its clients")
     drain_window: float = _setting(10.0, "seconds over which a draining node closes its clients")
@@ -82,6 +131,10 @@ class Settings:
         """True when the node runs alone with in-memory state."""
         return self.redis_url is None
 
+    @property
+    def fixed_rooms(self) -> tuple[str, ...]:
+        return tuple(room.strip() for room in self.rooms.split(",") if room.strip())
+
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
@@ -93,10 +146,19 @@ def _env_name(name: str) -> str:
 
 def _value_type(f: dataclasses.Field[Any]) -> type:
     annotation = str(f.type)
-    for candidate in (int, float):
+    for candidate in (bool, int, float):
         if annotation.startswith(candidate.__name__):
             return candidate
     return str
+
+
+def _boolean(value: str) -> bool:
+    """A CHAT_* value for an on/off setting."""
+    if value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.strip().lower() in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
 
 
 def _default(f: dataclasses.Field[Any]) -> Any:
@@ -112,15 +174,18 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         description="Run one chat node. Every flag has a CHAT_* environment variable twin.",
     )
     for f in dataclasses.fields(Settings):
-        convert = _value_type(f)
+        kind = _value_type(f)
+        convert = _boolean if kind is bool else kind
         env_name = _env_name(f.name)
         default = convert(env[env_name]) if env_name in env else _default(f)
+        options: dict[str, Any] = (
+            {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": convert})
         parser.add_argument(
             _flag(f.name),
             dest=f.name,
-            type=convert,
             default=default,
             help=f"{f.metadata['help']} [env {env_name}, default {default}]",
+            **options,
         )
     return parser
 
@@ -136,9 +201,18 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
 def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
     positive = ("ping_interval", "ping_timeout", "rate", "burst", "max_text", "max_frame",
                 "max_connections", "max_buffer", "history", "history_window", "flood_limit",
-                "flood_window", "node_ttl", "drain_window", "handshake_timeout")
+                "flood_window", "node_ttl", "drain_window", "handshake_timeout", "frame_rate",
+                "frame_burst", "user_rate", "user_burst", "address_rate", "address_burst",
+                "max_fragments", "max_connections_per_address", "max_head",
+                "keepalive_timeout", "max_rooms", "user_rooms_per_hour", "room_ttl")
     for name in positive:
         if getattr(settings, name) <= 0:
             parser.error(f"{_flag(name)} must be positive")
+    if not settings.fixed_rooms or not all(map(ROOM_PATTERN.fullmatch, settings.fixed_rooms)):
+        parser.error("--rooms must name at least one room of 1-64 characters of A-Za-z0-9._-")
+    try:
+        trusted_networks(settings.trusted_proxies)
+    except ValueError as error:
+        parser.error(f"--trusted-proxies: {error}")
     if logging.getLevelName(settings.log_level.upper()) not in range(0, 60):
         parser.error(f"unknown --log-level {settings.log_level}")

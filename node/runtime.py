@@ -10,7 +10,9 @@ from node.broker import Broker
 from node.broker_memory import MemoryBroker
 from node.broker_redis import RedisBroker
 from node.config import Settings
+from node.connections import Connections
 from node.drain import Drainer
+from node.echo import EchoSockets
 from node.handlers import Handlers
 from node.hub import Hub
 from node.liveness import Liveness
@@ -28,15 +30,21 @@ class Node:
     handlers: Handlers
     liveness: Liveness
     drain: Drainer
+    connections: Connections
+    echoes: EchoSockets
 
     def unready_reason(self) -> str | None:
         """Why this node should not take new connections, or None when it should."""
+        if self.connections.full:
+            return "connection limit reached"
+        return self.unserving_reason()
+
+    def unserving_reason(self) -> str | None:
+        """Why this node cannot serve a chat session now (its socket already counted)."""
         if self.drain.active:
             return "draining"
         if not self.broker.ready:
             return "broker unavailable"
-        if len(self.hub.sessions) >= self.settings.max_connections:
-            return "connection limit reached"
         return None
 
 
@@ -65,4 +73,6 @@ def build_node(settings: Settings) -> Node:
 
     handlers = Handlers(settings, hub, broker, presence)
     drain = Drainer(settings, hub, presence, handlers.departures)
-    return Node(settings, broker, presence, hub, handlers, liveness, drain)
+    connections = Connections(settings.max_connections, settings.max_connections_per_address)
+    return Node(settings, broker, presence, hub, handlers, liveness, drain, connections,
+                EchoSockets())

@@ -37,26 +37,25 @@ class Session:
     """
 
     __slots__ = (
-        "id", "member", "room", "last_pong", "drained", "_ws", "_transport", "_dispatch",
-        "_on_end", "_bucket", "_flood", "_max_buffer", "_held", "_closing", "_closer",
+        "id", "address", "member", "room", "last_pong", "drained", "_ws", "_dispatch",
+        "_on_end", "_bucket", "_flood", "_held", "_closing", "_closer",
         "_inbox", "_worker", "_lost", "_finished",
     )
 
-    def __init__(self, ws: WebSocket, settings: Settings, dispatch: Dispatch, on_end: OnEnd
-                 ) -> None:
+    def __init__(self, ws: WebSocket, settings: Settings, dispatch: Dispatch, on_end: OnEnd,
+                 address: str) -> None:
         now = time.monotonic()
         self.id = uuid.uuid4().hex
+        self.address = address  # the client's, for its address's share of the limits
         self.member: Member | None = None
         self.room: str | None = None
         self.drained = False  # closed by a drain: its presence is held for the grace period
         self.last_pong = now
         self._ws = ws
-        self._transport = ws.transport
         self._dispatch = dispatch
         self._on_end = on_end
         self._bucket = TokenBucket(settings.rate, settings.burst, now)
         self._flood = FloodGuard(settings.flood_limit, settings.flood_window)
-        self._max_buffer = settings.max_buffer
         self._held: list[tuple[int, bytes]] | None = None
         self._closing = False
         self._closer: asyncio.Task[None] | None = None  # keeps `close_soon`'s task alive
@@ -72,10 +71,10 @@ class Session:
             self._inbox = deque()
         self._inbox.append(text)
         if len(self._inbox) == INBOX_LIMIT:
-            self._transport.pause_reading()
+            self._ws.hold_reading()
         self._work_soon()
 
-    def on_binary(self) -> None:
+    def on_binary(self, data: bytes) -> None:
         self.close_soon(disconnect.BINARY_FRAME)
 
     def on_closed(self) -> None:
@@ -92,7 +91,7 @@ class Session:
             while self._inbox and not self._lost:
                 text = self._inbox.popleft()
                 if len(self._inbox) == INBOX_LIMIT // 2:
-                    self._transport.resume_reading()
+                    self._ws.release_reading()
                 await self._on_text(text)
         except Exception:
             log.exception("session=%s failed", self.id)
@@ -138,14 +137,11 @@ class Session:
 
     @property
     def closed(self) -> bool:
-        return self._closing or self._transport.is_closing()
+        return self._closing or self._ws.closing
 
     def send(self, frame: bytes) -> None:
         """Queue one complete WebSocket frame; never blocks."""
-        if self.closed:
-            return
-        self._transport.write(frame)
-        if self._transport.get_write_buffer_size() > self._max_buffer:
+        if not self.closed and not self._ws.send(frame):
             self.close_soon(disconnect.SLOW_CONSUMER)
 
     def deliver(self, frame: bytes, seq: int) -> None:
@@ -174,7 +170,7 @@ class Session:
         if not self._closing:
             self._closing = True
             log.info("close session=%s code=%d reason=%s", self.id, reason.code, reason.reason)
-            self._ws.close(reason.code, reason.reason.encode())
+            self._ws.close(reason.code, reason.reason)
         await self.ended()
 
     async def connection_gone(self) -> None:

@@ -1,4 +1,4 @@
-"""The server side of one chat WebSocket (RFC 6455), kept small because there are many.
+"""The server side of one WebSocket (RFC 6455), kept small because there are many.
 
 aiohttp's WebSocketResponse keeps its HTTP request, a request handler, a reader queue and a
 suspended handler coroutine alive for the life of every connection: about 16 KiB each. This
@@ -6,6 +6,10 @@ protocol object is all an idle connection holds besides its session (a few hundr
 inbound frames arrive as callbacks, so an idle connection has no task and no coroutine.
 No extensions are negotiated (no permessage-deflate): broadcast frames are built once and
 written as the same bytes to every recipient.
+
+Every byte a peer sends costs O(1) work: a partial frame waits until enough bytes are there
+to finish it, a fragmented message keeps a running total, every frame takes a token from the
+connection's frame budget, and a peer that does not read what it is sent stops being read.
 """
 
 from __future__ import annotations
@@ -14,25 +18,47 @@ import asyncio
 import base64
 import hashlib
 import struct
+import time
+from dataclasses import dataclass
 from typing import Protocol, cast
+
+from aiohttp._websocket.helpers import websocket_mask  # aiohttp's C masking, when built
+
+from node.ratelimit import TokenBucket
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 DATA_OPCODES = (OP_CONTINUATION, OP_TEXT, OP_BINARY)
 CONTROL_OPCODES = (OP_CLOSE, OP_PING, OP_PONG)
-PROTOCOL_ERROR, INVALID_TEXT, MESSAGE_TOO_BIG, NO_STATUS = 1002, 1007, 1009, 1005
-NORMAL, ABNORMAL = 1000, 1006
+NORMAL, PROTOCOL_ERROR, NO_STATUS, ABNORMAL = 1000, 1002, 1005, 1006
+INVALID_TEXT, POLICY_VIOLATION, MESSAGE_TOO_BIG, TRY_AGAIN_LATER = 1007, 1008, 1009, 1013
 MAX_CONTROL_PAYLOAD = 125
+MAX_REASON = MAX_CONTROL_PAYLOAD - 2
+# Close codes a peer may send (RFC 6455 7.4.1 and the IANA registry): 1004-1006 and 1015
+# are reserved, 1016-2999 unassigned, 3000-4999 for libraries and applications.
+SENDABLE_CLOSE_CODES = frozenset((*range(1000, 1004), *range(1007, 1015), *range(3000, 5000)))
 
 
 class Peer(Protocol):
-    """What the connection tells its session."""
+    """What the connection tells the session behind it."""
 
     def on_text(self, text: str) -> None: ...
 
-    def on_binary(self) -> None: ...
+    def on_binary(self, data: bytes) -> None: ...
 
     def on_closed(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one peer may send and leave unread."""
+
+    max_message: int  # bytes of one message, its fragments together
+    max_fragments: int  # frames of one fragmented message
+    frame_rate: float  # frames per second, control frames included (token bucket refill)
+    frame_burst: int  # frames at once
+    max_buffer: int  # bytes queued to the peer before it is closed as too slow
+    close_timeout: float  # seconds a close waits for the peer's answer
 
 
 def accept_key(key: str) -> str:
@@ -68,47 +94,63 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return header(opcode, len(payload)) + payload
 
 
-def close_frame(code: int, reason: bytes = b"") -> bytes:
-    return frame(OP_CLOSE, struct.pack("!H", code) + reason[:MAX_CONTROL_PAYLOAD - 2])
+def close_reason(reason: str) -> bytes:
+    """The reason as UTF-8 that fits a close frame, cut on a character boundary."""
+    return reason.encode()[:MAX_REASON].decode(errors="ignore").encode()
 
 
-def unmask(payload: bytes, mask: bytes) -> bytes:
-    """XOR with the 4-byte key, as one big-integer operation rather than a loop per byte."""
-    size = len(payload)
-    if not size:
-        return payload
-    key = (mask * (size // 4 + 1))[:size]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
+def close_frame(code: int, reason: str = "") -> bytes:
+    return frame(OP_CLOSE, struct.pack("!H", code) + close_reason(reason))
+
+
+def unmask(payload: bytes | bytearray, mask: bytes) -> bytearray:
+    """The payload XORed with its 4-byte key (in C where aiohttp's extension is built)."""
+    data = bytearray(payload)
+    websocket_mask(mask, data)
+    return data
 
 
 class Violation(Exception):
-    """The peer broke the protocol: close with `code`."""
+    """The peer broke the protocol or a limit: close with `code`."""
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
 
 
+INBOX, WRITES = 1, 2  # why reading is held: the session is behind, the peer is not reading
+
+
 class WebSocket(asyncio.Protocol):
-    """One upgraded connection: parses client frames, writes server frames, closes cleanly."""
+    """One upgraded connection: parses client frames, writes server frames, closes cleanly.
 
-    __slots__ = ("_transport", "_peer", "_max_message", "_buffer", "_fragments", "_fragment_op",
-                 "_close_sent", "_close_timeout", "_disconnected", "_gone", "close_code")
+    Every close the server starts completes the closing handshake: the close frame goes out,
+    nothing more is delivered, and the peer's bytes are read and discarded until its close
+    frame (or EOF) arrives or the close timeout passes; only then is TCP closed, so unread
+    data never turns into a reset that hides the close code from the peer.
+    """
 
-    def __init__(self, transport: asyncio.BaseTransport, max_message: int,
-                 close_timeout: float) -> None:
+    __slots__ = ("_transport", "_peer", "_limits", "_buffer", "_need", "_skip", "_fragments",
+                 "_fragment_op", "_fragment_size", "_budget", "_holds", "_close_sent",
+                 "_discarding", "_disconnected", "_gone", "close_code")
+
+    def __init__(self, transport: asyncio.BaseTransport, limits: Limits, now: float) -> None:
         self._transport = cast(asyncio.Transport, transport)
         self._peer: Peer | None = None
-        self._max_message = max_message
-        self._close_timeout = close_timeout
-        self._buffer = b""
-        self._fragments: list[bytes] | None = None
+        self._limits = limits
+        self._buffer = bytearray()
+        self._need = 2  # bytes the buffer must hold before the next frame can be parsed
+        self._skip = 0  # bytes of an oversized frame still to discard
+        self._fragments: list[bytearray] | None = None
         self._fragment_op = OP_TEXT
+        self._fragment_size = 0
+        self._budget = TokenBucket(limits.frame_rate, limits.frame_burst, now)
+        self._holds = 0
         self._close_sent = False
+        self._discarding = False  # framing is lost: read and drop until the peer goes
         self._disconnected = False
         self._gone: asyncio.Future[None] | None = None  # made when someone waits for it
         self.close_code: int | None = None
-        self._transport.set_protocol(self)
 
     def start(self, peer: Peer, data: bytes) -> None:
         """Begin delivering to `peer`, with the bytes that came along with the handshake."""
@@ -126,14 +168,25 @@ class WebSocket(asyncio.Protocol):
     def closing(self) -> bool:
         return self._close_sent or self._transport.is_closing()
 
-    def close(self, code: int, reason: bytes = b"") -> None:
+    def send(self, data: bytes) -> bool:
+        """Queue complete frames; False (and the peer closed with 1013) past --max-buffer."""
+        if self.closing:
+            return False
+        self._transport.write(data)
+        if self._transport.get_write_buffer_size() > self._limits.max_buffer:
+            self.close(TRY_AGAIN_LATER, "Slow consumer")
+            return False
+        return True
+
+    def close(self, code: int, reason: str = "") -> None:
         """Send a close frame after what is queued; the session ends now. The connection
         ends when the peer answers, or after the close timeout."""
         if not self._close_sent and not self._transport.is_closing():
             self._close_sent = True
             self.close_code = code
             self._transport.write(close_frame(code, reason))
-            asyncio.get_running_loop().call_later(self._close_timeout, self._hang_up)
+            asyncio.get_running_loop().call_later(self._limits.close_timeout, self._hang_up)
+            self._release(INBOX | WRITES)  # the peer's close frame must still be read
         self._ended()
 
     def _hang_up(self) -> None:
@@ -154,7 +207,7 @@ class WebSocket(asyncio.Protocol):
         if self._gone is None:
             self._gone = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(asyncio.shield(self._gone), 2 * self._close_timeout)
+            await asyncio.wait_for(asyncio.shield(self._gone), 2 * self._limits.close_timeout)
         except TimeoutError:
             self._transport.abort()
             await asyncio.shield(self._gone)
@@ -165,41 +218,94 @@ class WebSocket(asyncio.Protocol):
         if peer is not None:
             peer.on_closed()
 
+    # --- flow control ----------------------------------------------------------------------
+
+    def hold_reading(self) -> None:
+        """The session is behind: stop reading until it catches up."""
+        self._hold(INBOX)
+
+    def release_reading(self) -> None:
+        self._release(INBOX)
+
+    def pause_writing(self) -> None:
+        """The peer is not reading what it is sent: stop reading what it sends."""
+        if not self._close_sent:
+            self._hold(WRITES)
+
+    def resume_writing(self) -> None:
+        self._release(WRITES)
+
+    def _hold(self, reason: int) -> None:
+        if not self._holds and not self._transport.is_closing():
+            self._transport.pause_reading()
+        self._holds |= reason
+
+    def _release(self, reasons: int) -> None:
+        if not self._holds & reasons:
+            return
+        self._holds &= ~reasons
+        if not self._holds and not self._transport.is_closing():
+            self._transport.resume_reading()
+
     # --- reading ---------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer + data if self._buffer else data
+        if self._discarding:
+            return
+        if self._skip:
+            if len(data) <= self._skip:
+                self._skip -= len(data)
+                return
+            data, self._skip = data[self._skip:], 0
+        buffer = self._buffer
+        buffer += data
+        if len(buffer) < self._need:
+            return  # a frame arriving in pieces is parsed once, when it is complete
         try:
             used = self._parse(buffer)
         except Violation as violation:
-            self._buffer = b""
+            self._buffer = bytearray()
+            self._discarding = True
             self._fail(violation)
             return
-        self._buffer = buffer[used:]
+        del buffer[:used]
 
-    def _parse(self, buffer: bytes) -> int:
+    def _parse(self, buffer: bytearray) -> int:
         """Handle every complete frame in `buffer`; returns how many bytes were used."""
         at, end = 0, len(buffer)
-        while end - at >= 2 and not self._transport.is_closing():
+        while not self._transport.is_closing():
+            if end - at < 2:
+                self._need = 2
+                break
             first, second = buffer[at], buffer[at + 1]
             opcode, size, head = first & 0x0F, second & 0x7F, 2
             self._check_header(first, second, opcode, size)
             if size == 126:
-                if end - at < 4:
-                    break
-                size, head = struct.unpack_from("!H", buffer, at + 2)[0], 4
+                head = 4
+                size = struct.unpack_from("!H", buffer, at + 2)[0] if end - at >= 4 else -1
             elif size == 127:
-                if end - at < 10:
-                    break
-                size, head = struct.unpack_from("!Q", buffer, at + 2)[0], 10
-            if opcode in DATA_OPCODES and self._buffered_size() + size > self._max_message:
-                raise Violation(MESSAGE_TOO_BIG, "Message too big")
-            if end - at < head + 4 + size:
+                head = 10
+                size = struct.unpack_from("!Q", buffer, at + 2)[0] if end - at >= 10 else -1
+            if size < 0:
+                self._need = head
                 break
-            mask = buffer[at + head:at + head + 4]
-            payload = unmask(buffer[at + head + 4:at + head + 4 + size], mask)
-            at += head + 4 + size
-            self._on_frame(bool(first & 0x80), opcode, payload)
+            start = at + head + 4
+            if opcode in DATA_OPCODES and not self._takes(size):
+                if end - start < size:  # passed over as it arrives, never buffered
+                    self._skip, at, self._need = size - (end - start), end, 2
+                    break
+                at = start + size
+                continue
+            if end - start < size:
+                self._need = start - at + size
+                break
+            payload = buffer[start:start + size] if size else b""
+            mask = bytes(buffer[at + head:start])
+            at = start + size
+            try:
+                self._on_frame(bool(first & 0x80), opcode, payload, mask)
+            except Violation as violation:  # framing is intact: read on, as closing
+                self._fail(violation)
         return at
 
     def _check_header(self, first: int, second: int, opcode: int, size: int) -> None:
@@ -212,30 +318,55 @@ class WebSocket(asyncio.Protocol):
         if opcode in CONTROL_OPCODES and (not first & 0x80 or size > MAX_CONTROL_PAYLOAD):
             raise Violation(PROTOCOL_ERROR, "Fragmented or oversized control frame")
 
-    def _buffered_size(self) -> int:
-        return sum(map(len, self._fragments)) if self._fragments else 0
+    def _takes(self, size: int) -> bool:
+        """Whether a data frame of `size` bytes is read; one that would make its message too
+        big fails the connection, and after a close data is only passed over."""
+        if size >= 1 << 63:
+            raise Violation(PROTOCOL_ERROR, "Frame length has its top bit set")
+        if self._close_sent:
+            return False
+        if self._fragment_size + size > self._limits.max_message:
+            self._fail(Violation(MESSAGE_TOO_BIG, "Message too big"))
+            return False
+        return True
 
-    def _on_frame(self, fin: bool, opcode: int, payload: bytes) -> None:
-        if opcode in CONTROL_OPCODES:
-            self._on_control(opcode, payload)
+    def _on_frame(self, fin: bool, opcode: int, payload: bytearray | bytes, mask: bytes
+                  ) -> None:
+        if opcode == OP_CLOSE:
+            self._on_close(unmask(payload, mask))
             return
+        if not self._budget.allow(time.monotonic()):
+            raise Violation(POLICY_VIOLATION, "Too many frames")
+        if self._close_sent:
+            return  # closing: only the peer's close frame matters now
+        if opcode in CONTROL_OPCODES:
+            if opcode == OP_PING:
+                self.send(frame(OP_PONG, bytes(unmask(payload, mask))))
+            return
+        self._on_data(fin, opcode, unmask(payload, mask))
+
+    def _on_data(self, fin: bool, opcode: int, payload: bytearray) -> None:
         if (opcode == OP_CONTINUATION) == (self._fragments is None):
             raise Violation(PROTOCOL_ERROR, "Unexpected continuation or missing one")
-        if not fin:
-            if self._fragments is None:
-                self._fragments, self._fragment_op = [], opcode
-            self._fragments.append(payload)
-            return
-        if self._fragments is not None:
-            payload, opcode = b"".join([*self._fragments, payload]), self._fragment_op
-            self._fragments = None
-        self._on_message(opcode, payload)
+        if self._fragments is None:
+            if fin:
+                self._on_message(opcode, payload)
+                return
+            self._fragments, self._fragment_op = [], opcode
+        if len(self._fragments) >= self._limits.max_fragments:
+            raise Violation(MESSAGE_TOO_BIG, "Too many fragments")
+        self._fragments.append(payload)
+        self._fragment_size += len(payload)
+        if fin:
+            fragments, opcode = self._fragments, self._fragment_op
+            self._fragments, self._fragment_size = None, 0
+            self._on_message(opcode, b"".join(fragments))
 
-    def _on_message(self, opcode: int, payload: bytes) -> None:
-        if self._close_sent or self._peer is None:
-            return  # closing: only the peer's close frame matters now
+    def _on_message(self, opcode: int, payload: bytes | bytearray) -> None:
+        if self._peer is None:
+            return
         if opcode == OP_BINARY:
-            self._peer.on_binary()
+            self._peer.on_binary(bytes(payload))
             return
         try:
             text = payload.decode()
@@ -243,29 +374,46 @@ class WebSocket(asyncio.Protocol):
             raise Violation(INVALID_TEXT, "Invalid UTF-8 text") from error
         self._peer.on_text(text)
 
-    def _on_control(self, opcode: int, payload: bytes) -> None:
-        if opcode == OP_PING:
-            self._transport.write(frame(OP_PONG, payload))
-        elif opcode == OP_CLOSE:
-            self._on_close(payload)
-
-    def _on_close(self, payload: bytes) -> None:
-        """The peer closes: answer with its code (unless we closed first) and hang up."""
-        if len(payload) == 1:
-            raise Violation(PROTOCOL_ERROR, "Invalid close frame")
-        code = struct.unpack_from("!H", payload)[0] if payload else NO_STATUS
+    def _on_close(self, payload: bytearray) -> None:
+        """The peer closes: answer with its code (unless we closed first) and hang up; an
+        invalid close frame is answered with the code for what is wrong with it."""
+        reason = ""
+        try:
+            code = answer = self._peer_close_code(payload)
+        except Violation as violation:
+            code = answer = violation.code
+            reason = str(violation)
         if not self._close_sent:
             self._close_sent = True
             self.close_code = code
-            self._transport.write(close_frame(code if payload else NORMAL))
+            self._transport.write(close_frame(NORMAL if answer == NO_STATUS else answer, reason))
         self._transport.close()
 
+    @staticmethod
+    def _peer_close_code(payload: bytearray) -> int:
+        """The code of a peer's close frame, validated as RFC 6455 section 7 says."""
+        if not payload:
+            return NO_STATUS
+        if len(payload) == 1:
+            raise Violation(PROTOCOL_ERROR, "Invalid close frame")
+        code = struct.unpack_from("!H", payload)[0]
+        if code not in SENDABLE_CLOSE_CODES:
+            raise Violation(PROTOCOL_ERROR, f"Invalid close code {code}")
+        try:
+            payload[2:].decode()
+        except UnicodeDecodeError as error:
+            raise Violation(INVALID_TEXT, "Close reason is not UTF-8") from error
+        return code
+
     def _fail(self, violation: Violation) -> None:
-        if not self._close_sent:
-            self._close_sent = True
-            self.close_code = violation.code
-            self._transport.write(close_frame(violation.code, str(violation).encode()))
-        self._transport.close()
+        """Close for a violation: the close frame goes out at once, then the peer's bytes are
+        passed over (or, when framing is lost, dropped) until it answers or the close
+        timeout passes."""
+        self._fragments, self._fragment_size = None, 0
+        self.close(violation.code, str(violation))
+
+    def eof_received(self) -> bool | None:
+        return None  # the peer is done sending: close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.close_code is None:

@@ -19,6 +19,12 @@ from tests.chat_client import ChatClient
 
 pytest_plugins = ["tests.integration.cluster_fixtures"]
 
+# Rates high enough that only the tests of a limit meet it; those set it themselves.
+UNLIMITED: dict[str, Any] = {
+    "rate": 1000.0, "burst": 1000, "frame_rate": 10000.0, "frame_burst": 10000,
+    "user_rate": 10000.0, "user_burst": 10000, "address_rate": 10000.0, "address_burst": 10000,
+}
+
 NodeFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 ClientFactory = Callable[..., Awaitable[ChatClient]]
 
@@ -64,7 +70,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 def settings_overrides(request: pytest.FixtureRequest, backend: str, redis_prefix: str
                        ) -> dict[str, Any]:
     """Settings every node of a test starts with; tests override single fields."""
-    overrides: dict[str, Any] = {"node_id": "test-node", "rate": 1000.0, "burst": 1000}
+    overrides: dict[str, Any] = {"node_id": "test-node", **UNLIMITED}
     if backend == "redis":
         overrides |= {"redis_url": request.getfixturevalue("redis_url"),
                       "redis_prefix": redis_prefix}

@@ -22,6 +22,7 @@ async def test_status_reports_node_and_connections(node, connect) -> None:
     assert response.status == 200
     assert await response.json() == {
         "status": "online", "node": "test-node", "pid": os.getpid(), "connections": 2,
+        "sockets": {"total": 3, "pending": 0, "http": 1, "chat": 2, "echo": 0},
         "draining": False, "broker": "ok",
     }
 

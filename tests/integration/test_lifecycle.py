@@ -48,13 +48,6 @@ async def test_shutdown_tells_every_client_then_closes_with_1001(node, member) -
         assert await client.expect_close() == (1001, "Server shutting down")
 
 
-async def test_the_echo_socket_greets_and_echoes(connect: ClientFactory) -> None:
-    echo = await connect(path="/ws/echo")
-    assert (await echo.next_frame()).data == "Welcome!"
-    await echo.ws.send_str("hello")
-    assert (await echo.next_frame()).data == "Echo: hello"
-
-
 async def test_sigterm_stops_the_process_with_exit_code_0() -> None:
     port = free_port()
     process = await asyncio.create_subprocess_exec(

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import struct
 
 import pytest
 
-from node.server import bad_request, parse_upgrade
-from node.websocket import WebSocket, accept_key, close_frame, frame
+from node.server import bad_request, parse_head
+from node.websocket import Limits, WebSocket, accept_key, close_frame, frame
 
 MAX = 100
+LIMITS = Limits(max_message=MAX, max_fragments=8, frame_rate=1000.0, frame_burst=1000,
+                max_buffer=1000, close_timeout=1.0)
 
 
 class FakeTransport:
@@ -21,13 +24,17 @@ class FakeTransport:
         self.aborted = False
         self.lost = False
         self.unsent = 0  # bytes the peer has not read yet
-        self.protocol: object = None
-
-    def set_protocol(self, protocol: object) -> None:
-        self.protocol = protocol
+        self.reading = True
+        self.protocol: WebSocket | None = None
 
     def write(self, data: bytes) -> None:
         self.written += data
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
     def is_closing(self) -> bool:
         return self.closed
@@ -59,7 +66,7 @@ class Recorder:
     def on_text(self, text: str) -> None:
         self.texts.append(text)
 
-    def on_binary(self) -> None:
+    def on_binary(self, data: bytes) -> None:
         self.binaries += 1
 
     def on_closed(self) -> None:
@@ -83,17 +90,28 @@ def client(opcode: int, payload: bytes, fin: bool = True, masked: bool = True,
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
-async def connection(close_timeout: float = 1.0) -> tuple[WebSocket, FakeTransport, Recorder]:
+async def connection(**limits: object) -> tuple[WebSocket, FakeTransport, Recorder]:
     transport, peer = FakeTransport(), Recorder()
-    ws = WebSocket(transport, MAX, close_timeout)  # type: ignore[arg-type]
+    ws = WebSocket(transport, dataclasses.replace(LIMITS, **limits), 0.0)  # type: ignore[arg-type]
+    transport.protocol = ws
     ws.start(peer, b"")
     return ws, transport, peer
 
 
-def closed_with(transport: FakeTransport, code: int) -> bool:
+def close_sent(transport: FakeTransport) -> tuple[int, bytes] | None:
+    """The code and reason of the close frame the server wrote, if it wrote one."""
     at = transport.written.find(b"\x88")
-    return transport.closed and at >= 0 and struct.unpack_from(
-        "!H", transport.written, at + 2)[0] == code
+    if at < 0:
+        return None
+    size = transport.written[at + 1]
+    payload = transport.written[at + 2:at + 2 + size]
+    return struct.unpack_from("!H", payload)[0], payload[2:]
+
+
+def closed_with(transport: FakeTransport, code: int) -> bool:
+    """The server sent a close frame with `code` (and waits for the peer's answer)."""
+    sent = close_sent(transport)
+    return sent is not None and sent[0] == code
 
 
 async def test_text_frames_arrive_in_order_however_the_reads_split_them() -> None:
@@ -120,7 +138,59 @@ async def test_a_message_of_exactly_the_limit_is_accepted_one_more_byte_is_1009(
     assert closed_with(transport, 1009)
 
 
-async def test_binary_frames_go_to_the_session_as_such() -> None:
+async def test_fragments_count_up_to_the_limit_empty_ones_included() -> None:
+    ws, transport, peer = await connection(max_fragments=8)
+    ws.data_received(client(0x1, b"", fin=False) + client(0x0, b"", fin=False) * 6
+                     + client(0x0, b"ok"))
+    assert peer.texts == ["ok"]  # eight fragments
+    ws.data_received(client(0x1, b"", fin=False) + client(0x0, b"", fin=False) * 8)
+    assert closed_with(transport, 1009) and peer.texts == ["ok"]
+
+
+async def test_every_frame_takes_from_the_frame_budget_pings_included() -> None:
+    ws, transport, peer = await connection(frame_rate=0.001, frame_burst=3)
+    ws.data_received(client(0x9, b"") + client(0x1, b"", fin=False) + client(0x0, b"a"))
+    assert peer.texts == ["a"]
+    ws.data_received(client(0x9, b""))
+    assert closed_with(transport, 1008)
+    assert transport.written.count(b"\x8a") == 1  # the last ping got no pong
+
+
+async def test_a_fragment_flood_costs_linear_time() -> None:
+    """Thousands of tiny fragments: each is counted once, never re-summed."""
+    ws, transport, peer = await connection(max_message=1 << 20, max_fragments=100_000,
+                                           frame_burst=1_000_000)
+    flood = client(0x1, b"x", fin=False) + client(0x0, b"x", fin=False) * 50_000
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for at in range(0, len(flood), 4096):
+        ws.data_received(flood[at:at + 4096])
+    ws.data_received(client(0x0, b"!"))
+    assert peer.texts == ["x" * 50_001 + "!"]
+    assert loop.time() - started < 5  # quadratic re-summing took minutes for this much
+
+
+async def test_a_frame_arriving_byte_by_byte_is_parsed_once_it_is_complete() -> None:
+    ws, _, peer = await connection()
+    data = client(0x1, b"y" * 90)
+    for byte in range(len(data)):
+        ws.data_received(data[byte:byte + 1])
+    assert peer.texts == ["y" * 90]
+
+
+async def test_an_oversized_frame_is_passed_over_unbuffered_until_the_close_answer() -> None:
+    ws, transport, peer = await connection()
+    big = client(0x1, b"z" * 5000)
+    ws.data_received(big[:50])
+    assert closed_with(transport, 1009) and not transport.closed
+    for at in range(50, len(big), 1000):  # the rest of the frame arrives and is dropped
+        ws.data_received(big[at:at + 1000])
+    assert len(ws._buffer) == 0 and not transport.closed
+    ws.data_received(client(0x8, struct.pack("!H", 1009)))
+    assert transport.closed and peer.texts == []
+
+
+async def test_the_binary_payload_goes_to_the_peer() -> None:
     ws, _, peer = await connection()
     ws.data_received(client(0x2, b"\x00\x01"))
     assert peer.binaries == 1 and peer.texts == []
@@ -135,12 +205,47 @@ async def test_binary_frames_go_to_the_session_as_such() -> None:
     (client(0x0, b"x"), 1002),  # a continuation of nothing
     (client(0x1, b"a", fin=False) + client(0x1, b"b"), 1002),  # a new message mid-message
     (client(0x1, b"\xff\xfe"), 1007),  # text must be UTF-8
+    (struct.pack("!BBQ", 0x81, 0xFF, 1 << 63) + b"mask", 1002),  # 64-bit length, top bit set
 ])
 async def test_protocol_violations_close_with_their_code(data: bytes, code: int) -> None:
     ws, transport, peer = await connection()
     ws.data_received(data)
     assert closed_with(transport, code)
-    assert peer.texts == []
+    assert peer.texts == [] and peer.ended == 1
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000,
+                                  65535])
+async def test_an_invalid_close_code_is_answered_with_1002(code: int) -> None:
+    ws, transport, _ = await connection()
+    ws.data_received(client(0x8, struct.pack("!H", code)))
+    assert closed_with(transport, 1002) and transport.closed
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
+                                  1013, 1014, 3000, 4999])
+async def test_a_valid_close_code_is_echoed(code: int) -> None:
+    ws, transport, _ = await connection()
+    ws.data_received(client(0x8, struct.pack("!H", code) + "fin ✓".encode()))
+    assert close_sent(transport) == (code, b"") and transport.closed
+
+
+async def test_a_close_reason_that_is_not_utf8_is_answered_with_1007() -> None:
+    ws, transport, _ = await connection()
+    ws.data_received(client(0x8, struct.pack("!H", 1000) + b"\xc3\x28"))
+    assert closed_with(transport, 1007) and transport.closed
+
+
+async def test_a_close_without_a_code_is_answered_with_1000_never_1005() -> None:
+    ws, transport, _ = await connection()
+    ws.data_received(client(0x8, b""))
+    assert close_sent(transport) == (1000, b"") and transport.closed
+
+
+def test_a_close_reason_is_cut_on_a_character_boundary() -> None:
+    payload = close_frame(1000, "é" * 100)[2:]
+    assert len(payload) <= 125
+    assert payload[2:].decode() == "é" * 61
 
 
 async def test_a_client_close_is_answered_with_its_code_and_ends_the_session() -> None:
@@ -153,8 +258,8 @@ async def test_a_client_close_is_answered_with_its_code_and_ends_the_session() -
 
 async def test_a_server_close_ends_the_session_at_once_and_waits_for_the_peer() -> None:
     ws, transport, peer = await connection()
-    ws.close(1001, b"Server shutting down")
-    assert transport.written == close_frame(1001, b"Server shutting down")
+    ws.close(1001, "Server shutting down")
+    assert transport.written == close_frame(1001, "Server shutting down")
     assert peer.ended == 1 and not transport.closed
     ws.data_received(client(0x1, b"late") + client(0x8, struct.pack("!H", 1001)))
     assert peer.texts == [] and transport.closed  # nothing after our close is handled
@@ -162,15 +267,45 @@ async def test_a_server_close_ends_the_session_at_once_and_waits_for_the_peer() 
     assert peer.ended == 1
 
 
+async def test_a_peer_that_does_not_read_is_not_read_and_pongs_count_toward_the_buffer() -> None:
+    ws, transport, _ = await connection(max_buffer=1000)
+    ws.pause_writing()  # the transport's buffer passed its high-water mark
+    assert not transport.reading
+    ws.resume_writing()
+    assert transport.reading
+    transport.unsent = 1001  # what the peer left unread, pongs included
+    ws.data_received(client(0x9, b"p"))
+    assert closed_with(transport, 1013)
+
+
+async def test_a_session_behind_and_a_peer_not_reading_hold_reading_until_both_are_done() -> None:
+    ws, transport, _ = await connection()
+    ws.hold_reading()
+    ws.pause_writing()
+    ws.release_reading()
+    assert not transport.reading
+    ws.resume_writing()
+    assert transport.reading
+
+
 @pytest.mark.parametrize(("unsent", "aborted"), [(0, False), (1, True)])
 async def test_a_peer_silent_after_a_close_is_hung_up_on(unsent: int, aborted: bool) -> None:
     ws, transport, _ = await connection(close_timeout=0.05)
     transport.unsent = unsent  # 1: it has not even read what was queued before the close
-    ws.close(1013, b"Slow consumer")
+    ws.close(1013, "Slow consumer")
     await asyncio.sleep(0.02)
     assert not transport.closed  # still waiting for the peer's close frame
     await asyncio.wait_for(ws.gone(), 1)  # the socket is really gone
     assert transport.closed and transport.aborted is aborted
+
+
+async def test_after_a_framing_violation_bytes_are_dropped_until_the_close_timeout() -> None:
+    ws, transport, _ = await connection(close_timeout=0.05)
+    ws.data_received(client(0x1, b"x", masked=False))
+    ws.data_received(b"\x00" * 10_000)  # unparseable: dropped, not buffered
+    assert closed_with(transport, 1002) and not transport.closed
+    await asyncio.wait_for(ws.gone(), 1)
+    assert transport.closed and not transport.aborted
 
 
 async def test_waiting_for_a_socket_that_will_not_close_ends_by_aborting_it() -> None:
@@ -192,15 +327,18 @@ def test_the_accept_key_is_the_rfc_example() -> None:
     assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
-def test_only_a_get_of_the_chat_path_asking_for_websocket_is_an_upgrade() -> None:
+def test_a_get_asking_for_websocket_is_an_upgrade() -> None:
     head = (b"GET /ws?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\n"
             b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\n"
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==")
-    headers = parse_upgrade(head)
-    assert headers is not None and bad_request(headers) is None
-    assert parse_upgrade(head.replace(b"GET /ws?", b"GET /ws/echo?")) is None
-    assert parse_upgrade(head.replace(b"GET", b"POST")) is None
-    assert parse_upgrade(head.replace(b"Upgrade: WebSocket", b"Upgrade: h2c")) is None
-    assert parse_upgrade(b"garbage") is None
-    old = parse_upgrade(head.replace(b"Version: 13", b"Version: 8"))
-    assert old is not None and bad_request(old) == "Sec-WebSocket-Version must be 13"
+    parsed = parse_head(head)
+    assert parsed is not None and parsed.is_websocket and parsed.path == "/ws"
+    assert bad_request(parsed.headers) is None
+    post = parse_head(head.replace(b"GET", b"POST"))
+    assert post is not None and not post.is_websocket
+    h2c = parse_head(head.replace(b"Upgrade: WebSocket", b"Upgrade: h2c"))
+    assert h2c is not None and not h2c.is_websocket
+    assert parse_head(b"garbage") is None
+    assert parse_head(b"GET / HTTP/1.1\r\nno colon here") is None
+    old = parse_head(head.replace(b"Version: 13", b"Version: 8"))
+    assert old is not None and bad_request(old.headers) == "Sec-WebSocket-Version must be 13"

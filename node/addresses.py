@@ -1,0 +1,58 @@
+"""Client addresses: the peer itself, or the client a trusted gateway says it forwards.
+
+A gateway in front of the nodes makes every connection come from the gateway; nginx names
+the real client in `X-Real-IP` (and `X-Forwarded-For`). Those headers are believed only
+from a configured trusted proxy: anyone else could write them to dodge per-address limits.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+UNIX = "unix"  # --trusted-proxies entry for peers on the node's Unix socket
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedProxies:
+    networks: tuple[Network, ...]
+    unix: bool
+
+    def trusts(self, peer: str) -> bool:
+        """Whether `peer` (an IP, or "" for a Unix socket peer) is a trusted proxy."""
+        if not peer:
+            return self.unix
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+    def client(self, peer: str, headers: Mapping[str, str]) -> str:
+        """The client's address: from the forwarding headers when `peer` is trusted."""
+        if not self.trusts(peer):
+            return peer or UNIX
+        real = headers.get("x-real-ip", "").strip()
+        if real:
+            return real
+        hops = [hop.strip() for hop in headers.get("x-forwarded-for", "").split(",")]
+        for hop in reversed(hops):  # the nearest hop the trusted proxies did not add
+            if hop and not self.trusts(hop):
+                return hop
+        return peer or UNIX
+
+
+def trusted_networks(text: str) -> TrustedProxies:
+    """Parse --trusted-proxies: IPs, CIDRs and `unix`, comma separated."""
+    entries = [entry.strip() for entry in text.split(",") if entry.strip()]
+    networks = tuple(ipaddress.ip_network(e, strict=False) for e in entries if e != UNIX)
+    return TrustedProxies(networks, UNIX in entries)
+
+
+def peer_host(peername: object) -> str:
+    """The host part of a transport's peername ("" for a Unix socket peer)."""
+    if isinstance(peername, tuple) and peername:
+        return str(peername[0])
+    return ""
