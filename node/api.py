@@ -62,7 +62,8 @@ async def admin_drain(request: web.Request) -> web.Response:
     token = node.settings.admin_token
     if token is None:
         raise web.HTTPNotFound()
-    given = request.headers.get("Authorization", "").encode()
+    # aiohttp keeps undecodable header bytes as surrogates: compare the bytes that came.
+    given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
     if not hmac.compare_digest(given, f"Bearer {token}".encode()):
         return web.json_response({"error": "unauthorized"}, status=401)
     try:

@@ -120,6 +120,7 @@ class State(enum.Enum):
     BODY = "passing a request body to aiohttp"
     ANSWERING = "waiting for aiohttp's response"
     UPGRADED = "a WebSocket"
+    REFUSED = "answered with an error and closing"
 
 
 class Connection(asyncio.Protocol):
@@ -169,14 +170,16 @@ class Connection(asyncio.Protocol):
             assert self._inner is not None
             self._inner.data_received(data)
             return
+        if self._state is State.REFUSED:
+            return
         if self._state is State.BODY:
             data = self._pass_body(data)
         if data:
             self._pending += data
         if self._state is State.HEAD:
             self._next_request()
-        elif self._state is State.ANSWERING and self._transport is not None:
-            self._transport.pause_reading()  # one request at a time
+        elif self._state is State.ANSWERING:
+            self._pause()  # one request at a time
 
     def _pass_body(self, data: bytes) -> bytes:
         """Give aiohttp what belongs to the current body; returns what comes after it."""
@@ -275,12 +278,16 @@ class Connection(asyncio.Protocol):
             self._transport.resume_reading()
         self._next_request()
 
+    def _pause(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
     def _refuse(self, status: int, reason: str, message: str) -> None:
         assert self._transport is not None
         self._stop_timer()
         retry = "Retry-After: 1\r\n" if status in (429, 503) else ""
         respond(self._transport, status, reason, {"error": message}, retry)
-        self._state = State.ANSWERING  # nothing more is read
+        self._state, self._pending = State.REFUSED, bytearray()
 
     # --- deadline ----------------------------------------------------------------------------
 
