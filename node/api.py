@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 
 from node.drain import DrainRefused
 from node.errors import Unavailable
+from node.protocol import MAX_PAGE
 from node.runtime import NODE
 
 CORS_METHODS = "GET, POST, OPTIONS"
@@ -35,10 +36,23 @@ async def status(request: web.Request) -> web.Response:
 
 @routes.get("/api/rooms")
 async def rooms(request: web.Request) -> web.Response:
-    counts = await request.app[NODE].presence.rooms()
+    """A page of the room directory: `?offset=0&limit=100` (at most 100)."""
+    try:
+        offset = int(request.query.get("offset", "0"))
+        limit = int(request.query.get("limit", str(MAX_PAGE)))
+    except ValueError:
+        offset = limit = -1
+    if offset < 0 or not 1 <= limit <= MAX_PAGE:
+        return web.json_response(
+            {"error": "invalid_format", "message": f"offset >= 0, 1 <= limit <= {MAX_PAGE}"},
+            status=400)
+    page = await request.app[NODE].presence.rooms(offset, limit)
+    after = offset + len(page.rooms)
     return web.json_response({
-        "rooms": [room.name for room in counts],
-        "details": [{"name": room.name, "userCount": room.user_count} for room in counts],
+        "rooms": [room.name for room in page.rooms],
+        "details": [{"name": room.name, "userCount": room.user_count} for room in page.rooms],
+        "total": page.total,
+        "next": after if after < page.total else None,
     })
 
 

@@ -6,13 +6,32 @@ history and the live stream always agree. Nothing above this seam knows how it i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from node.envelope import Publication
 
 PublicationHandler = Callable[[Publication], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A publishing allowance shared by the whole cluster (a user's, an address's): one
+    message per `interval` seconds, `burst` at once."""
+
+    kind: str
+    name: str
+    interval: float
+    burst: int
+
+
+class BudgetSpent(Exception):
+    """A publish refused because one of its budgets is spent; nothing was stored."""
+
+    def __init__(self, budget: Budget) -> None:
+        super().__init__(f"{budget.kind} budget spent")
+        self.budget = budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +79,11 @@ class Broker(Protocol):
         """Stop receiving the room's publications; never fails (repaired on reconnect)."""
         ...
 
-    async def publish_message(self, room: str, template: bytes) -> int:
-        """Assign the next seq, store the stamped message and publish it; returns the seq."""
+    async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget]
+                              ) -> int:
+        """Take one message from every budget, assign the next seq, store the stamped
+        message and publish it, as one step; returns the seq. Raises `BudgetSpent` (and
+        does nothing) when a budget is spent."""
         ...
 
     async def publish_event(self, room: str, payload: bytes, exclude: str = "") -> None:

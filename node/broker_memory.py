@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from node.broker import HistoryWindow, PublicationHandler
+from node.broker import Budget, BudgetSpent, HistoryWindow, PublicationHandler
 from node.envelope import UNSEQUENCED, Publication
 from node.protocol import stamp
+from node.ratelimit import Budgets
 
 
 @dataclass(slots=True)
@@ -28,6 +31,7 @@ class MemoryBroker:
     _handler: PublicationHandler | None = None
     _subscribed: set[str] = field(default_factory=set)
     _logs: dict[str, _RoomLog] = field(default_factory=dict)
+    _budgets: Budgets = field(default_factory=Budgets)
 
     @property
     def ready(self) -> bool:
@@ -46,13 +50,30 @@ class MemoryBroker:
     async def unsubscribe(self, room: str) -> None:
         self._subscribed.discard(room)
 
-    async def publish_message(self, room: str, template: bytes) -> int:
+    async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget]
+                              ) -> int:
+        self._spend(budgets)
         log = self._log(room)
         log.seq += 1
         payload = stamp(template, log.seq)
         log.messages.append(payload)
         self._deliver(Publication(room, log.seq, payload))
         return log.seq
+
+    def _spend(self, budgets: Sequence[Budget]) -> None:
+        """Take one message from every budget, or from none (raising `BudgetSpent`)."""
+        now = time.monotonic()
+        for budget in budgets:
+            if not self._budgets.allow(f"{budget.kind}:{budget.name}", budget.interval,
+                                       budget.burst, now, spend=False):
+                raise BudgetSpent(budget)
+        for budget in budgets:
+            self._budgets.allow(f"{budget.kind}:{budget.name}", budget.interval, budget.burst,
+                                now)
+
+    def drop_room(self, room: str) -> None:
+        """The room expired: its history goes with it."""
+        self._logs.pop(room, None)
 
     async def publish_event(self, room: str, payload: bytes, exclude: str = "") -> None:
         self._deliver(Publication(room, UNSEQUENCED, payload, exclude))

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -15,18 +15,28 @@ from redis.exceptions import NoScriptError, RedisError
 
 from node import envelope
 from node.backoff import Backoff
-from node.broker import HistoryWindow, PublicationHandler
+from node.broker import Budget, BudgetSpent, HistoryWindow, PublicationHandler
 from node.envelope import UNSEQUENCED, Publication
-from node.redis_support import COMMAND_TIMEOUT, RedisKeys, connect, translate_errors
+from node.redis_support import (
+    COMMAND_TIMEOUT, LUA_BUDGET, RedisKeys, connect, translate_errors,
+)
 
 log = logging.getLogger("node.broker")
 
 ReconnectHandler = Callable[[], Awaitable[None]]
 
-# KEYS: seq, history, epoch. ARGV: message template, history capacity, channel, room, origin
-# node, a fresh epoch. Assigns the next seq, closes the template with it, stores it and
-# publishes the envelope ([room, seq, exclude, payload, origin], see node.envelope) atomically.
-PUBLISH_MESSAGE = """
+# KEYS: seq, history, epoch, then budget keys. ARGV: message template, history capacity,
+# channel, room, origin node, a fresh epoch, then interval (ms) and burst per budget.
+# Takes from every budget, assigns the next seq, closes the template with it, stores it and
+# publishes the envelope ([room, seq, exclude, payload, origin], see node.envelope)
+# atomically; returns the seq, or minus the position of a spent budget (nothing done).
+PUBLISH_MESSAGE = LUA_BUDGET + """
+if #KEYS > 3 then
+  local limits = {}
+  for i = 7, #ARGV do limits[i - 6] = tonumber(ARGV[i]) end
+  local spent = spend_all({unpack(KEYS, 4)}, limits, now_ms())
+  if spent > 0 then return -spent end
+end
 local seq = redis.call('INCR', KEYS[1])
 if seq == 1 then redis.call('SET', KEYS[3], ARGV[6], 'NX') end  -- a new (or lost) history
 local payload = ARGV[1] .. seq .. '}'
@@ -157,11 +167,18 @@ class RedisBroker:
             log.debug("unsubscribe %r deferred to reconnect: %s", channel, exc)
 
     @translate_errors
-    async def publish_message(self, room: str, template: bytes) -> int:
+    async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget]
+                              ) -> int:
         keys = [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room)]
-        args = [template, self._capacity, self._keys.channel(room), room, self._node_id,
-                self._fresh_epoch()]
-        return await self._publisher.publish(keys, args)
+        args: list[Any] = [template, self._capacity, self._keys.channel(room), room,
+                           self._node_id, self._fresh_epoch()]
+        for budget in budgets:
+            keys.append(self._keys.budget(budget.kind, budget.name))
+            args += [budget.interval * 1000, budget.burst]
+        seq = await self._publisher.publish(keys, args)
+        if seq < 0:
+            raise BudgetSpent(budgets[-seq - 1])
+        return seq
 
     def _fresh_epoch(self) -> str:
         """Unique per call, cheaply: only a room's first message uses it."""

@@ -13,14 +13,14 @@ from typing import Any
 
 from msgspec import UNSET, UnsetType
 
-from node.broker import Broker, HistoryWindow
+from node.broker import Broker, Budget, BudgetSpent, HistoryWindow
 from node.config import Settings
 from node.errors import Unavailable
 from node.heartbeat import now_ms
 from node.hub import Hub
 from node.identity import sign, verify
 from node.liveness import announce_left
-from node.presence import Member, Presence
+from node.presence import Member, Presence, RoomLimit, RoomPage
 from node.protocol import (
     Auth, AuthSuccess, ChatError, ChatMessage, ClientMessage, ErrorCode, Join, Leave,
     ListRooms, Parser, Ping, Pong, RoomInfo, RoomJoined, RoomLeft, RoomList, SendMessage,
@@ -40,6 +40,13 @@ class _Route:
 def iso_timestamp() -> str:
     """Now in ISO 8601 UTC with milliseconds, e.g. 2026-11-25T20:51:24.123Z."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def room_list(page: RoomPage, offset: int) -> RoomList:
+    """A page of the directory as the client sees it."""
+    after = offset + len(page.rooms)
+    return RoomList(rooms=[RoomInfo(name=r.name, user_count=r.user_count) for r in page.rooms],
+                    total=page.total, next=after if after < page.total else None)
 
 
 def _member(session: Session) -> Member:
@@ -68,6 +75,8 @@ class Handlers:
         self._broker = broker
         self._presence = presence
         self._presence_grace = settings.presence_grace
+        self._user_budget = (1 / settings.user_rate, settings.user_burst)
+        self._address_budget = (1 / settings.address_rate, settings.address_burst)
         self._departing: set[asyncio.Task[None]] = set()
         self._parser = Parser(settings.max_text)  # one per node: it holds no per-client state
         self._routes: dict[type[ClientMessage], _Route] = {
@@ -149,10 +158,12 @@ class Handlers:
         try:
             await self._hub.add(room, session)
             joined = await self._presence.join(room, member)
-        except Unavailable:
+        except (Unavailable, RoomLimit) as refused:
             session.room = None
             session.release(0)
             await self._hub.remove(room, session)
+            if isinstance(refused, RoomLimit):
+                raise ChatError(ErrorCode.ROOM_LIMIT, str(refused)) from None
             raise
         await self._welcome(session, message, joined.members)
         log.info("join session=%s room=%s", session.id, room)
@@ -205,8 +216,11 @@ class Handlers:
         return room
 
     async def _forget(self, room: str, member: Member) -> None:
-        """Remove from presence and tell the room; an update lost to an outage is repaired on
-        reconnect, and a member that moved to another node meanwhile did not leave."""
+        """Remove from presence and tell the room, unless another connection of the member
+        is still in it here; an update lost to an outage is repaired on reconnect, and a
+        member that another node holds (it moved, or has a tab there) did not leave."""
+        if self._hub.has_member(room, member.id):
+            return
         try:
             count = await self._presence.leave(room, member)
             if count is not None:
@@ -222,13 +236,18 @@ class Handlers:
             timestamp=iso_timestamp(), id=uuid.uuid4().hex,
             ref=UNSET if message.ref is None else message.ref,
         ))
-        await self._broker.publish_message(room, template)
+        budgets = (Budget("user", member.id, *self._user_budget),
+                   Budget("address", session.address, *self._address_budget))
+        try:
+            await self._broker.publish_message(room, template, budgets)
+        except BudgetSpent as spent:
+            raise ChatError(ErrorCode.RATE_LIMITED,
+                            f"Too many messages from this {spent.budget.kind}; this one was "
+                            "dropped") from None
 
     async def _list_rooms(self, session: Session, message: ListRooms) -> None:
-        rooms = await self._presence.rooms()
-        session.send(event_frame(
-            RoomList(rooms=[RoomInfo(name=r.name, user_count=r.user_count) for r in rooms])
-        ))
+        page = await self._presence.rooms(message.offset, message.limit)
+        session.send(event_frame(room_list(page, message.offset)))
 
     async def _ping(self, session: Session, message: Ping) -> None:
         session.send(event_frame(ServerPong(timestamp=now_ms())))

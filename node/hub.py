@@ -52,6 +52,11 @@ class Hub:
         self._rooms.setdefault(room, set()).add(session)
         await self._sync_subscription(room)
 
+    def has_member(self, room: str, member_id: str) -> bool:
+        """Whether a local session of the member is in the room."""
+        return any(session.member is not None and session.member.id == member_id
+                   for session in self._rooms.get(room, ()))
+
     async def remove(self, room: str, session: Session) -> None:
         members = self._rooms.get(room)
         if members is None:

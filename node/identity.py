@@ -12,4 +12,5 @@ def sign(secret: bytes, user_id: str) -> str:
 
 
 def verify(secret: bytes, user_id: str, token: str) -> bool:
-    return hmac.compare_digest(sign(secret, user_id), token)
+    """Whether `token` is `user_id`'s; any string may come from a client, so compare bytes."""
+    return hmac.compare_digest(sign(secret, user_id).encode(), token.encode())

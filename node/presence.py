@@ -1,11 +1,18 @@
-"""The presence seam: who is in which room across the cluster, and the room directory."""
+"""The presence seam: who is in which room across the cluster, and the room directory.
+
+A member is present in a room while at least one node holds it there; a node holds it while
+at least one of its connections of that member is in the room. So a user on two tabs (or
+two nodes) leaves the room when the last of them does.
+
+Rooms: the fixed rooms always exist; joining creates any other room, within a cluster-wide
+count and a per-user creation rate. An emptied created room expires, with its history,
+after its time to live unless somebody joins it again.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
-
-DEFAULT_ROOMS = ("general", "random")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +39,32 @@ class RoomCount:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomPage:
+    """A page of the room directory, in name order, and how many rooms there are."""
+
+    rooms: list[RoomCount]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPolicy:
+    """Which rooms exist and how many joining may create."""
+
+    fixed: tuple[str, ...]
+    max_rooms: int  # rooms created by joining, cluster-wide
+    rooms_per_hour: int  # rooms one user may create per hour
+    ttl: float  # seconds an emptied created room is kept
+
+    @property
+    def creation_interval_ms(self) -> float:
+        return 3_600_000 / self.rooms_per_hour
+
+
+class RoomLimit(Exception):
+    """Joining would create a room beyond the cluster's or the user's allowance."""
+
+
+@dataclass(frozen=True, slots=True)
 class Departure:
     """A member removed because its node died, and the room's count after."""
 
@@ -41,10 +74,10 @@ class Departure:
 
 
 class Presence(Protocol):
-    """Room membership and the list of rooms (the defaults plus every room ever joined)."""
+    """Room membership and the room directory."""
 
     async def start(self) -> None:
-        """Connect and create the default rooms."""
+        """Connect and create the fixed rooms."""
         ...
 
     async def close(self) -> None:
@@ -52,12 +85,13 @@ class Presence(Protocol):
         ...
 
     async def join(self, room: str, member: Member) -> Joined:
-        """Add the member to the room (creating the room), as held by this node."""
+        """Hold the member in the room from this node (creating the room, or raising
+        `RoomLimit`); idempotent."""
         ...
 
     async def leave(self, room: str, member: Member) -> int | None:
-        """Remove the member from the room if this node holds it; returns the room's count,
-        or None when the member is held elsewhere now (it moved: nobody left)."""
+        """This node no longer holds the member in the room; returns the room's count when
+        the member left it, or None while another node still holds it (nobody left)."""
         ...
 
     async def secret(self) -> bytes:
@@ -68,8 +102,9 @@ class Presence(Protocol):
         """Everyone in the room."""
         ...
 
-    async def rooms(self) -> list[RoomCount]:
-        """Every room, sorted by name, with its user count."""
+    async def rooms(self, offset: int, limit: int) -> RoomPage:
+        """`limit` rooms from `offset` in name order, with their user counts: the cost is
+        one round trip and the page's size, whatever the number of rooms."""
         ...
 
     async def heartbeat(self) -> bool:

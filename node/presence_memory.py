@@ -1,44 +1,90 @@
-"""In-memory presence for the embedded single-node mode."""
+"""In-memory presence for the embedded single-node mode: one node holds every member."""
 
 from __future__ import annotations
 
+import bisect
 import secrets
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable
 
-from node.presence import DEFAULT_ROOMS, Departure, Joined, Member, RoomCount
+from node.presence import (
+    Departure, Joined, Member, RoomCount, RoomLimit, RoomPage, RoomPolicy,
+)
+from node.ratelimit import Budgets
+
+FOREVER = float("inf")
 
 
-@dataclass(slots=True)
 class MemoryPresence:
-    """Room -> members, in insertion order; rooms are never forgotten."""
+    """Room -> members in insertion order, and the directory with created rooms' expiry."""
 
-    node_id: str
-    _rooms: dict[str, dict[str, Member]] = field(default_factory=dict)
-    _secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    def __init__(self, node_id: str, policy: RoomPolicy,
+                 expired: Callable[[str], None]) -> None:
+        self.node_id = node_id
+        self._policy = policy
+        self._expired = expired  # drops an expired room's history
+        self._members: dict[str, dict[str, Member]] = {}
+        self._names: list[str] = []  # every room, sorted
+        self._created: dict[str, float] = {}  # created room -> expires at (monotonic)
+        self._creations = Budgets()
+        self._secret = secrets.token_bytes(32)
 
     async def start(self) -> None:
-        for room in DEFAULT_ROOMS:
-            self._rooms.setdefault(room, {})
+        for room in self._policy.fixed:
+            self._register(room)
 
     async def close(self) -> None:
         pass
 
     async def join(self, room: str, member: Member) -> Joined:
-        members = self._rooms.setdefault(room, {})
+        now = time.monotonic()
+        self._prune(now)
+        if room not in self._policy.fixed and room not in self._created:
+            self._allow_creation(member, now)
+        if room not in self._policy.fixed:
+            self._created[room] = FOREVER
+        self._register(room)
+        members = self._members.setdefault(room, {})
         added = member.id not in members
         members[member.id] = member
         return Joined(list(members.values()), added)
 
+    def _allow_creation(self, member: Member, now: float) -> None:
+        if len(self._created) >= self._policy.max_rooms:
+            raise RoomLimit("the cluster has its maximum of rooms")
+        interval = self._policy.creation_interval_ms / 1000
+        if not self._creations.allow(member.id, interval, self._policy.rooms_per_hour, now):
+            raise RoomLimit("you have created too many rooms; join an existing one")
+
+    def _register(self, room: str) -> None:
+        at = bisect.bisect_left(self._names, room)
+        if at == len(self._names) or self._names[at] != room:
+            self._names.insert(at, room)
+
     async def leave(self, room: str, member: Member) -> int | None:
-        members = self._rooms.get(room, {})
-        members.pop(member.id, None)
+        members = self._members.get(room, {})
+        if members.pop(member.id, None) is None:
+            return None
+        if not members:
+            del self._members[room]
+            if room in self._created:
+                self._created[room] = time.monotonic() + self._policy.ttl
         return len(members)
 
-    async def members(self, room: str) -> list[Member]:
-        return list(self._rooms.get(room, {}).values())
+    def _prune(self, now: float) -> None:
+        for room in [r for r, expires in self._created.items() if expires <= now]:
+            del self._created[room]
+            self._names.remove(room)
+            self._expired(room)
 
-    async def rooms(self) -> list[RoomCount]:
-        return [RoomCount(name, len(members)) for name, members in sorted(self._rooms.items())]
+    async def members(self, room: str) -> list[Member]:
+        return list(self._members.get(room, {}).values())
+
+    async def rooms(self, offset: int, limit: int) -> RoomPage:
+        self._prune(time.monotonic())
+        page = self._names[offset:offset + limit]
+        return RoomPage([RoomCount(name, len(self._members.get(name, {}))) for name in page],
+                        len(self._names))
 
     async def secret(self) -> bytes:
         return self._secret

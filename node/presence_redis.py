@@ -1,54 +1,176 @@
-"""Presence in Redis: members tagged with their node, nodes alive while their key lives.
+"""Presence in Redis: members held by nodes, nodes alive while their key lives.
 
 A node refreshes an expiring liveness key; any live node that finds another node's key gone
-removes that node's members in one atomic script (only one reaper wins) and reports who left.
-Nobody trusts a dead node to clean up after itself.
+releases that node's members in one atomic script (only one reaper wins) and reports who
+left. Nobody trusts a dead node to clean up after itself. Every membership change is one
+script, so the member list, who holds whom and the room directory always agree.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 import msgspec
-from redis.asyncio.client import Pipeline
 
-from node.presence import DEFAULT_ROOMS, Departure, Joined, Member, RoomCount
-from node.redis_support import RedisKeys, connect, translate_errors
+from node.errors import Unavailable
+from node.presence import (
+    Departure, Joined, Member, RoomCount, RoomLimit, RoomPage, RoomPolicy,
+)
+from node.redis_support import LUA_BUDGET, RedisKeys, connect, translate_errors
 
-# KEYS: nodes set, the dead node's liveness key, its member index.
-# ARGV: the dead node's id, the prefix of room member hashes.
-# Returns a flat list room, member info, count for every member removed.
-REAP_NODE = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
-if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return {} end
-local held = redis.call('HGETALL', KEYS[3])
-local departed = {}
-for i = 1, #held, 2 do
-  local key = ARGV[2] .. held[i + 1]
-  local info = redis.call('HGET', key, held[i])
-  if info and cjson.decode(info)[3] == ARGV[1] then
-    redis.call('HDEL', key, held[i])
-    table.insert(departed, held[i + 1])
-    table.insert(departed, info)
-    table.insert(departed, redis.call('HLEN', key))
+log = logging.getLogger("node.presence")
+
+# Shared by the scripts below. ARGV[1] is the key prefix; the key names are those of
+# `RedisKeys` (tests/integration/test_presence_keys.py holds the two together).
+ROOMS_LUA = LUA_BUDGET + r"""
+local P = ARGV[1]
+local function members(room) return P .. ':members:' .. room end
+local function holders(room) return P .. ':holders:' .. room end
+local function holds(room) return P .. ':holds:' .. room end
+local function node_members(node) return P .. ':node-members:' .. node end
+local function history_keys(room)
+  return {P .. ':seq:' .. room, P .. ':history:' .. room, P .. ':epoch:' .. room}
+end
+
+-- Drop created rooms whose time is up from the directory (their keys expire by TTL).
+local function prune(now)
+  local gone = redis.call('ZRANGEBYSCORE', P .. ':rooms-created', '-inf', now, 'LIMIT', 0, 100)
+  if #gone > 0 then
+    redis.call('ZREM', P .. ':rooms-created', unpack(gone))
+    redis.call('ZREM', P .. ':rooms', unpack(gone))
   end
 end
-redis.call('DEL', KEYS[3])
+
+-- Put a room in the directory for good (fixed) or while it has members (created).
+local function register(room, fixed)
+  redis.call('ZADD', P .. ':rooms', 0, room)
+  if fixed == '1' then return end
+  redis.call('ZADD', P .. ':rooms-created', '+inf', room)
+  for _, key in ipairs(history_keys(room)) do redis.call('PERSIST', key) end
+end
+
+-- The node holds the member in the room; returns 1 when the member is new to the room.
+local function hold(room, id, info, node)
+  if redis.call('HSETNX', holders(room), id .. '\0' .. node, 1) == 1 then
+    redis.call('HINCRBY', holds(room), id, 1)
+  end
+  redis.call('HSET', node_members(node), room .. '\0' .. id, 1)
+  return redis.call('HSET', members(room), id, info)
+end
+
+-- The node no longer holds the member; returns the room's count when the member left it,
+-- -1 while another node still holds it (or this one never did). An emptied created room
+-- starts its time to live.
+local function release(room, id, node, ttl_ms)
+  redis.call('HDEL', node_members(node), room .. '\0' .. id)
+  if redis.call('HDEL', holders(room), id .. '\0' .. node) == 0 then return -1 end
+  if redis.call('HINCRBY', holds(room), id, -1) > 0 then return -1 end
+  redis.call('HDEL', holds(room), id)
+  redis.call('HDEL', members(room), id)
+  local count = redis.call('HLEN', members(room))
+  if count == 0 and redis.call('ZSCORE', P .. ':rooms-created', room) then
+    redis.call('ZADD', P .. ':rooms-created', now_ms() + ttl_ms, room)
+    for _, key in ipairs(history_keys(room)) do redis.call('PEXPIRE', key, ttl_ms) end
+  end
+  return count
+end
+
+local function split(field)
+  local at = string.find(field, '\0', 1, true)
+  return string.sub(field, 1, at - 1), string.sub(field, at + 1)
+end
+"""
+
+# ARGV: prefix, room, member id, member info, node, fixed (1/0), max created rooms,
+# creation interval (ms), creation burst. Returns {1 new / 0 not, member infos...}, or
+# {-1} when the cluster has its maximum of rooms, {-2} when the user created its share.
+JOIN = ROOMS_LUA + r"""
+local room, id, node = ARGV[2], ARGV[3], ARGV[5]
+local now = now_ms()
+prune(now)
+if ARGV[6] ~= '1' and not redis.call('ZSCORE', P .. ':rooms-created', room) then
+  if redis.call('ZCARD', P .. ':rooms-created') >= tonumber(ARGV[7]) then return {-1} end
+  if not allow(P .. ':room-budget:' .. id, tonumber(ARGV[8]), tonumber(ARGV[9]), now) then
+    return {-2}
+  end
+end
+register(room, ARGV[6])
+redis.call('SADD', P .. ':nodes', node)
+local added = hold(room, id, ARGV[4], node)
+return {added, unpack(redis.call('HVALS', members(room)))}
+"""
+
+# ARGV: prefix, room, member id, node, room ttl (ms). Returns the count, or -1 (see release).
+LEAVE = ROOMS_LUA + r"""
+return release(ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
+"""
+
+# ARGV: prefix, the dead node, room ttl (ms). Returns room, member info, count for every
+# member that left.
+REAP_NODE = ROOMS_LUA + r"""
+local node = ARGV[2]
+if redis.call('EXISTS', P .. ':alive:' .. node) == 1 then return {} end
+if redis.call('SREM', P .. ':nodes', node) == 0 then return {} end
+local departed = {}
+for _, field in ipairs(redis.call('HKEYS', node_members(node))) do
+  local room, id = split(field)
+  local info = redis.call('HGET', members(room), id)
+  local count = release(room, id, node, tonumber(ARGV[3]))
+  if count >= 0 and info then
+    table.insert(departed, room)
+    table.insert(departed, info)
+    table.insert(departed, count)
+  end
+end
+redis.call('DEL', node_members(node))
 return departed
 """
 
-
-# KEYS: the room's members, this node's member index. ARGV: member id, this node's id.
-# Removes the member only while this node holds it (a member that resumed on another node
-# within the presence grace stays). Returns {removed, count}.
-LEAVE = """
-redis.call('HDEL', KEYS[2], ARGV[1])
-local info = redis.call('HGET', KEYS[1], ARGV[1])
-if info and cjson.decode(info)[3] == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  return {1, redis.call('HLEN', KEYS[1])}
+# ARGV: prefix, node, room ttl (ms), liveness ttl (ms), the number of fixed rooms, the fixed
+# rooms, then room, member id, info, fixed for every member the node holds: the node's
+# presence becomes exactly that, and the directory has the fixed rooms again.
+RESYNC = ROOMS_LUA + r"""
+local node = ARGV[2]
+local held_from = 6 + tonumber(ARGV[5])
+for i = 6, held_from - 1 do register(ARGV[i], '1') end
+local wanted = {}
+for i = held_from, #ARGV, 4 do wanted[ARGV[i] .. '\0' .. ARGV[i + 1]] = i end
+for _, field in ipairs(redis.call('HKEYS', node_members(node))) do
+  if not wanted[field] then
+    local room, id = split(field)
+    release(room, id, node, tonumber(ARGV[3]))
+  end
 end
-return {0, redis.call('HLEN', KEYS[1])}
+for _, i in pairs(wanted) do
+  register(ARGV[i], ARGV[i + 3])
+  hold(ARGV[i], ARGV[i + 1], ARGV[i + 2], node)
+end
+redis.call('SADD', P .. ':nodes', node)
+redis.call('SET', P .. ':alive:' .. node, 1, 'PX', ARGV[4])
+return 1
+"""
+
+# ARGV: prefix, offset, limit. Returns the number of rooms, then name, count for the page.
+LIST_ROOMS = ROOMS_LUA + r"""
+prune(now_ms())
+local first = tonumber(ARGV[2])
+local names = redis.call('ZRANGE', P .. ':rooms', first, first + tonumber(ARGV[3]) - 1)
+local page = {redis.call('ZCARD', P .. ':rooms')}
+for _, name in ipairs(names) do
+  table.insert(page, name)
+  table.insert(page, redis.call('HLEN', members(name)))
+end
+return page
+"""
+
+# ARGV: prefix, fixed rooms...
+REGISTER_FIXED = ROOMS_LUA + r"""
+for i = 2, #ARGV do
+  redis.call('ZREM', P .. ':rooms-created', ARGV[i])
+  register(ARGV[i], '1')
+end
+return 1
 """
 
 UNLOCK_DRAIN = """
@@ -60,7 +182,6 @@ return 0
 class _MemberInfo(msgspec.Struct, array_like=True):
     id: str
     name: str
-    node: str
 
 
 _encode = msgspec.json.Encoder().encode
@@ -72,41 +193,66 @@ def _member(info: bytes) -> Member:
     return Member(decoded.id, decoded.name)
 
 
+def _info(member: Member) -> bytes:
+    return _encode(_MemberInfo(member.id, member.name))
+
+
 class RedisPresence:
     """Room membership across the cluster, in Redis hashes."""
 
-    def __init__(self, url: str, prefix: str, node_id: str, ttl: float) -> None:
+    def __init__(self, url: str, prefix: str, node_id: str, ttl: float, policy: RoomPolicy
+                 ) -> None:
         self._redis = connect(url)
         self._keys = RedisKeys(prefix)
         self._node_id = node_id
         self._ttl_ms = int(ttl * 1000)
-        self._reap_node = self._redis.register_script(REAP_NODE)
-        self._unlock_drain = self._redis.register_script(UNLOCK_DRAIN)
+        self._policy = policy
+        self._room_ttl_ms = int(policy.ttl * 1000)
+        self._join = self._redis.register_script(JOIN)
         self._leave = self._redis.register_script(LEAVE)
+        self._reap_node = self._redis.register_script(REAP_NODE)
+        self._resync = self._redis.register_script(RESYNC)
+        self._list_rooms = self._redis.register_script(LIST_ROOMS)
+        self._register_fixed = self._redis.register_script(REGISTER_FIXED)
+        self._unlock_drain = self._redis.register_script(UNLOCK_DRAIN)
         self._secret: bytes | None = None
 
     async def start(self) -> None:
-        pass
+        """Register the fixed rooms; a Redis that is down now gets them at the first resync
+        (which a node's first heartbeat always triggers)."""
+        try:
+            await self._register_fixed_rooms()
+        except Unavailable as exc:
+            log.warning("fixed rooms not registered yet: %s", exc)
+
+    @translate_errors
+    async def _register_fixed_rooms(self) -> None:
+        await self._call(self._register_fixed, *self._policy.fixed)
 
     async def close(self) -> None:
         await self._redis.aclose()
 
+    async def _call(self, script, *args: object) -> object:  # type: ignore[no-untyped-def]
+        return await script(keys=[], args=[self._keys.prefix, *args])
+
     @translate_errors
     async def join(self, room: str, member: Member) -> Joined:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            self._hold(pipe, room, member)
-            pipe.hvals(self._keys.members(room))
-            _, added, *_, infos = await pipe.execute()
+        policy = self._policy
+        reply = await self._call(
+            self._join, room, member.id, _info(member), self._node_id,
+            "1" if room in policy.fixed else "0", policy.max_rooms,
+            policy.creation_interval_ms, policy.rooms_per_hour)
+        added, *infos = reply  # type: ignore[misc]
+        if added < 0:
+            raise RoomLimit("the cluster has its maximum of rooms" if added == -1
+                            else "you have created too many rooms; join an existing one")
         return Joined([_member(info) for info in infos], bool(added))
 
     @translate_errors
     async def leave(self, room: str, member: Member) -> int | None:
-        return await self._leave_held(room, member.id)
-
-    async def _leave_held(self, room: str, member_id: str | bytes) -> int | None:
-        keys = [self._keys.members(room), self._keys.node_members(self._node_id)]
-        removed, count = await self._leave(keys=keys, args=[member_id, self._node_id])
-        return int(count) if removed else None
+        count = await self._call(self._leave, room, member.id, self._node_id,
+                                 self._room_ttl_ms)
+        return None if int(count) < 0 else int(count)  # type: ignore[call-overload]
 
     @translate_errors
     async def secret(self) -> bytes:
@@ -121,14 +267,10 @@ class RedisPresence:
         return [_member(info) for info in await self._redis.hvals(self._keys.members(room))]
 
     @translate_errors
-    async def rooms(self) -> list[RoomCount]:
-        names = sorted({*DEFAULT_ROOMS, *(n.decode() for n in await self._redis.smembers(
-            self._keys.rooms))})
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hlen(self._keys.members(name))
-            counts = await pipe.execute()
-        return [RoomCount(name, int(count)) for name, count in zip(names, counts, strict=True)]
+    async def rooms(self, offset: int, limit: int) -> RoomPage:
+        total, *flat = await self._call(self._list_rooms, offset, limit)  # type: ignore[misc]
+        rooms = [RoomCount(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return RoomPage(rooms, int(total))
 
     @translate_errors
     async def heartbeat(self) -> bool:
@@ -141,29 +283,23 @@ class RedisPresence:
     @translate_errors
     async def reap(self) -> list[Departure]:
         nodes = [n.decode() for n in await self._redis.smembers(self._keys.nodes)]
-        others = [n for n in nodes if n != self._node_id]
         departures: list[Departure] = []
-        for node in others:
-            keys = [self._keys.nodes, self._keys.node_alive(node), self._keys.node_members(node)]
-            flat = await self._reap_node(keys=keys, args=[node, self._keys.members("")])
-            for i in range(0, len(flat), 3):
-                departures.append(Departure(flat[i].decode(), _member(flat[i + 1]),
-                                            int(flat[i + 2])))
+        for node in nodes:
+            if node == self._node_id:
+                continue
+            flat = await self._call(self._reap_node, node, self._room_ttl_ms)
+            for i in range(0, len(flat), 3):  # type: ignore[arg-type]
+                departures.append(Departure(flat[i].decode(), _member(flat[i + 1]),  # type: ignore[index]
+                                            int(flat[i + 2])))  # type: ignore[index]
         return departures
 
     @translate_errors
     async def resync(self, held: list[tuple[str, Member]]) -> None:
-        index = self._keys.node_members(self._node_id)
-        recorded = await self._redis.hgetall(index)
-        current = {member.id for _, member in held}
-        for member_id, room in recorded.items():
-            if member_id.decode() not in current:
-                await self._leave_held(room.decode(), member_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for room, member in held:
-                self._hold(pipe, room, member)
-            pipe.set(self._keys.node_alive(self._node_id), b"1", px=self._ttl_ms)
-            await pipe.execute()
+        fixed = self._policy.fixed
+        args: list[object] = [self._node_id, self._room_ttl_ms, self._ttl_ms, len(fixed), *fixed]
+        for room, member in held:
+            args += [room, member.id, _info(member), "1" if room in self._policy.fixed else "0"]
+        await self._call(self._resync, *args)
 
     @translate_errors
     async def live_nodes(self) -> list[str]:
@@ -185,11 +321,3 @@ class RedisPresence:
     @translate_errors
     async def unlock_drain(self) -> None:
         await self._unlock_drain(keys=[self._keys.drain_lock], args=[self._node_id])
-
-    def _hold(self, pipe: Pipeline, room: str, member: Member) -> None:
-        """Queue the writes that put a member of this node into a room."""
-        info = _encode(_MemberInfo(member.id, member.name, self._node_id))
-        pipe.sadd(self._keys.rooms, room)
-        pipe.hset(self._keys.members(room), member.id, info)
-        pipe.hset(self._keys.node_members(self._node_id), member.id, room)
-        pipe.sadd(self._keys.nodes, self._node_id)

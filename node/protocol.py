@@ -31,6 +31,7 @@ class ErrorCode(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     INVALID_TOKEN = "invalid_token"
     UNAVAILABLE = "unavailable"
+    ROOM_LIMIT = "room_limit"
 
 
 class ChatError(Exception):
@@ -77,8 +78,14 @@ class SendMessage(_Incoming, tag="message"):
     ref: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
 
 
+MAX_PAGE = 100
+
+
 class ListRooms(_Incoming, tag="list_rooms"):
-    pass
+    """A page of the room directory, in name order."""
+
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)] = MAX_PAGE
 
 
 class Ping(_Incoming, tag="ping"):
@@ -127,6 +134,8 @@ class Parser:
             raw = self._decode(data)
         except msgspec.DecodeError:
             raise ChatError(ErrorCode.INVALID_FORMAT, "Frame is not valid JSON") from None
+        except RecursionError:  # msgspec stops at the interpreter's depth, about 1,000
+            raise ChatError(ErrorCode.INVALID_FORMAT, "Frame is nested too deeply") from None
         if not isinstance(raw, dict):
             raise ChatError(ErrorCode.INVALID_FORMAT, "Frame must be a JSON object")
         return raw
@@ -237,7 +246,11 @@ class ChatMessage(_Event, tag="message"):
 
 
 class RoomList(_Event, tag="room_list"):
+    """`next`: the offset of the next page, or null on the last one."""
+
     rooms: list[RoomInfo]
+    total: int
+    next: int | None
 
 
 class ServerPing(_Event, tag="ping"):

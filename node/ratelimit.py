@@ -47,3 +47,30 @@ class FloodGuard:
             len(self._rejections) > self._limit
             and now - self._rejections[0] <= self._window
         )
+
+
+class Budgets:
+    """GCRA budgets by name (users, addresses) in memory, as `redis_support.LUA_BUDGET` keeps
+    them in Redis: one event per `interval` seconds, `burst` at once. A full budget is
+    forgotten, so the table holds only names that spent something recently."""
+
+    __slots__ = ("_arrivals",)
+
+    def __init__(self) -> None:
+        self._arrivals: dict[str, float] = {}  # name -> theoretical arrival time
+
+    def allow(self, name: str, interval: float, burst: int, now: float, spend: bool = True
+              ) -> bool:
+        """Whether one more event fits; taken from the budget unless `spend` is False."""
+        arrival = max(self._arrivals.get(name, now), now) + interval
+        if arrival - now > burst * interval:
+            return False
+        if not spend:
+            return True
+        self._arrivals[name] = arrival
+        if len(self._arrivals) > 1024 and len(self._arrivals) & 1023 == 0:
+            self._forget_full(now)
+        return True
+
+    def _forget_full(self, now: float) -> None:
+        self._arrivals = {name: at for name, at in self._arrivals.items() if at > now}

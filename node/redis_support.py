@@ -14,6 +14,42 @@ from redis.exceptions import RedisError
 
 from node.errors import Unavailable
 
+# Lua for scripts that need the time or budgets: GCRA (the generic cell rate algorithm, as in
+# redis-cell): one event per `interval` ms, `burst` at once; the key holds the theoretical
+# arrival time and expires when the budget is full again. `spend_all` takes one event from
+# every budget or, when any is spent, from none and returns its position.
+LUA_BUDGET = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
+local function arrival(key, interval, burst, now)
+  local tat = tonumber(redis.call('GET', key) or 0)
+  if tat < now then tat = now end
+  local next_tat = tat + interval
+  if next_tat - now > burst * interval then return nil end
+  return next_tat
+end
+local function spend(key, next_tat, now)
+  redis.call('SET', key, string.format('%.3f', next_tat), 'PX', math.ceil(next_tat - now))
+end
+local function allow(key, interval, burst, now)
+  local next_tat = arrival(key, interval, burst, now)
+  if not next_tat then return false end
+  spend(key, next_tat, now)
+  return true
+end
+local function spend_all(keys, limits, now)
+  local arrivals = {}
+  for i, key in ipairs(keys) do
+    arrivals[i] = arrival(key, limits[2 * i - 1], limits[2 * i], now)
+    if not arrivals[i] then return i end
+  end
+  for i, key in ipairs(keys) do spend(key, arrivals[i], now) end
+  return 0
+end
+"""
+
 # A command waits at most this long for Redis before the caller gets `unavailable`.
 COMMAND_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2.0
@@ -70,13 +106,35 @@ class RedisKeys:
         return f"{self.prefix}:history:{room}"
 
     def members(self, room: str) -> str:
-        """Hash member id -> packed (name, node id)."""
+        """Hash member id -> JSON [id, name]: who is in the room."""
         return f"{self.prefix}:members:{room}"
 
+    def holders(self, room: str) -> str:
+        """Hash "member id NUL node id" -> 1: which nodes hold which member in the room."""
+        return f"{self.prefix}:holders:{room}"
+
+    def holds(self, room: str) -> str:
+        """Hash member id -> how many nodes hold it in the room."""
+        return f"{self.prefix}:holds:{room}"
+
     @property
-    def rooms(self) -> str:
-        """Set of every room ever joined."""
+    def room_names(self) -> str:
+        """Sorted set of every room (all scores 0: name order, for paging)."""
         return f"{self.prefix}:rooms"
+
+    @property
+    def room_expiry(self) -> str:
+        """Sorted set of rooms created by joining, scored by when they expire (ms since the
+        epoch; +inf while someone is in them)."""
+        return f"{self.prefix}:rooms-created"
+
+    def room_creations(self, user_id: str) -> str:
+        """A user's room creation budget (GCRA)."""
+        return f"{self.prefix}:room-budget:{user_id}"
+
+    def budget(self, kind: str, name: str) -> str:
+        """A publishing budget (GCRA) of one user or one client address."""
+        return f"{self.prefix}:budget:{kind}:{name}"
 
     @property
     def nodes(self) -> str:
@@ -98,5 +156,5 @@ class RedisKeys:
         return f"{self.prefix}:alive:{node_id}"
 
     def node_members(self, node_id: str) -> str:
-        """Hash member id -> room, for the members a node holds."""
+        """Hash "room NUL member id" -> 1, for the members a node holds."""
         return f"{self.prefix}:node-members:{node_id}"

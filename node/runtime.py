@@ -16,7 +16,7 @@ from node.echo import EchoSockets
 from node.handlers import Handlers
 from node.hub import Hub
 from node.liveness import Liveness
-from node.presence import Presence
+from node.presence import Presence, RoomPolicy
 from node.presence_memory import MemoryPresence
 from node.presence_redis import RedisPresence
 
@@ -55,14 +55,17 @@ def build_node(settings: Settings) -> Node:
     """A node on the backends its settings name (in memory when there is no Redis URL)."""
     broker: Broker
     presence: Presence
+    policy = RoomPolicy(settings.fixed_rooms, settings.max_rooms,
+                        settings.user_rooms_per_hour, settings.room_ttl)
     if settings.redis_url is None:
-        broker = MemoryBroker(capacity=settings.history)
-        presence = MemoryPresence(settings.node_id)
+        memory = MemoryBroker(capacity=settings.history)
+        broker = memory
+        presence = MemoryPresence(settings.node_id, policy, expired=memory.drop_room)
     else:
         broker = RedisBroker(settings.redis_url, settings.redis_prefix, settings.node_id,
                              settings.history, on_reconnect=lambda: reconnected())
         presence = RedisPresence(settings.redis_url, settings.redis_prefix, settings.node_id,
-                                 settings.node_ttl)
+                                 settings.node_ttl, policy)
     hub = Hub(broker, settings.history)
     liveness = Liveness(presence, broker, hub, settings.node_ttl)
 

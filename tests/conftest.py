@@ -25,6 +25,14 @@ UNLIMITED: dict[str, Any] = {
     "user_rate": 10000.0, "user_burst": 10000, "address_rate": 10000.0, "address_burst": 10000,
 }
 
+
+
+def unlimited_flags() -> list[str]:
+    """UNLIMITED as `python -m node` flags, for tests that start node processes."""
+    return [arg for name, value in UNLIMITED.items()
+            for arg in (f"--{name.replace('_', '-')}", str(value))]
+
+
 NodeFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 ClientFactory = Callable[..., Awaitable[ChatClient]]
 

@@ -7,9 +7,11 @@ import asyncio
 import aiohttp
 import pytest
 
+
 from gateway.cluster import Cluster
 from gateway.processes import start_redis
 from node.client import ChatClient, ClientClosed, SendFailed
+from tests.conftest import unlimited_flags
 
 TOKEN = "s3cret"
 
@@ -48,7 +50,7 @@ async def test_a_refused_message_raises_and_a_final_close_stops_the_client(make_
 
 async def test_a_drained_node_costs_the_client_nothing(make_cluster) -> None:
     cluster: Cluster = make_cluster(nodes=2, node_args=[
-        "--admin-token", TOKEN, "--drain-window", "0.5", "--rate", "1000", "--burst", "1000"])
+        "--admin-token", TOKEN, "--drain-window", "0.5", *unlimited_flags()])
     async with ChatClient(cluster.ws_url, "reader", "general") as reader:
         home = int(reader.node.removeprefix("node"))  # type: ignore[union-attr]
         other = 3 - home

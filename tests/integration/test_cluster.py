@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
 import redis.asyncio as redis
 
 from gateway.cluster import Cluster
@@ -16,13 +17,14 @@ from gateway.nginx import GatewayConfig
 from gateway.processes import check_nginx_config, start_redis
 from node.protocol import ChatMessage, message_template, stamp
 from tests.chat_client import ChatClient, send_concurrently, settle_joins
+from tests.conftest import unlimited_flags
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One cluster shared by the tests of this module; each test uses rooms of its own."""
     started = Cluster(Path(tmp_path_factory.mktemp("cluster")), 3,
-                      node_args=["--rate", "1000", "--burst", "1000"])
+                      node_args=unlimited_flags())
     started.start()
     yield started
     started.stop()

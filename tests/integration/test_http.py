@@ -35,6 +35,7 @@ async def test_rooms_lists_names_and_user_counts(node, member) -> None:
         "rooms": ["general", "lobby", "random"],
         "details": [{"name": "general", "userCount": 1}, {"name": "lobby", "userCount": 1},
                     {"name": "random", "userCount": 0}],
+        "total": 3, "next": None,
     }
 
 

@@ -112,3 +112,61 @@ async def test_a_client_that_stops_reading_is_closed_as_slow(make_node, connect)
     transport.resume_reading()
     code, reason = await reader.expect_close(timeout=10)
     assert code == 1013 and reason == "Slow consumer"
+
+
+async def _send_ok(client) -> None:
+    await client.say("ok")
+    assert (await client.expect("message"))["text"] == "ok"
+
+
+async def test_reconnecting_does_not_reset_the_users_message_budget(make_node, connect) -> None:
+    node = await make_node(user_rate=0.01, user_burst=3)
+    first = await connect(node)
+    identity = await first.auth("alice")
+    await first.join()
+    for _ in range(3):
+        await _send_ok(first)
+    await first.close()
+    again = await connect(node)
+    await again.send(type="auth", name="alice", userId=identity["userId"],
+                     token=identity["token"])
+    await again.expect("auth_success")
+    await again.join()
+    await again.say("one too many")
+    error = await again.expect_error("rate_limited")
+    assert "user" in error["message"]
+
+
+async def test_parallel_connections_share_the_users_message_budget(make_node, connect) -> None:
+    node = await make_node(user_rate=0.01, user_burst=3)
+    first = await connect(node)
+    identity = await first.auth("alice")
+    await first.join()
+    second = await connect(node)
+    await second.send(type="auth", name="alice", userId=identity["userId"],
+                      token=identity["token"])
+    await second.expect("auth_success")
+    await second.join()
+    await _send_ok(first)
+    await second.expect("message")
+    await _send_ok(second)
+    await first.expect("message")
+    await _send_ok(first)
+    await second.expect("message")
+    await second.say("fourth")
+    await second.expect_error("rate_limited")
+
+
+async def test_one_address_shares_one_message_budget(make_node, connect) -> None:
+    node = await make_node(address_rate=0.01, address_burst=2)
+    alice = await connect(node)
+    await alice.auth("alice")
+    await alice.join("quiet")
+    bob = await connect(node)
+    await bob.auth("bob")
+    await bob.join("other")
+    await _send_ok(alice)
+    await _send_ok(bob)
+    await alice.say("third from 127.0.0.1")
+    error = await alice.expect_error("rate_limited")
+    assert "address" in error["message"]

@@ -215,7 +215,7 @@ async def test_list_rooms_works_before_auth_and_counts_users(member, connect) ->
         {"name": "general", "userCount": 0},
         {"name": "lobby", "userCount": 1},
         {"name": "random", "userCount": 0},
-    ]}
+    ], "total": 3, "next": None}
 
 
 async def test_client_ping_gets_pong_with_server_time(connect: ClientFactory) -> None:

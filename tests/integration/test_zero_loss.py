@@ -11,6 +11,7 @@ import aiohttp
 from gateway.cluster import Cluster
 from gateway.rolling import ClusterState, rolling_restart
 from node.client import ChatClient, SendFailed
+from tests.conftest import unlimited_flags
 
 TOKEN = "s3cret"
 ROOMS = 6
@@ -116,7 +117,7 @@ async def _room_counts(cluster: Cluster) -> dict[str, int]:
 
 def _cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     cluster = make_cluster(nodes=3, admin_token=TOKEN, node_args=[
-        "--drain-window", "1", "--presence-grace", "1.5", "--rate", "100", "--burst", "100",
+        "--drain-window", "1", "--presence-grace", "1.5", *unlimited_flags(),
         "--node-ttl", "3"])
     cluster.supervise_in_background()
     return cluster

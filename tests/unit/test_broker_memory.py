@@ -11,25 +11,25 @@ async def _started(capacity: int = 3) -> tuple[MemoryBroker, list[Publication]]:
 
 async def test_messages_get_consecutive_seqs_per_room() -> None:
     broker, _ = await _started()
-    assert [await broker.publish_message("a", b'{"seq":') for _ in range(3)] == [1, 2, 3]
-    assert await broker.publish_message("b", b'{"seq":') == 1
+    assert [await broker.publish_message("a", b'{"seq":', ()) for _ in range(3)] == [1, 2, 3]
+    assert await broker.publish_message("b", b'{"seq":', ()) == 1
 
 
 async def test_only_subscribed_rooms_are_delivered() -> None:
     broker, received = await _started()
-    await broker.publish_message("a", b'{"seq":')
+    await broker.publish_message("a", b'{"seq":', ())
     await broker.subscribe("a")
-    await broker.publish_message("a", b'{"seq":')
+    await broker.publish_message("a", b'{"seq":', ())
     await broker.publish_event("a", b"{}", exclude="me")
     await broker.unsubscribe("a")
-    await broker.publish_message("a", b'{"seq":')
+    await broker.publish_message("a", b'{"seq":', ())
     assert received == [Publication("a", 2, b'{"seq":2}'), Publication("a", UNSEQUENCED, b"{}", "me")]
 
 
 async def test_history_keeps_the_newest_up_to_capacity() -> None:
     broker, _ = await _started(capacity=3)
     for _ in range(5):
-        await broker.publish_message("a", b'{"seq":')
+        await broker.publish_message("a", b'{"seq":', ())
     window = await broker.history("a", 2)
     assert (window.messages, window.seq) == ([b'{"seq":4}', b'{"seq":5}'], 5)
     assert len((await broker.history("a", 10)).messages) == 3

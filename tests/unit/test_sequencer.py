@@ -9,7 +9,7 @@ async def _setup(stored: int, capacity: int = 100) -> tuple[MemoryBroker, Sequen
     """A room whose history holds messages 1..stored, and a sequencer recording what it emits."""
     broker = MemoryBroker(capacity=capacity)
     for _ in range(stored):
-        await broker.publish_message(ROOM, b'{"seq":')
+        await broker.publish_message(ROOM, b'{"seq":', ())
     emitted: list[int] = []
     sequencer = Sequencer(broker, lambda p: emitted.append(p.seq), capacity)
     return broker, sequencer, emitted
@@ -48,7 +48,7 @@ async def test_recover_delivers_what_was_said_during_an_outage() -> None:
     broker, sequencer, emitted = await _setup(2)
     sequencer.track(ROOM, (await broker.history(ROOM, 1)).epoch, 2)
     for _ in range(3):
-        await broker.publish_message(ROOM, b'{"seq":')  # lost on the way: never accepted
+        await broker.publish_message(ROOM, b'{"seq":', ())  # lost on the way: never accepted
     sequencer.recover()
     await sequencer.idle()
     sequencer.accept(_message(6))
