@@ -43,6 +43,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="where nginx keeps its pid, logs and temp files")
     render.add_argument("--workers", default="auto",
                         help="nginx worker processes (default auto: one per core)")
+    defaults = GatewayConfig("", [], Path())
+    render.add_argument("--max-head", type=int, default=defaults.max_head,
+                        help="the nodes' --max-head: nginx's header buffers follow it")
+    render.add_argument("--ws-per-address", type=int, default=defaults.ws_per_address,
+                        help="WebSockets one client address may hold (limit_conn)")
+    render.add_argument("--api-rate", type=int, default=defaults.api_rate,
+                        help="other requests per second per client address (limit_req)")
+    render.add_argument("--api-burst", type=int, default=defaults.api_burst,
+                        help="requests per client address allowed at once over the rate")
     return parser
 
 
@@ -84,7 +93,9 @@ def rolling(args: argparse.Namespace) -> None:
 
 def render(args: argparse.Namespace) -> None:
     config = GatewayConfig(args.listen or f"127.0.0.1:{args.port}", args.upstream,
-                           args.run_dir, workers=args.workers)
+                           args.run_dir, workers=args.workers, max_head=args.max_head,
+                           ws_per_address=args.ws_per_address, api_rate=args.api_rate,
+                           api_burst=args.api_burst)
     print(config.render(), end="")
 
 

@@ -28,6 +28,7 @@ class Cluster:
     gateway_port: int = 0
     redis_url: str | None = None
     node_args: list[str] = field(default_factory=list)
+    gateway_limits: dict[str, int] = field(default_factory=dict)  # GatewayConfig fields
     redis: Service | None = None
     nodes: list[Service] = field(default_factory=list)
     nginx: Service | None = None
@@ -57,9 +58,12 @@ class Cluster:
 
     def start_node(self, index: int, port: int | None = None) -> Service:
         """Start node `index` (1-based), on `port` when it is a restart."""
-        admin = ["--admin-token", self.admin_token] if self.admin_token else []
+        # `--flag=value`: a generated token may begin with "-".
+        admin = [f"--admin-token={self.admin_token}"] if self.admin_token else []
+        # nginx reaches the nodes over their Unix sockets and names the client in X-Real-IP.
+        trusted = ["--trusted-proxies=unix"]
         return start_node(self.run_dir, f"node{index}", self.redis_url,
-                          [*admin, *self.node_args], port, self.node_socket(index))
+                          [*admin, *trusted, *self.node_args], port, self.node_socket(index))
 
     def node_socket(self, index: int) -> Path:
         """The Unix socket node `index` (1-based) listens on for the gateway."""
@@ -98,6 +102,7 @@ class Cluster:
             listen=f"{LOOPBACK}:{self.gateway_port}",
             upstreams=[f"unix:{self.node_socket(i)}" for i in range(1, len(self.nodes) + 1)],
             run_dir=self.run_dir,
+            **self.gateway_limits,
         )
         config.prepare_run_dir()
         return config

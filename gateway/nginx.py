@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from node.config import DEFAULT_MAX_HEAD
+
 TEMPLATE = Path(__file__).with_name("nginx.conf.template")
 
 
@@ -17,6 +19,10 @@ class GatewayConfig:
     proxy_timeout: int = 120
     max_fails: int = 3
     fail_timeout: int = 5
+    max_head: int = DEFAULT_MAX_HEAD  # the nodes' --max-head
+    ws_per_address: int = 1000  # WebSockets one client address may hold through the gateway
+    api_rate: int = 50  # other requests per second one client address may make
+    api_burst: int = 100
 
     def render(self) -> str:
         """The nginx.conf text: least_conn over the nodes, passive health checks for HTTP."""
@@ -29,6 +35,10 @@ class GatewayConfig:
             "listen": self.listen,
             "tries": str(len(self.upstreams)),
             "proxy_timeout": str(self.proxy_timeout),
+            "max_head": str(self.max_head),
+            "ws_per_address": str(self.ws_per_address),
+            "api_rate": str(self.api_rate),
+            "api_burst": str(self.api_burst),
         }
         text = TEMPLATE.read_text()
         for name, value in values.items():

@@ -15,6 +15,7 @@ from node.addresses import trusted_networks
 from node.protocol import ROOM_PATTERN
 
 ENV_PREFIX = "CHAT_"
+DEFAULT_MAX_HEAD = 16384  # the gateway renders its header buffers from it too
 
 
 def _default_node_id() -> str:
@@ -93,7 +94,7 @@ class Settings:
         "connection is closed; applies to every request on every connection"
     )
     max_head: int = _setting(
-        16384, "largest HTTP request head in bytes; larger gets 431 (the gateway's header "
+        DEFAULT_MAX_HEAD, "largest HTTP request head in bytes; larger gets 431 (the gateway's header "
         "buffers are rendered from the same value)"
     )
     keepalive_timeout: float = _setting(
