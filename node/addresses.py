@@ -52,7 +52,8 @@ def trusted_networks(text: str) -> TrustedProxies:
 
 
 def peer_host(peername: object) -> str:
-    """The host part of a transport's peername ("" for a Unix socket peer)."""
+    """The host part of a transport's peername: "" for a Unix socket peer, "?" for a peer
+    already gone (no name to give)."""
     if isinstance(peername, tuple) and peername:
         return str(peername[0])
-    return ""
+    return "" if isinstance(peername, str) else "?"

@@ -19,7 +19,8 @@ from node.drain import shutdown_notice
 from node.heartbeat import run_heartbeat
 from node.runtime import NODE, Node, build_node
 from node.server import (
-    CHAT_PATH, ECHO_PATH, Accept, ChatServer, NodeRunner, Upgrade, answered, respond,
+    CHAT_PATH, ECHO_PATH, Accept, ChatServer, ClientErrorsWithoutTraceback, NodeRunner, Upgrade,
+    answered, respond,
 )
 from node.session import Session
 from node.websocket import Limits, WebSocket, switching_protocols
@@ -32,6 +33,7 @@ CLOSE_HANDSHAKE_TIMEOUT = 2.0
 
 def create_app(settings: Settings) -> web.Application:
     """The node's application; importable so that tests can serve it in-process."""
+    logging.getLogger("aiohttp.server").addFilter(ClientErrorsWithoutTraceback())
     app = web.Application(middlewares=[answered_middleware,
                                        api.cors_middleware(settings.cors_origin)])
     app[NODE] = build_node(settings)

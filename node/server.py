@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from node.addresses import TrustedProxies, peer_host
 from node.connections import Connections, Kind
@@ -327,6 +329,20 @@ class Connection(asyncio.Protocol):
         self._server.connections.remove(self)
         if self._inner is not None:
             self._inner.connection_lost(exc)
+
+
+class ClientErrorsWithoutTraceback(logging.Filter):
+    """aiohttp logs a request its parser refuses (answered 400) with a traceback at ERROR:
+    that is the client's fault, and a client must not be able to fill the log with
+    tracebacks. Such records become one line at INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+            message = record.getMessage()
+            record.msg, record.args = "%s: %s", (message, record.exc_info[1])
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
 def answered(request: web.BaseRequest) -> None:
