@@ -34,7 +34,7 @@ from typing import Any
 import uvloop
 
 from gateway.cluster import Cluster
-from loadtest import procstats
+from loadtest import limits, procstats
 from loadtest.rawclient import OnStamp, RawMember, connect_member, stamp_text
 
 PASS_RATIO = 0.999
@@ -283,8 +283,9 @@ def _topologies(cluster: Cluster, args: argparse.Namespace, rooms: int) -> list[
 def run(args: argparse.Namespace) -> dict[str, Any]:
     procstats.raise_fd_limit()  # the nodes inherit it
     rooms = -(-args.idle // args.members) if args.idle else args.rooms
+    print(limits.describe(), flush=True)
     cluster = Cluster(Path(tempfile.mkdtemp(prefix="fanout-")), args.nodes, node_args=[
-        "--rate", "100000", "--burst", "100000", "--log-level", "WARNING"])
+        *limits.node_flags(), "--log-level", "WARNING"])
     cluster.start()
     generators = Generators()
     try:
@@ -327,6 +328,7 @@ def main() -> None:
             "command": " ".join(["python -m loadtest.fanout", *sys.argv[1:]]),
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "cpus": os.cpu_count(),
+            "node_limits": limits.BENCHMARK_LIMITS,
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         } | results, indent=2))
 

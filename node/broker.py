@@ -11,19 +11,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from node.envelope import Publication
+from node.ratelimit import Budget
 
 PublicationHandler = Callable[[Publication], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """A publishing allowance shared by the whole cluster (a user's, an address's): one
-    message per `interval` seconds, `burst` at once."""
-
-    kind: str
-    name: str
-    interval: float
-    burst: int
 
 
 class BudgetSpent(Exception):

@@ -8,10 +8,10 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from node.broker import Budget, BudgetSpent, HistoryWindow, PublicationHandler
+from node.broker import BudgetSpent, HistoryWindow, PublicationHandler
 from node.envelope import UNSEQUENCED, Publication
 from node.protocol import stamp
-from node.ratelimit import Budgets
+from node.ratelimit import Budget, Budgets
 
 
 @dataclass(slots=True)
@@ -62,14 +62,9 @@ class MemoryBroker:
 
     def _spend(self, budgets: Sequence[Budget]) -> None:
         """Take one message from every budget, or from none (raising `BudgetSpent`)."""
-        now = time.monotonic()
-        for budget in budgets:
-            if not self._budgets.allow(f"{budget.kind}:{budget.name}", budget.interval,
-                                       budget.burst, now, spend=False):
-                raise BudgetSpent(budget)
-        for budget in budgets:
-            self._budgets.allow(f"{budget.kind}:{budget.name}", budget.interval, budget.burst,
-                                now)
+        spent = self._budgets.take_all(budgets, time.time())
+        if spent is not None:
+            raise BudgetSpent(spent)
 
     def drop_room(self, room: str) -> None:
         """The room expired: its history goes with it."""

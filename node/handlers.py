@@ -13,7 +13,7 @@ from typing import Any
 
 from msgspec import UNSET, UnsetType
 
-from node.broker import Broker, Budget, BudgetSpent, HistoryWindow
+from node.broker import Broker, BudgetSpent, HistoryWindow
 from node.config import Settings
 from node.errors import Unavailable
 from node.heartbeat import now_ms
@@ -26,6 +26,7 @@ from node.protocol import (
     ListRooms, Parser, Ping, Pong, RoomInfo, RoomJoined, RoomLeft, RoomList, SendMessage,
     ServerPong, UserJoined, encode, event_frame, message_template, stored_messages,
 )
+from node.ratelimit import per_second
 from node.session import Session
 
 log = logging.getLogger("node.handlers")
@@ -75,8 +76,8 @@ class Handlers:
         self._broker = broker
         self._presence = presence
         self._presence_grace = settings.presence_grace
-        self._user_budget = (1 / settings.user_rate, settings.user_burst)
-        self._address_budget = (1 / settings.address_rate, settings.address_burst)
+        self._user_budget = (settings.user_rate, settings.user_burst)
+        self._address_budget = (settings.address_rate, settings.address_burst)
         self._departing: set[asyncio.Task[None]] = set()
         self._parser = Parser(settings.max_text)  # one per node: it holds no per-client state
         self._routes: dict[type[ClientMessage], _Route] = {
@@ -141,6 +142,8 @@ class Handlers:
         if message.user_id is not None and not verify(secret, user_id, message.token or ""):
             raise ChatError(ErrorCode.INVALID_TOKEN, "userId and token do not match")
         session.member = Member(user_id, message.name)
+        session.budgets = (per_second("user", user_id, *self._user_budget),
+                           per_second("address", session.address, *self._address_budget))
         log.info("auth session=%s user=%s name=%r", session.id, user_id, message.name)
         session.send(event_frame(AuthSuccess(
             user_id=user_id, name=message.name, node=self._node_id, token=sign(secret, user_id)
@@ -236,10 +239,8 @@ class Handlers:
             timestamp=iso_timestamp(), id=uuid.uuid4().hex,
             ref=UNSET if message.ref is None else message.ref,
         ))
-        budgets = (Budget("user", member.id, *self._user_budget),
-                   Budget("address", session.address, *self._address_budget))
         try:
-            await self._broker.publish_message(room, template, budgets)
+            await self._broker.publish_message(room, template, session.budgets)
         except BudgetSpent as spent:
             raise ChatError(ErrorCode.RATE_LIMITED,
                             f"Too many messages from this {spent.budget.kind}; this one was "

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from node.ratelimit import Budget
+
 
 @dataclass(frozen=True, slots=True)
 class Member:
@@ -55,9 +57,9 @@ class RoomPolicy:
     rooms_per_hour: int  # rooms one user may create per hour
     ttl: float  # seconds an emptied created room is kept
 
-    @property
-    def creation_interval_ms(self) -> float:
-        return 3_600_000 / self.rooms_per_hour
+    def creations(self, user_id: str) -> Budget:
+        """The user's allowance of rooms to create."""
+        return Budget("rooms", user_id, self.rooms_per_hour, 3600.0)
 
 
 class RoomLimit(Exception):

@@ -52,8 +52,7 @@ class MemoryPresence:
     def _allow_creation(self, member: Member, now: float) -> None:
         if len(self._created) >= self._policy.max_rooms:
             raise RoomLimit("the cluster has its maximum of rooms")
-        interval = self._policy.creation_interval_ms / 1000
-        if not self._creations.allow(member.id, interval, self._policy.rooms_per_hour, now):
+        if self._creations.take_all([self._policy.creations(member.id)], time.time()):
             raise RoomLimit("you have created too many rooms; join an existing one")
 
     def _register(self, room: str) -> None:

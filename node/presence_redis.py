@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 
 import msgspec
 
@@ -25,6 +26,10 @@ log = logging.getLogger("node.presence")
 # `RedisKeys` (tests/integration/test_presence_keys.py holds the two together).
 ROOMS_LUA = LUA_BUDGET + r"""
 local P = ARGV[1]
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local function members(room) return P .. ':members:' .. room end
 local function holders(room) return P .. ':holders:' .. room end
 local function holds(room) return P .. ':holds:' .. room end
@@ -82,18 +87,15 @@ local function split(field)
 end
 """
 
-# ARGV: prefix, room, member id, member info, node, fixed (1/0), max created rooms,
-# creation interval (ms), creation burst. Returns {1 new / 0 not, member infos...}, or
+# ARGV: prefix, room, member id, member info, node, fixed (1/0), max created rooms, the
+# user's creation budget key, its limit and window (ms). Returns {1 new / 0 not, member infos...}, or
 # {-1} when the cluster has its maximum of rooms, {-2} when the user created its share.
 JOIN = ROOMS_LUA + r"""
 local room, id, node = ARGV[2], ARGV[3], ARGV[5]
-local now = now_ms()
-prune(now)
+prune(now_ms())
 if ARGV[6] ~= '1' and not redis.call('ZSCORE', P .. ':rooms-created', room) then
   if redis.call('ZCARD', P .. ':rooms-created') >= tonumber(ARGV[7]) then return {-1} end
-  if not allow(P .. ':room-budget:' .. id, tonumber(ARGV[8]), tonumber(ARGV[9]), now) then
-    return {-2}
-  end
+  if take({ARGV[8]}, {tonumber(ARGV[9])}, {ARGV[10]}, {1}) > 0 then return {-2} end
 end
 register(room, ARGV[6])
 redis.call('SADD', P .. ':nodes', node)
@@ -238,10 +240,12 @@ class RedisPresence:
     @translate_errors
     async def join(self, room: str, member: Member) -> Joined:
         policy = self._policy
+        creations = policy.creations(member.id)
         reply = await self._call(
             self._join, room, member.id, _info(member), self._node_id,
             "1" if room in policy.fixed else "0", policy.max_rooms,
-            policy.creation_interval_ms, policy.rooms_per_hour)
+            self._keys.budget(creations.key(time.time())), creations.limit,
+            int(creations.window * 1000))
         added, *infos = reply  # type: ignore[misc]
         if added < 0:
             raise RoomLimit("the cluster has its maximum of rooms" if added == -1

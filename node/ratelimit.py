@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 class TokenBucket:
@@ -49,28 +51,46 @@ class FloodGuard:
         )
 
 
-class Budgets:
-    """GCRA budgets by name (users, addresses) in memory, as `redis_support.LUA_BUDGET` keeps
-    them in Redis: one event per `interval` seconds, `burst` at once. A full budget is
-    forgotten, so the table holds only names that spent something recently."""
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """An allowance shared by the whole cluster (a user's messages, an address's, a user's
+    room creations): at most `limit` events in each `window` seconds, the windows aligned to
+    the clock so that every node counts in the same one."""
 
-    __slots__ = ("_arrivals",)
+    kind: str
+    name: str
+    limit: int
+    window: float
+
+    def key(self, now: float) -> str:
+        """The name of this budget's count in the window of wall-clock time `now`."""
+        return f"{self.kind}:{self.name}:{int(now // self.window)}"
+
+
+def per_second(kind: str, name: str, rate: float, burst: int) -> Budget:
+    """A budget of `rate` events a second that allows `burst` at once: `burst` per window
+    of burst / rate seconds."""
+    return Budget(kind, name, burst, burst / rate)
+
+
+class Budgets:
+    """Budgets in memory (the embedded mode's `redis_support.LUA_BUDGET`). Counts of ended
+    windows are dropped as the table grows, so it holds only budgets in use now."""
+
+    __slots__ = ("_counts",)
 
     def __init__(self) -> None:
-        self._arrivals: dict[str, float] = {}  # name -> theoretical arrival time
+        self._counts: dict[str, tuple[int, float]] = {}  # key -> count, end of its window
 
-    def allow(self, name: str, interval: float, burst: int, now: float, spend: bool = True
-              ) -> bool:
-        """Whether one more event fits; taken from the budget unless `spend` is False."""
-        arrival = max(self._arrivals.get(name, now), now) + interval
-        if arrival - now > burst * interval:
-            return False
-        if not spend:
-            return True
-        self._arrivals[name] = arrival
-        if len(self._arrivals) > 1024 and len(self._arrivals) & 1023 == 0:
-            self._forget_full(now)
-        return True
-
-    def _forget_full(self, now: float) -> None:
-        self._arrivals = {name: at for name, at in self._arrivals.items() if at > now}
+    def take_all(self, budgets: Sequence[Budget], now: float) -> Budget | None:
+        """Take one event from every budget, or from none: returns the spent one, if any."""
+        keys = [budget.key(now) for budget in budgets]
+        for budget, key in zip(budgets, keys, strict=True):
+            if self._counts.get(key, (0, 0.0))[0] >= budget.limit:
+                return budget
+        for budget, key in zip(budgets, keys, strict=True):
+            count = self._counts.get(key, (0, 0.0))[0]
+            self._counts[key] = (count + 1, (now // budget.window + 1) * budget.window)
+        if len(self._counts) > 4096:
+            self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+        return None

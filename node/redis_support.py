@@ -14,39 +14,25 @@ from redis.exceptions import RedisError
 
 from node.errors import Unavailable
 
-# Lua for scripts that need the time or budgets: GCRA (the generic cell rate algorithm, as in
-# redis-cell): one event per `interval` ms, `burst` at once; the key holds the theoretical
-# arrival time and expires when the budget is full again. `spend_all` takes one event from
-# every budget or, when any is spent, from none and returns its position.
+# Budgets in Lua, as `node.ratelimit.Budgets` keeps them in memory: KEYS count one window's
+# events of each budget (the key names its window, see `Budget.key`), at most `limits[i]`.
+# `take` takes `slices[i]` from every budget (less where less is left) or, when one is
+# spent, nothing: it returns 0 and what each budget granted, or the spent one's position.
 LUA_BUDGET = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-end
-local function arrival(key, interval, burst, now)
-  local tat = tonumber(redis.call('GET', key) or 0)
-  if tat < now then tat = now end
-  local next_tat = tat + interval
-  if next_tat - now > burst * interval then return nil end
-  return next_tat
-end
-local function spend(key, next_tat, now)
-  redis.call('SET', key, string.format('%.3f', next_tat), 'PX', math.ceil(next_tat - now))
-end
-local function allow(key, interval, burst, now)
-  local next_tat = arrival(key, interval, burst, now)
-  if not next_tat then return false end
-  spend(key, next_tat, now)
-  return true
-end
-local function spend_all(keys, limits, now)
-  local arrivals = {}
+local function take(keys, limits, windows_ms, slices)
+  local grants = {}
   for i, key in ipairs(keys) do
-    arrivals[i] = arrival(key, limits[2 * i - 1], limits[2 * i], now)
-    if not arrivals[i] then return i end
+    local count = redis.call('INCRBY', key, slices[i])
+    if count == slices[i] then redis.call('PEXPIRE', key, windows_ms[i]) end
+    local grant = slices[i] - math.max(count - limits[i], 0)
+    if grant < slices[i] then redis.call('DECRBY', key, slices[i] - math.max(grant, 0)) end
+    if grant <= 0 then
+      for j = 1, i - 1 do redis.call('DECRBY', keys[j], grants[j]) end
+      return i, grants
+    end
+    grants[i] = grant
   end
-  for i, key in ipairs(keys) do spend(key, arrivals[i], now) end
-  return 0
+  return 0, grants
 end
 """
 
@@ -128,13 +114,9 @@ class RedisKeys:
         epoch; +inf while someone is in them)."""
         return f"{self.prefix}:rooms-created"
 
-    def room_creations(self, user_id: str) -> str:
-        """A user's room creation budget (GCRA)."""
-        return f"{self.prefix}:room-budget:{user_id}"
-
-    def budget(self, kind: str, name: str) -> str:
-        """A publishing budget (GCRA) of one user or one client address."""
-        return f"{self.prefix}:budget:{kind}:{name}"
+    def budget(self, key: str) -> str:
+        """A budget's count in one window (see `Budget.key`)."""
+        return f"{self.prefix}:budget:{key}"
 
     @property
     def nodes(self) -> str:

@@ -170,10 +170,11 @@ class WebSocket(asyncio.Protocol):
 
     def send(self, data: bytes) -> bool:
         """Queue complete frames; False (and the peer closed with 1013) past --max-buffer."""
-        if self.closing:
+        transport = self._transport
+        if self._close_sent or transport.is_closing():
             return False
-        self._transport.write(data)
-        if self._transport.get_write_buffer_size() > self._limits.max_buffer:
+        transport.write(data)
+        if transport.get_write_buffer_size() > self._limits.max_buffer:
             self.close(TRY_AGAIN_LATER, "Slow consumer")
             return False
         return True

@@ -6,8 +6,10 @@ import asyncio
 
 import redis.asyncio as aioredis
 
+from node.broker import BudgetSpent
 from node.broker_redis import RedisBroker
 from node.envelope import Publication
+from node.ratelimit import Budget
 
 
 async def started(redis_url: str, prefix: str, received: list[Publication]) -> RedisBroker:
@@ -43,3 +45,39 @@ async def test_publishes_survive_redis_forgetting_the_script(redis_url, redis_pr
     finally:
         await admin.aclose()
         await broker.close()
+
+
+async def _publish_until_spent(broker: RedisBroker, budget: Budget) -> int:
+    published = 0
+    while True:
+        try:
+            await broker.publish_message("r", b'{"n":', (budget,))
+        except BudgetSpent:
+            return published
+        published += 1
+
+
+async def test_a_budget_holds_across_nodes_within_one_slice_per_node(redis_url,
+                                                                     redis_prefix) -> None:
+    """Nodes take a budget from Redis an eighth at a time: together they publish at least
+    the limit and at most the limit plus what the other node still holds (one slice)."""
+    budget = Budget("user", "mallory", 32, 3e6)  # a window of weeks: no boundary mid-test
+    here = await started(redis_url, redis_prefix, [])
+    there = await started(redis_url, redis_prefix, [])
+    try:
+        first = await _publish_until_spent(here, budget)
+        second = await _publish_until_spent(there, budget)
+        assert first == 32 and second == 0  # the first node spent it all: nothing left
+        fresh = Budget("user", "trudy", 32, 3e6)
+        counts = [0, 0]
+        for turn in range(40):
+            broker = (here, there)[turn % 2]
+            try:
+                await broker.publish_message("r", b'{"n":', (fresh,))
+                counts[turn % 2] += 1
+            except BudgetSpent:
+                pass
+        assert 32 <= sum(counts) <= 32 + 32 // 8, counts
+    finally:
+        await here.close()
+        await there.close()

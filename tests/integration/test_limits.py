@@ -120,7 +120,7 @@ async def _send_ok(client) -> None:
 
 
 async def test_reconnecting_does_not_reset_the_users_message_budget(make_node, connect) -> None:
-    node = await make_node(user_rate=0.01, user_burst=3)
+    node = await make_node(user_rate=1e-6, user_burst=3)
     first = await connect(node)
     identity = await first.auth("alice")
     await first.join()
@@ -138,7 +138,7 @@ async def test_reconnecting_does_not_reset_the_users_message_budget(make_node, c
 
 
 async def test_parallel_connections_share_the_users_message_budget(make_node, connect) -> None:
-    node = await make_node(user_rate=0.01, user_burst=3)
+    node = await make_node(user_rate=1e-6, user_burst=3)
     first = await connect(node)
     identity = await first.auth("alice")
     await first.join()
@@ -158,7 +158,7 @@ async def test_parallel_connections_share_the_users_message_budget(make_node, co
 
 
 async def test_one_address_shares_one_message_budget(make_node, connect) -> None:
-    node = await make_node(address_rate=0.01, address_burst=2)
+    node = await make_node(address_rate=1e-6, address_burst=2)
     alice = await connect(node)
     await alice.auth("alice")
     await alice.join("quiet")
