@@ -67,36 +67,46 @@ class Ledger:
     A message is charged here while the node holds some of its budgets; only otherwise does
     the publish script take a slice (an eighth of the limit) from Redis, atomically with the
     message. Most publishes then carry no budget work at all: counting every message in
-    Redis cost the fan-out a sixth of its top rate. The price: a user or address spread over
-    N nodes may exceed a window's limit by what the other nodes hold, at most N - 1 slices.
+    Redis cost the fan-out a sixth of its top rate. While a slice is on its way, other
+    messages of the budget take one unit each, so concurrent senders never take more than
+    one slice per node. The price: a user or address spread over N nodes may exceed a
+    window's limit by what the other nodes hold, at most N - 1 slices.
     """
 
     def __init__(self) -> None:
         self._credit: dict[str, int] = {}
+        self._pending: set[str] = set()  # keys whose slice is on its way
 
-    def spend(self, key: str) -> bool:
+    def charge(self, key: str, budget: Budget) -> int:
+        """0 when charged here, else how much the publish should take from Redis."""
         credit = self._credit.get(key, 0)
-        if credit <= 0:
-            return False
-        self._credit[key] = credit - 1
-        return True
+        if credit > 0:
+            self._credit[key] = credit - 1
+            return 0
+        if key in self._pending:
+            return 1
+        self._pending.add(key)
+        return max(1, budget.limit // SLICES)
 
     def refund(self, keys: list[str]) -> None:
         for key in keys:
             self._credit[key] = self._credit.get(key, 0) + 1
 
-    def grant(self, key: str, granted: int) -> None:
-        """Redis granted `granted` of a budget, one of them for the message at hand."""
+    def settle(self, key: str, asked: int, granted: int) -> None:
+        """Redis granted `granted` of the `asked` (nothing when the publish failed); one of
+        them paid for the message at hand."""
+        if asked > 1:
+            self._pending.discard(key)
         if len(self._credit) > 4096:  # windows end: forgetting credit only costs a trip
             self._credit.clear()
-        self._credit[key] = self._credit.get(key, 0) + granted - 1
+        if granted > 1:
+            self._credit[key] = self._credit.get(key, 0) + granted - 1
 
 
 @functools.lru_cache(maxsize=4096)
-def _limits(budgets: tuple[Budget, ...]) -> bytes:
-    """Budget limits as the publish script reads them, encoded once per set of budgets."""
-    return " ".join(f"{b.limit} {int(b.window * 1000)} {max(1, b.limit // SLICES)}"
-                    for b in budgets).encode()
+def _limits(asks: tuple[tuple[Budget, int], ...]) -> bytes:
+    """Budget limits and what to take, as the publish script reads them, encoded once."""
+    return " ".join(f"{b.limit} {int(b.window * 1000)} {take}" for b, take in asks).encode()
 
 
 class PublishPipeline:
@@ -226,38 +236,41 @@ class RedisBroker:
         keys = [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room)]
         args: list[Any] = [template, self._capacity, self._keys.channel(room), room,
                            self._node_id, self._fresh_epoch()]
-        charged, taken = self._charge(budgets)
-        if taken:
-            keys += [self._keys.budget(key) for key, _ in taken]
-            args.append(_limits(tuple(budget for _, budget in taken)))
+        charged, asks = self._charge(budgets)
+        if asks:
+            keys += [self._keys.budget(key) for key, _, _ in asks]
+            args.append(_limits(tuple((budget, take) for _, budget, take in asks)))
+        grants: list[int] = [0] * len(asks)
         try:
             reply = await self._publisher.publish(keys, args)
+            if not asks:
+                return int(reply)
+            seq, *granted = reply
+            if seq < 0:
+                raise BudgetSpent(asks[-seq - 1][1])
+            grants = [int(n) for n in granted]
+            return int(seq)
         except BaseException:
             self._ledger.refund(charged)
             raise
-        if not taken:
-            return int(reply)
-        seq, *grants = reply
-        if seq < 0:
-            self._ledger.refund(charged)
-            raise BudgetSpent(taken[-seq - 1][1])
-        for (key, _), granted in zip(taken, grants, strict=True):
-            self._ledger.grant(key, int(granted))
-        return int(seq)
+        finally:
+            for (key, _, take), granted_now in zip(asks, grants, strict=True):
+                self._ledger.settle(key, take, granted_now)
 
     def _charge(self, budgets: Sequence[Budget]
-                ) -> tuple[list[str], list[tuple[str, Budget]]]:
-        """Charge what the ledger holds; the rest (key, budget) goes to Redis."""
+                ) -> tuple[list[str], list[tuple[str, Budget, int]]]:
+        """Charge what the ledger holds; the rest goes to Redis: (key, budget, to take)."""
         charged: list[str] = []
-        taken: list[tuple[str, Budget]] = []
+        asks: list[tuple[str, Budget, int]] = []
         now = time.time()
         for budget in budgets:
             key = budget.key(now)
-            if self._ledger.spend(key):
-                charged.append(key)
+            take = self._ledger.charge(key, budget)
+            if take:
+                asks.append((key, budget, take))
             else:
-                taken.append((key, budget))
-        return charged, taken
+                charged.append(key)
+        return charged, asks
 
     def _fresh_epoch(self) -> str:
         """Unique per call, cheaply: only a room's first message uses it."""

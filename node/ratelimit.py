@@ -64,7 +64,7 @@ class Budget:
 
     def key(self, now: float) -> str:
         """The name of this budget's count in the window of wall-clock time `now`."""
-        return f"{self.kind}:{self.name}:{int(now // self.window)}"
+        return f"{self.kind}:{self.name}:{now // self.window:.0f}"
 
 
 def per_second(kind: str, name: str, rate: float, burst: int) -> Budget:

@@ -151,6 +151,9 @@ class WebSocket(asyncio.Protocol):
         self._disconnected = False
         self._gone: asyncio.Future[None] | None = None  # made when someone waits for it
         self.close_code: int | None = None
+        # A peer is not read while this much waits for it: a quarter of what gets it closed,
+        # so that a burst does not hold back a reader that is merely a little behind.
+        self._transport.set_write_buffer_limits(high=limits.max_buffer // 4)
 
     def start(self, peer: Peer, data: bytes) -> None:
         """Begin delivering to `peer`, with the bytes that came along with the handshake."""
@@ -258,10 +261,14 @@ class WebSocket(asyncio.Protocol):
                 self._skip -= len(data)
                 return
             data, self._skip = data[self._skip:], 0
-        buffer = self._buffer
-        buffer += data
-        if len(buffer) < self._need:
-            return  # a frame arriving in pieces is parsed once, when it is complete
+        buffer: bytes | bytearray
+        if self._buffer:
+            self._buffer += data
+            buffer = self._buffer
+            if len(buffer) < self._need:
+                return  # a frame arriving in pieces is parsed once, when it is complete
+        else:
+            buffer = data  # the usual case, whole frames in one read: no copy
         try:
             used = self._parse(buffer)
         except Violation as violation:
@@ -269,9 +276,12 @@ class WebSocket(asyncio.Protocol):
             self._discarding = True
             self._fail(violation)
             return
-        del buffer[:used]
+        if buffer is self._buffer:
+            del self._buffer[:used]
+        elif used < len(buffer):
+            self._buffer = bytearray(buffer[used:])
 
-    def _parse(self, buffer: bytearray) -> int:
+    def _parse(self, buffer: bytes | bytearray) -> int:
         """Handle every complete frame in `buffer`; returns how many bytes were used."""
         at, end = 0, len(buffer)
         while not self._transport.is_closing():
@@ -300,7 +310,7 @@ class WebSocket(asyncio.Protocol):
             if end - start < size:
                 self._need = start - at + size
                 break
-            payload = buffer[start:start + size] if size else b""
+            payload = buffer[start:start + size]
             mask = bytes(buffer[at + head:start])
             at = start + size
             try:

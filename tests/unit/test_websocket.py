@@ -30,6 +30,9 @@ class FakeTransport:
     def write(self, data: bytes) -> None:
         self.written += data
 
+    def set_write_buffer_limits(self, high: int) -> None:
+        self.high_water = high
+
     def pause_reading(self) -> None:
         self.reading = False
 
