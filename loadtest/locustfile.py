@@ -164,9 +164,17 @@ class ChatUser(User):
         """Leave on purpose: the close that follows is not a failure."""
         self.leaving = True
         self.session_ends = float("inf")
-        if self.ws is not None:
-            self.ws.close()
-            self.ws = None
+        ws, self.ws = self.ws, None
+        if ws is None:
+            return
+        # Not `ws.close()`: it waits for the server's answer under a bare `except:` that
+        # swallows the GreenletExit Locust stops a user with, so a user stopped mid-close
+        # lived on, reconnecting, and the run never ended.
+        try:
+            ws.send_close()
+        except (websocket.WebSocketException, OSError):
+            pass
+        ws.shutdown()
 
     def request(self, name: str, frame: dict[str, Any], reply: str) -> dict[str, Any] | None:
         """Send `frame` and wait for the `reply` event; its time is the request's time."""

@@ -172,10 +172,11 @@ class WebSocket(asyncio.Protocol):
         return self._close_sent or self._transport.is_closing()
 
     def send(self, data: bytes) -> bool:
-        """Queue complete frames; False (and the peer closed with 1013) past --max-buffer."""
+        """Queue complete frames; False when this write took the peer past --max-buffer
+        (it is closed with 1013). Once closing, frames are dropped."""
         transport = self._transport
         if self._close_sent or transport.is_closing():
-            return False
+            return True
         transport.write(data)
         if transport.get_write_buffer_size() > self._limits.max_buffer:
             self.close(TRY_AGAIN_LATER, "Slow consumer")
