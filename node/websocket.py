@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import hashlib
 import struct
 import time
@@ -118,6 +119,30 @@ class Violation(Exception):
         self.code = code
 
 
+class _Fragmented:
+    """A message arriving in fragments: counted, sized, and text decoded as it comes, so
+    that invalid UTF-8 fails at the fragment that carries it."""
+
+    __slots__ = ("opcode", "parts", "count", "size", "_decoder")
+
+    def __init__(self, opcode: int) -> None:
+        self.opcode = opcode
+        self.parts: list[bytes | str] = []
+        self.count = self.size = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")() if opcode == OP_TEXT else None
+
+    def add(self, payload: bytearray, final: bool) -> None:
+        self.count += 1
+        self.size += len(payload)
+        if self._decoder is None:
+            self.parts.append(bytes(payload))
+            return
+        try:
+            self.parts.append(self._decoder.decode(payload, final))
+        except UnicodeDecodeError as error:
+            raise Violation(INVALID_TEXT, "Invalid UTF-8 text") from error
+
+
 INBOX, WRITES = 1, 2  # why reading is held: the session is behind, the peer is not reading
 
 
@@ -131,7 +156,7 @@ class WebSocket(asyncio.Protocol):
     """
 
     __slots__ = ("_transport", "_peer", "_limits", "_buffer", "_need", "_skip", "_fragments",
-                 "_fragment_op", "_fragment_size", "_budget", "_holds", "_close_sent",
+                 "_budget", "_holds", "_close_sent",
                  "_discarding", "_disconnected", "_gone", "close_code")
 
     def __init__(self, transport: asyncio.BaseTransport, limits: Limits, now: float) -> None:
@@ -141,9 +166,7 @@ class WebSocket(asyncio.Protocol):
         self._buffer = bytearray()
         self._need = 2  # bytes the buffer must hold before the next frame can be parsed
         self._skip = 0  # bytes of an oversized frame still to discard
-        self._fragments: list[bytearray] | None = None
-        self._fragment_op = OP_TEXT
-        self._fragment_size = 0
+        self._fragments: _Fragmented | None = None
         self._budget = TokenBucket(limits.frame_rate, limits.frame_burst, now)
         self._holds = 0
         self._close_sent = False
@@ -337,7 +360,8 @@ class WebSocket(asyncio.Protocol):
             raise Violation(PROTOCOL_ERROR, "Frame length has its top bit set")
         if self._close_sent:
             return False
-        if self._fragment_size + size > self._limits.max_message:
+        held = self._fragments.size if self._fragments is not None else 0
+        if held + size > self._limits.max_message:
             self._fail(Violation(MESSAGE_TOO_BIG, "Message too big"))
             return False
         return True
@@ -358,21 +382,28 @@ class WebSocket(asyncio.Protocol):
         self._on_data(fin, opcode, unmask(payload, mask))
 
     def _on_data(self, fin: bool, opcode: int, payload: bytearray) -> None:
-        if (opcode == OP_CONTINUATION) == (self._fragments is None):
+        message = self._fragments
+        if (opcode == OP_CONTINUATION) == (message is None):
             raise Violation(PROTOCOL_ERROR, "Unexpected continuation or missing one")
-        if self._fragments is None:
+        if message is None:
             if fin:
                 self._on_message(opcode, payload)
                 return
-            self._fragments, self._fragment_op = [], opcode
-        if len(self._fragments) >= self._limits.max_fragments:
+            message = self._fragments = _Fragmented(opcode)
+        if message.count >= self._limits.max_fragments:
             raise Violation(MESSAGE_TOO_BIG, "Too many fragments")
-        self._fragments.append(payload)
-        self._fragment_size += len(payload)
+        message.add(payload, fin)
         if fin:
-            fragments, opcode = self._fragments, self._fragment_op
-            self._fragments, self._fragment_size = None, 0
-            self._on_message(opcode, b"".join(fragments))
+            self._fragments = None
+            self._deliver(message)
+
+    def _deliver(self, message: _Fragmented) -> None:
+        if self._peer is None:
+            return
+        if message.opcode == OP_BINARY:
+            self._peer.on_binary(b"".join(message.parts))  # type: ignore[arg-type]
+        else:
+            self._peer.on_text("".join(message.parts))  # type: ignore[arg-type]
 
     def _on_message(self, opcode: int, payload: bytes | bytearray) -> None:
         if self._peer is None:
@@ -421,7 +452,7 @@ class WebSocket(asyncio.Protocol):
         """Close for a violation: the close frame goes out at once, then the peer's bytes are
         passed over (or, when framing is lost, dropped) until it answers or the close
         timeout passes."""
-        self._fragments, self._fragment_size = None, 0
+        self._fragments = None
         self.close(violation.code, str(violation))
 
     def eof_received(self) -> bool | None:

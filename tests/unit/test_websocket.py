@@ -345,3 +345,16 @@ def test_a_get_asking_for_websocket_is_an_upgrade() -> None:
     assert parse_head(b"GET / HTTP/1.1\r\nno colon here") is None
     old = parse_head(head.replace(b"Version: 13", b"Version: 8"))
     assert old is not None and bad_request(old.headers) == "Sec-WebSocket-Version must be 13"
+
+
+async def test_invalid_utf8_in_a_fragment_fails_at_that_fragment() -> None:
+    ws, transport, peer = await connection()
+    ws.data_received(client(0x1, "é".encode()[:1] + b"\xff", fin=False))
+    assert closed_with(transport, 1007) and peer.texts == []
+
+
+async def test_a_character_split_across_fragments_is_whole() -> None:
+    ws, _, peer = await connection()
+    data = "héllo".encode()
+    ws.data_received(client(0x1, data[:2], fin=False) + client(0x0, data[2:]))
+    assert peer.texts == ["héllo"]
