@@ -164,9 +164,11 @@ async def reconnect(port: int, seconds: float, outcome: Outcome) -> None:
                 sent += 30
                 stored += await _count_delivered(ws)
             rounds += 1
+    window = DEFAULTS.user_burst / DEFAULTS.user_rate
     outcome.facts.update({"messages sent": sent, "stored": stored, "reconnects": rounds,
-                          "allowed by the user budget":
-                          int(DEFAULTS.user_burst + DEFAULTS.user_rate * seconds)})
+                          "user budget": f"{DEFAULTS.user_burst} per {window:g} s window, at "
+                          f"most {DEFAULTS.user_burst * (int(seconds // window) + 2)} in "
+                          f"{seconds:g} s"})
 
 
 ATTACKS: dict[str, Attack] = {"fragments": fragments, "pings": pings, "slowloris": slowloris,

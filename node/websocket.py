@@ -119,6 +119,13 @@ class Violation(Exception):
         self.code = code
 
 
+class Flood(Violation):
+    """The peer sends frames faster than its budget: stop reading it at all."""
+
+    def __init__(self) -> None:
+        super().__init__(POLICY_VIOLATION, "Too many frames")
+
+
 class _Fragmented:
     """A message arriving in fragments: counted, sized, and text decoded as it comes, so
     that invalid UTF-8 fails at the fragment that carries it."""
@@ -299,6 +306,8 @@ class WebSocket(asyncio.Protocol):
             self._buffer = bytearray()
             self._discarding = True
             self._fail(violation)
+            if isinstance(violation, Flood) and not self._transport.is_closing():
+                self._transport.pause_reading()  # its bytes cost more than its close frame
             return
         if buffer is self._buffer:
             del self._buffer[:used]
@@ -326,6 +335,7 @@ class WebSocket(asyncio.Protocol):
                 break
             start = at + head + 4
             if opcode in DATA_OPCODES and not self._takes(size):
+                self._spend_frame()  # passing over frames costs too: a flood stops here
                 if end - start < size:  # passed over as it arrives, never buffered
                     self._skip, at, self._need = size - (end - start), end, 2
                     break
@@ -339,6 +349,8 @@ class WebSocket(asyncio.Protocol):
             at = start + size
             try:
                 self._on_frame(bool(first & 0x80), opcode, payload, mask)
+            except Flood:
+                raise
             except Violation as violation:  # framing is intact: read on, as closing
                 self._fail(violation)
         return at
@@ -371,8 +383,7 @@ class WebSocket(asyncio.Protocol):
         if opcode == OP_CLOSE:
             self._on_close(unmask(payload, mask))
             return
-        if not self._budget.allow(time.monotonic()):
-            raise Violation(POLICY_VIOLATION, "Too many frames")
+        self._spend_frame()
         if self._close_sent:
             return  # closing: only the peer's close frame matters now
         if opcode in CONTROL_OPCODES:
@@ -380,6 +391,10 @@ class WebSocket(asyncio.Protocol):
                 self.send(frame(OP_PONG, bytes(unmask(payload, mask))))
             return
         self._on_data(fin, opcode, unmask(payload, mask))
+
+    def _spend_frame(self) -> None:
+        if not self._budget.allow(time.monotonic()):
+            raise Flood()
 
     def _on_data(self, fin: bool, opcode: int, payload: bytearray) -> None:
         message = self._fragments

@@ -358,3 +358,17 @@ async def test_a_character_split_across_fragments_is_whole() -> None:
     data = "héllo".encode()
     ws.data_received(client(0x1, data[:2], fin=False) + client(0x0, data[2:]))
     assert peer.texts == ["héllo"]
+
+
+async def test_a_flood_past_the_frame_budget_stops_being_read() -> None:
+    ws, transport, _ = await connection(frame_rate=0.001, frame_burst=3, close_timeout=0.05)
+    ws.data_received(client(0x9, b"") * 10_000)  # one read of many pings
+    assert closed_with(transport, 1008) and not transport.reading
+    assert transport.written.count(b"\x8a") == 3  # only the budget's worth was answered
+    await asyncio.wait_for(ws.gone(), 1)
+
+
+async def test_frames_passed_over_after_a_close_take_from_the_budget_too() -> None:
+    ws, transport, _ = await connection(frame_rate=0.001, frame_burst=20, max_fragments=4)
+    ws.data_received(client(0x1, b"", fin=False) + client(0x0, b"", fin=False) * 10_000)
+    assert closed_with(transport, 1009) and not transport.reading  # too many, then a flood
