@@ -142,8 +142,6 @@ class Handlers:
         if message.user_id is not None and not verify(secret, user_id, message.token or ""):
             raise ChatError(ErrorCode.INVALID_TOKEN, "userId and token do not match")
         session.member = Member(user_id, message.name)
-        session.budgets = (per_second("user", user_id, *self._user_budget),
-                           per_second("address", session.address, *self._address_budget))
         log.info("auth session=%s user=%s name=%r", session.id, user_id, message.name)
         session.send(event_frame(AuthSuccess(
             user_id=user_id, name=message.name, node=self._node_id, token=sign(secret, user_id)
@@ -239,6 +237,9 @@ class Handlers:
             timestamp=iso_timestamp(), id=uuid.uuid4().hex,
             ref=UNSET if message.ref is None else message.ref,
         ))
+        if not session.budgets:  # made at the first message: most sessions stay idle
+            session.budgets = (per_second("user", member.id, *self._user_budget),
+                               per_second("address", session.address, *self._address_budget))
         try:
             await self._broker.publish_message(room, template, session.budgets)
         except BudgetSpent as spent:

@@ -141,7 +141,7 @@ class Connection(asyncio.Protocol):
         self._server = server
         self._transport: asyncio.Transport | None = None
         self._inner: Inner | None = None
-        self._pending = bytearray()
+        self._pending: bytes | bytearray = b""  # a bytearray once bytes wait here
         self._timer: asyncio.TimerHandle | None = None
         self._state = State.HEAD
         self._body = 0
@@ -177,11 +177,18 @@ class Connection(asyncio.Protocol):
         if self._state is State.BODY:
             data = self._pass_body(data)
         if data:
-            self._pending += data
+            self._keep(data)
         if self._state is State.HEAD:
             self._next_request()
         elif self._state is State.ANSWERING:
             self._pause()  # one request at a time
+
+    def _keep(self, data: bytes) -> None:
+        """Bytes of a request not served yet."""
+        if self._pending:
+            self._pending += data  # a bytearray: grows in place
+        else:
+            self._pending = bytearray(data)
 
     def _pass_body(self, data: bytes) -> bytes:
         """Give aiohttp what belongs to the current body; returns what comes after it."""
@@ -208,7 +215,7 @@ class Connection(asyncio.Protocol):
             return
         head_bytes = bytes(self._pending[:end])
         rest = bytes(self._pending[end + len(HEAD_END):])
-        self._pending.clear()
+        self._pending = b""
         head = parse_head(head_bytes)
         if head is None:
             self._refuse(400, "Bad Request", "malformed request head")
@@ -265,7 +272,8 @@ class Connection(asyncio.Protocol):
         rest = self._pass_body(rest) if length else rest
         if not length:
             self._request_complete()
-        self._pending += rest
+        if rest:
+            self._keep(rest)
 
     def _request_complete(self) -> None:
         self._stop_timer()
@@ -289,7 +297,7 @@ class Connection(asyncio.Protocol):
         self._stop_timer()
         retry = "Retry-After: 1\r\n" if status in (429, 503) else ""
         respond(self._transport, status, reason, {"error": message}, retry)
-        self._state, self._pending = State.REFUSED, bytearray()
+        self._state, self._pending = State.REFUSED, b""
 
     # --- deadline ----------------------------------------------------------------------------
 

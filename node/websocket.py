@@ -170,7 +170,7 @@ class WebSocket(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         self._peer: Peer | None = None
         self._limits = limits
-        self._buffer = bytearray()
+        self._buffer: bytes | bytearray = b""  # an idle connection holds no bytearray
         self._need = 2  # bytes the buffer must hold before the next frame can be parsed
         self._skip = 0  # bytes of an oversized frame still to discard
         self._fragments: _Fragmented | None = None
@@ -294,7 +294,7 @@ class WebSocket(asyncio.Protocol):
             data, self._skip = data[self._skip:], 0
         buffer: bytes | bytearray
         if self._buffer:
-            self._buffer += data
+            self._buffer += data  # a bytearray: grows in place
             buffer = self._buffer
             if len(buffer) < self._need:
                 return  # a frame arriving in pieces is parsed once, when it is complete
@@ -303,7 +303,7 @@ class WebSocket(asyncio.Protocol):
         try:
             used = self._parse(buffer)
         except Violation as violation:
-            self._buffer = bytearray()
+            self._buffer = b""
             self._discarding = True
             self._fail(violation)
             if isinstance(violation, Flood) and not self._transport.is_closing():
@@ -311,6 +311,8 @@ class WebSocket(asyncio.Protocol):
             return
         if buffer is self._buffer:
             del self._buffer[:used]
+            if not self._buffer:
+                self._buffer = b""
         elif used < len(buffer):
             self._buffer = bytearray(buffer[used:])
 

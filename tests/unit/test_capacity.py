@@ -59,7 +59,8 @@ def test_redis_runs_out_when_one_instance_cannot_carry_the_publishes() -> None:
 
 def test_the_report_is_written_from_measured_results(tmp_path: Path) -> None:
     results = sorted((Path(__file__).parents[2] / "docs" / "results").glob("*.json"))
-    assert {json.loads(p.read_text())["benchmark"] for p in results} == {"fanout", "idle"}
+    kinds = {json.loads(p.read_text())["benchmark"] for p in results}
+    assert {"fanout", "idle"} <= kinds
     path = report(load(results), demand(), tmp_path)
     text = path.read_text()
     assert "## Plan" in text and "runs out first" in text
