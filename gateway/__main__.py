@@ -67,7 +67,8 @@ def up(args: argparse.Namespace) -> None:
     print(f"  redis  {cluster.redis_url}")
     for index in range(1, len(cluster.nodes) + 1):
         print(f"  node{index}  {cluster.node_url(index)}")
-    print("Ctrl-C stops everything; `python -m gateway rolling-restart` restarts the nodes.",
+    print("Ctrl-C stops everything; `.venv/bin/python -m gateway rolling-restart` restarts the "
+          "nodes.",
           flush=True)
     _wait_for_stop_signal()
     print("stopping ...", file=sys.stderr)

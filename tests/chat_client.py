@@ -63,6 +63,12 @@ class ChatClient:
         await self.send(type="auth", name=name)
         return await self.expect("auth_success")
 
+    async def resume(self, identity: dict[str, Any], name: str = "alice") -> dict[str, Any]:
+        """Authenticate as the user of an earlier `auth_success`."""
+        await self.send(type="auth", name=name, userId=identity["userId"],
+                        token=identity["token"])
+        return await self.expect("auth_success")
+
     async def join(self, room: str = "general", **extra: Any) -> dict[str, Any]:
         await self.send(type="join", room=room, **extra)
         return await self.expect("room_joined")

@@ -128,9 +128,7 @@ async def test_reconnecting_does_not_reset_the_users_message_budget(make_node, c
         await _send_ok(first)
     await first.close()
     again = await connect(node)
-    await again.send(type="auth", name="alice", userId=identity["userId"],
-                     token=identity["token"])
-    await again.expect("auth_success")
+    await again.resume(identity)
     await again.join()
     await again.say("one too many")
     error = await again.expect_error("rate_limited")
@@ -143,9 +141,7 @@ async def test_parallel_connections_share_the_users_message_budget(make_node, co
     identity = await first.auth("alice")
     await first.join()
     second = await connect(node)
-    await second.send(type="auth", name="alice", userId=identity["userId"],
-                      token=identity["token"])
-    await second.expect("auth_success")
+    await second.resume(identity)
     await second.join()
     await _send_ok(first)
     await second.expect("message")

@@ -21,9 +21,7 @@ async def test_a_user_on_two_nodes_stays_until_both_leave(make_node, connect) ->
     bob = await _user(connect, here, "bob")
     await bob.join()
     second = await connect(there)
-    await second.send(type="auth", name="alice", userId=identity["userId"],
-                      token=identity["token"])
-    await second.expect("auth_success")
+    await second.resume(identity)
     assert (await second.join())["userCount"] == 2
     await first.close()
     await bob.say("alice is still on node b")

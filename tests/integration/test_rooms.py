@@ -65,14 +65,18 @@ async def test_one_user_may_create_only_so_many_rooms(make_node, connect) -> Non
     assert await bob.join("three")  # another user's allowance is its own
 
 
+async def _say_and_leave(client: ChatClient, room: str, text: str) -> None:
+    await client.join(room)
+    await client.say(text)
+    await client.expect("message")
+    await client.send(type="leave")
+    await client.expect("room_left")
+
+
 async def test_an_emptied_room_expires_with_its_history(make_node, connect) -> None:
     node = await make_node(room_ttl=0.3)
     alice = await _user(connect, node, "alice")
-    await alice.join("brief")
-    await alice.say("remember me")
-    await alice.expect("message")
-    await alice.send(type="leave")
-    await alice.expect("room_left")
+    await _say_and_leave(alice, "brief", "remember me")
     async with asyncio.timeout(5):
         while "brief" in (await (await node.get("/api/rooms")).json())["rooms"]:
             await asyncio.sleep(0.05)
@@ -83,11 +87,7 @@ async def test_an_emptied_room_expires_with_its_history(make_node, connect) -> N
 async def test_a_room_rejoined_before_its_ttl_keeps_its_history(make_node, connect) -> None:
     node = await make_node(room_ttl=60)
     alice = await _user(connect, node, "alice")
-    await alice.join("kept")
-    await alice.say("still here")
-    await alice.expect("message")
-    await alice.send(type="leave")
-    await alice.expect("room_left")
+    await _say_and_leave(alice, "kept", "still here")
     joined = await alice.join("kept")
     assert [m["text"] for m in joined["history"]] == ["still here"]
 
@@ -101,9 +101,7 @@ async def test_a_user_on_two_connections_stays_until_the_last_leaves(make_node, 
     await first.join()
     assert (await bob.expect("user_joined"))["userCount"] == 2
     second = await connect(node)
-    await second.send(type="auth", name="alice", userId=identity["userId"],
-                      token=identity["token"])
-    await second.expect("auth_success")
+    await second.resume(identity)
     joined = await second.join()
     assert joined["userCount"] == 2  # the same user: no second entry, no user_joined
     await first.send(type="leave")

@@ -50,6 +50,13 @@ async def status_line(reader: asyncio.StreamReader) -> bytes:
     return await asyncio.wait_for(reader.readline(), WAIT)
 
 
+async def answer(open_socket, node, data: bytes) -> bytes:
+    """The status line the node answers `data` with, on a socket of its own."""
+    reader, writer = await open_socket(node)
+    writer.write(data)
+    return await status_line(reader)
+
+
 async def read_to_end(reader: asyncio.StreamReader) -> bytes:
     """Everything until the node closes the socket (an abort counts as closing)."""
     try:
@@ -74,9 +81,8 @@ async def wait_for_sockets(node, **expected: int) -> dict[str, int]:
 
 async def test_a_head_over_the_limit_gets_431_in_one_write(make_node, open_socket) -> None:
     node = await make_node(max_head=2048)
-    reader, writer = await open_socket(node)
-    writer.write(upgrade("X-Pad: " + "a" * 3000 + "\r\n"))
-    assert (await status_line(reader)).startswith(b"HTTP/1.1 431")
+    line = await answer(open_socket, node, upgrade("X-Pad: " + "a" * 3000 + "\r\n"))
+    assert line.startswith(b"HTTP/1.1 431")
 
 
 async def test_a_head_over_the_limit_gets_431_in_pieces(make_node, open_socket) -> None:
@@ -94,17 +100,14 @@ async def test_a_head_of_exactly_the_limit_is_served(make_node, open_socket) -> 
     head = b"GET /healthz HTTP/1.1\r\nHost: node\r\nX-Pad: "
     head += b"a" * (2048 - len(head) - 2) + b"\r\n"
     assert len(head) == 2048
-    reader, writer = await open_socket(node)
-    writer.write(head + b"\r\n")
-    assert (await status_line(reader)).startswith(b"HTTP/1.1 200")
+    assert (await answer(open_socket, node, head + b"\r\n")).startswith(b"HTTP/1.1 200")
 
 
 async def test_an_upgrade_with_a_large_cookie_within_the_limit_is_accepted(
         make_node, open_socket) -> None:
     node = await make_node(max_head=32768)
-    reader, writer = await open_socket(node)
-    writer.write(upgrade("Cookie: c=" + "z" * 23000 + "\r\n"))
-    assert (await status_line(reader)).startswith(b"HTTP/1.1 101")
+    line = await answer(open_socket, node, upgrade("Cookie: c=" + "z" * 23000 + "\r\n"))
+    assert line.startswith(b"HTTP/1.1 101")
 
 
 async def test_a_silent_socket_is_closed_after_the_handshake_timeout(make_node, open_socket) -> None:
