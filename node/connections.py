@@ -75,6 +75,3 @@ class Connections:
 
     def by_kind(self) -> dict[str, int]:
         return {kind.value: self._kinds[kind] for kind in Kind}
-
-    def from_address(self, address: str) -> int:
-        return self._addresses[address]

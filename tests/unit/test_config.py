@@ -1,3 +1,5 @@
+import secrets
+
 import pytest
 
 from node.config import Settings, load_settings
@@ -37,3 +39,12 @@ def test_every_setting_has_a_flag_documented_with_its_env_twin(capsys) -> None:
     for name in Settings.__dataclass_fields__:
         assert "--" + name.replace("_", "-") in usage
         assert "CHAT_" + name.upper() in usage
+
+
+def test_generated_tokens_are_never_read_as_flags() -> None:
+    """The launcher passes its generated admin token as --admin-token=VALUE: a token that
+    begins with "-" (about 1.5 % of them) must still be the value."""
+    tokens = ["-starts-with-a-dash", "--looks-like-a-flag"]
+    tokens += [secrets.token_urlsafe(24) for _ in range(1000)]
+    for token in tokens:
+        assert load_settings([f"--admin-token={token}"], {}).admin_token == token
