@@ -136,10 +136,6 @@ class Session:
     def close_code(self) -> int | None:
         return self._ws.close_code
 
-    @property
-    def closed(self) -> bool:
-        return self._closing or self._ws.closing
-
     def send(self, frame: bytes) -> None:
         """Queue one complete WebSocket frame; never blocks."""
         if not self._closing and not self._ws.send(frame):

@@ -197,10 +197,6 @@ class WebSocket(asyncio.Protocol):
     def transport(self) -> asyncio.Transport:
         return self._transport
 
-    @property
-    def closing(self) -> bool:
-        return self._close_sent or self._transport.is_closing()
-
     def send(self, data: bytes) -> bool:
         """Queue complete frames; False when this write took the peer past --max-buffer
         (it is closed with 1013). Once closing, frames are dropped."""
