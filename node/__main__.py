@@ -32,11 +32,12 @@ async def serve(settings: Settings) -> None:
         shutdown_timeout=settings.shutdown_timeout,
     )
     await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.port, backlog=1024).start()
-    if settings.unix_socket:
-        await web.UnixSite(runner, settings.unix_socket, backlog=1024).start()
-        os.chmod(settings.unix_socket, 0o666)  # nginx's workers run as another user
-        log.info("node %s also listening on %s", settings.node_id, settings.unix_socket)
+    try:
+        await _listen(runner, settings)
+    except OSError as exc:
+        log.error("node %s cannot listen where it was told to: %s", settings.node_id, exc)
+        await runner.cleanup()  # background loops stopped in order: nothing left to hang on
+        raise SystemExit(1) from None
     log.info("node %s listening on http://%s:%d (%s mode)", settings.node_id, settings.host,
              settings.port, "embedded" if settings.embedded else "cluster")
     stop = asyncio.Event()
@@ -49,6 +50,15 @@ async def serve(settings: Settings) -> None:
     await drain.drain_for_shutdown()
     await runner.cleanup()
     log.info("node %s stopped", settings.node_id)
+
+
+async def _listen(runner: web.AppRunner, settings: Settings) -> None:
+    """Every listener, the TCP port last: a node that answers /readyz has them all."""
+    if settings.unix_socket:
+        await web.UnixSite(runner, settings.unix_socket, backlog=1024).start()
+        os.chmod(settings.unix_socket, 0o666)  # nginx's workers run as another user
+        log.info("node %s also listening on %s", settings.node_id, settings.unix_socket)
+    await web.TCPSite(runner, settings.host, settings.port, backlog=1024).start()
 
 
 async def _first(*waits: Coroutine[Any, Any, Any]) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import sys
 
 import aiohttp
+import pytest
 
 from tests.conftest import ClientFactory
 from gateway.processes import free_port
@@ -80,3 +82,27 @@ async def _connect_when_listening(http: aiohttp.ClientSession, url: str
         except aiohttp.ClientConnectorError:
             await asyncio.sleep(0.05)
     raise AssertionError(f"nothing listens at {url}")
+
+
+@pytest.mark.parametrize("where", ["missing socket directory", "taken port"])
+async def test_a_node_that_cannot_listen_exits_non_zero_at_once(
+        where: str, backend: str, redis_url: str, tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1] if where == "taken port" else free_port()
+        args = ["--port", str(port)]
+        if where == "missing socket directory":
+            args += ["--unix-socket", str(tmp_path / "missing" / "node.sock")]
+        if backend == "redis":
+            args += ["--redis-url", redis_url]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "node", *args, stderr=asyncio.subprocess.PIPE)
+        try:
+            _, err = await asyncio.wait_for(process.communicate(), 10)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert process.returncode == 1
+    assert b"cannot listen where it was told to" in err
