@@ -9,7 +9,6 @@ canary's p99 under 50 ms, every attacking socket gone, and the node's memory bou
 from __future__ import annotations
 
 import json
-import os
 import socket
 import struct
 import subprocess
@@ -25,6 +24,7 @@ from hypothesis import strategies as st
 
 from gateway.processes import LOOPBACK, Service, start_node
 from loadtest.procstats import memory_kib
+from tests.frames import client
 
 CANARY_SECONDS = 45.0
 MAX_FRAME = 4096
@@ -87,18 +87,10 @@ def fragmented(draw: st.DrawFn) -> bytes:
     for index, piece in enumerate(pieces):
         opcode = 1 if index == 0 else 0
         fin = 0x80 if index == len(pieces) - 1 else 0
-        out += _masked(fin | opcode, piece)
+        out += client(opcode, piece, fin=bool(fin))
         if draw(st.booleans()):
-            out += _masked(0x89, b"p")
+            out += client(0x9, b"p")
     return out
-
-
-def _masked(first: int, payload: bytes) -> bytes:
-    mask = os.urandom(4)
-    size = len(payload)
-    head = (struct.pack("!BB", first, 0x80 | size) if size < 126
-            else struct.pack("!BBH", first, 0x80 | 126, size))
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 def _upgrade(extra: bytes = b"") -> bytes:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import struct
 
 import pytest
 
 from node.server import bad_request, parse_head
+from tests.frames import client
 from node.websocket import Limits, WebSocket, accept_key, close_frame, frame
 
 MAX = 100
@@ -74,23 +74,6 @@ class Recorder:
 
     def on_closed(self) -> None:
         self.ended += 1
-
-
-def client(opcode: int, payload: bytes, fin: bool = True, masked: bool = True,
-           rsv: int = 0) -> bytes:
-    """A client frame, masked with a random key unless told otherwise."""
-    first = (0x80 if fin else 0) | rsv | opcode
-    size = len(payload)
-    if size < 126:
-        head = struct.pack("!BB", first, (0x80 if masked else 0) | size)
-    elif size < 1 << 16:
-        head = struct.pack("!BBH", first, (0x80 if masked else 0) | 126, size)
-    else:
-        head = struct.pack("!BBQ", first, (0x80 if masked else 0) | 127, size)
-    if not masked:
-        return head + payload
-    mask = os.urandom(4)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 async def connection(**limits: object) -> tuple[WebSocket, FakeTransport, Recorder]:
