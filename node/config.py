@@ -59,7 +59,7 @@ class Settings:
     )
     frame_burst: int = _setting(200, "WebSocket frames one connection may send at once")
     user_rate: float = _setting(
-        5.0, "chat messages per second one user may publish, over all its connections and "
+        10.0, "chat messages per second one user may publish, over all its connections and "
         "nodes; more get error rate_limited"
     )
     user_burst: int = _setting(20, "chat messages one user may publish at once")
