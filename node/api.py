@@ -46,7 +46,7 @@ async def rooms(request: web.Request) -> web.Response:
         return web.json_response(
             {"error": "invalid_format", "message": f"offset >= 0, 1 <= limit <= {MAX_PAGE}"},
             status=400)
-    page = await request.app[NODE].presence.rooms(offset, limit)
+    page = await request.app[NODE].directory.page(offset, limit)
     after = offset + len(page.rooms)
     return web.json_response({
         "rooms": [room.name for room in page.rooms],

@@ -15,6 +15,7 @@ from msgspec import UNSET, UnsetType
 
 from node.broker import Broker, BudgetSpent, HistoryWindow
 from node.config import Settings
+from node.directory import Directory
 from node.errors import Unavailable
 from node.heartbeat import now_ms
 from node.hub import Hub
@@ -69,12 +70,14 @@ def _room(session: Session) -> str:
 class Handlers:
     """The chat behaviour of a node, above the hub, the broker and presence."""
 
-    def __init__(self, settings: Settings, hub: Hub, broker: Broker, presence: Presence) -> None:
+    def __init__(self, settings: Settings, hub: Hub, broker: Broker, presence: Presence,
+                 directory: Directory) -> None:
         self._node_id = settings.node_id
         self._history_window = min(settings.history_window, settings.history)
         self._hub = hub
         self._broker = broker
         self._presence = presence
+        self._directory = directory
         self._presence_grace = settings.presence_grace
         self._user_budget = (settings.user_rate, settings.user_burst)
         self._address_budget = (settings.address_rate, settings.address_burst)
@@ -248,7 +251,7 @@ class Handlers:
                             "dropped") from None
 
     async def _list_rooms(self, session: Session, message: ListRooms) -> None:
-        page = await self._presence.rooms(message.offset, message.limit)
+        page = await self._directory.page(message.offset, message.limit)
         session.send(event_frame(room_list(page, message.offset)))
 
     async def _ping(self, session: Session, message: Ping) -> None:

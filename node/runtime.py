@@ -11,6 +11,7 @@ from node.broker_memory import MemoryBroker
 from node.broker_redis import RedisBroker
 from node.config import Settings
 from node.connections import Connections
+from node.directory import Directory
 from node.drain import Drainer
 from node.echo import EchoSockets
 from node.handlers import Handlers
@@ -32,6 +33,7 @@ class Node:
     drain: Drainer
     connections: Connections
     echoes: EchoSockets
+    directory: Directory
 
     def unready_reason(self) -> str | None:
         """Why this node should not take new connections, or None when it should."""
@@ -74,8 +76,9 @@ def build_node(settings: Settings) -> Node:
         hub.sequencer.recover()
         await liveness.resync()
 
-    handlers = Handlers(settings, hub, broker, presence)
+    directory = Directory(presence)
+    handlers = Handlers(settings, hub, broker, presence, directory)
     drain = Drainer(settings, hub, presence, handlers.departures)
     connections = Connections(settings.max_connections, settings.max_connections_per_address)
     return Node(settings, broker, presence, hub, handlers, liveness, drain, connections,
-                EchoSockets())
+                EchoSockets(), directory)
