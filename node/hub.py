@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 from node.broker import Broker
 from node.envelope import Publication
@@ -10,6 +11,11 @@ from node.presence import Member
 from node.protocol import frame
 from node.sequencer import Sequencer
 from node.session import Session
+
+
+def _member_id(session: Session) -> str:
+    assert session.member is not None, "only authenticated sessions join rooms"
+    return session.member.id
 
 
 class Hub:
@@ -25,6 +31,7 @@ class Hub:
         self.sequencer = Sequencer(broker, self._fan_out, history_capacity)
         self.sessions: set[Session] = set()
         self._rooms: dict[str, set[Session]] = {}
+        self._users: dict[str, Counter[str]] = {}  # room -> member id -> its local sessions
         self._subscribed: set[str] = set()
         self._subscription_lock = asyncio.Lock()
         self._empty = asyncio.Event()
@@ -49,21 +56,27 @@ class Hub:
 
     async def add(self, room: str, session: Session) -> None:
         """Make the session a local member; returns once the room's deliveries flow here."""
-        self._rooms.setdefault(room, set()).add(session)
+        members = self._rooms.setdefault(room, set())
+        if session not in members:
+            members.add(session)
+            self._users.setdefault(room, Counter())[_member_id(session)] += 1
         await self._sync_subscription(room)
 
     def has_member(self, room: str, member_id: str) -> bool:
         """Whether a local session of the member is in the room."""
-        return any(session.member is not None and session.member.id == member_id
-                   for session in self._rooms.get(room, ()))
+        return self._users.get(room, Counter())[member_id] > 0
 
     async def remove(self, room: str, session: Session) -> None:
         members = self._rooms.get(room)
-        if members is None:
+        if members is None or session not in members:
             return
         members.discard(session)
+        users = self._users[room]
+        users[_member_id(session)] -= 1
+        if users[_member_id(session)] <= 0:
+            del users[_member_id(session)]
         if not members:
-            del self._rooms[room]
+            del self._rooms[room], self._users[room]
             self.sequencer.forget(room)
         await self._sync_subscription(room)
 
