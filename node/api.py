@@ -47,12 +47,11 @@ async def rooms(request: web.Request) -> web.Response:
             {"error": "invalid_format", "message": f"offset >= 0, 1 <= limit <= {MAX_PAGE}"},
             status=400)
     page = await request.app[NODE].directory.page(offset, limit)
-    after = offset + len(page.rooms)
     return web.json_response({
         "rooms": [room.name for room in page.rooms],
         "details": [{"name": room.name, "userCount": room.user_count} for room in page.rooms],
         "total": page.total,
-        "next": after if after < page.total else None,
+        "next": page.next_offset(offset),
     })
 
 

@@ -46,9 +46,8 @@ def iso_timestamp() -> str:
 
 def room_list(page: RoomPage, offset: int) -> RoomList:
     """A page of the directory as the client sees it."""
-    after = offset + len(page.rooms)
     return RoomList(rooms=[RoomInfo(name=r.name, user_count=r.user_count) for r in page.rooms],
-                    total=page.total, next=after if after < page.total else None)
+                    total=page.total, next=page.next_offset(offset))
 
 
 def _member(session: Session) -> Member:

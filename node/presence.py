@@ -47,6 +47,11 @@ class RoomPage:
     rooms: list[RoomCount]
     total: int
 
+    def next_offset(self, offset: int) -> int | None:
+        """Where the page after this one (taken at `offset`) starts; None on the last."""
+        after = offset + len(self.rooms)
+        return after if after < self.total else None
+
 
 @dataclass(frozen=True, slots=True)
 class RoomPolicy:

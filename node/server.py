@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from node.addresses import TrustedProxies, peer_host
-from node.connections import Connections, Kind
+from node.connections import Connections, Kind, Refusal
 
 CHAT_PATH = "/ws"
 ECHO_PATH = "/ws/echo"
@@ -95,15 +95,15 @@ def bad_request(headers: dict[str, str]) -> str | None:
     return None
 
 
-def body_length(headers: dict[str, str]) -> int | str:
-    """The body's size, or why the node does not take it."""
+def body_length(headers: dict[str, str]) -> int | Refusal:
+    """The body's size, or the answer to a body the node does not take."""
     if "transfer-encoding" in headers:
-        return "chunked request bodies are not accepted"
+        return 411, "Length Required", "chunked request bodies are not accepted"
     length = headers.get("content-length", "0")
     if not length.isdigit():
-        return "Content-Length is malformed"
+        return 411, "Length Required", "Content-Length is malformed"
     if int(length) > MAX_BODY:
-        return f"request bodies are limited to {MAX_BODY} bytes"
+        return 413, "Content Too Large", f"request bodies are limited to {MAX_BODY} bytes"
     return int(length)
 
 
@@ -146,7 +146,7 @@ class Connection(asyncio.Protocol):
         self._state = State.HEAD
         self._body = 0
         self._requests = 0
-        self._refusal: tuple[int, str, str] | None = None
+        self._refusal: Refusal | None = None
         self.kind = Kind.PENDING
         self.address: str | None = None  # known once the client's address is known
 
@@ -260,8 +260,8 @@ class Connection(asyncio.Protocol):
         """Hand one request to aiohttp: its head now, its body as it arrives."""
         assert self._transport is not None
         length = body_length(head.headers)
-        if isinstance(length, str):
-            self._refuse(413 if "limited" in length else 411, "Request Refused", length)
+        if isinstance(length, tuple):
+            self._refuse(*length)
             return
         if self._inner is None:
             self._inner = cast(Inner, self._server.http())
