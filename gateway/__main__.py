@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import secrets
 import signal
 import sys
-import threading
 from pathlib import Path
 
-from gateway.cluster import STATE_FILE, Cluster
+from gateway.cluster import STATE_FILE, SUPERVISE_EVERY, Cluster
 from gateway.nginx import GatewayConfig
-from gateway.processes import MissingBinary
+from gateway.processes import LOOPBACK, MissingBinary, Stopped
 from gateway.rolling import ClusterState, rolling_restart
+from gateway.tokens import new_secret
 
 
 def _default_run_dir(port: int) -> Path:
@@ -57,31 +56,36 @@ def _parser() -> argparse.ArgumentParser:
 
 def up(args: argparse.Namespace) -> None:
     run_dir = args.run_dir or _default_run_dir(args.port)
-    cluster = Cluster(run_dir, args.nodes, args.port, args.redis_url,
-                      admin_token=secrets.token_urlsafe(24))
-    print(f"starting {args.nodes} nodes (logs in {run_dir}) ...", file=sys.stderr)
-    cluster.start()
+    cluster = Cluster(run_dir, args.nodes, args.port, args.redis_url, admin_token=new_secret())
+    stopping = cluster.children.stopping
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # closing the terminal too
+        signal.signal(signum, lambda *_: stopping.set())
+    print(f"starting {args.nodes} nodes (logs in {run_dir}) ...", file=sys.stderr, flush=True)
+    try:
+        cluster.start()
+    except Stopped:
+        sys.exit("stopped before the cluster was up; every process it had started is stopped")
+    except RuntimeError as error:  # a process that exited or never became ready
+        sys.exit(f"the cluster did not start: {error}")
     cluster.write_state()
-    cluster.supervise_in_background()
+    _print_banner(cluster)
+    while not stopping.wait(SUPERVISE_EVERY):
+        cluster.supervise()
+    print("stopping ...", file=sys.stderr, flush=True)
+    cluster.stop()
+    print("stopped", file=sys.stderr)
+
+
+def _print_banner(cluster: Cluster) -> None:
     print(f"chat cluster up: {cluster.http_url}  WebSocket: {cluster.ws_url}")
-    print(f"  redis  {cluster.redis_url}")
+    if cluster.redis is not None:
+        print(f"  redis  redis://{LOOPBACK}:{cluster.redis.port}/0  (its password: "
+              f"{cluster.redis_config})")
     for index in range(1, len(cluster.nodes) + 1):
         print(f"  node{index}  {cluster.node_url(index)}")
     print("Ctrl-C stops everything; `.venv/bin/python -m gateway rolling-restart` restarts the "
           "nodes.",
           flush=True)
-    _wait_for_stop_signal()
-    print("stopping ...", file=sys.stderr)
-    cluster.stop()
-    print("stopped", file=sys.stderr)
-
-
-def _wait_for_stop_signal() -> None:
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    while not stop.wait(1.0):
-        pass
 
 
 def rolling(args: argparse.Namespace) -> None:
@@ -89,7 +93,10 @@ def rolling(args: argparse.Namespace) -> None:
     state_path = run_dir / STATE_FILE
     if not state_path.exists():
         sys.exit(f"no cluster state at {state_path}: is `python -m gateway up` running?")
-    rolling_restart(ClusterState.load(state_path), say=lambda line: print(line, flush=True))
+    try:
+        rolling_restart(ClusterState.load(state_path), say=lambda line: print(line, flush=True))
+    except (RuntimeError, TimeoutError) as error:
+        sys.exit(f"rolling restart failed: {error}")
 
 
 def render(args: argparse.Namespace) -> None:

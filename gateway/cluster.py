@@ -12,7 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.nginx import GatewayConfig
-from gateway.processes import LOOPBACK, Service, free_port, start_nginx, start_node, start_redis
+from gateway.tokens import new_secret
+from gateway.processes import (
+    LOOPBACK,
+    Children,
+    Service,
+    Stopped,
+    ensure_free,
+    free_port,
+    redis_config_path,
+    redis_url,
+    start_nginx,
+    start_node,
+    start_redis,
+)
 
 log = logging.getLogger("gateway")
 STATE_FILE = "cluster.json"
@@ -21,7 +34,8 @@ SUPERVISE_EVERY = 0.2
 
 @dataclass
 class Cluster:
-    """Starts in dependency order, stops in reverse: nodes first and gracefully."""
+    """Starts in dependency order, stops in reverse: nodes first and gracefully. Every process
+    is recorded the moment it is spawned, so a stop at any point leaves none behind."""
 
     run_dir: Path
     node_count: int = 3
@@ -33,63 +47,85 @@ class Cluster:
     nodes: list[Service] = field(default_factory=list)
     nginx: Service | None = None
     admin_token: str | None = None
-    socket_dir: Path | None = None
-    _stopping: threading.Event = field(default_factory=threading.Event)
+    # For the Redis this cluster starts itself: no local process may use it unasked.
+    redis_password: str | None = field(default_factory=new_secret)
+    public_dir: Path | None = None
+    children: Children = field(default_factory=Children)
 
     def start(self) -> None:
+        """Start everything, or stop what started and raise (`Stopped` when `stop` came)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        # nginx reaches the nodes over Unix sockets (cheaper than loopback TCP), in a directory
-        # its workers may enter whatever the run directory's permissions (they may run as
-        # another user).
-        self.socket_dir = Path(tempfile.mkdtemp(prefix="chat-sockets-"))
-        self.socket_dir.chmod(0o755)
+        self.run_dir.chmod(0o700)  # logs, the state file and Redis's config hold secrets
+        # nginx's workers may run as another user: the nodes' Unix sockets and nginx's temp
+        # files live in a directory of their own that they may enter.
+        self.public_dir = Path(tempfile.mkdtemp(prefix="chat-gateway-"))
+        self.public_dir.chmod(0o755)
         try:
+            if self.gateway_port:
+                ensure_free(self.gateway_port)
             if self.redis_url is None:
-                self.redis = start_redis(self.run_dir)
-                self.redis_url = f"redis://{LOOPBACK}:{self.redis.port}/0"
+                self.redis = start_redis(self.run_dir, password=self.redis_password,
+                                         children=self.children)
+                self.redis_url = redis_url(self.redis.port, self.redis_password)
             for index in range(1, self.node_count + 1):
                 self.nodes.append(self.start_node(index))
             self.gateway_port = self.gateway_port or free_port()
             self.nginx = start_nginx(self.run_dir, self.gateway_config().render(),
-                                     self.gateway_port)
+                                     self.gateway_port, self.children)
         except BaseException:
             self.stop()
             raise
 
     def start_node(self, index: int, port: int | None = None) -> Service:
         """Start node `index` (1-based), on `port` when it is a restart."""
-        # `--flag=value`: a generated token may begin with "-".
-        admin = [f"--admin-token={self.admin_token}"] if self.admin_token else []
+        env = {"CHAT_ADMIN_TOKEN": self.admin_token} if self.admin_token else {}
         # nginx reaches the nodes over their Unix sockets and names the client in X-Real-IP.
         trusted = ["--trusted-proxies=unix"]
         return start_node(self.run_dir, f"node{index}", self.redis_url,
-                          [*admin, *trusted, *self.node_args], port, self.node_socket(index))
+                          [*trusted, *self.node_args], port, self.node_socket(index), env,
+                          self.children)
+
+    def restart_redis(self) -> None:
+        """Start an empty Redis on the port of this cluster's Redis, stopping that one if it
+        still runs: a Redis restart that lost everything."""
+        assert self.redis is not None
+        self.redis.stop()
+        self.redis = start_redis(self.run_dir, self.redis.port, self.redis_password,
+                                 self.children)
 
     def node_socket(self, index: int) -> Path:
         """The Unix socket node `index` (1-based) listens on for the gateway."""
-        assert self.socket_dir is not None
-        return self.socket_dir / f"node{index}.sock"
+        assert self.public_dir is not None
+        return self.public_dir / f"node{index}.sock"
 
     def supervise(self) -> None:
         """Restart every node that exited (a drained node exits 0), on its own port."""
         for offset, node in enumerate(self.nodes):
-            if not node.running and not self._stopping.is_set():
+            if not node.running and not self.children.stopping.is_set():
                 log.warning("%s exited with %s; restarting it", node.name,
                             node.process.returncode)
-                self.nodes[offset] = self.start_node(offset + 1, node.port)
+                try:
+                    self.nodes[offset] = self.start_node(offset + 1, node.port)
+                except Stopped:
+                    return
+                except RuntimeError as error:  # it will be tried again on the next round
+                    log.error("%s", error)
 
     def supervise_in_background(self) -> None:
-        """Keep the nodes running until `stop`, from a thread of its own."""
+        """Keep the nodes running until `stop`, from a thread of its own. The thread lives
+        until the cluster stops: the processes it restarts are tied to it (see `Children`)."""
 
         def loop() -> None:
-            while not self._stopping.wait(SUPERVISE_EVERY):
+            while not self.children.stopping.wait(SUPERVISE_EVERY):
                 self.supervise()
 
         threading.Thread(target=loop, name="supervisor", daemon=True).start()
 
     def write_state(self) -> Path:
-        """What `python -m gateway rolling-restart` needs to find this cluster."""
+        """What `python -m gateway rolling-restart` needs to find this cluster (owner-only:
+        it holds the admin token)."""
         path = self.run_dir / STATE_FILE
+        path.touch(mode=0o600)
         path.write_text(json.dumps({
             "gateway": self.http_url,
             "nodes": [self.node_url(i) for i in range(1, len(self.nodes) + 1)],
@@ -102,25 +138,37 @@ class Cluster:
             listen=f"{LOOPBACK}:{self.gateway_port}",
             upstreams=[f"unix:{self.node_socket(i)}" for i in range(1, len(self.nodes) + 1)],
             run_dir=self.run_dir,
+            temp_dir=self.public_dir,
             **self.gateway_limits,
         )
         config.prepare_run_dir()
         return config
 
     def stop(self) -> None:
-        """Nodes first (SIGTERM: they tell their clients), then nginx, then Redis."""
-        self._stopping.set()
-        for node in self.nodes:
+        """Nodes first (SIGTERM: they tell their clients), then nginx, then Redis; then the
+        state file goes, so that nothing later mistakes a stopped cluster for a running one."""
+        started = self.children.stop()
+        nodes = [service for service in started if service.name not in ("nginx", "redis")]
+        for node in nodes:  # all at once: each takes its drain time
             if node.running:
                 node.process.send_signal(signal.SIGTERM)
-        for node in self.nodes:
+        for node in nodes:
             node.stop()
-        if self.nginx is not None:
-            self.nginx.stop(signal.SIGQUIT)
-        if self.redis is not None:
-            self.redis.stop()
-        if self.socket_dir is not None:
-            shutil.rmtree(self.socket_dir, ignore_errors=True)
+        for service in started:
+            if service.name == "nginx":
+                service.stop(signal.SIGQUIT)
+        for service in started:
+            if service.name == "redis":
+                service.stop()
+        (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+        if self.public_dir is not None:
+            shutil.rmtree(self.public_dir, ignore_errors=True)
+
+    @property
+    def redis_config(self) -> Path:
+        """The config file of the Redis this cluster started (it holds the password)."""
+        assert self.redis is not None
+        return redis_config_path(self.run_dir, self.redis.port)
 
     @property
     def http_url(self) -> str:

@@ -23,12 +23,15 @@ class GatewayConfig:
     ws_per_address: int = 1000  # WebSockets one client address may hold through the gateway
     api_rate: int = 50  # other requests per second one client address may make
     api_burst: int = 100
+    temp_dir: Path | None = None  # where workers buffer bodies (default run_dir); they may
+    # run as another user, so the launcher gives them a directory they may enter
 
     def render(self) -> str:
         """The nginx.conf text: least_conn over the nodes, passive health checks for HTTP."""
         values = {
             "workers": self.workers,
             "run_dir": str(self.run_dir),
+            "temp_dir": str(self._temp_dir),
             "ws_servers": self._servers("max_fails=0"),
             "api_servers": self._servers(
                 f"max_fails={self.max_fails} fail_timeout={self.fail_timeout}s"),
@@ -48,7 +51,11 @@ class GatewayConfig:
     def _servers(self, options: str) -> str:
         return "\n".join(f"        server {upstream} {options};" for upstream in self.upstreams)
 
+    @property
+    def _temp_dir(self) -> Path:
+        return self.temp_dir or self.run_dir
+
     def prepare_run_dir(self) -> None:
         """nginx wants its temp directories to exist."""
         for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
+            (self._temp_dir / sub).mkdir(parents=True, exist_ok=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,10 +19,16 @@ from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 20.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class MissingBinary(SystemExit):
     """A server binary is not installed; the message names the Debian package."""
+
+
+class Stopped(Exception):
+    """The launcher is stopping: a process being started is not waited for."""
 
 
 def free_port() -> int:
@@ -27,6 +36,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
+
+
+class PortInUse(SystemExit):
+    """A port the launcher was told to use is taken (by an earlier launch, say)."""
+
+
+def ensure_free(port: int) -> None:
+    """Refuse to start on a taken port, instead of being answered by whoever holds it."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError as error:
+            raise PortInUse(f"port {port} on {LOOPBACK} is in use ({error.strerror}): is "
+                            "another cluster still running? Stop it, or pick --port") from None
 
 
 def find_binary(name: str, package: str) -> str:
@@ -74,23 +98,60 @@ class Service:
             return ""
 
 
-def spawn(name: str, argv: list[str], port: int, log_path: Path) -> Service:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        # A session of its own: a terminal's Ctrl-C reaches the launcher only, which then
-        # stops the children in order (nodes before Redis).
-        process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    return Service(name, process, port, log_path)
+def _die_with_launcher(launcher: int) -> Callable[[], None]:
+    """Run in the child before exec: SIGTERM it when the thread that started it ends — the
+    launcher killed outright (SIGKILL) included, where no handler of ours runs."""
+
+    def arm() -> None:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != launcher:  # the launcher died before the line above
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
-def wait_until(service: Service, probe: Callable[[], bool], timeout: float = START_TIMEOUT
-               ) -> None:
-    """Poll `probe()` until it is true; fail with the service's log if it dies or stalls."""
+class Children:
+    """Every process one launcher started, recorded the moment it exists, so that every exit
+    path — a stop during start-up or during a restart included — can stop them all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._services: list[Service] = []
+        self.stopping = threading.Event()
+
+    def spawn(self, name: str, argv: list[str], port: int, log_path: Path,
+              env: dict[str, str] | None = None) -> Service:
+        """Start a process, unless the launcher is stopping (then `Stopped`)."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, log_path.open("ab") as log:
+            if self.stopping.is_set():
+                raise Stopped(name)
+            # A session of its own: a terminal's Ctrl-C or hang-up reaches the launcher only,
+            # which then stops the children in order (nodes before Redis).
+            process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, env={**os.environ, **(env or {})},
+                preexec_fn=_die_with_launcher(os.getpid()),
+            )
+            service = Service(name, process, port, log_path)
+            self._services.append(service)
+            return service
+
+    def stop(self) -> list[Service]:
+        """Refuse new processes from now on; returns every process started so far."""
+        with self._lock:
+            self.stopping.set()
+            return list(self._services)
+
+
+def wait_until(service: Service, probe: Callable[[], bool], timeout: float = START_TIMEOUT,
+               stopping: threading.Event | None = None) -> None:
+    """Poll `probe()` until it is true; fail with the service's log if it dies or stalls, or
+    with `Stopped` once `stopping` is set."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if stopping is not None and stopping.is_set():
+            raise Stopped(service.name)
         if not service.running:
             raise RuntimeError(f"{service.name} exited:\n{service.log_tail()}")
         if probe():
@@ -107,48 +168,80 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def redis_pong(port: int) -> bool:
+def redis_pong(port: int, password: str | None = None) -> bool:
+    """True when the Redis on `port` answers PING (after AUTH when it has a password)."""
+    auth = f"AUTH {password}\r\n".encode() if password else b""
     try:
         with socket.create_connection((LOOPBACK, port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            sock.sendall(auth + b"PING\r\n")
+            return b"+PONG" in _read_replies(sock, 2 if password else 1)
     except OSError:
         return False
 
 
-def start_redis(run_dir: Path, port: int | None = None) -> Service:
-    """A throwaway redis-server on loopback, without persistence."""
+def _read_replies(sock: socket.socket, lines: int) -> bytes:
+    received = b""
+    while received.count(b"\r\n") < lines and (chunk := sock.recv(256)):
+        received += chunk
+    return received
+
+
+def redis_url(port: int, password: str | None) -> str:
+    """The URL a node is given for the Redis on `port` (the password travels in it)."""
+    return f"redis://{':' + password + '@' if password else ''}{LOOPBACK}:{port}/0"
+
+
+def redis_config_path(run_dir: Path, port: int) -> Path:
+    return run_dir / f"redis-{port}" / "redis.conf"
+
+
+def start_redis(run_dir: Path, port: int | None = None, password: str | None = None,
+                children: Children | None = None) -> Service:
+    """A throwaway redis-server on loopback, without persistence, with `password` if given
+    (written to a config file only the launcher's user can read, never to argv)."""
+    children = children or Children()
     port = port or free_port()
-    data_dir = run_dir / f"redis-{port}"
+    config = redis_config_path(run_dir, port)
+    data_dir = config.parent
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [find_binary("redis-server", "redis-server"), "--port", str(port),
+    config.touch(mode=0o600)
+    config.write_text(f"requirepass {password}\n" if password else "")
+    argv = [find_binary("redis-server", "redis-server"), str(config), "--port", str(port),
             "--bind", LOOPBACK, "--save", "", "--appendonly", "no", "--dir", str(data_dir),
             "--daemonize", "no", "--protected-mode", "yes"]
-    service = spawn("redis", argv, port, run_dir / f"redis-{port}.log")
-    wait_until(service, lambda: redis_pong(port))
+    service = children.spawn("redis", argv, port, run_dir / f"redis-{port}.log")
+    wait_until(service, lambda: redis_pong(port, password), stopping=children.stopping)
     return service
 
 
-def start_node(run_dir: Path, node_id: str, redis_url: str | None, args: list[str],
-               port: int | None = None, unix_socket: Path | None = None) -> Service:
-    """One `python -m node` process; returns once it answers /readyz."""
+def start_node(run_dir: Path, node_id: str, redis: str | None, args: list[str],
+               port: int | None = None, unix_socket: Path | None = None,
+               env: dict[str, str] | None = None, children: Children | None = None) -> Service:
+    """One `python -m node` process; returns once it answers /readyz. The Redis URL (which
+    may carry a password) and `env` reach it through its environment, never its argv."""
+    children = children or Children()
     port = port or free_port()
     argv = [sys.executable, "-m", "node", "--host", LOOPBACK, "--port", str(port),
-            "--node-id", node_id, *(["--redis-url", redis_url] if redis_url else []),
+            "--node-id", node_id,
             *(["--unix-socket", str(unix_socket)] if unix_socket else []), *args]
-    service = spawn(node_id, argv, port, run_dir / f"{node_id}.log")
-    wait_until(service, lambda: http_ok(f"http://{LOOPBACK}:{port}/readyz"))
+    env = {**(env or {}), **({"CHAT_REDIS_URL": redis} if redis else {})}
+    service = children.spawn(node_id, argv, port, run_dir / f"{node_id}.log", env)
+    wait_until(service, lambda: http_ok(f"http://{LOOPBACK}:{port}/readyz"),
+               stopping=children.stopping)
     return service
 
 
-def start_nginx(run_dir: Path, config: str, port: int) -> Service:
+def start_nginx(run_dir: Path, config: str, port: int, children: Children | None = None
+                ) -> Service:
     """nginx in the foreground with the rendered config; returns once it proxies /healthz."""
+    children = children or Children()
     config_path = run_dir / "nginx.conf"
     config_path.write_text(config)
     argv = [find_binary("nginx", "nginx-light"), "-p", str(run_dir), "-c", str(config_path),
             "-e", str(run_dir / "nginx-error.log")]
-    service = spawn("nginx", argv, port, run_dir / "nginx.log")
-    wait_until(service, lambda: http_ok(f"http://{LOOPBACK}:{port}/gateway-health"))
+    service = children.spawn("nginx", argv, port, run_dir / "nginx.log")
+    wait_until(service, lambda: http_ok(f"http://{LOOPBACK}:{port}/gateway-health"),
+               stopping=children.stopping)
     return service
 
 

@@ -27,6 +27,12 @@ def _setting(default: Any, help: str, **kwargs: Any) -> Any:
     return field(default=default, metadata={"help": help}, **kwargs)
 
 
+def _secret(help: str) -> Any:
+    """A secret: from CHAT_<NAME> or the file `--<name>-file` names, never from argv, where
+    every local user can read it (`ps`) and where a value starting with "-" reads as a flag."""
+    return field(default=None, metadata={"help": help, "secret": True})
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a node can be told; passed down explicitly, never read from globals."""
@@ -121,9 +127,7 @@ class Settings:
     presence_grace: float = _setting(
         5.0, "seconds a drained user stays in presence, so a reconnect elsewhere does not flap"
     )
-    admin_token: str | None = _setting(
-        None, "bearer token for /admin/* routes; absent = admin routes off"
-    )
+    admin_token: str | None = _secret("bearer token for /admin/* routes; absent = admin routes off")
     cors_origin: str = _setting("*", "Access-Control-Allow-Origin for /api/*")
     log_level: str = _setting("INFO", "log level (DEBUG, INFO, WARNING, ERROR)")
 
@@ -175,6 +179,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         description="Run one chat node. Every flag has a CHAT_* environment variable twin.",
     )
     for f in dataclasses.fields(Settings):
+        if f.metadata.get("secret"):
+            _add_secret_file(parser, f, env)
+            continue
         kind = _value_type(f)
         convert = _boolean if kind is bool else kind
         env_name = _env_name(f.name)
@@ -191,10 +198,44 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _add_secret_file(parser: argparse.ArgumentParser, f: dataclasses.Field[Any],
+                     env: Mapping[str, str]) -> None:
+    """`--<name>-file PATH` for a secret field (its value itself has no flag)."""
+    env_name = _env_name(f.name)
+    parser.add_argument(
+        _flag(f.name) + "-file",
+        dest=f.name + "_file",
+        default=env.get(env_name + "_FILE"),
+        help=f"file holding the {f.metadata['help']} [or its value in env {env_name}, "
+        f"or the file in env {env_name}_FILE]",
+    )
+
+
+def _read_secrets(values: dict[str, Any], env: Mapping[str, str],
+                  parser: argparse.ArgumentParser) -> None:
+    """Replace each secret's `_file` entry by the secret: from its file, else from env."""
+    for f in dataclasses.fields(Settings):
+        if not f.metadata.get("secret"):
+            continue
+        path = values.pop(f.name + "_file")
+        values[f.name] = env.get(_env_name(f.name)) or None
+        if path is not None:
+            try:
+                with open(path, encoding="utf-8") as file:
+                    values[f.name] = file.read().strip() or None
+            except OSError as error:
+                parser.error(f"{_flag(f.name)}-file: {error}")
+            if values[f.name] is None:
+                parser.error(f"{_flag(f.name)}-file: {path} is empty")
+
+
 def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Settings from command-line flags over CHAT_* variables over defaults."""
-    parser = build_parser(os.environ if env is None else env)
-    settings = Settings(**vars(parser.parse_args(argv)))
+    env = os.environ if env is None else env
+    parser = build_parser(env)
+    values = vars(parser.parse_args(argv))
+    _read_secrets(values, env, parser)
+    settings = Settings(**values)
     _validate(settings, parser)
     return settings
 

@@ -12,7 +12,8 @@ import uvloop
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.processes import Service, start_redis
+from gateway.processes import Service, redis_url as redis_url_of, start_redis
+from gateway.tokens import new_secret
 from node.app import create_app, make_runner
 from node.config import Settings
 from tests.chat_client import ChatClient
@@ -24,7 +25,7 @@ UNLIMITED: dict[str, Any] = {
     "rate": 1000.0, "burst": 1000, "frame_rate": 10000.0, "frame_burst": 10000,
     "user_rate": 10000.0, "user_burst": 10000, "address_rate": 10000.0, "address_burst": 10000,
 }
-
+REDIS_PASSWORD = new_secret()  # every Redis of the tests has one, as the launcher's has
 
 
 def unlimited_flags() -> list[str]:
@@ -51,15 +52,16 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """One real redis-server for the session; tests keep apart by key prefix."""
-    service = start_redis(Path(tmp_path_factory.mktemp("redis")))
+    """One real redis-server for the session, with a password as the launcher's has; tests
+    keep apart by key prefix."""
+    service = start_redis(Path(tmp_path_factory.mktemp("redis")), password=REDIS_PASSWORD)
     yield service
     service.stop()
 
 
 @pytest.fixture
 def redis_url(redis_server: Service) -> str:
-    return f"redis://127.0.0.1:{redis_server.port}/0"
+    return redis_url_of(redis_server.port, REDIS_PASSWORD)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import pytest
 
 
 from gateway.cluster import Cluster
-from gateway.processes import start_redis
 from node.client import ChatClient, ClientClosed, SendFailed
 from tests.conftest import unlimited_flags
 
@@ -49,8 +48,8 @@ async def test_a_refused_message_raises_and_a_final_close_stops_the_client(make_
 
 
 async def test_a_drained_node_costs_the_client_nothing(make_cluster) -> None:
-    cluster: Cluster = make_cluster(nodes=2, node_args=[
-        "--admin-token", TOKEN, "--drain-window", "0.5", *unlimited_flags()])
+    cluster: Cluster = make_cluster(nodes=2, admin_token=TOKEN, node_args=[
+        "--drain-window", "0.5", *unlimited_flags()])
     async with ChatClient(cluster.ws_url, "reader", "general") as reader:
         home = int(reader.node.removeprefix("node"))  # type: ignore[union-attr]
         other = 3 - home
@@ -83,9 +82,7 @@ async def test_a_redis_restart_that_loses_history_is_reported_not_hidden(make_cl
         for n in range(3):
             await writer.send(f"before {n}")
         assert cluster.redis is not None
-        port = cluster.redis.port
-        cluster.redis.stop()
-        cluster.redis = start_redis(cluster.run_dir, port)
+        cluster.restart_redis()
         for _ in range(100):  # until the nodes are back on the new Redis
             try:
                 await writer.send("after")

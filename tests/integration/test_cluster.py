@@ -14,7 +14,7 @@ import redis.asyncio as redis
 
 from gateway.cluster import Cluster
 from gateway.nginx import GatewayConfig
-from gateway.processes import check_nginx_config, start_redis
+from gateway.processes import check_nginx_config
 from node.protocol import ChatMessage, message_template, stamp
 from tests.chat_client import ChatClient, send_concurrently, settle_joins
 from tests.conftest import unlimited_flags
@@ -200,7 +200,6 @@ async def test_nodes_ride_out_a_redis_restart(
     for client in (alice, bob):
         assert (await client.expect("message"))["seq"] == 1
     assert cluster.redis is not None
-    port = cluster.redis.port
     cluster.redis.stop()
 
     for index in (1, 2):
@@ -210,7 +209,7 @@ async def test_nodes_ride_out_a_redis_restart(
     await alice.say("while redis is down")
     await alice.expect_error("unavailable")
 
-    cluster.redis = start_redis(cluster.run_dir, port)
+    cluster.restart_redis()
     for index in (1, 2):
         await _eventually(lambda i=index: _status(http, cluster.node_url(i) + "/readyz"), 200)
     await alice.say("after the restart")

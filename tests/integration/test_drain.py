@@ -65,8 +65,8 @@ async def test_a_drain_fails_readiness_refuses_upgrades_and_closes_everyone(
 
 async def test_only_one_node_drains_at_a_time(make_cluster, http: aiohttp.ClientSession,
                                               open_ws) -> None:
-    cluster: Cluster = make_cluster(nodes=3, node_args=["--admin-token", TOKEN,
-                                                        "--drain-window", "2"])
+    cluster: Cluster = make_cluster(nodes=3, admin_token=TOKEN,
+                                    node_args=["--drain-window", "2"])
     holder = await open_ws(cluster.node_ws_url(1))  # keeps a drain busy for its window
     await holder.auth("holder")
     holder2 = await open_ws(cluster.node_ws_url(2))
@@ -86,8 +86,8 @@ async def test_only_one_node_drains_at_a_time(make_cluster, http: aiohttp.Client
 async def test_upgrades_during_a_drain_land_on_other_nodes_and_the_node_exits(
     make_cluster, open_ws, http: aiohttp.ClientSession
 ) -> None:
-    cluster: Cluster = make_cluster(nodes=3, node_args=["--admin-token", TOKEN,
-                                                        "--drain-window", "3"])
+    cluster: Cluster = make_cluster(nodes=3, admin_token=TOKEN,
+                                    node_args=["--drain-window", "3"])
     early = await open_ws(cluster.node_ws_url(1))
     await early.auth("early")
     async with http.post(f"{cluster.node_url(1)}/admin/drain", headers=AUTH) as reply:

@@ -1,6 +1,6 @@
-import secrets
-
 import pytest
+
+from gateway.tokens import new_secret
 
 from node.config import Settings, load_settings
 
@@ -41,10 +41,27 @@ def test_every_setting_has_a_flag_documented_with_its_env_twin(capsys) -> None:
         assert "CHAT_" + name.upper() in usage
 
 
-def test_generated_tokens_are_never_read_as_flags() -> None:
-    """The launcher passes its generated admin token as --admin-token=VALUE: a token that
-    begins with "-" (about 1.5 % of them) must still be the value."""
+def test_generated_tokens_reach_the_node_intact_from_the_environment_or_a_file(tmp_path) -> None:
+    """The launcher hands its generated admin token over in CHAT_ADMIN_TOKEN: nothing a
+    draw can produce (about 1.5 % begin with "-") is read as anything but the token."""
     tokens = ["-starts-with-a-dash", "--looks-like-a-flag"]
-    tokens += [secrets.token_urlsafe(24) for _ in range(1000)]
+    tokens += [new_secret() for _ in range(2000)]
+    path = tmp_path / "token"
     for token in tokens:
-        assert load_settings([f"--admin-token={token}"], {}).admin_token == token
+        assert load_settings([], {"CHAT_ADMIN_TOKEN": token}).admin_token == token
+        path.write_text(token + "\n")
+        assert load_settings([f"--admin-token-file={path}"], {}).admin_token == token
+
+
+def test_a_secret_has_no_command_line_flag_of_its_own() -> None:
+    with pytest.raises(SystemExit):
+        load_settings(["--admin-token", "visible-to-ps"], {})
+
+
+@pytest.mark.parametrize("content", [None, ""])
+def test_a_missing_or_empty_secret_file_is_refused(tmp_path, content: str | None) -> None:
+    path = tmp_path / "token"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SystemExit):
+        load_settings([f"--admin-token-file={path}"], {})

@@ -1,0 +1,217 @@
+"""`python -m gateway up`: whatever stops it, and whenever, no process it started outlives it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.processes import LOOPBACK, free_port
+
+WATCH_EVERY = 0.01  # far shorter than any process here takes to start
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+    found = []
+    for task in tasks:
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _started(pid: int) -> str | None:
+    """The start time of a live process (with its pid, who it is), None once it is gone or
+    a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if stat[0] == "Z" else stat[19]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+class Descendants(threading.Thread):
+    """Records every process below `root` while it runs, so that one re-parented after its
+    launcher died (an orphan) is still known to be ours: same pid, same start time."""
+
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True)
+        self.root = root
+        self.seen: dict[int, str] = {}  # pid → start time
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(WATCH_EVERY):
+            pending = _children(self.root)
+            while pending:
+                pid = pending.pop()
+                started = _started(pid)
+                if started is not None:
+                    self.seen.setdefault(pid, started)
+                    pending += _children(pid)
+
+    def alive(self) -> dict[int, str]:
+        """pid → command line of every process seen that still runs."""
+        return {pid: _cmdline(pid) for pid, started in list(self.seen.items())
+                if _started(pid) == started}
+
+
+def _eventually(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+class Launcher:
+    """One `python -m gateway up` of a test's own, on free ports, in a run dir of its own."""
+
+    def __init__(self, run_dir: Path, port: int) -> None:
+        self.port = port
+        self.run_dir = run_dir
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "up", "--nodes", "2", "--port", str(port),
+             "--run-dir", str(run_dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )
+        self.descendants = Descendants(self.process.pid)
+        self.descendants.start()
+
+    def processes(self) -> dict[int, str]:
+        """Every process it started that still runs."""
+        return self.descendants.alive()
+
+    def wait_up(self) -> str:
+        """Block until the launcher prints its banner; returns that line."""
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line.startswith("chat cluster up:"), line + self.stderr()
+        return line
+
+    def node_pid(self, node_id: str) -> int | None:
+        return next((pid for pid, cmd in self.processes().items()
+                     if f"--node-id {node_id} " in cmd), None)
+
+    def stderr(self) -> str:
+        self.process.wait(30)
+        assert self.process.stderr is not None
+        return self.process.stderr.read()
+
+    def assert_nothing_left(self) -> None:
+        self.process.wait(30)
+        _eventually(lambda: not self.processes(), 10, f"no process left: {self.processes()}")
+        assert not (self.run_dir / "cluster.json").exists(), "a stopped cluster left its state"
+
+    def end(self) -> None:
+        """Test clean-up: whatever happened, nothing of ours keeps running."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for pid in self.processes():
+            os.kill(pid, signal.SIGKILL)
+        self.descendants.done.set()
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Callable[[], Launcher]]:
+    started: list[Launcher] = []
+
+    def start() -> Launcher:
+        started.append(Launcher(tmp_path / f"run{len(started)}", free_port()))
+        return started[-1]
+
+    yield start
+    for one in started:
+        one.end()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_stops_every_process_and_exits_0(launcher, signum: int) -> None:
+    cluster = launcher()
+    cluster.wait_up()
+    names = " ".join(cluster.processes().values())
+    assert "redis-server" in names and "nginx: master" in names and "--node-id node2" in names
+    cluster.process.send_signal(signum)
+    cluster.assert_nothing_left()
+    assert cluster.process.returncode == 0
+
+
+def test_a_stop_during_start_up_leaves_nothing(launcher) -> None:
+    cluster = launcher()
+    _eventually(lambda: cluster.node_pid("node1") is not None, 20, "node1 to be spawned")
+    cluster.process.send_signal(signal.SIGINT)  # node1 is starting, node2 not yet spawned
+    cluster.assert_nothing_left()
+    assert cluster.process.returncode != 0
+    assert "stopped before the cluster was up" in cluster.stderr()
+
+
+def test_a_stop_while_a_node_is_being_restarted_leaves_nothing(launcher) -> None:
+    cluster = launcher()
+    cluster.wait_up()
+    old = cluster.node_pid("node1")
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    _eventually(lambda: cluster.node_pid("node1") not in (None, old), 10,
+                "the supervisor to spawn a new node1")
+    cluster.process.send_signal(signal.SIGINT)  # before the new node1 is ready
+    cluster.assert_nothing_left()
+
+
+def test_a_launcher_killed_outright_takes_its_processes_with_it(launcher) -> None:
+    cluster = launcher()
+    cluster.wait_up()
+    cluster.process.kill()
+    cluster.process.wait()
+    _eventually(lambda: not cluster.processes(), 20,
+                f"no process left after SIGKILL: {cluster.processes()}")
+
+
+def test_a_taken_gateway_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        cluster = Launcher(tmp_path / "run", taken.getsockname()[1])
+        try:
+            assert cluster.process.wait(30) != 0
+            assert "is in use" in cluster.stderr()
+            assert not cluster.processes()
+        finally:
+            cluster.end()
+
+
+def test_the_run_directory_and_its_secrets_are_the_owners_alone(launcher) -> None:
+    cluster = launcher()
+    cluster.wait_up()
+    assert cluster.run_dir.stat().st_mode & 0o777 == 0o700
+    secrets = [cluster.run_dir / "cluster.json", *cluster.run_dir.glob("redis-*/redis.conf")]
+    assert len(secrets) == 2
+    for path in secrets:
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    for pid, cmdline in cluster.processes().items():
+        assert "token" not in cmdline.lower() and "redis://" not in cmdline, cmdline
+    cluster.process.send_signal(signal.SIGINT)
+    cluster.assert_nothing_left()
