@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian machine: redis-server and nginx (when missing and apt-get can install
-# them), then a virtual environment in .venv with the project and its test tools.
-# Sourced by gateway/up.sh and tests/run.sh; safe to run again.
+# them), then a virtual environment in .venv with the project. With --test, also Chromium and
+# its driver for the browser tests, and the test tools.
+# Run by gateway/up.sh and tests/run.sh; safe to run again, and quick once done.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+extra=load
+[ "${1:-}" = "--test" ] && extra=test
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ "$extra" = test ]; then
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing ${missing[*]} with apt-get" >&2
+        echo "installing ${missing[*]} with apt-get (a minute or two) ..." >&2
         apt-get update -qq >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
@@ -19,7 +26,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ ! -x .venv/bin/python ]; then
+    echo "creating .venv ..." >&2
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
-    | grep -v '^WARNING: Location' >&2 || true
+# pip only when pyproject.toml changed since the last install of this set of extras.
+stamp=.venv/.installed-$extra
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "installing the project and its [$extra] dependencies into .venv (about 30 s the first time) ..." >&2
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extra]" 2>&1 \
+        | grep -v '^WARNING: Location' >&2 || true
+    .venv/bin/python -c "import node, aiohttp, redis, msgpack, uvloop" && touch "$stamp"
+fi

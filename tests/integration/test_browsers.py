@@ -1,0 +1,190 @@
+"""A real browser (Debian's headless Chromium, driven by Selenium through Debian's chromedriver)
+sees every close code the server sends as a clean WebSocket close, directly and through the
+gateway, and two tabs chat."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from gateway.cluster import Cluster
+from gateway.processes import LOOPBACK
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+# As the machine's own probe starts it: no sandbox as root, nothing fetched from the network.
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+PAGE = b"<!doctype html><meta charset=utf-8><title>close codes</title>"
+
+if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+    pytest.skip("Debian's chromium and chromium-driver are not installed "
+                "(gateway/bootstrap.sh installs them as root)", allow_module_level=True)
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+
+# Opens window.ws on arguments[0], authenticates as arguments[1], and records every event; the
+# callback gets auth_success (or the close, if it came first).
+OPEN = """
+const [url, name, done] = arguments;
+const ws = new WebSocket(url);
+window.ws = ws;
+window.events = [];
+window.wsClosed = new Promise(resolve => ws.onclose = e =>
+    resolve({code: e.code, reason: e.reason, wasClean: e.wasClean}));
+ws.onopen = () => ws.send(JSON.stringify({type: "auth", name}));
+ws.onmessage = e => {
+    const event = JSON.parse(e.data);
+    window.events.push(event);
+    if (event.type === "auth_success") done(event);
+};
+window.wsClosed.then(done);
+"""
+CLOSED = "arguments[0](await window.wsClosed);"  # the close the browser reports
+NEXT = """
+const [type, done] = arguments;
+const poll = () => {
+    const found = window.events.find(e => e.type === type);
+    found ? done(found) : setTimeout(poll, 10);
+};
+poll();
+"""
+
+
+@pytest.fixture(scope="module")
+def page_url() -> Iterator[str]:
+    """A page served from loopback, as a site would serve its chat page."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the handler's name is http.server's)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(PAGE)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((LOOPBACK, 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://{LOOPBACK}:{server.server_port}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_script_timeout(15)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def tab(browser: Any, page_url: str) -> Iterator[Any]:
+    """A fresh tab on the page for one test."""
+    browser.switch_to.new_window("tab")
+    browser.get(page_url)
+    yield browser
+    browser.close()
+    browser.switch_to.window(browser.window_handles[0])
+
+
+def _url(cluster: Cluster, via: str) -> str:
+    return cluster.ws_url if via == "gateway" else cluster.node_ws_url(1)
+
+
+def _open(tab: Any, url: str, name: str) -> None:
+    answer = tab.execute_async_script(OPEN, url, name)
+    assert answer.get("type") == "auth_success", answer
+
+
+VIAS = ["direct", "gateway"]
+
+
+@pytest.mark.parametrize("via", VIAS)
+@pytest.mark.parametrize("send, code", [
+    ("window.ws.send('x'.repeat(70000))", 1009),  # over --max-frame (65,536 bytes)
+    ("window.ws.send(new Uint8Array([1, 2, 3]))", 1003),
+], ids=["message-too-big", "binary"])
+def test_a_close_for_a_bad_frame_is_clean_with_its_code(
+        make_cluster, tab, via: str, send: str, code: int) -> None:
+    cluster = make_cluster(nodes=1)
+    _open(tab, _url(cluster, via), "sender")
+    tab.execute_script(send)
+    closed = tab.execute_async_script(CLOSED)
+    assert (closed["code"], closed["wasClean"]) == (code, True), closed
+
+
+@pytest.mark.parametrize("via", VIAS)
+def test_a_close_the_page_starts_is_clean(make_cluster, tab, via: str) -> None:
+    cluster = make_cluster(nodes=1)
+    _open(tab, _url(cluster, via), "leaver")
+    tab.execute_script("window.ws.close(1000, 'bye')")
+    closed = tab.execute_async_script(CLOSED)
+    assert (closed["code"], closed["wasClean"]) == (1000, True), closed
+
+
+@pytest.mark.parametrize("via", VIAS)
+def test_server_shutdown_is_announced_then_closed_cleanly_with_1001(
+        make_cluster, tab, via: str) -> None:
+    cluster = make_cluster(nodes=1)
+    _open(tab, _url(cluster, via), "stayer")
+    cluster.nodes[0].process.send_signal(signal.SIGTERM)
+    closed = tab.execute_async_script(CLOSED)
+    assert (closed["code"], closed["wasClean"]) == (1001, True), closed
+    assert tab.execute_async_script(NEXT, "server_shutdown")["reconnect"] is True
+
+
+@pytest.mark.parametrize("via", VIAS)
+def test_a_page_that_never_answers_pings_is_closed_cleanly_with_1000(
+        make_cluster, tab, via: str) -> None:
+    cluster = make_cluster(nodes=1, node_args=["--ping-interval", "0.2",
+                                               "--ping-timeout", "0.5"])
+    _open(tab, _url(cluster, via), "sleeper")
+    closed = tab.execute_async_script(CLOSED)
+    assert closed == {"code": 1000, "reason": "Ping timeout", "wasClean": True}
+
+
+@pytest.mark.parametrize("via", VIAS)
+def test_two_tabs_chat(make_cluster, browser: Any, page_url: str, via: str) -> None:
+    cluster = make_cluster(nodes=2)
+    tabs = []
+    for name in ("alice", "bob"):
+        browser.switch_to.new_window("tab")
+        browser.get(page_url)
+        url = _url(cluster, via) if name == "alice" else cluster.node_ws_url(2)
+        _open(browser, url, name)
+        browser.execute_script("window.ws.send(JSON.stringify({type: 'join', room: 'general'}))")
+        browser.execute_async_script(NEXT, "room_joined")
+        tabs.append(browser.current_window_handle)
+    text = "héllo 👋 from alice"
+    browser.switch_to.window(tabs[0])
+    browser.execute_script(f"window.ws.send(JSON.stringify({json.dumps({'type': 'message', 'text': text})}))")
+    for handle in reversed(tabs):
+        browser.switch_to.window(handle)
+        message = browser.execute_async_script(NEXT, "message")
+        assert (message["user"], message["text"]) == ("alice", text)
+    for handle in tabs:
+        browser.switch_to.window(handle)
+        browser.close()
+    browser.switch_to.window(browser.window_handles[0])
