@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from gateway.cluster import Cluster
+from node.config import DEFAULT_MAX_HEAD
 from tests.conftest import unlimited_flags
 
 
@@ -56,10 +57,19 @@ async def test_admin_routes_are_not_reachable_through_the_gateway(cluster, http)
         assert "nginx/" not in response.headers.get("Server", "")
 
 
-async def test_a_large_cookie_the_node_accepts_passes_the_gateway(cluster) -> None:
-    cookie = "Cookie: c=" + "z" * 15000 + "\r\n"
-    assert await _upgrade_status(cluster.nodes[0].port, cookie) == 101
-    assert await _upgrade_status(cluster.gateway_port, cookie) == 101
+@pytest.mark.parametrize("size, accepted", [(DEFAULT_MAX_HEAD - 1024, True),
+                                           (DEFAULT_MAX_HEAD + 1024, False)])
+async def test_node_and_gateway_agree_on_a_large_cookie(cluster, size: int, accepted: bool
+                                                         ) -> None:
+    """Both ends take their head limit from one setting (--max-head): a cookie the node
+    accepts passes the gateway, and one it refuses is refused either way."""
+    cookie = "Cookie: c=" + "z" * size + "\r\n"
+    direct = await _upgrade_status(cluster.nodes[0].port, cookie)
+    through = await _upgrade_status(cluster.gateway_port, cookie)
+    if accepted:
+        assert (direct, through) == (101, 101)
+    else:
+        assert direct == 431 and through in (400, 431), (direct, through)
 
 
 async def test_the_node_counts_the_client_the_gateway_names(cluster, http) -> None:
