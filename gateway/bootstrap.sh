@@ -11,6 +11,10 @@ extra=load
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+# PyICU has no wheels: pip builds it against Debian's ICU.
+[ -f /usr/include/unicode/uspoof.h ] || missing+=(libicu-dev)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
 if [ "$extra" = test ]; then
     [ -x /usr/bin/chromium ] || missing+=(chromium)
     [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
@@ -32,8 +36,8 @@ fi
 # pip only when pyproject.toml changed since the last install of this set of extras.
 stamp=.venv/.installed-$extra
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "installing the project and its [$extra] dependencies into .venv (about 30 s the first time) ..." >&2
+    echo "installing the project and its [$extra] dependencies into .venv (about 90 s the first time: PyICU compiles) ..." >&2
     .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extra]" 2>&1 \
         | grep -v '^WARNING: Location' >&2 || true
-    .venv/bin/python -c "import node, aiohttp, redis, msgpack, uvloop" && touch "$stamp"
+    .venv/bin/python -c "import node, aiohttp, redis, msgpack, uvloop, jwt, icu" && touch "$stamp"
 fi

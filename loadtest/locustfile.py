@@ -25,6 +25,7 @@ import json
 import logging
 import random
 import time
+import uuid
 from typing import Any
 
 import gevent
@@ -149,7 +150,7 @@ class ChatUser(User):
         ws.settimeout(None)
         self.ws, self.leaving, self.drained = ws, False, False
         gevent.spawn(self.read, ws)
-        auth: dict[str, Any] = {"type": "auth", "name": f"locust-{id(self) % 100000}"}
+        auth: dict[str, Any] = {"type": "auth", "name": f"locust-{uuid.uuid4().hex[:12]}"}
         success = self.request("auth", auth | (self.identity if resume else {}), "auth_success")
         if success is None:
             return

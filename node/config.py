@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.addresses import trusted_networks
+from node.jwt_tokens import JwtVerifier
 from node.protocol import ROOM_PATTERN
 
 ENV_PREFIX = "CHAT_"
@@ -27,10 +28,11 @@ def _setting(default: Any, help: str, **kwargs: Any) -> Any:
     return field(default=default, metadata={"help": help}, **kwargs)
 
 
-def _secret(help: str) -> Any:
-    """A secret: from CHAT_<NAME> or the file `--<name>-file` names, never from argv, where
-    every local user can read it (`ps`) and where a value starting with "-" reads as a flag."""
-    return field(default=None, metadata={"help": help, "secret": True})
+def _secret(help: str, flag: bool = False) -> Any:
+    """A secret: from CHAT_<NAME> or the file `--<name>-file` names. Not from argv, where
+    every local user can read it (`ps`) and a value starting with "-" reads as a flag, unless
+    `flag` keeps a documented `--<name>` for compatibility."""
+    return field(default=None, metadata={"help": help, "secret": True, "flag": flag})
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +130,30 @@ class Settings:
         5.0, "seconds a drained user stays in presence, so a reconnect elsewhere does not flap"
     )
     admin_token: str | None = _secret("bearer token for /admin/* routes; absent = admin routes off")
+    jwt_secret: str | None = _secret(
+        "HS256 secret of the identity provider's JWTs; set, `auth` requires a token (prefer "
+        "the environment or the file: a flag's value is visible to every local user)",
+        flag=True)
+    jwt_public_key: str | None = _setting(
+        None, "PEM file of the identity provider's public key (RSA: RS256, EC: ES256); set, "
+        "`auth` requires a token"
+    )
+    jwt_audience: str | None = _setting(None, "the `aud` every JWT must carry")
+    jwt_issuer: str | None = _setting(None, "the `iss` every JWT must carry")
+    allowed_origins: str = _setting(
+        "", "comma list of browser origins (scheme://host[:port]) that may open WebSockets, or "
+        "'*' for any; requests without Origin and same-origin requests always may"
+    )
+    public_host: str | None = _setting(
+        None, "the Host (host[:port]) clients must use; others get 421 (default: any)"
+    )
     cors_origin: str = _setting("*", "Access-Control-Allow-Origin for /api/*")
     log_level: str = _setting("INFO", "log level (DEBUG, INFO, WARNING, ERROR)")
+
+    @property
+    def jwt(self) -> bool:
+        """True when `auth` requires a JWT (anonymous names otherwise)."""
+        return self.jwt_secret is not None or self.jwt_public_key is not None
 
     @property
     def embedded(self) -> bool:
@@ -200,8 +224,11 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
 def _add_secret_file(parser: argparse.ArgumentParser, f: dataclasses.Field[Any],
                      env: Mapping[str, str]) -> None:
-    """`--<name>-file PATH` for a secret field (its value itself has no flag)."""
+    """`--<name>-file PATH` for a secret field (and `--<name>` where it keeps one)."""
     env_name = _env_name(f.name)
+    if f.metadata["flag"]:
+        parser.add_argument(_flag(f.name), dest=f.name + "_flag", default=None,
+                            help=f"the {f.metadata['help']} [env {env_name}]")
     parser.add_argument(
         _flag(f.name) + "-file",
         dest=f.name + "_file",
@@ -218,7 +245,7 @@ def _read_secrets(values: dict[str, Any], env: Mapping[str, str],
         if not f.metadata.get("secret"):
             continue
         path = values.pop(f.name + "_file")
-        values[f.name] = env.get(_env_name(f.name)) or None
+        values[f.name] = values.pop(f.name + "_flag", None) or env.get(_env_name(f.name)) or None
         if path is not None:
             try:
                 with open(path, encoding="utf-8") as file:
@@ -240,6 +267,17 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
     return settings
 
 
+def jwt_verifier(settings: Settings) -> JwtVerifier | None:
+    """The verifier of the configured identity provider's tokens; None in anonymous mode."""
+    if settings.jwt_secret is not None:
+        return JwtVerifier.with_secret(settings.jwt_secret, settings.jwt_audience,
+                                       settings.jwt_issuer)
+    if settings.jwt_public_key is not None:
+        return JwtVerifier.with_public_key(settings.jwt_public_key, settings.jwt_audience,
+                                           settings.jwt_issuer)
+    return None
+
+
 def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
     positive = ("ping_interval", "ping_timeout", "rate", "burst", "max_text", "max_frame",
                 "max_connections", "max_buffer", "history", "history_window", "flood_limit",
@@ -256,5 +294,11 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
         trusted_networks(settings.trusted_proxies)
     except ValueError as error:
         parser.error(f"--trusted-proxies: {error}")
+    if settings.jwt_secret is not None and settings.jwt_public_key is not None:
+        parser.error("give the JWT secret or --jwt-public-key, not both")
+    try:
+        jwt_verifier(settings)
+    except (OSError, ValueError) as error:
+        parser.error(f"--jwt-public-key: {error}")
     if logging.getLevelName(settings.log_level.upper()) not in range(0, 60):
         parser.error(f"unknown --log-level {settings.log_level}")

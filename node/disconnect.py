@@ -22,3 +22,5 @@ BINARY_FRAME = Disconnect(WSCloseCode.UNSUPPORTED_DATA, "Binary frames are not s
 FLOOD = Disconnect(WSCloseCode.POLICY_VIOLATION, "Rate limit exceeded", reconnect=False)
 SLOW_CONSUMER = Disconnect(WSCloseCode.TRY_AGAIN_LATER, "Slow consumer", reconnect=True)
 INTERNAL = Disconnect(WSCloseCode.INTERNAL_ERROR, "Internal error", reconnect=True)
+AUTH_FAILED = Disconnect(4001, "Authentication failed", reconnect=False)
+TOKEN_EXPIRED = Disconnect(4001, "Token expired", reconnect=True)  # with a fresh token

@@ -17,15 +17,20 @@ from node.broker import Broker, BudgetSpent, HistoryWindow
 from node.config import Settings
 from node.directory import Directory
 from node.errors import Unavailable
+from node import disconnect
+from node.config import jwt_verifier
 from node.heartbeat import now_ms
 from node.hub import Hub
 from node.identity import sign, verify
+from node.jwt_tokens import Claims, TokenRefused
 from node.liveness import announce_left
+from node.names import HeldNames, canonical
 from node.presence import Member, Presence, RoomLimit, RoomPage
 from node.protocol import (
-    Auth, AuthSuccess, ChatError, ChatMessage, ClientMessage, ErrorCode, Join, Leave,
-    ListRooms, Parser, Ping, Pong, RoomInfo, RoomJoined, RoomLeft, RoomList, SendMessage,
-    ServerPong, UserJoined, encode, event_frame, message_template, stored_messages,
+    DEFAULT_NAME, Auth, AuthSuccess, ChatError, ChatMessage, ClientMessage, ErrorCode, Join,
+    Leave, ListRooms, MemberInfo, Parser, Ping, Pong, Refresh, Refreshed, RoomInfo,
+    RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong, UserJoined, encode, event_frame,
+    message_template, stored_messages,
 )
 from node.ratelimit import per_second
 from node.session import Session
@@ -70,8 +75,10 @@ class Handlers:
     """The chat behaviour of a node, above the hub, the broker and presence."""
 
     def __init__(self, settings: Settings, hub: Hub, broker: Broker, presence: Presence,
-                 directory: Directory) -> None:
+                 directory: Directory, names: HeldNames) -> None:
         self._node_id = settings.node_id
+        self._jwt = jwt_verifier(settings)
+        self._names = names
         self._history_window = min(settings.history_window, settings.history)
         self._hub = hub
         self._broker = broker
@@ -84,6 +91,7 @@ class Handlers:
         self._parser = Parser(settings.max_text)  # one per node: it holds no per-client state
         self._routes: dict[type[ClientMessage], _Route] = {
             Auth: _Route(self._auth, requires_auth=False),
+            Refresh: _Route(self._refresh, requires_auth=True),
             Join: _Route(self._join, requires_auth=True),
             Leave: _Route(self._leave, requires_auth=True),
             SendMessage: _Route(self._message, requires_auth=True),
@@ -113,13 +121,30 @@ class Handlers:
         node meanwhile, nobody sees it leave and come back.
         """
         member, room = session.member, session.room
+        held = session.drained and self._presence_grace > 0
+        if member is not None and session.name_forms:
+            self._names.remove(session.name_forms, member.id)
+            if held:
+                self._background(self._release_after_grace(session.name_forms))
+            else:
+                await self._release_name(session.name_forms)
         if member is None or room is None:
             return
-        if session.drained and self._presence_grace > 0:
+        if held:
             await self._leave_locally(session)
             self._background(self._leave_after_grace(room, member))
         else:
             await self._leave_room(session, member)
+
+    async def _release_after_grace(self, forms: tuple[str, ...]) -> None:
+        await asyncio.sleep(self._presence_grace)
+        await self._release_name(forms)
+
+    async def _release_name(self, forms: tuple[str, ...]) -> None:
+        try:
+            await self._presence.release_name(forms)
+        except Unavailable as exc:  # the next resync writes the node's names afresh
+            log.warning("name not released: %s", exc)
 
     async def departures(self) -> None:
         """Wait for the presence held for drained users to be let go."""
@@ -138,19 +163,78 @@ class Handlers:
     async def _auth(self, session: Session, message: Auth) -> None:
         if session.member is not None:
             raise ChatError(ErrorCode.ALREADY_AUTHENTICATED, "Already authenticated")
-        assert message.name is not None, "the parser fills in the default name"
+        if self._jwt is not None:
+            return self._auth_by_token(session, message)
         secret = await self._presence.secret()
         user_id = message.user_id or str(uuid.uuid4())
         if message.user_id is not None and not verify(secret, user_id, message.token or ""):
             raise ChatError(ErrorCode.INVALID_TOKEN, "userId and token do not match")
-        session.member = Member(user_id, message.name)
-        log.info("auth session=%s user=%s name=%r", session.id, user_id, message.name)
+        name = message.name or DEFAULT_NAME
+        if message.name is not None:
+            await self._claim_name(session, message.name, user_id)
+        session.member = Member(user_id, name)
+        log.info("auth session=%s user=%s", session.id, user_id)
         session.send(event_frame(AuthSuccess(
-            user_id=user_id, name=message.name, node=self._node_id, token=sign(secret, user_id)
+            user_id=user_id, name=name, node=self._node_id, token=sign(secret, user_id)
         )))
+
+    async def _claim_name(self, session: Session, name: str, user_id: str) -> None:
+        """Hold the name, and every name that looks like it, for this user while it is
+        connected anywhere in the cluster."""
+        forms = canonical(name)
+        if set(forms) & set(canonical(DEFAULT_NAME)):
+            raise ChatError(ErrorCode.NAME_TAKEN, f"{DEFAULT_NAME!r} is the name of users "
+                            "without one; choose another")
+        if await self._presence.claim_name(forms, user_id) is not None:
+            raise ChatError(ErrorCode.NAME_TAKEN,
+                            f"{name!r}, or a name that looks like it, is in use; choose another")
+        self._names.add(forms, user_id)
+        session.name_forms = forms
+
+    def _auth_by_token(self, session: Session, message: Auth) -> None:
+        claims = self._verified(message.token)
+        session.member = Member(claims.user_id, claims.name)
+        self._authorize(session, claims)
+        log.info("auth session=%s user=%s (token)", session.id, claims.user_id)
+        session.send(event_frame(AuthSuccess(user_id=claims.user_id, name=claims.name,
+                                             node=self._node_id, exp=int(claims.expires))))
+
+    def _verified(self, token: str | None) -> Claims:
+        """The claims of the client's token; any failure ends the connection (4001)."""
+        assert self._jwt is not None
+        if token is None:
+            raise ChatError(ErrorCode.AUTH_FAILED, "This server needs a token",
+                            close=disconnect.AUTH_FAILED)
+        try:
+            return self._jwt.verify(token)
+        except TokenRefused as refused:
+            raise ChatError(ErrorCode.AUTH_FAILED, str(refused),
+                            close=disconnect.AUTH_FAILED) from None
+
+    def _authorize(self, session: Session, claims: Claims) -> None:
+        """The session acts on these claims, and ends when they expire."""
+        session.claims = claims
+        session.expire_at(claims.expires, disconnect.TOKEN_EXPIRED)
+
+    async def _refresh(self, session: Session, message: Refresh) -> None:
+        if self._jwt is None:
+            raise ChatError(ErrorCode.INVALID_FORMAT, "refresh is for servers that use tokens")
+        claims = self._verified(message.token)
+        if claims.user_id != _member(session).id:
+            raise ChatError(ErrorCode.AUTH_FAILED, "The new token is for another user",
+                            close=disconnect.AUTH_FAILED)
+        self._authorize(session, claims)
+        session.send(event_frame(Refreshed(exp=int(claims.expires))))
+        if session.room is not None and not claims.may_join(session.room):
+            room = session.room
+            await self._leave_room(session, _member(session))
+            session.send(event_frame(RoomLeft(room=room)))
+            raise ChatError(ErrorCode.FORBIDDEN, f"The new token does not allow room {room!r}")
 
     async def _join(self, session: Session, message: Join) -> None:
         member, room = _member(session), _joined_room(message)
+        if session.claims is not None and not session.claims.may_join(room):
+            raise ChatError(ErrorCode.FORBIDDEN, f"Your token does not allow room {room!r}")
         if session.room == room:
             members = await self._presence.members(room)
             return await self._welcome(session, message, members)
@@ -171,7 +255,8 @@ class Handlers:
         await self._welcome(session, message, joined.members)
         log.info("join session=%s room=%s", session.id, room)
         if joined.added:  # not when resuming on this node within the presence grace
-            event = UserJoined(user=member.name, room=room, user_count=len(joined.members))
+            event = UserJoined(user=member.name, user_id=member.id, room=room,
+                               user_count=len(joined.members))
             await self._broker.publish_event(room, encode(event), exclude=session.id)
 
     async def _welcome(self, session: Session, join: Join, members: list[Member]) -> None:
@@ -183,6 +268,7 @@ class Handlers:
                 room=_joined_room(join),
                 history=stored_messages(window.messages),
                 users=[m.name for m in members],
+                members=[MemberInfo(user_id=m.id, name=m.name) for m in members],
                 user_count=len(members),
                 seq=window.seq,
                 epoch=window.epoch,
@@ -227,7 +313,7 @@ class Handlers:
         try:
             count = await self._presence.leave(room, member)
             if count is not None:
-                await announce_left(self._broker, room, member.name, count)
+                await announce_left(self._broker, room, member, count)
         except Unavailable as exc:
             log.warning("%s left %s unannounced: %s", member.id, room, exc)
 

@@ -9,23 +9,27 @@ import logging
 from node.broker import Broker
 from node.errors import Unavailable
 from node.hub import Hub
-from node.presence import Presence
+from node.names import HeldNames
+from node.presence import Member, Presence
 from node.protocol import UserLeft, encode
 
 log = logging.getLogger("node.liveness")
 
 
-async def announce_left(broker: Broker, room: str, name: str, count: int) -> None:
+async def announce_left(broker: Broker, room: str, member: Member, count: int) -> None:
     """Tell a room that a member left."""
-    await broker.publish_event(room, encode(UserLeft(user=name, room=room, user_count=count)))
+    await broker.publish_event(room, encode(UserLeft(user=member.name, user_id=member.id,
+                                                     room=room, user_count=count)))
 
 
 class Liveness:
     """Heartbeats this node, re-announces its members when shared state forgot them, and
     tells rooms about the members of nodes that died."""
 
-    def __init__(self, presence: Presence, broker: Broker, hub: Hub, node_ttl: float) -> None:
+    def __init__(self, presence: Presence, broker: Broker, hub: Hub, names: HeldNames,
+                 node_ttl: float) -> None:
         self._presence = presence
+        self._names = names
         self._broker = broker
         self._hub = hub
         self._interval = node_ttl / 4
@@ -33,7 +37,7 @@ class Liveness:
 
     async def resync(self) -> None:
         """Write this node's members into presence again (after a reconnect or a lapse)."""
-        await self._presence.resync(self._hub.held())
+        await self._presence.resync(self._hub.held(), self._names.held())
 
     async def run(self) -> None:
         """Tick until `stop`; stopped by a flag because redis-py can swallow a cancel."""
@@ -59,5 +63,5 @@ class Liveness:
             await self.resync()
         for departure in await self._presence.reap():
             log.info("reaped %s from %s", departure.member.name, departure.room)
-            await announce_left(self._broker, departure.room, departure.member.name,
+            await announce_left(self._broker, departure.room, departure.member,
                                 departure.user_count)

@@ -1,4 +1,6 @@
-"""The presence seam: who is in which room across the cluster, and the room directory.
+"""The presence seam: who is in which room across the cluster, the room directory, and the
+display names in use (anonymous mode: a name, and every name that looks like it, belongs to
+one user at a time).
 
 A member is present in a room while at least one node holds it there; a node holds it while
 at least one of its connections of that member is in the room. So a user on two tabs (or
@@ -67,6 +69,16 @@ class RoomPolicy:
         return Budget("rooms", user_id, self.rooms_per_hour, 3600.0)
 
 
+@dataclass(frozen=True, slots=True)
+class HeldName:
+    """One canonical form of a display name, the user holding it, and how many of this
+    node's connections hold it."""
+
+    form: str
+    user_id: str
+    connections: int
+
+
 class RoomLimit(Exception):
     """Joining would create a room beyond the cluster's or the user's allowance."""
 
@@ -122,8 +134,18 @@ class Presence(Protocol):
         """Remove the members of nodes whose liveness expired; returns who left."""
         ...
 
-    async def resync(self, held: list[tuple[str, Member]]) -> None:
-        """Make this node's presence exactly `held` (room, member) pairs."""
+    async def claim_name(self, forms: tuple[str, ...], user_id: str) -> str | None:
+        """Hold a display name's forms for one more connection of the user; returns the id
+        of another user who holds one of them (and holds nothing), else None."""
+        ...
+
+    async def release_name(self, forms: tuple[str, ...]) -> None:
+        """One connection of this node no longer holds the name; its last frees it."""
+        ...
+
+    async def resync(self, held: list[tuple[str, Member]], names: list[HeldName]) -> None:
+        """Make this node's presence exactly `held` (room, member) pairs and its names
+        exactly `names`."""
         ...
 
     async def live_nodes(self) -> list[str]:

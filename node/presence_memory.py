@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 from node.presence import (
-    Departure, Joined, Member, RoomCount, RoomLimit, RoomPage, RoomPolicy,
+    Departure, HeldName, Joined, Member, RoomCount, RoomLimit, RoomPage, RoomPolicy,
 )
 from node.ratelimit import Budgets
 
@@ -28,6 +28,7 @@ class MemoryPresence:
         self._created: dict[str, float] = {}  # created room -> expires at (monotonic)
         self._creations = Budgets()
         self._secret = secrets.token_bytes(32)
+        self._name_owners: dict[str, tuple[str, int]] = {}  # form -> (user id, connections)
 
     async def start(self) -> None:
         for room in self._policy.fixed:
@@ -94,7 +95,22 @@ class MemoryPresence:
     async def reap(self) -> list[Departure]:
         return []
 
-    async def resync(self, held: list[tuple[str, Member]]) -> None:
+    async def claim_name(self, forms: tuple[str, ...], user_id: str) -> str | None:
+        for form in forms:
+            owner, _ = self._name_owners.get(form, (user_id, 0))
+            if owner != user_id:
+                return owner
+        for form in forms:
+            self._name_owners[form] = (user_id, self._name_owners.get(form, (user_id, 0))[1] + 1)
+        return None
+
+    async def release_name(self, forms: tuple[str, ...]) -> None:
+        for form in forms:
+            owner, connections = self._name_owners.pop(form)
+            if connections > 1:
+                self._name_owners[form] = (owner, connections - 1)
+
+    async def resync(self, held: list[tuple[str, Member]], names: list[HeldName]) -> None:
         pass
 
     async def live_nodes(self) -> list[str]:

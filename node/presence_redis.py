@@ -16,7 +16,7 @@ import msgspec
 
 from node.errors import Unavailable
 from node.presence import (
-    Departure, Joined, Member, RoomCount, RoomLimit, RoomPage, RoomPolicy,
+    Departure, HeldName, Joined, Member, RoomCount, RoomLimit, RoomPage, RoomPolicy,
 )
 from node.redis_support import LUA_BUDGET, RedisKeys, connect, translate_errors
 
@@ -81,6 +81,29 @@ local function release(room, id, node, ttl_ms)
   return count
 end
 
+-- Display names: each canonical form of a name is a hash of its owner (the user holding it)
+-- and, per node, how many of that node's connections hold it.
+local function name_key(form) return P .. ':name:' .. form end
+local function node_names(node) return P .. ':node-names:' .. node end
+local OWNER = '\0owner'  -- no node id starts with NUL
+
+local function hold_name(form, id, node, count)
+  redis.call('HSET', name_key(form), OWNER, id)
+  redis.call('HINCRBY', name_key(form), node, count)
+  redis.call('SADD', node_names(node), form)
+end
+
+-- The node's holds of the form go; the last hold gone frees the name.
+local function drop_name(form, node)
+  redis.call('HDEL', name_key(form), node)
+  redis.call('SREM', node_names(node), form)
+  if redis.call('HLEN', name_key(form)) <= 1 then redis.call('DEL', name_key(form)) end
+end
+
+local function drop_node_names(node)
+  for _, form in ipairs(redis.call('SMEMBERS', node_names(node))) do drop_name(form, node) end
+end
+
 local function split(field)
   local at = string.find(field, '\0', 1, true)
   return string.sub(field, 1, at - 1), string.sub(field, at + 1)
@@ -126,16 +149,48 @@ for _, field in ipairs(redis.call('HKEYS', node_members(node))) do
   end
 end
 redis.call('DEL', node_members(node))
+drop_node_names(node)
 return departed
 """
 
+# ARGV: prefix, node, user id, the name's forms. Returns the owner of a form another user
+# holds (nothing is held then), or '' when the user now holds every form once more.
+CLAIM_NAME = ROOMS_LUA + r"""
+local node, id = ARGV[2], ARGV[3]
+for i = 4, #ARGV do
+  local owner = redis.call('HGET', name_key(ARGV[i]), OWNER)
+  if owner and owner ~= id then return owner end
+end
+for i = 4, #ARGV do hold_name(ARGV[i], id, node, 1) end
+return ''
+"""
+
+# ARGV: prefix, node, the name's forms: one of the node's connections let the name go.
+RELEASE_NAME = ROOMS_LUA + r"""
+local node = ARGV[2]
+for i = 3, #ARGV do
+  if redis.call('HINCRBY', name_key(ARGV[i]), node, -1) <= 0 then drop_name(ARGV[i], node) end
+end
+return 1
+"""
+
 # ARGV: prefix, node, room ttl (ms), liveness ttl (ms), the number of fixed rooms, the fixed
-# rooms, then room, member id, info, fixed for every member the node holds: the node's
-# presence becomes exactly that, and the directory has the fixed rooms again.
+# rooms, the number of held name forms, then form, user id, connections for each, then room,
+# member id, info, fixed for every member the node holds: the node's presence and names
+# become exactly that (a name another user took meanwhile stays theirs), and the directory
+# has the fixed rooms again.
 RESYNC = ROOMS_LUA + r"""
 local node = ARGV[2]
-local held_from = 6 + tonumber(ARGV[5])
-for i = 6, held_from - 1 do register(ARGV[i], '1') end
+local names_at = 6 + tonumber(ARGV[5])
+for i = 6, names_at - 1 do register(ARGV[i], '1') end
+local held_from = names_at + 1 + 3 * tonumber(ARGV[names_at])
+drop_node_names(node)
+for i = names_at + 1, held_from - 1, 3 do
+  local owner = redis.call('HGET', name_key(ARGV[i]), OWNER)
+  if not owner or owner == ARGV[i + 1] then
+    hold_name(ARGV[i], ARGV[i + 1], node, tonumber(ARGV[i + 2]))
+  end
+end
 local wanted = {}
 for i = held_from, #ARGV, 4 do wanted[ARGV[i] .. '\0' .. ARGV[i + 1]] = i end
 for _, field in ipairs(redis.call('HKEYS', node_members(node))) do
@@ -217,6 +272,8 @@ class RedisPresence:
         self._list_rooms = self._redis.register_script(LIST_ROOMS)
         self._register_fixed = self._redis.register_script(REGISTER_FIXED)
         self._unlock_drain = self._redis.register_script(UNLOCK_DRAIN)
+        self._claim_name = self._redis.register_script(CLAIM_NAME)
+        self._release_name = self._redis.register_script(RELEASE_NAME)
         self._secret: bytes | None = None
 
     async def start(self) -> None:
@@ -298,9 +355,21 @@ class RedisPresence:
         return departures
 
     @translate_errors
-    async def resync(self, held: list[tuple[str, Member]]) -> None:
+    async def claim_name(self, forms: tuple[str, ...], user_id: str) -> str | None:
+        owner = await self._call(self._claim_name, self._node_id, user_id, *forms)
+        return owner.decode() if owner else None  # type: ignore[attr-defined]
+
+    @translate_errors
+    async def release_name(self, forms: tuple[str, ...]) -> None:
+        await self._call(self._release_name, self._node_id, *forms)
+
+    @translate_errors
+    async def resync(self, held: list[tuple[str, Member]], names: list[HeldName]) -> None:
         fixed = self._policy.fixed
-        args: list[object] = [self._node_id, self._room_ttl_ms, self._ttl_ms, len(fixed), *fixed]
+        args: list[object] = [self._node_id, self._room_ttl_ms, self._ttl_ms, len(fixed), *fixed,
+                              len(names)]
+        for name in names:
+            args += [name.form, name.user_id, name.connections]
         for room, member in held:
             args += [room, member.id, _info(member), "1" if room in self._policy.fixed else "0"]
         await self._call(self._resync, *args)

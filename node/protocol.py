@@ -13,7 +13,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-from node import websocket
+from node import names, websocket
+from node.disconnect import Disconnect
 
 
 class ErrorCode(enum.StrEnum):
@@ -32,15 +33,20 @@ class ErrorCode(enum.StrEnum):
     INVALID_TOKEN = "invalid_token"
     UNAVAILABLE = "unavailable"
     ROOM_LIMIT = "room_limit"
+    AUTH_FAILED = "auth_failed"
+    FORBIDDEN = "forbidden"
+    NAME_TAKEN = "name_taken"
 
 
 class ChatError(Exception):
-    """A request the server refuses; the client gets an `error` event and stays connected."""
+    """A request the server refuses; the client gets an `error` event and stays connected,
+    unless `close` says how the server then closes the connection."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, close: Disconnect | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.close = close
 
 
 # --- client -> server ------------------------------------------------------------------
@@ -51,10 +57,17 @@ class _Incoming(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fi
 
 
 class Auth(_Incoming, tag="auth"):
-    """`userId` + `token` (from an earlier `auth_success`) resume that identity."""
+    """Anonymous mode: `name`, and `userId` + `token` (from an earlier `auth_success`) to
+    resume that identity. JWT mode: `token` is the identity provider's JWT."""
 
     name: str | None = None
     user_id: str | None = msgspec.field(default=None, name="userId")
+    token: str | None = None
+
+
+class Refresh(_Incoming, tag="refresh"):
+    """JWT mode: a new token for the same user, before the current one expires."""
+
     token: str | None = None
 
 
@@ -96,11 +109,11 @@ class Pong(_Incoming, tag="pong"):
     timestamp: Any = None
 
 
-ClientMessage = Auth | Join | Leave | SendMessage | ListRooms | Ping | Pong
+ClientMessage = Auth | Refresh | Join | Leave | SendMessage | ListRooms | Ping | Pong
 
 INCOMING_TYPES: dict[str, type[ClientMessage]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
-    for cls in (Auth, Join, Leave, SendMessage, ListRooms, Ping, Pong)
+    for cls in (Auth, Refresh, Join, Leave, SendMessage, ListRooms, Ping, Pong)
 }
 
 DEFAULT_NAME = "Anonymous"
@@ -142,7 +155,7 @@ class Parser:
 
     def _checked(self, message: ClientMessage) -> ClientMessage:
         match message:
-            case Auth(name=name):
+            case Auth(name=str(name)):
                 return msgspec.structs.replace(message, name=checked_name(name))
             case Join(room=room):
                 return msgspec.structs.replace(message, room=checked_room(room))
@@ -160,15 +173,15 @@ class Parser:
         return text
 
 
-def checked_name(name: str | None) -> str:
-    """A display name trimmed and validated; absent means `Anonymous`."""
-    if name is None:
-        return DEFAULT_NAME
+def checked_name(name: str) -> str:
+    """A display name trimmed and validated: printable, and something a reader can see."""
     trimmed = name.strip()
     if not 1 <= len(trimmed) <= MAX_NAME or not trimmed.isprintable():
         raise ChatError(
             ErrorCode.INVALID_NAME, f"Name must be 1-{MAX_NAME} printable characters"
         )
+    if not names.visible(trimmed):
+        raise ChatError(ErrorCode.INVALID_NAME, "Name must have a visible character")
     return trimmed
 
 
@@ -189,10 +202,22 @@ class _Event(msgspec.Struct, frozen=True, tag_field="type", rename="camel"):
 
 
 class AuthSuccess(_Event, tag="auth_success"):
+    """`token`: the resume token (anonymous mode); `exp`: when the JWT expires (JWT mode)."""
+
     user_id: str
     name: str
     node: str
-    token: str
+    token: str | msgspec.UnsetType = msgspec.UNSET
+    exp: int | msgspec.UnsetType = msgspec.UNSET
+
+
+class Refreshed(_Event, tag="refreshed"):
+    exp: int
+
+
+class MemberInfo(msgspec.Struct, frozen=True, rename="camel"):
+    user_id: str
+    name: str
 
 
 class RoomInfo(msgspec.Struct, frozen=True, rename="camel"):
@@ -206,6 +231,7 @@ class RoomJoined(_Event, tag="room_joined"):
     room: str
     history: list[msgspec.Raw]
     users: list[str]
+    members: list[MemberInfo]
     user_count: int
     seq: int
     epoch: str
@@ -219,12 +245,14 @@ def stored_messages(payloads: list[bytes]) -> list[msgspec.Raw]:
 
 class UserJoined(_Event, tag="user_joined"):
     user: str
+    user_id: str
     room: str
     user_count: int
 
 
 class UserLeft(_Event, tag="user_left"):
     user: str
+    user_id: str
     room: str
     user_count: int
 
@@ -272,7 +300,7 @@ class Error(_Event, tag="error"):
 
 
 Event = (
-    AuthSuccess | RoomJoined | UserJoined | UserLeft | RoomLeft | ChatMessage | RoomList
+    AuthSuccess | Refreshed | RoomJoined | UserJoined | UserLeft | RoomLeft | ChatMessage | RoomList
     | ServerPing | ServerPong | ServerShutdown | Error
 )
 

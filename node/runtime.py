@@ -17,6 +17,7 @@ from node.echo import EchoSockets
 from node.handlers import Handlers
 from node.hub import Hub
 from node.liveness import Liveness
+from node.names import HeldNames
 from node.presence import Presence, RoomPolicy
 from node.presence_memory import MemoryPresence
 from node.presence_redis import RedisPresence
@@ -69,7 +70,8 @@ def build_node(settings: Settings) -> Node:
         presence = RedisPresence(settings.redis_url, settings.redis_prefix, settings.node_id,
                                  settings.node_ttl, policy)
     hub = Hub(broker, settings.history)
-    liveness = Liveness(presence, broker, hub, settings.node_ttl)
+    names = HeldNames()
+    liveness = Liveness(presence, broker, hub, names, settings.node_ttl)
 
     async def reconnected() -> None:
         """Shared state may have missed or forgotten things while it was unreachable."""
@@ -77,7 +79,7 @@ def build_node(settings: Settings) -> Node:
         await liveness.resync()
 
     directory = Directory(presence)
-    handlers = Handlers(settings, hub, broker, presence, directory)
+    handlers = Handlers(settings, hub, broker, presence, directory, names)
     drain = Drainer(settings, hub, presence, handlers.departures)
     connections = Connections(settings.max_connections, settings.max_connections_per_address)
     return Node(settings, broker, presence, hub, handlers, liveness, drain, connections,

@@ -13,6 +13,7 @@ from node import disconnect
 from node.config import Settings
 from node.disconnect import Disconnect
 from node.envelope import UNSEQUENCED
+from node.jwt_tokens import Claims
 from node.presence import Member
 from node.protocol import ChatError, Error, ErrorCode, event_frame
 from node.ratelimit import Budget, FloodGuard, TokenBucket
@@ -37,7 +38,8 @@ class Session:
     """
 
     __slots__ = (
-        "id", "address", "member", "budgets", "room", "last_pong", "drained", "_ws", "_dispatch",
+        "id", "address", "member", "claims", "name_forms", "budgets", "room", "last_pong",
+        "drained", "_expiry", "_ws", "_dispatch",
         "_on_end", "_bucket", "_flood", "_held", "_closing", "_closer",
         "_inbox", "_worker", "_lost", "_finished",
     )
@@ -48,6 +50,9 @@ class Session:
         self.id = uuid.uuid4().hex
         self.address = address  # the client's, for its address's share of the limits
         self.member: Member | None = None
+        self.claims: Claims | None = None  # JWT mode: what its token allows, until when
+        self.name_forms: tuple[str, ...] = ()  # anonymous mode: the name it holds
+        self._expiry: asyncio.TimerHandle | None = None
         self.budgets: tuple[Budget, ...] = ()  # what its messages are charged to, from auth
         self.room: str | None = None
         self.drained = False  # closed by a drain: its presence is held for the grace period
@@ -106,6 +111,8 @@ class Session:
 
     async def _end(self) -> None:
         """The connection is gone: runs once, after the last frame was handled."""
+        if self._expiry is not None:
+            self._expiry.cancel()
         try:
             await self._on_end(self)
         finally:
@@ -123,7 +130,9 @@ class Session:
             await self._dispatch(self, data)
         except ChatError as error:
             self.send(event_frame(Error(code=error.code, message=error.message)))
-            if error.code is ErrorCode.RATE_LIMITED and self._flood.reject(time.monotonic()):
+            if error.close is not None:
+                self.close_soon(error.close)
+            elif error.code is ErrorCode.RATE_LIMITED and self._flood.reject(time.monotonic()):
                 self.close_soon(disconnect.FLOOD)
 
     def _check_rate(self) -> None:
@@ -178,6 +187,14 @@ class Session:
     async def ended(self) -> None:
         """Wait until the connection is gone and its departure handled."""
         await asyncio.shield(self._ending())
+
+    def expire_at(self, when: float, reason: Disconnect) -> None:
+        """Close for `reason` at `when` (seconds since the Unix epoch), unless called again
+        first (a refreshed token)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = asyncio.get_running_loop().call_later(
+            max(0.0, when - time.time()), self.close_soon, reason)
 
     def close_soon(self, reason: Disconnect) -> None:
         """Close from a context that cannot wait (fan-out, timers)."""

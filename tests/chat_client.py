@@ -15,6 +15,7 @@ class ChatClient:
     """One WebSocket connection speaking the chat protocol."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.user_id: str | None = None  # from auth_success
         self.ws = ws
 
     async def send(self, **frame: Any) -> None:
@@ -61,13 +62,17 @@ class ChatClient:
 
     async def auth(self, name: str = "alice") -> dict[str, Any]:
         await self.send(type="auth", name=name)
-        return await self.expect("auth_success")
+        return self._identified(await self.expect("auth_success"))
+
+    def _identified(self, success: dict[str, Any]) -> dict[str, Any]:
+        self.user_id = success["userId"]
+        return success
 
     async def resume(self, identity: dict[str, Any], name: str = "alice") -> dict[str, Any]:
         """Authenticate as the user of an earlier `auth_success`."""
         await self.send(type="auth", name=name, userId=identity["userId"],
                         token=identity["token"])
-        return await self.expect("auth_success")
+        return self._identified(await self.expect("auth_success"))
 
     async def join(self, room: str = "general", **extra: Any) -> dict[str, Any]:
         await self.send(type="join", room=room, **extra)

@@ -174,11 +174,12 @@ async def test_a_killed_node_leaves_presence_within_15_seconds(
 ) -> None:
     cluster = make_cluster(nodes=2)
     alice = await _member(open_ws, cluster.node_ws_url(1), "alice", room)
-    await _member(open_ws, cluster.node_ws_url(2), "bob", room)
+    bob = await _member(open_ws, cluster.node_ws_url(2), "bob", room)
     await alice.expect("user_joined")
     cluster.nodes[1].kill()
     left = await alice.expect("user_left", timeout=15)
-    assert left == {"type": "user_left", "user": "bob", "room": room, "userCount": 1}
+    assert left == {"type": "user_left", "user": "bob", "userId": bob.user_id, "room": room,
+                    "userCount": 1}
     async with http.get(f"{cluster.node_url(1)}/api/rooms") as response:
         details = {d["name"]: d["userCount"] for d in (await response.json())["details"]}
     assert details[room] == 1

@@ -38,7 +38,7 @@ async def test_the_last_ready_node_drains_only_when_forced(make_node) -> None:
 async def test_a_drain_fails_readiness_refuses_upgrades_and_closes_everyone(
     make_node, connect
 ) -> None:
-    node = await make_node(admin_token=TOKEN, drain_window=0.6)
+    node = await make_node(admin_token=TOKEN, drain_window=0.6, presence_grace=0.5)
     clients = [await connect(node) for _ in range(3)]
     for n, client in enumerate(clients):
         await client.auth(f"user{n}")

@@ -54,6 +54,7 @@ async def test_sigterm_stops_the_process_with_exit_code_0() -> None:
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "node", "--port", str(port), "--shutdown-timeout", "3",
+        "--presence-grace", "1",
         stderr=asyncio.subprocess.PIPE,
     )
     try:

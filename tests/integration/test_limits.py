@@ -108,7 +108,8 @@ async def test_a_client_that_stops_reading_is_closed_as_slow(make_node, connect)
         if event["type"] == "user_left":
             break
         assert event["type"] == "message"
-    assert event == {"type": "user_left", "user": "slow", "room": "general", "userCount": 1}
+    assert event == {"type": "user_left", "user": "slow", "userId": reader.user_id,
+                     "room": "general", "userCount": 1}
     transport.resume_reading()
     code, reason = await reader.expect_close(timeout=10)
     assert code == 1013 and reason == "Slow consumer"

@@ -70,7 +70,8 @@ async def test_join_answers_room_joined_and_tells_the_others(member, connect) ->
     assert joined["userCount"] == 2
     assert joined["seq"] == 0
     assert await alice.expect("user_joined") == {
-        "type": "user_joined", "user": "bob", "room": "general", "userCount": 2,
+        "type": "user_joined", "user": "bob", "userId": bob.user_id, "room": "general",
+        "userCount": 2,
     }
     await bob.say("after join")
     assert (await bob.expect("message"))["text"] == "after join", "no user_joined for the joiner"
@@ -83,7 +84,8 @@ async def test_joining_another_room_leaves_the_current_one(member) -> None:
     moved = await bob.join("random")
     assert moved["room"] == "random" and moved["users"] == ["bob"]
     left = await alice.expect("user_left")
-    assert left == {"type": "user_left", "user": "bob", "room": "general", "userCount": 1}
+    assert left == {"type": "user_left", "user": "bob", "userId": bob.user_id,
+                    "room": "general", "userCount": 1}
 
 
 @pytest.mark.parametrize("room", ["", "has space", "slash/no", "é", "r" * 65])

@@ -1,0 +1,69 @@
+"""Display names nobody can fake: when two names look alike, only one user may hold them.
+
+Names are compared by canonical forms: NFKC (fullwidth and other compatibility forms fold
+to plain letters), case folding and the confusable skeleton of Unicode Technical Standard
+#39, computed by ICU's spoof checker (PyICU), which carries the Unicode consortium's data.
+So "alice", "ALICE", "ａｌｉｃｅ" and "аlice" (with a Cyrillic а) are one name. Folding case
+first loses that a capital I looks like a small l, so the skeleton taken before folding is a
+second form: "aIice" is "alice" too. Two names clash when they share any form.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+
+import icu
+
+from node.presence import HeldName
+
+# Characters that draw nothing though Unicode calls some of them letters: Hangul fillers,
+# the blank Braille pattern, and the default-ignorable code points. A name must have a
+# character outside these and outside white space, marks and controls.
+INVISIBLE = frozenset(
+    [0x115F, 0x1160, 0x3164, 0xFFA0, 0x2800, 0x034F, 0x00AD, 0x17B4, 0x17B5, 0xFEFF]
+    + list(range(0x180B, 0x1810)) + list(range(0x200B, 0x2010)) + list(range(0x202A, 0x202F))
+    + list(range(0x2060, 0x2070)) + list(range(0xFE00, 0xFE10))
+)
+_VISIBLE_CATEGORIES = ("L", "N", "P", "S")
+_checker = icu.SpoofChecker()
+
+
+def visible(name: str) -> bool:
+    """Whether the name shows at least one character."""
+    return any(ord(char) not in INVISIBLE
+               and unicodedata.category(char)[0] in _VISIBLE_CATEGORIES for char in name)
+
+
+def _skeleton(text: str) -> str:
+    return str(_checker.getSkeleton(0, text))
+
+
+def canonical(name: str) -> tuple[str, ...]:
+    """The forms two names share when a reader could take one for the other."""
+    shown = unicodedata.normalize(
+        "NFKC", "".join(char for char in name if ord(char) not in INVISIBLE))
+    forms = (_skeleton(shown.casefold()), _skeleton(shown).casefold())
+    return tuple(dict.fromkeys(forms))
+
+
+class HeldNames:
+    """The names this node's connections hold, counted per connection: what the node writes
+    back into shared state when that state forgot it (a Redis restart, a lapsed heartbeat)."""
+
+    def __init__(self) -> None:
+        self._held: Counter[tuple[str, str]] = Counter()  # (form, user id) → connections
+
+    def add(self, forms: tuple[str, ...], user_id: str) -> None:
+        for form in forms:
+            self._held[form, user_id] += 1
+
+    def remove(self, forms: tuple[str, ...], user_id: str) -> None:
+        for form in forms:
+            self._held[form, user_id] -= 1
+            if self._held[form, user_id] <= 0:
+                del self._held[form, user_id]
+
+    def held(self) -> list[HeldName]:
+        return [HeldName(form, user_id, connections)
+                for (form, user_id), connections in self._held.items()]
