@@ -62,10 +62,13 @@ class _Pending:
 
 class ChatClient:
     def __init__(self, url: str, name: str, room: str, *,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, jwt: str | None = None) -> None:
+        """`jwt`: the identity provider's token, for servers that require one (`name` is
+        then the token's); `refresh` replaces it before it expires."""
         self.url = url
         self.name = name
         self.room = room
+        self.jwt = jwt
         self.user_id: str | None = None
         self.token: str | None = None
         self.node: str | None = None
@@ -159,9 +162,18 @@ class ChatClient:
                 await asyncio.sleep(delay)
                 self._retry_after = 0.0
 
+    async def refresh(self, jwt: str) -> None:
+        """Hand the server a new token for this user (and use it to reconnect from now on)."""
+        self.jwt = jwt
+        if self._ws is not None and not self._ws.closed:
+            with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+                await self._ws.send_json({"type": "refresh", "token": jwt})
+
     async def _converse(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         auth: dict[str, Any] = {"type": "auth", "name": self.name}
-        if self.token is not None:  # the same user again: no leave/join flap for the room
+        if self.jwt is not None:  # the token names the user: the same one again
+            auth = {"type": "auth", "token": self.jwt}
+        elif self.token is not None:  # the same user again: no leave/join flap for the room
             auth |= {"userId": self.user_id, "token": self.token}
         await ws.send_json(auth)
         join: dict[str, Any] = {"type": "join", "room": self.room}
@@ -177,7 +189,8 @@ class ChatClient:
         if kind == "ping":
             await ws.send_json({"type": "pong", "timestamp": event.get("timestamp")})
         elif kind == "auth_success":
-            self.user_id, self.token, self.node = event["userId"], event["token"], event["node"]
+            self.user_id, self.node = event["userId"], event["node"]
+            self.token = event.get("token")  # the resume token (servers without JWT)
         elif kind == "room_joined":
             await self._on_joined(event)
         elif kind == "message":

@@ -176,10 +176,14 @@ async def test_a_killed_node_leaves_presence_within_15_seconds(
     alice = await _member(open_ws, cluster.node_ws_url(1), "alice", room)
     bob = await _member(open_ws, cluster.node_ws_url(2), "bob", room)
     await alice.expect("user_joined")
+    impostor = await open_ws(cluster.node_ws_url(1))
+    await impostor.send(type="auth", name="B0b")
+    await impostor.expect_error("name_taken")  # held by a user on the other node
     cluster.nodes[1].kill()
     left = await alice.expect("user_left", timeout=15)
     assert left == {"type": "user_left", "user": "bob", "userId": bob.user_id, "room": room,
                     "userCount": 1}
+    assert (await impostor.auth("B0b"))["name"] == "B0b", "a dead node's names are freed"
     async with http.get(f"{cluster.node_url(1)}/api/rooms") as response:
         details = {d["name"]: d["userCount"] for d in (await response.json())["details"]}
     assert details[room] == 1
@@ -194,6 +198,7 @@ async def test_nodes_ride_out_a_redis_restart(
     cluster = make_cluster(nodes=2)
     alice = await _member(open_ws, cluster.node_ws_url(1), "alice", room)
     bob = await open_ws(cluster.node_ws_url(2))
+    impostor = await open_ws(cluster.node_ws_url(2))  # before `http` pools a connection there
     await bob.auth("bob")
     epoch = (await bob.join(room))["epoch"]
     await alice.expect("user_joined")
@@ -213,6 +218,8 @@ async def test_nodes_ride_out_a_redis_restart(
     cluster.restart_redis()
     for index in (1, 2):
         await _eventually(lambda i=index: _status(http, cluster.node_url(i) + "/readyz"), 200)
+    await impostor.send(type="auth", name="ALICE")
+    await impostor.expect_error("name_taken")  # the nodes wrote their names back
     await alice.say("after the restart")
     for client in (alice, bob):
         assert (await client.expect("message"))["text"] == "after the restart"

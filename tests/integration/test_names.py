@@ -1,0 +1,77 @@
+"""Anonymous mode: a display name, and every name that looks like it, is one user's at a time."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chat_client import ChatClient
+
+
+async def _auth_as(connect, name: str) -> tuple[ChatClient, dict]:
+    client = await connect()
+    await client.send(type="auth", name=name)
+    return client, await client.recv()
+
+
+@pytest.mark.parametrize("look_alike", [
+    "alice", "ALICE", "Alice", "\uff41\uff4c\uff49\uff43\uff45",  # fullwidth
+    "\u0430lice",  # Cyrillic а
+    "aIice",  # capital I for l
+    " alice ",
+])
+async def test_a_name_in_use_cannot_be_taken_in_any_look_alike(connect, look_alike: str
+                                                               ) -> None:
+    alice, _ = await _auth_as(connect, "alice")
+    _, event = await _auth_as(connect, look_alike)
+    assert (event["type"], event["code"]) == ("error", "name_taken"), event
+
+
+async def test_a_refused_client_may_pick_another_name(connect) -> None:
+    await _auth_as(connect, "bob")
+    client, event = await _auth_as(connect, "B0B")
+    assert event["code"] == "name_taken"
+    assert (await client.auth("robert"))["name"] == "robert"
+
+
+async def test_the_name_is_free_again_when_its_user_leaves(connect) -> None:
+    first, _ = await _auth_as(connect, "carol")
+    await first.close()
+    for _ in range(50):  # the server handles the close a moment after the client sent it
+        client, event = await _auth_as(connect, "Carol")
+        if event["type"] == "auth_success":
+            return
+        await client.close()
+    raise AssertionError("the name stayed taken after its user left")
+
+
+async def test_the_same_user_may_use_its_name_on_several_connections(connect) -> None:
+    _, first = await _auth_as(connect, "dave")
+    again = await connect()
+    assert (await again.resume(first, name="dave"))["userId"] == first["userId"]
+
+
+@pytest.mark.parametrize("name", ["\u3164", "\u2800\u2800", "\u115f\u1160", "\u3164 \u2800"])
+async def test_names_that_show_nothing_are_invalid(connect, name: str) -> None:
+    _, event = await _auth_as(connect, name)
+    assert (event["type"], event["code"]) == ("error", "invalid_name"), event
+
+
+async def test_the_name_of_users_without_one_is_reserved(connect) -> None:
+    _, event = await _auth_as(connect, "anonymous")
+    assert event["code"] == "name_taken"
+    nameless = await connect()
+    await nameless.send(type="auth")
+    other = await connect()
+    await other.send(type="auth")
+    for client in (nameless, other):
+        assert (await client.expect("auth_success"))["name"] == "Anonymous"
+
+
+async def test_presence_events_tell_same_looking_users_apart_by_id(member) -> None:
+    alice = await member("alice")
+    bob = await member("bob")
+    joined = await alice.expect("user_joined")
+    assert (joined["user"], joined["userId"]) == ("bob", bob.user_id)
+    await bob.say("hi")
+    message = await alice.expect("message")
+    assert (message["user"], message["userId"]) == ("bob", bob.user_id)
