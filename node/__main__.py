@@ -1,4 +1,5 @@
-"""`python -m node`: run one chat node on uvloop until SIGTERM or SIGINT."""
+"""`python -m node`: run one chat node on uvloop until SIGTERM or SIGINT.
+`python -m node token ...`: mint a JWT (see node/mint.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
+from node import mint
 from node.api import AccessLogger
 from node.app import create_app, make_runner
 from node.config import Settings, load_settings
@@ -70,6 +72,8 @@ async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["token"]:
+        return mint.main(sys.argv[2:])
     settings = load_settings()
     logging.basicConfig(
         level=settings.log_level.upper(),

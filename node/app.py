@@ -18,6 +18,7 @@ from node.config import Settings
 from node.drain import shutdown_notice
 from node.heartbeat import run_heartbeat
 from node.runtime import NODE, Node, build_node
+from node.origins import OriginPolicy
 from node.server import (
     CHAT_PATH, ECHO_PATH, Accept, ChatServer, ClientErrorsWithoutTraceback, NodeRunner, Upgrade,
     answered, respond,
@@ -94,8 +95,9 @@ def make_runner(app: web.Application, **kwargs: Any) -> NodeRunner:
 
     def chat_server(http: web.Server) -> ChatServer:
         return ChatServer(http, acceptor(node), node.connections,
-                          trusted_networks(settings.trusted_proxies), paths,
-                          settings.handshake_timeout, settings.max_head)
+                          trusted_networks(settings.trusted_proxies),
+                          OriginPolicy.parse(settings.allowed_origins, settings.public_host),
+                          paths, settings.handshake_timeout, settings.max_head)
 
     # aiohttp's own head limits must not refuse what the node's --max-head allows.
     return NodeRunner(app, chat_server, keepalive_timeout=settings.keepalive_timeout,

@@ -16,6 +16,7 @@ from node.jwt_tokens import JwtVerifier
 from node.protocol import ROOM_PATTERN
 
 ENV_PREFIX = "CHAT_"
+MIN_JWT_SECRET = 32  # bytes: HS256's key is at least as long as its hash
 DEFAULT_MAX_HEAD = 16384  # the gateway renders its header buffers from it too
 
 
@@ -296,6 +297,8 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--trusted-proxies: {error}")
     if settings.jwt_secret is not None and settings.jwt_public_key is not None:
         parser.error("give the JWT secret or --jwt-public-key, not both")
+    if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < MIN_JWT_SECRET:
+        parser.error(f"the JWT secret must be at least {MIN_JWT_SECRET} bytes (RFC 7518 3.2)")
     try:
         jwt_verifier(settings)
     except (OSError, ValueError) as error:

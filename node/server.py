@@ -20,6 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from node.addresses import TrustedProxies, peer_host
 from node.connections import Connections, Kind, Refusal
+from node.origins import OriginPolicy
 
 CHAT_PATH = "/ws"
 ECHO_PATH = "/ws/echo"
@@ -249,6 +250,10 @@ class Connection(asyncio.Protocol):
         if problem is not None:
             self._refuse(400, "Bad Request", problem)
             return
+        refusal = head.path == CHAT_PATH and self._server.origins.refusal(head.headers)
+        if refusal:
+            self._refuse(*refusal)
+            return
         inner = self._server.accept(self._transport, Upgrade(
             head.path, head.headers["sec-websocket-key"], self.address, rest))
         if inner is not None:
@@ -296,7 +301,8 @@ class Connection(asyncio.Protocol):
         assert self._transport is not None
         self._stop_timer()
         retry = "Retry-After: 1\r\n" if status in (429, 503) else ""
-        respond(self._transport, status, reason, {"error": message}, retry)
+        code = reason.lower().replace(" ", "_")  # "Forbidden" -> forbidden
+        respond(self._transport, status, reason, {"error": code, "message": message}, retry)
         self._state, self._pending = State.REFUSED, b""
 
     # --- deadline ----------------------------------------------------------------------------
@@ -365,9 +371,10 @@ class ChatServer:
     """The protocol factory the node's sites listen with."""
 
     def __init__(self, http: web.Server, accept: Accept, connections: Connections,
-                 trusted: TrustedProxies, websocket_paths: frozenset[str], head_timeout: float,
-                 max_head: int) -> None:
+                 trusted: TrustedProxies, origins: OriginPolicy, websocket_paths: frozenset[str],
+                 head_timeout: float, max_head: int) -> None:
         self.http = http
+        self.origins = origins
         self.accept = accept
         self.connections = connections
         self.trusted = trusted

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import os
 import struct
 
@@ -21,3 +23,20 @@ def client(opcode: int, payload: bytes, fin: bool = True, masked: bool = True,
         return head + payload
     mask = os.urandom(4)
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def upgrade(port: int, headers: str = "", path: str = "/ws") -> tuple[int, bytes]:
+    """Send one WebSocket upgrade to 127.0.0.1:`port` (`headers`: extra CRLF-ended lines,
+    Host included if wanted, else Host: chat); returns the status and what followed it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    host = "" if "host:" in headers.lower() else "Host: chat\r\n"
+    writer.write((f"GET {path} HTTP/1.1\r\n{host}Upgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\n{headers}\r\n").encode())
+    try:
+        line = await asyncio.wait_for(reader.readline(), 5)
+        rest = await asyncio.wait_for(reader.read(4096), 5) if b" 101 " not in line else b""
+    finally:
+        writer.close()
+    return int(line.split()[1]), rest

@@ -109,6 +109,17 @@ def tab(browser: Any, page_url: str) -> Iterator[Any]:
     browser.switch_to.window(browser.window_handles[0])
 
 
+@pytest.fixture
+def site(make_cluster, page_url: str):  # type: ignore[no-untyped-def]
+    """Start clusters that let the test page's origin open chat sockets."""
+    origin = page_url.rstrip("/")
+
+    def start(nodes: int = 1, node_args: tuple[str, ...] = ()) -> Cluster:
+        return make_cluster(nodes=nodes, node_args=[f"--allowed-origins={origin}", *node_args])
+
+    return start
+
+
 def _url(cluster: Cluster, via: str) -> str:
     return cluster.ws_url if via == "gateway" else cluster.node_ws_url(1)
 
@@ -127,8 +138,8 @@ VIAS = ["direct", "gateway"]
     ("window.ws.send(new Uint8Array([1, 2, 3]))", 1003),
 ], ids=["message-too-big", "binary"])
 def test_a_close_for_a_bad_frame_is_clean_with_its_code(
-        make_cluster, tab, via: str, send: str, code: int) -> None:
-    cluster = make_cluster(nodes=1)
+        site, tab, via: str, send: str, code: int) -> None:
+    cluster = site()
     _open(tab, _url(cluster, via), "sender")
     tab.execute_script(send)
     closed = tab.execute_async_script(CLOSED)
@@ -136,8 +147,8 @@ def test_a_close_for_a_bad_frame_is_clean_with_its_code(
 
 
 @pytest.mark.parametrize("via", VIAS)
-def test_a_close_the_page_starts_is_clean(make_cluster, tab, via: str) -> None:
-    cluster = make_cluster(nodes=1)
+def test_a_close_the_page_starts_is_clean(site, tab, via: str) -> None:
+    cluster = site()
     _open(tab, _url(cluster, via), "leaver")
     tab.execute_script("window.ws.close(1000, 'bye')")
     closed = tab.execute_async_script(CLOSED)
@@ -146,8 +157,8 @@ def test_a_close_the_page_starts_is_clean(make_cluster, tab, via: str) -> None:
 
 @pytest.mark.parametrize("via", VIAS)
 def test_server_shutdown_is_announced_then_closed_cleanly_with_1001(
-        make_cluster, tab, via: str) -> None:
-    cluster = make_cluster(nodes=1)
+        site, tab, via: str) -> None:
+    cluster = site()
     _open(tab, _url(cluster, via), "stayer")
     cluster.nodes[0].process.send_signal(signal.SIGTERM)
     closed = tab.execute_async_script(CLOSED)
@@ -157,17 +168,16 @@ def test_server_shutdown_is_announced_then_closed_cleanly_with_1001(
 
 @pytest.mark.parametrize("via", VIAS)
 def test_a_page_that_never_answers_pings_is_closed_cleanly_with_1000(
-        make_cluster, tab, via: str) -> None:
-    cluster = make_cluster(nodes=1, node_args=["--ping-interval", "0.2",
-                                               "--ping-timeout", "0.5"])
+        site, tab, via: str) -> None:
+    cluster = site(node_args=("--ping-interval", "0.2", "--ping-timeout", "0.5"))
     _open(tab, _url(cluster, via), "sleeper")
     closed = tab.execute_async_script(CLOSED)
     assert closed == {"code": 1000, "reason": "Ping timeout", "wasClean": True}
 
 
 @pytest.mark.parametrize("via", VIAS)
-def test_two_tabs_chat(make_cluster, browser: Any, page_url: str, via: str) -> None:
-    cluster = make_cluster(nodes=2)
+def test_two_tabs_chat(site, browser: Any, page_url: str, via: str) -> None:
+    cluster = site(nodes=2)
     tabs = []
     for name in ("alice", "bob"):
         browser.switch_to.new_window("tab")
@@ -188,3 +198,11 @@ def test_two_tabs_chat(make_cluster, browser: Any, page_url: str, via: str) -> N
         browser.switch_to.window(handle)
         browser.close()
     browser.switch_to.window(browser.window_handles[0])
+
+
+@pytest.mark.parametrize("via", VIAS)
+def test_a_page_from_an_origin_not_allowed_cannot_open_a_socket(make_cluster, tab, via: str
+                                                                ) -> None:
+    cluster = make_cluster(nodes=1)  # the test page's origin is not allowed
+    answer = tab.execute_async_script(OPEN, _url(cluster, via), "intruder")
+    assert answer["code"] == 1006 and not answer["wasClean"], answer  # the upgrade got 403

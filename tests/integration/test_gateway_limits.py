@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import os
-
 import aiohttp
 import pytest
 
 from gateway.cluster import Cluster
 from node.config import DEFAULT_MAX_HEAD
+from tests.frames import upgrade
 from tests.conftest import unlimited_flags
 
 
@@ -21,16 +18,7 @@ def cluster(make_cluster) -> Cluster:
 
 
 async def _upgrade_status(port: int, extra: str = "") -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write((f"GET /ws HTTP/1.1\r\nHost: chat\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\n{extra}\r\n").encode())
-    try:
-        line = await asyncio.wait_for(reader.readline(), 5)
-    finally:
-        writer.close()
-    return int(line.split()[1])
+    return (await upgrade(port, extra))[0]
 
 
 async def test_one_address_holds_at_most_its_share_of_websockets(cluster, http) -> None:
