@@ -52,7 +52,7 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
 def restart_node(url: str, token: str, say: Callable[[str], None]) -> None:
     """Drain the node at `url`, then wait until a new process answers ready there."""
     _, status = _request(f"{url}/api/status")
-    old_pid = status.get("pid")
+    old = status.get("instance")
     while True:
         code, body = _request(f"{url}/admin/drain", "POST", token)
         if code == 202:
@@ -66,7 +66,8 @@ def restart_node(url: str, token: str, say: Callable[[str], None]) -> None:
 
     def restarted() -> bool:
         code, body = _request(f"{url}/api/status")
-        return code == 200 and body.get("pid") != old_pid and _request(f"{url}/readyz")[0] == 200
+        return (code == 200 and body.get("instance") != old
+                and _request(f"{url}/readyz")[0] == 200)
 
     _wait(restarted, READY_TIMEOUT, f"{url} to come back ready")
     say(f"  {status.get('node', url)} restarted and ready")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import os
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -26,7 +25,7 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response({
         "status": "online",
         "node": node.settings.node_id,
-        "pid": os.getpid(),
+        "instance": node.instance,  # changes when the process is replaced (rolling restart)
         "connections": len(node.hub.sessions),
         "sockets": {"total": node.connections.total, **node.connections.by_kind()},
         "draining": node.drain.active,

@@ -30,6 +30,7 @@ log = logging.getLogger("node.app")
 
 # How long a server-initiated close waits for the client's close frame.
 CLOSE_HANDSHAKE_TIMEOUT = 2.0
+SERVER_NAME = "chat"
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -43,7 +44,13 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_backends)
     app.cleanup_ctx.append(_background_loops)
     app.on_shutdown.append(_close_sessions)
+    app.on_response_prepare.append(_plain_server_header)
     return app
+
+
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """No versions for a scanner to match: aiohttp would say `Python/3.x aiohttp/3.x`."""
+    response.headers["Server"] = SERVER_NAME
 
 
 @web.middleware

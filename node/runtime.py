@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -35,6 +36,7 @@ class Node:
     connections: Connections
     echoes: EchoSockets
     directory: Directory
+    instance: str = field(default_factory=lambda: secrets.token_hex(6))  # this process
 
     def unready_reason(self) -> str | None:
         """Why this node should not take new connections, or None when it should."""
