@@ -42,6 +42,7 @@ class Cluster:
     gateway_port: int = 0
     redis_url: str | None = None
     node_args: list[str] = field(default_factory=list)
+    node_env: dict[str, str] = field(default_factory=dict)  # secrets for the nodes (JWT)
     gateway_limits: dict[str, int] = field(default_factory=dict)  # GatewayConfig fields
     redis: Service | None = None
     nodes: list[Service] = field(default_factory=list)
@@ -78,7 +79,8 @@ class Cluster:
 
     def start_node(self, index: int, port: int | None = None) -> Service:
         """Start node `index` (1-based), on `port` when it is a restart."""
-        env = {"CHAT_ADMIN_TOKEN": self.admin_token} if self.admin_token else {}
+        env = {**self.node_env, **({"CHAT_ADMIN_TOKEN": self.admin_token}
+                                   if self.admin_token else {})}
         # nginx reaches the nodes over their Unix sockets and names the client in X-Real-IP.
         trusted = ["--trusted-proxies=unix"]
         return start_node(self.run_dir, f"node{index}", self.redis_url,

@@ -16,13 +16,15 @@ identity and room from its last seq, as the client library does. With `--chat-se
 users leave after about that many seconds, stay away `--chat-away` seconds and come back as
 a new session (churn). A run in which messages were sent and none was delivered exits 1.
 Latency compares the sender's clock with the receiver's: run all Locust processes on one
-machine (or on machines with synchronised clocks).
+machine (or on machines with synchronised clocks). Against a cluster in JWT mode, set
+CHAT_JWT_SECRET to its secret: each user then mints its own token (sub = its name).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 import uuid
@@ -35,12 +37,16 @@ from locust import User, events, task
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
+from node.jwt_tokens import mint
+
 KIND = "WS"
 REPLY_TIMEOUT = 10.0
 NO_MESSAGES_WAIT = 3600.0
 RECONNECT_DELAY = 1.0
 ABNORMAL_CLOSE, NO_STATUS = 1006, 1005
 FINAL_CLOSES = {1003, 1008, 1009}  # the protocol says: do not come back
+JWT_SECRET = os.environ.get("CHAT_JWT_SECRET")  # the cluster's: users mint their own tokens
+JWT_TTL = 24 * 3600.0  # longer than any run
 log = logging.getLogger("chat-locust")
 
 
@@ -108,6 +114,7 @@ class ChatUser(User):
                                    room_weights(options.chat_rooms, options.chat_skew))[0]
         self.ws: websocket.WebSocket | None = None
         self.waiting: dict[str, AsyncResult] = {}
+        self.name = f"locust-{uuid.uuid4().hex[:12]}"
         self.identity: dict[str, str] = {}
         self.seq = 0
         self.epoch = ""
@@ -150,16 +157,23 @@ class ChatUser(User):
         ws.settimeout(None)
         self.ws, self.leaving, self.drained = ws, False, False
         gevent.spawn(self.read, ws)
-        auth: dict[str, Any] = {"type": "auth", "name": f"locust-{uuid.uuid4().hex[:12]}"}
-        success = self.request("auth", auth | (self.identity if resume else {}), "auth_success")
+        success = self.request("auth", self.credentials(resume), "auth_success")
         if success is None:
             return
-        self.identity = {"userId": success["userId"], "token": success["token"]}
+        if "token" in success:  # the resume token of a cluster without JWT
+            self.identity = {"userId": success["userId"], "token": success["token"]}
         join: dict[str, Any] = {"type": "join", "room": self.room}
         if resume and self.epoch:
             join |= {"since": self.seq, "epoch": self.epoch}
         if self.request("join", join, "room_joined") is not None and self.session > 0:
             self.session_ends = time.monotonic() + random.expovariate(1 / self.session)
+
+    def credentials(self, resume: bool) -> dict[str, Any]:
+        """The `auth` message: a minted JWT, or a name (and the identity to resume)."""
+        if JWT_SECRET is not None:
+            return {"type": "auth",
+                    "token": mint(JWT_SECRET, "HS256", self.name, self.name, ttl=JWT_TTL)}
+        return {"type": "auth", "name": self.name} | (self.identity if resume else {})
 
     def disconnect(self) -> None:
         """Leave on purpose: the close that follows is not a failure."""

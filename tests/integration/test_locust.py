@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import websocket
 
 from gateway.cluster import Cluster
 
 LOCUSTFILE = Path(__file__).parents[2] / "loadtest" / "locustfile.py"
 
 
-def run_locust(cluster: Cluster, out: Path, *options: str) -> subprocess.CompletedProcess[str]:
+def run_locust(cluster: Cluster, out: Path, *options: str, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess[str]:
     """One headless Locust run against the cluster's gateway, reports under `out`."""
     return subprocess.run(
         [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
          "--host", cluster.http_url, "--csv", str(out / "run"), "--html", str(out / "run.html"),
          *options],
-        capture_output=True, text=True, timeout=60, cwd=out)
+        capture_output=True, text=True, timeout=60, cwd=out, env={**os.environ, **(env or {})})
 
 
 def stats(out: Path) -> dict[str, dict[str, str]]:
@@ -55,3 +59,21 @@ def test_errors_fail_the_run_named_by_code(
     assert "no message was delivered" in run.stderr
     rows = stats(tmp_path)
     assert int(rows["text_too_long"]["Failure Count"]) > 0
+
+
+@pytest.mark.timeout(60)
+def test_users_mint_their_tokens_against_a_cluster_in_jwt_mode(
+        make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
+    secret = {"CHAT_JWT_SECRET": "locust-test-secret-of-32-bytes-or-more"}
+    cluster = make_cluster(nodes=2, node_env=secret)
+    anonymous = websocket.create_connection(cluster.ws_url, timeout=5)
+    anonymous.send(json.dumps({"type": "auth", "name": "no-token"}))
+    assert json.loads(anonymous.recv())["code"] == "auth_failed", "the cluster needs tokens"
+    anonymous.close()
+    run = run_locust(cluster, tmp_path, "--users", "10", "--spawn-rate", "10",
+                     "--run-time", "4s", "--chat-rooms", "2", "--chat-rate", "60", env=secret)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = stats(tmp_path)
+    assert int(rows["auth"]["Request Count"]) >= 10
+    assert int(rows["delivery"]["Request Count"]) > 0
+    assert int(rows["Aggregated"]["Failure Count"]) == 0
