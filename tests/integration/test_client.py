@@ -10,9 +10,11 @@ import pytest
 
 from gateway.cluster import Cluster
 from node.client import ChatClient, ClientClosed, SendFailed
+from node.jwt_tokens import mint
 from tests.conftest import unlimited_flags
 
 TOKEN = "s3cret"
+JWT_SECRET = "client-test-secret-of-32-bytes-or-more"
 
 
 def _ws_url(node) -> str:
@@ -47,13 +49,21 @@ async def test_a_refused_message_raises_and_a_final_close_stops_the_client(make_
         assert alice.connections == 1, "a policy close is not retried"
 
 
-async def test_a_drained_node_costs_the_client_nothing(make_cluster) -> None:
-    cluster: Cluster = make_cluster(nodes=2, admin_token=TOKEN, node_args=[
+@pytest.mark.parametrize("identity", ["anonymous", "jwt"])
+async def test_a_drained_node_costs_the_client_nothing(make_cluster, identity: str) -> None:
+    """Resumed on another node with nothing lost, and the room never sees it leave."""
+    env = {"CHAT_JWT_SECRET": JWT_SECRET} if identity == "jwt" else {}
+    cluster: Cluster = make_cluster(nodes=2, admin_token=TOKEN, node_env=env, node_args=[
         "--drain-window", "0.5", *unlimited_flags()])
-    async with ChatClient(cluster.ws_url, "reader", "general") as reader:
+
+    def token(user: str) -> str | None:
+        return mint(JWT_SECRET, "HS256", user) if env else None
+
+    async with ChatClient(cluster.ws_url, "reader", "general", jwt=token("reader")) as reader:
         home = int(reader.node.removeprefix("node"))  # type: ignore[union-attr]
         other = 3 - home
-        async with ChatClient(cluster.node_ws_url(other), "writer", "general") as writer:
+        async with ChatClient(cluster.node_ws_url(other), "writer", "general",
+                              jwt=token("writer")) as writer:
             for n in range(1, 11):
                 await writer.send(f"before {n}")
             async with aiohttp.ClientSession() as http:
@@ -73,6 +83,11 @@ async def test_a_drained_node_costs_the_client_nothing(make_cluster) -> None:
             assert [m["seq"] for m in messages] == list(range(1, 41))
             assert rejoined is not None and rejoined["recovered"] is True
             assert reader.node != f"node{home}" and reader.connections == 2
+            await writer.send("the end")
+            seen = []
+            while (event := await writer.next_event()).get("text") != "the end":
+                seen.append(event["type"])
+            assert "user_left" not in seen and "user_joined" not in seen, seen
 
 
 async def test_a_redis_restart_that_loses_history_is_reported_not_hidden(make_cluster) -> None:
