@@ -106,7 +106,7 @@ class MemoryPresence:
 
     async def release_name(self, forms: tuple[str, ...]) -> None:
         for form in forms:
-            owner, connections = self._name_owners.pop(form)
+            owner, connections = self._name_owners.pop(form, ("", 0))
             if connections > 1:
                 self._name_owners[form] = (owner, connections - 1)
 
