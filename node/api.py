@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 from node.drain import DrainRefused
 from node.errors import Unavailable
 from node.protocol import MAX_PAGE
+from node.metrics import CONTENT_TYPE
 from node.runtime import NODE
 
 CORS_METHODS = "GET, POST, OPTIONS"
@@ -31,6 +32,13 @@ async def status(request: web.Request) -> web.Response:
         "draining": node.drain.active,
         "broker": "ok" if node.broker.ready else "unavailable",
     })
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition; the public gateway does not pass it on."""
+    return web.Response(body=request.app[NODE].metrics.exposition(),
+                        headers={"Content-Type": CONTENT_TYPE})
 
 
 @routes.get("/api/rooms")

@@ -133,7 +133,8 @@ def acceptor(node: Node) -> Accept:
         if upgrade.path == ECHO_PATH:
             node.echoes.start(ws, upgrade.rest)
             return ws
-        session = Session(ws, node.settings, node.handlers.dispatch, ended, upgrade.address)
+        session = Session(ws, node.settings, node.handlers.dispatch, ended, upgrade.address,
+                          node.metrics)
         node.hub.connect(session)
         log.info("connect session=%s client=%s", session.id, upgrade.address)
         ws.start(session, upgrade.rest)

@@ -7,7 +7,8 @@ array for messages. This module is the only place msgpack is used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import msgpack
 
@@ -27,6 +28,8 @@ class Publication:
     seq: int
     payload: bytes
     exclude: str = ""
+    # time.perf_counter() when it reached this node (0: not known); not part of its identity
+    received: float = field(default=0.0, compare=False)
 
 
 def pack(publication: Publication, origin: str) -> bytes:
@@ -39,4 +42,4 @@ def pack(publication: Publication, origin: str) -> bytes:
 def unpack(data: bytes) -> Publication:
     """One received envelope, decoded once; the payload stays bytes, ready to frame."""
     room, seq, exclude, payload, _origin = msgpack.unpackb(data, raw=True)
-    return Publication(room.decode(), seq, payload, exclude.decode())
+    return Publication(room.decode(), seq, payload, exclude.decode(), time.perf_counter())

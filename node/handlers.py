@@ -24,6 +24,7 @@ from node.hub import Hub
 from node.identity import sign, verify
 from node.jwt_tokens import Claims, TokenRefused
 from node.liveness import announce_left
+from node.metrics import Metrics
 from node.names import HeldNames, canonical
 from node.presence import Member, Presence, RoomLimit, RoomPage
 from node.protocol import (
@@ -75,8 +76,9 @@ class Handlers:
     """The chat behaviour of a node, above the hub, the broker and presence."""
 
     def __init__(self, settings: Settings, hub: Hub, broker: Broker, presence: Presence,
-                 directory: Directory, names: HeldNames) -> None:
+                 directory: Directory, names: HeldNames, metrics: Metrics) -> None:
         self._node_id = settings.node_id
+        self._metrics = metrics
         self._jwt = jwt_verifier(settings)
         self._names = names
         self._history_window = min(settings.history_window, settings.history)
@@ -318,6 +320,8 @@ class Handlers:
             log.warning("%s left %s unannounced: %s", member.id, room, exc)
 
     async def _message(self, session: Session, message: SendMessage) -> None:
+        started = time.perf_counter()
+        self._metrics.received.inc()
         member, room = _member(session), _room(session)
         assert message.text is not None, "the parser validated the text"
         template = message_template(ChatMessage(
@@ -334,6 +338,8 @@ class Handlers:
             raise ChatError(ErrorCode.RATE_LIMITED,
                             f"Too many messages from this {spent.budget.kind}; this one was "
                             "dropped") from None
+        self._metrics.published.inc()
+        self._metrics.publish_seconds.observe(time.perf_counter() - started)
 
     async def _list_rooms(self, session: Session, message: ListRooms) -> None:
         page = await self._directory.page(message.offset, message.limit)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 from node.broker import Broker
 from node.envelope import Publication
+from node.metrics import Metrics
 from node.presence import Member
 from node.protocol import frame
 from node.sequencer import Sequencer
@@ -26,8 +28,9 @@ class Hub:
     once and the same bytes go to every local member.
     """
 
-    def __init__(self, broker: Broker, history_capacity: int) -> None:
+    def __init__(self, broker: Broker, history_capacity: int, metrics: Metrics) -> None:
         self._broker = broker
+        self._metrics = metrics
         self.sequencer = Sequencer(broker, self._fan_out, history_capacity)
         self.sessions: set[Session] = set()
         self._rooms: dict[str, set[Session]] = {}
@@ -100,8 +103,15 @@ class Hub:
         members = self._rooms.get(publication.room)
         if not members:
             return
-        data = frame(publication.payload)
-        seq, exclude = publication.seq, publication.exclude
-        for session in members:
-            if session.id != exclude:
-                session.deliver(data, seq)
+        data, seq, exclude = frame(publication.payload), publication.seq, publication.exclude
+        recipients = [s for s in members if s.id != exclude] if exclude else members
+        for session in recipients:
+            session.deliver(data, seq)
+        self._metrics.delivered.inc(len(recipients))
+        if publication.received:
+            self._metrics.fanout_seconds.observe(time.perf_counter() - publication.received)
+
+    @property
+    def room_count(self) -> int:
+        """Rooms with at least one local member."""
+        return len(self._rooms)

@@ -18,6 +18,7 @@ from node.echo import EchoSockets
 from node.handlers import Handlers
 from node.hub import Hub
 from node.liveness import Liveness
+from node.metrics import Metrics
 from node.names import HeldNames
 from node.presence import Presence, RoomPolicy
 from node.presence_memory import MemoryPresence
@@ -36,6 +37,7 @@ class Node:
     connections: Connections
     echoes: EchoSockets
     directory: Directory
+    metrics: Metrics
     instance: str = field(default_factory=lambda: secrets.token_hex(6))  # this process
 
     def unready_reason(self) -> str | None:
@@ -71,18 +73,38 @@ def build_node(settings: Settings) -> Node:
                              settings.history, on_reconnect=lambda: reconnected())
         presence = RedisPresence(settings.redis_url, settings.redis_prefix, settings.node_id,
                                  settings.node_ttl, policy)
-    hub = Hub(broker, settings.history)
+    metrics = Metrics()
+    hub = Hub(broker, settings.history, metrics)
     names = HeldNames()
     liveness = Liveness(presence, broker, hub, names, settings.node_ttl)
 
     async def reconnected() -> None:
         """Shared state may have missed or forgotten things while it was unreachable."""
+        metrics.redis_reconnects.inc()
         hub.sequencer.recover()
         await liveness.resync()
 
     directory = Directory(presence)
-    handlers = Handlers(settings, hub, broker, presence, directory, names)
+    handlers = Handlers(settings, hub, broker, presence, directory, names, metrics)
     drain = Drainer(settings, hub, presence, handlers.departures)
     connections = Connections(settings.max_connections, settings.max_connections_per_address)
-    return Node(settings, broker, presence, hub, handlers, liveness, drain, connections,
-                EchoSockets(), directory)
+    node = Node(settings, broker, presence, hub, handlers, liveness, drain, connections,
+                EchoSockets(), directory, metrics)
+    _watch(node)
+    return node
+
+
+def _watch(node: Node) -> None:
+    """The gauges Prometheus reads from the node's state when it scrapes."""
+    metrics = node.metrics
+    metrics.watch_each("chat_sockets", "Open sockets by kind", "kind", {
+        kind: (lambda kind=kind: node.connections.by_kind()[kind])
+        for kind in node.connections.by_kind()})
+    metrics.watch("chat_sessions", "Chat WebSocket sessions", lambda: len(node.hub.sessions))
+    metrics.watch("chat_rooms_local", "Rooms with a member on this node",
+                  lambda: node.hub.room_count)
+    metrics.watch("chat_broker_ready", "1 while the node can reach Redis (or runs embedded)",
+                  lambda: float(node.broker.ready))
+    metrics.watch("chat_draining", "1 while the node drains", lambda: float(node.drain.active))
+    metrics.watch("chat_ready", "1 while /readyz answers 200",
+                  lambda: float(node.unready_reason() is None))

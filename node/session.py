@@ -14,6 +14,7 @@ from node.config import Settings
 from node.disconnect import Disconnect
 from node.envelope import UNSEQUENCED
 from node.jwt_tokens import Claims
+from node.metrics import Metrics
 from node.presence import Member
 from node.protocol import ChatError, Error, ErrorCode, event_frame
 from node.ratelimit import Budget, FloodGuard, TokenBucket
@@ -39,13 +40,13 @@ class Session:
 
     __slots__ = (
         "id", "address", "member", "claims", "name_forms", "budgets", "room", "last_pong",
-        "drained", "_expiry", "_ws", "_dispatch",
+        "drained", "_expiry", "_metrics", "_ws", "_dispatch",
         "_on_end", "_bucket", "_flood", "_held", "_closing", "_closer",
         "_inbox", "_worker", "_lost", "_finished",
     )
 
     def __init__(self, ws: WebSocket, settings: Settings, dispatch: Dispatch, on_end: OnEnd,
-                 address: str) -> None:
+                 address: str, metrics: Metrics) -> None:
         now = time.monotonic()
         self.id = uuid.uuid4().hex
         self.address = address  # the client's, for its address's share of the limits
@@ -53,6 +54,7 @@ class Session:
         self.claims: Claims | None = None  # JWT mode: what its token allows, until when
         self.name_forms: tuple[str, ...] = ()  # anonymous mode: the name it holds
         self._expiry: asyncio.TimerHandle | None = None
+        self._metrics = metrics
         self.budgets: tuple[Budget, ...] = ()  # what its messages are charged to, from auth
         self.room: str | None = None
         self.drained = False  # closed by a drain: its presence is held for the grace period
@@ -129,6 +131,7 @@ class Session:
             self._check_rate()
             await self._dispatch(self, data)
         except ChatError as error:
+            self._metrics.errors.labels(error.code.value).inc()
             self.send(event_frame(Error(code=error.code, message=error.message)))
             if error.close is not None:
                 self.close_soon(error.close)
@@ -177,6 +180,7 @@ class Session:
         if not self._closing:
             self._closing = True
             log.info("close session=%s code=%d reason=%s", self.id, reason.code, reason.reason)
+            self._metrics.closes.labels(str(reason.code)).inc()
             self._ws.close(reason.code, reason.reason)
         await self.ended()
 

@@ -38,9 +38,11 @@ async def test_requests_over_the_rate_get_429(cluster, http) -> None:
     assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]
 
 
-async def test_admin_routes_are_not_reachable_through_the_gateway(cluster, http) -> None:
+async def test_admin_routes_and_metrics_are_not_reachable_through_the_gateway(cluster, http) -> None:
     async with http.post(f"{cluster.http_url}/admin/drain") as response:
         assert response.status == 404
+    async with http.get(f"{cluster.http_url}/metrics") as response:
+        assert response.status == 404, "metrics are read on a node's own address"
     async with http.get(f"{cluster.http_url}/gateway-health") as response:
         assert "nginx/" not in response.headers.get("Server", "")
 
