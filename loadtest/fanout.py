@@ -80,7 +80,7 @@ class Tally:
 async def _connect_room(topology: Topology, room: str, on_stamp: OnStamp) -> list[RawMember]:
     urls = topology.urls
     return list(await asyncio.gather(*(
-        connect_member(urls[i % len(urls)], f"m{i}", room, on_stamp, WAIT_TIMEOUT)
+        connect_member(urls[i % len(urls)], f"{room}-m{i}", room, on_stamp, WAIT_TIMEOUT)
         for i in range(topology.members))))
 
 
@@ -118,9 +118,13 @@ async def _generator_main(topology: Topology, control: Any, out: Any) -> None:
 
     rooms_per_batch = max(1, CONNECT_BATCH // topology.members)
     rooms: list[list[RawMember]] = []
-    for batch in range(0, len(topology.rooms), rooms_per_batch):
-        names = topology.rooms[batch:batch + rooms_per_batch]
-        rooms += await asyncio.gather(*(_connect_room(topology, r, on_stamp) for r in names))
+    try:
+        for batch in range(0, len(topology.rooms), rooms_per_batch):
+            names = topology.rooms[batch:batch + rooms_per_batch]
+            rooms += await asyncio.gather(*(_connect_room(topology, r, on_stamp) for r in names))
+    except (OSError, TimeoutError) as error:  # the coordinator says so and stops
+        out.put(f"failed: {error!r}")
+        return
     out.put("ready")
     senders = [member for room in rooms for member in room[:topology.senders]]
     while (step := await loop.run_in_executor(None, control.get)) is not None:
@@ -292,8 +296,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rss_before = {n.name: procstats.memory_kib(n.process.pid, "VmRSS")
                       for n in cluster.nodes}
         generators.start(_topologies(cluster, args, rooms))
-        if generators.gather() != ["ready"] * args.workers:
-            raise RuntimeError("a generator did not connect its clients")
+        if (answers := generators.gather()) != ["ready"] * args.workers:
+            raise RuntimeError(f"a generator did not connect its clients: {answers}")
         if args.idle:
             return _idle(cluster, rss_before)
         return _steps(cluster, generators, args)

@@ -20,6 +20,7 @@ from node.websocket import MASKED, OP_TEXT, header
 MARKER = b'"text":"t'  # the start of a text made by `stamp_text`
 PING = b'{"type":"ping","timestamp":'
 JOINED = b'"type":"room_joined"'
+REFUSED = b'"type":"error"'
 HEAD_END = b"\r\n\r\n"
 KEEP = max(len(MARKER), len(PING), len(JOINED)) - 1  # a marker may straddle two reads
 
@@ -97,8 +98,11 @@ class RawMember(asyncio.Protocol):
             self._on_stamp(int(step), int(sent_ns))
             done = max(done, bar)
             at = data.find(MARKER, bar)
-        if not self.joined.done() and data.find(JOINED) >= 0:
-            self.joined.set_result(None)
+        if not self.joined.done():
+            if data.find(JOINED) >= 0:
+                self.joined.set_result(None)
+            elif (at := data.find(REFUSED)) >= 0:  # auth or join refused: fail now, not later
+                self._fail(ConnectionError(data[at:at + 200].decode(errors="replace")))
         return cut if cut >= 0 else max(done, len(data) - KEEP)
 
     def _pong(self, timestamp: bytes) -> None:

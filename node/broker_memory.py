@@ -57,7 +57,7 @@ class MemoryBroker:
         log.seq += 1
         payload = stamp(template, log.seq)
         log.messages.append(payload)
-        self._deliver(Publication(room, log.seq, payload, received=time.perf_counter()))
+        self._deliver(Publication(room, log.seq, payload))
         return log.seq
 
     def _spend(self, budgets: Sequence[Budget]) -> None:
@@ -71,7 +71,7 @@ class MemoryBroker:
         self._logs.pop(room, None)
 
     async def publish_event(self, room: str, payload: bytes, exclude: str = "") -> None:
-        self._deliver(Publication(room, UNSEQUENCED, payload, exclude, time.perf_counter()))
+        self._deliver(Publication(room, UNSEQUENCED, payload, exclude))
 
     async def history(self, room: str, limit: int, after: int | None = None) -> HistoryWindow:
         log = self._log(room)

@@ -80,7 +80,7 @@ def build_node(settings: Settings) -> Node:
 
     async def reconnected() -> None:
         """Shared state may have missed or forgotten things while it was unreachable."""
-        metrics.redis_reconnects.inc()
+        metrics.redis_reconnects += 1
         hub.sequencer.recover()
         await liveness.resync()
 

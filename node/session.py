@@ -131,7 +131,7 @@ class Session:
             self._check_rate()
             await self._dispatch(self, data)
         except ChatError as error:
-            self._metrics.errors.labels(error.code.value).inc()
+            self._metrics.errors[error.code.value] += 1
             self.send(event_frame(Error(code=error.code, message=error.message)))
             if error.close is not None:
                 self.close_soon(error.close)
@@ -180,7 +180,7 @@ class Session:
         if not self._closing:
             self._closing = True
             log.info("close session=%s code=%d reason=%s", self.id, reason.code, reason.reason)
-            self._metrics.closes.labels(str(reason.code)).inc()
+            self._metrics.closes[str(reason.code)] += 1
             self._ws.close(reason.code, reason.reason)
         await self.ended()
 
