@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,6 +32,10 @@ log = logging.getLogger("node.app")
 # How long a server-initiated close waits for the client's close frame.
 CLOSE_HANDSHAKE_TIMEOUT = 2.0
 SERVER_NAME = "chat"
+STATIC = Path(__file__).with_name("static")
+# Scripts, styles and sockets from this site only; no inline code, no framing by others.
+PAGE_POLICY = ("default-src 'self'; frame-ancestors 'none'; "
+               "base-uri 'none'; form-action 'none'")
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -41,6 +46,8 @@ def create_app(settings: Settings) -> web.Application:
     app[NODE] = build_node(settings)
     app.add_routes(api.routes)
     app.router.add_get(CHAT_PATH, _reused_connection)
+    app.router.add_get("/", _chat_page)
+    app.router.add_static("/static", STATIC)
     app.cleanup_ctx.append(_backends)
     app.cleanup_ctx.append(_background_loops)
     app.on_shutdown.append(_close_sessions)
@@ -49,8 +56,17 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
-    """No versions for a scanner to match: aiohttp would say `Python/3.x aiohttp/3.x`."""
+    """No versions for a scanner to match: aiohttp would say `Python/3.x aiohttp/3.x`. The
+    page's scripts and styles come from this site only."""
     response.headers["Server"] = SERVER_NAME
+    if not request.path.startswith("/api/"):
+        response.headers["Content-Security-Policy"] = PAGE_POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+
+
+async def _chat_page(request: web.Request) -> web.FileResponse:
+    """The browser chat (node/static): plain HTML and JavaScript, no build step."""
+    return web.FileResponse(STATIC / "index.html")
 
 
 @web.middleware

@@ -17,6 +17,7 @@ import pytest
 
 from gateway.cluster import Cluster
 from gateway.processes import LOOPBACK
+from gateway.rolling import ClusterState, rolling_restart
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -206,3 +207,76 @@ def test_a_page_from_an_origin_not_allowed_cannot_open_a_socket(make_cluster, ta
     cluster = make_cluster(nodes=1)  # the test page's origin is not allowed
     answer = tab.execute_async_script(OPEN, _url(cluster, via), "intruder")
     assert answer["code"] == 1006 and not answer["wasClean"], answer  # the upgrade got 403
+
+
+# --- the chat page (node/static), served by the nodes through the gateway --------------------
+
+def _page_user(browser: Any, url: str, name: str) -> str:
+    """A new tab on the chat page, connected as `name`; returns its window handle."""
+    browser.switch_to.new_window("tab")
+    browser.get(url)
+    browser.find_element("id", "name").send_keys(name)
+    browser.find_element("id", "connect").click()
+    _until_online(browser)
+    return str(browser.current_window_handle)
+
+
+def _until_online(browser: Any) -> None:
+    browser.execute_async_script("""
+        const done = arguments[0];
+        const poll = () => window.chat.state === "online" ? done() : setTimeout(poll, 20);
+        poll();""")
+
+
+def _say(browser: Any, handle: str, text: str) -> None:
+    """Type and send, as a user would, once the page is online (in one turn of the page's
+    event loop, so that it cannot go offline in between)."""
+    browser.switch_to.window(handle)
+    browser.execute_async_script("""
+        const [text, done] = arguments;
+        const poll = () => {
+            if (window.chat.state !== "online") return setTimeout(poll, 20);
+            document.getElementById("text").value = text;
+            document.getElementById("send").requestSubmit();
+            done();
+        };
+        poll();""", text)
+
+
+def _shown(browser: Any, handle: str, count: int) -> list[dict[str, Any]]:
+    """The messages the page shows, once it shows `count`."""
+    browser.switch_to.window(handle)
+    return list(browser.execute_async_script("""
+        const [count, done] = arguments;
+        const started = Date.now();
+        const poll = () => window.chat.messages.length >= count || Date.now() - started > 10000
+            ? done(window.chat.messages) : setTimeout(poll, 20);
+        poll();""", count))
+
+
+@pytest.mark.timeout(240)
+def test_two_page_users_chat_through_a_rolling_restart(make_cluster, browser: Any) -> None:
+    """Every message once, in seq order, in both tabs; no leave/join flap."""
+    cluster = make_cluster(nodes=3, admin_token="page-test-token",
+                           node_args=["--drain-window", "1", "--presence-grace", "5"])
+    cluster.supervise_in_background()
+    state = ClusterState(nodes=[cluster.node_url(i) for i in (1, 2, 3)],
+                         admin_token="page-test-token")
+    tabs = {name: _page_user(browser, cluster.http_url + "/", name) for name in ("ann", "ben")}
+    restart = threading.Thread(target=rolling_restart, args=(state, lambda line: None))
+    restart.start()
+    sent: list[str] = []
+    while restart.is_alive() or len(sent) < 10:
+        for name, handle in tabs.items():
+            sent.append(f"{name} {len(sent)}")
+            _say(browser, handle, sent[-1])
+        restart.join(0.2)
+    for handle in tabs.values():
+        messages = _shown(browser, handle, len(sent))
+        assert [m["seq"] for m in messages] == list(range(1, len(sent) + 1)), (
+            messages, browser.execute_script("return [...window.chat.pending.values()]"))
+        assert sorted(m["text"] for m in messages) == sorted(sent)
+        assert browser.execute_script("return window.chat.presence.length") <= 1, \
+            "no leave/join flap: ben joining is the only presence event"
+        assert browser.execute_script("return window.chat.connections") >= 2, \
+            "every node was restarted: each page resumed at least once"

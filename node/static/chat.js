@@ -1,0 +1,203 @@
+// The browser chat: the protocol of docs/protocol.md, with the resume rules of the Python
+// client library (node/client.py): after any close that is not final it reconnects with
+// backoff (or after the server's retryAfterMs), authenticates as the same user (userId and
+// token, or the same JWT) and rejoins its room with since/epoch, so that every message is
+// shown once, in seq order, and the room sees no leave/join flap.
+"use strict";
+
+const FINAL_CLOSES = new Set([1003, 1008, 1009]);  // and 4000-4999: do not come back
+const BACKOFF_MS = {first: 250, max: 8000};
+const ROOM_LIST_EVERY_MS = 15000;  // the directory's counts, refreshed while online
+
+const chat = {
+  state: "offline", name: null, jwt: null, userId: null, token: null, node: null,
+  room: "general", epoch: null, lastSeq: 0, messages: [], members: new Map(),
+  connections: 0, ws: null, retryAfterMs: 0, backoffMs: BACKOFF_MS.first, stopped: null,
+  pending: new Map(),  // ref -> text: sent, not yet seen stored; sent again after a resume
+  presence: [],  // user_joined / user_left events seen
+};
+window.chat = chat;  // for the curious, and for the browser tests
+
+const $ = (id) => document.getElementById(id);
+
+function setState(state, detail) {
+  chat.state = state;
+  $("state").dataset.state = state;
+  $("state").textContent = detail ? `${state}: ${detail}` : state;
+  $("text").disabled = $("say").disabled = state !== "online";
+}
+
+function notice(text) {
+  const li = document.createElement("li");
+  li.className = "notice";
+  li.textContent = text;
+  $("log").append(li);
+  li.scrollIntoView({block: "end"});
+}
+
+function showMessage(message) {
+  chat.messages.push(message);
+  const li = document.createElement("li");
+  li.dataset.seq = message.seq;
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = message.user;
+  who.title = message.userId;
+  li.append(who, document.createTextNode(message.text));
+  $("log").append(li);
+  li.scrollIntoView({block: "end"});
+}
+
+// A message is shown once: seqs at or below the last one shown are repeats.
+function accept(message) {
+  if (message.ref) chat.pending.delete(message.ref);
+  if (message.seq <= chat.lastSeq) return;
+  chat.lastSeq = message.seq;
+  showMessage(message);
+}
+
+function showMembers() {
+  const list = $("members");
+  list.replaceChildren(...[...chat.members.values()].sort().map((name) => {
+    const li = document.createElement("li");
+    li.textContent = name;
+    return li;
+  }));
+}
+
+function showRooms(rooms) {
+  $("rooms").replaceChildren(...rooms.map((room) => {
+    const button = document.createElement("button");
+    button.textContent = `${room.name} (${room.userCount})`;
+    button.setAttribute("aria-current", String(room.name === chat.room));
+    button.onclick = () => switchRoom(room.name);
+    return button;
+  }));
+}
+
+function send(frame) {
+  if (chat.ws && chat.ws.readyState === WebSocket.OPEN) chat.ws.send(JSON.stringify(frame));
+}
+
+function join() {
+  const frame = {type: "join", room: chat.room};
+  if (chat.epoch) Object.assign(frame, {since: chat.lastSeq, epoch: chat.epoch});
+  send(frame);
+}
+
+function switchRoom(room) {
+  if (room === chat.room) return;
+  Object.assign(chat, {room, epoch: null, lastSeq: 0, messages: []});
+  chat.members.clear();
+  $("log").replaceChildren();
+  join();
+}
+
+function onJoined(event) {
+  if (event.epoch !== chat.epoch) {
+    if (chat.epoch) notice("the room's history was reset");
+    chat.lastSeq = 0;  // another incarnation of the room: old seqs mean nothing
+  }
+  if (event.recovered === false) notice("some messages were missed while away");
+  chat.epoch = event.epoch;
+  event.history.forEach(accept);
+  chat.lastSeq = Math.max(chat.lastSeq, event.seq);
+  chat.members = new Map(event.members.map((m) => [m.userId, m.name]));
+  showMembers();
+  chat.backoffMs = BACKOFF_MS.first;
+  setState("online", `${chat.room} on ${chat.node}`);
+  send({type: "list_rooms"});
+  // Not in what the room kept: those never reached it. The same ref lets a reader of the
+  // history tell a message sent twice (its first copy stored, the answer lost) apart.
+  chat.pending.forEach((text, ref) => send({type: "message", text, ref}));
+}
+
+const handlers = {
+  auth_success(event) {
+    Object.assign(chat, {userId: event.userId, node: event.node});
+    if (event.token) chat.token = event.token;
+    join();
+  },
+  room_joined: onJoined,
+  message(event) {
+    if (event.seq > chat.lastSeq + 1 && chat.lastSeq > 0) return join();  // a gap: resume
+    accept(event);
+  },
+  user_joined(event) {
+    chat.presence.push(event);
+    chat.members.set(event.userId, event.user);
+    showMembers();
+  },
+  user_left(event) {
+    chat.presence.push(event);
+    chat.members.delete(event.userId);
+    showMembers();
+  },
+  room_list(event) { showRooms(event.rooms); },
+  ping(event) { send({type: "pong", timestamp: event.timestamp}); },
+  server_shutdown(event) { chat.retryAfterMs = event.retryAfterMs || 0; },
+  error(event) {
+    notice(`${event.code}: ${event.message}`);
+    if (event.code === "name_taken" || event.code === "invalid_name") stop(event.message);
+  },
+};
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}/ws`);
+  chat.ws = ws;
+  chat.connections += 1;
+  setState(chat.connections > 1 ? "reconnecting" : "connecting");
+  ws.onopen = () => {
+    const auth = chat.jwt ? {type: "auth", token: chat.jwt} : {type: "auth", name: chat.name};
+    if (!chat.jwt && chat.token) Object.assign(auth, {userId: chat.userId, token: chat.token});
+    send(auth);
+  };
+  ws.onmessage = (frame) => {
+    const event = JSON.parse(frame.data);
+    const handle = handlers[event.type];
+    if (handle) handle(event);
+  };
+  ws.onclose = (close) => {
+    if (chat.ws !== ws) return;
+    if (chat.stopped) return setState("stopped", chat.stopped);
+    if (FINAL_CLOSES.has(close.code) || (close.code >= 4000 && close.code < 5000)) {
+      return stop(`closed with ${close.code} ${close.reason}`);
+    }
+    const delay = Math.max(chat.retryAfterMs, Math.random() * chat.backoffMs);
+    chat.retryAfterMs = 0;
+    chat.backoffMs = Math.min(chat.backoffMs * 2, BACKOFF_MS.max);
+    setState("reconnecting", `in ${Math.round(delay)} ms`);
+    setTimeout(connect, delay);
+  };
+}
+
+function stop(why) {
+  chat.stopped = why;
+  setState("stopped", why);
+  $("connect").disabled = false;
+  if (chat.ws) chat.ws.close(1000);
+}
+
+setInterval(() => { if (chat.state === "online") send({type: "list_rooms"}); },
+            ROOM_LIST_EVERY_MS);
+
+$("login").onsubmit = (submit) => {
+  submit.preventDefault();
+  chat.name = $("name").value.trim() || null;
+  chat.jwt = $("token").value.trim() || null;
+  chat.stopped = null;
+  $("connect").disabled = true;
+  connect();
+};
+
+$("send").onsubmit = (submit) => {
+  submit.preventDefault();
+  const text = $("text").value;
+  if (!text.trim()) return;
+  const ref = [...crypto.getRandomValues(new Uint8Array(8))]  // works on plain http too
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+  chat.pending.set(ref, text);
+  send({type: "message", text, ref});
+  $("text").value = "";
+};
