@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gateway.cluster import STATE_FILE, SUPERVISE_EVERY, Cluster
 from gateway.nginx import GatewayConfig
-from gateway.processes import LOOPBACK, MissingBinary, Stopped
+from gateway.processes import LOOPBACK, MissingBinary, Stopped, http_ok
 from gateway.rolling import ClusterState, rolling_restart
 from gateway.tokens import new_secret
 
@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         "rolling-restart", help="drain and restart every node of a running `up`, one at a time")
     rolling.add_argument("--port", type=int, default=8080, help="gateway port of that `up`")
     rolling.add_argument("--run-dir", type=Path, help="its run dir (default from --port)")
+    state = commands.add_parser("status", help="the gateway and nodes of a running `up`")
+    state.add_argument("--port", type=int, default=8080, help="gateway port of that `up`")
+    state.add_argument("--run-dir", type=Path, help="its run dir (default from --port)")
     render = commands.add_parser("render", help="print the nginx configuration")
     render.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
     render.add_argument("--listen", help="listen address (default 127.0.0.1:PORT)")
@@ -83,20 +86,37 @@ def _print_banner(cluster: Cluster) -> None:
               f"{cluster.redis_config})")
     for index in range(1, len(cluster.nodes) + 1):
         print(f"  node{index}  {cluster.node_url(index)}")
-    print("Ctrl-C stops everything; `.venv/bin/python -m gateway rolling-restart` restarts the "
-          "nodes.",
-          flush=True)
+    print("Ctrl-C stops everything; `.venv/bin/python -m gateway status` shows it, "
+          "`.venv/bin/python -m gateway rolling-restart` restarts the nodes.", flush=True)
+
+
+def _running(args: argparse.Namespace) -> ClusterState:
+    """The state of the `up` on `--port`, or exit saying that no cluster runs there."""
+    state_path = (args.run_dir or _default_run_dir(args.port)) / STATE_FILE
+    if not state_path.exists():
+        sys.exit(f"no cluster running on port {args.port} (no state at {state_path})")
+    state = ClusterState.load(state_path)
+    if not http_ok(f"{state.gateway}/gateway-health"):
+        sys.exit(f"no cluster running on port {args.port}: its gateway does not answer "
+                 f"(the state at {state_path} is left from a launcher that was killed)")
+    return state
 
 
 def rolling(args: argparse.Namespace) -> None:
-    run_dir = args.run_dir or _default_run_dir(args.port)
-    state_path = run_dir / STATE_FILE
-    if not state_path.exists():
-        sys.exit(f"no cluster state at {state_path}: is `python -m gateway up` running?")
+    state = _running(args)
     try:
-        rolling_restart(ClusterState.load(state_path), say=lambda line: print(line, flush=True))
+        rolling_restart(state, say=lambda line: print(line, flush=True))
     except (RuntimeError, TimeoutError) as error:
         sys.exit(f"rolling restart failed: {error}")
+
+
+def status(args: argparse.Namespace) -> None:
+    state = _running(args)
+    print(f"gateway  {state.gateway}  up")
+    for url, ready, body in state.node_status():
+        readiness = "ready" if ready == 200 else "not ready" if ready else "down"
+        print(f"{body.get('node', '?'):>8}  {url}  {readiness}  "
+              f"{body.get('connections', '-')} clients")
 
 
 def render(args: argparse.Namespace) -> None:
@@ -110,7 +130,7 @@ def render(args: argparse.Namespace) -> None:
 def main() -> None:
     args = _parser().parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    commands = {"up": up, "rolling-restart": rolling, "render": render}
+    commands = {"up": up, "rolling-restart": rolling, "status": status, "render": render}
     try:
         commands[args.command](args)
     except MissingBinary as exc:

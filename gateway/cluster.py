@@ -71,8 +71,8 @@ class Cluster:
             for index in range(1, self.node_count + 1):
                 self.nodes.append(self.start_node(index))
             self.gateway_port = self.gateway_port or free_port()
-            self.nginx = start_nginx(self.run_dir, self.gateway_config().render(),
-                                     self.gateway_port, self.children)
+            self.nginx = start_nginx(self.run_dir, self.gateway_config(), self.gateway_port,
+                                     self.children)
         except BaseException:
             self.stop()
             raise
@@ -141,6 +141,7 @@ class Cluster:
             upstreams=[f"unix:{self.node_socket(i)}" for i in range(1, len(self.nodes) + 1)],
             run_dir=self.run_dir,
             temp_dir=self.public_dir,
+            instance=self.public_dir.name if self.public_dir else "gateway",
             **self.gateway_limits,
         )
         config.prepare_run_dir()

@@ -25,6 +25,7 @@ class GatewayConfig:
     api_burst: int = 100
     temp_dir: Path | None = None  # where workers buffer bodies (default run_dir); they may
     # run as another user, so the launcher gives them a directory they may enter
+    instance: str = "gateway"  # /gateway-health answers "ok <instance>"
 
     def render(self) -> str:
         """The nginx.conf text: least_conn over the nodes, passive health checks for HTTP."""
@@ -32,6 +33,7 @@ class GatewayConfig:
             "workers": self.workers,
             "run_dir": str(self.run_dir),
             "temp_dir": str(self._temp_dir),
+            "instance": self.instance,
             "ws_servers": self._servers("max_fails=0"),
             "api_servers": self._servers(
                 f"max_fails={self.max_fails} fail_timeout={self.fail_timeout}s"),

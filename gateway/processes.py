@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -16,6 +17,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from gateway.nginx import GatewayConfig
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 20.0
@@ -49,8 +52,27 @@ def ensure_free(port: int) -> None:
         try:
             sock.bind((LOOPBACK, port))
         except OSError as error:
-            raise PortInUse(f"port {port} on {LOOPBACK} is in use ({error.strerror}): is "
-                            "another cluster still running? Stop it, or pick --port") from None
+            holder = port_holder(port) or "a process this user cannot see"
+            raise PortInUse(f"port {port} on {LOOPBACK} is in use ({error.strerror}) by "
+                            f"{holder}: is another cluster still running? Stop it, or pick "
+                            "--port") from None
+
+
+def port_holder(port: int) -> str | None:
+    """`pid N (command)` of the process listening on TCP `port`, when /proc shows it."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
+                pid = fd_dir.parent.name
+                return f"pid {pid} ({(fd_dir.parent / 'comm').read_text().strip()})"
+    return None
 
 
 def find_binary(name: str, package: str) -> str:
@@ -98,12 +120,17 @@ class Service:
             return ""
 
 
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Have this process signalled when the thread that started it ends (Linux)."""
+    _libc.prctl(PR_SET_PDEATHSIG, signum)
+
+
 def _die_with_launcher(launcher: int) -> Callable[[], None]:
     """Run in the child before exec: SIGTERM it when the thread that started it ends — the
     launcher killed outright (SIGKILL) included, where no handler of ours runs."""
 
     def arm() -> None:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        die_with_parent()
         if os.getppid() != launcher:  # the launcher died before the line above
             os.kill(os.getpid(), signal.SIGTERM)
 
@@ -158,6 +185,15 @@ def wait_until(service: Service, probe: Callable[[], bool], timeout: float = STA
             return
         time.sleep(0.05)
     raise RuntimeError(f"{service.name} not ready after {timeout}s:\n{service.log_tail()}")
+
+
+def http_body(url: str) -> bytes | None:
+    """The body of a 200 answer from `url`, or None."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bytes(response.read()) if response.status == 200 else None
+    except (urllib.error.URLError, OSError):
+        return None
 
 
 def http_ok(url: str) -> bool:
@@ -231,16 +267,18 @@ def start_node(run_dir: Path, node_id: str, redis: str | None, args: list[str],
     return service
 
 
-def start_nginx(run_dir: Path, config: str, port: int, children: Children | None = None
-                ) -> Service:
-    """nginx in the foreground with the rendered config; returns once it proxies /healthz."""
+def start_nginx(run_dir: Path, config: GatewayConfig, port: int,
+                children: Children | None = None) -> Service:
+    """nginx in the foreground with the rendered config; returns once it answers its health
+    check as this config's instance (not as an nginx left on the port)."""
     children = children or Children()
     config_path = run_dir / "nginx.conf"
-    config_path.write_text(config)
+    config_path.write_text(config.render())
     argv = [find_binary("nginx", "nginx-light"), "-p", str(run_dir), "-c", str(config_path),
             "-e", str(run_dir / "nginx-error.log")]
     service = children.spawn("nginx", argv, port, run_dir / "nginx.log")
-    wait_until(service, lambda: http_ok(f"http://{LOOPBACK}:{port}/gateway-health"),
+    ours = f"ok {config.instance}\n".encode()
+    wait_until(service, lambda: http_body(f"http://{LOOPBACK}:{port}/gateway-health") == ours,
                stopping=children.stopping)
     return service
 

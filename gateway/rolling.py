@@ -18,13 +18,22 @@ POLL = 0.2
 
 @dataclass(frozen=True, slots=True)
 class ClusterState:
+    """What a running `up` wrote down: its nodes, its admin token and its gateway."""
+
     nodes: list[str]
     admin_token: str
+    gateway: str = ""
 
     @classmethod
     def load(cls, path: Path) -> ClusterState:
         data = json.loads(path.read_text())
-        return cls(nodes=data["nodes"], admin_token=data["admin_token"])
+        return cls(nodes=data["nodes"], admin_token=data["admin_token"],
+                   gateway=data.get("gateway", ""))
+
+    def node_status(self) -> list[tuple[str, int, dict[str, Any]]]:
+        """(url, /readyz status or 0, /api/status body) of each node."""
+        return [(url, _request(f"{url}/readyz")[0], _request(f"{url}/api/status")[1])
+                for url in self.nodes]
 
 
 def _request(url: str, method: str = "GET", token: str | None = None

@@ -23,6 +23,7 @@ import json
 import multiprocessing
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -34,6 +35,7 @@ from typing import Any
 import uvloop
 
 from gateway.cluster import Cluster
+from gateway.processes import die_with_parent
 from loadtest import limits, procstats
 from loadtest.rawclient import OnStamp, RawMember, connect_member, stamp_text
 
@@ -137,6 +139,7 @@ async def _generator_main(topology: Topology, control: Any, out: Any) -> None:
 
 
 def _generator(topology: Topology, control: Any, out: Any) -> None:
+    die_with_parent(signal.SIGKILL)  # a coordinator killed outright takes its generators along
     uvloop.run(_generator_main(topology, control, out))
 
 

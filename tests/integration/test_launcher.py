@@ -109,6 +109,12 @@ class Launcher:
         assert line.startswith("chat cluster up:"), line + self.stderr()
         return line
 
+    def command(self, name: str) -> subprocess.CompletedProcess[str]:
+        """`python -m gateway NAME` for this launcher's cluster."""
+        return subprocess.run([sys.executable, "-m", "gateway", name, "--port", str(self.port),
+                               "--run-dir", str(self.run_dir)],
+                              capture_output=True, text=True, timeout=60)
+
     def node_pid(self, node_id: str) -> int | None:
         return next((pid for pid, cmd in self.processes().items()
                      if f"--node-id {node_id} " in cmd), None)
@@ -155,9 +161,14 @@ def test_a_stop_signal_stops_every_process_and_exits_0(launcher, signum: int) ->
     cluster.wait_up()
     names = " ".join(cluster.processes().values())
     assert "redis-server" in names and "nginx: master" in names and "--node-id node2" in names
+    shown = cluster.command("status")
+    assert shown.returncode == 0 and shown.stdout.count(" ready ") == 2, shown
     cluster.process.send_signal(signum)
     cluster.assert_nothing_left()
     assert cluster.process.returncode == 0
+    for command in ("status", "rolling-restart"):
+        after = cluster.command(command)
+        assert after.returncode == 1 and "no cluster running" in after.stderr, after
 
 
 def test_a_stop_during_start_up_leaves_nothing(launcher) -> None:
@@ -188,6 +199,8 @@ def test_a_launcher_killed_outright_takes_its_processes_with_it(launcher) -> Non
     cluster.process.wait()
     _eventually(lambda: not cluster.processes(), 20,
                 f"no process left after SIGKILL: {cluster.processes()}")
+    stale = cluster.command("rolling-restart")
+    assert stale.returncode == 1 and "killed" in stale.stderr, stale
 
 
 def test_a_taken_gateway_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
@@ -197,7 +210,7 @@ def test_a_taken_gateway_port_is_refused_before_anything_starts(tmp_path: Path) 
         cluster = Launcher(tmp_path / "run", taken.getsockname()[1])
         try:
             assert cluster.process.wait(30) != 0
-            assert "is in use" in cluster.stderr()
+            assert f"is in use (Address already in use) by pid {os.getpid()}" in cluster.stderr()
             assert not cluster.processes()
         finally:
             cluster.end()
