@@ -33,11 +33,13 @@ if [ ! -x .venv/bin/python ]; then
     echo "creating .venv ..." >&2
     python3 -m venv .venv
 fi
-# pip only when pyproject.toml changed since the last install of this set of extras.
+# pip only when pyproject.toml's content changed since the last install of these extras.
 stamp=.venv/.installed-$extra
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "installing the project and its [$extra] dependencies into .venv (about 90 s the first time: PyICU compiles) ..." >&2
     .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extra]" 2>&1 \
         | grep -v '^WARNING: Location' >&2 || true
-    .venv/bin/python -c "import node, aiohttp, redis, msgpack, uvloop, jwt, icu" && touch "$stamp"
+    .venv/bin/python -c "import node, aiohttp, redis, msgpack, uvloop, jwt, icu, prometheus_client" \
+        && echo "$wanted" > "$stamp"
 fi
