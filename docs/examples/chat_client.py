@@ -39,7 +39,9 @@ async def chat(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", default="ws://127.0.0.1:8080/ws", help="the chat WebSocket")
+    port = os.environ.get("CHAT_GATEWAY_PORT", "8080")  # as gateway/up.sh
+    parser.add_argument("--url", default=f"ws://127.0.0.1:{port}/ws",
+                        help="the chat WebSocket (default: the quick start's gateway)")
     parser.add_argument("--name", default="example", help="display name")
     parser.add_argument("--room", default="general")
     parser.add_argument("--say", help="a message to send once joined")
