@@ -9,7 +9,9 @@ i % nodes, so every room spans every node; `--gateway` connects through nginx in
 steps the delivery rate up until a step fails. A step passes when >= 99.9 % of expected
 deliveries arrive and p99 < 200 ms. Prints per step: target and achieved deliveries/s, loss,
 latency percentiles, CPU seconds of each node, of Redis, of nginx and of the generator (a
-saturated generator shows), and peak RSS per node. `--idle N` instead holds N authenticated
+saturated generator shows), the p99 inside each node read from its /metrics histograms
+(publish: a message's handling to stored; fan-out: an envelope's arrival to written), and
+peak RSS per node. `--idle N` instead holds N authenticated
 connections (in rooms of `--members`) and prints the RSS each node grew by per connection.
 `--json` writes the results for `python -m loadtest.capacity`.
 Every loop is bounded: steps are fixed in number and length, waits have timeouts.
@@ -36,7 +38,7 @@ import uvloop
 
 from gateway.cluster import Cluster
 from gateway.processes import die_with_parent
-from loadtest import limits, procstats
+from loadtest import limits, procstats, scrape
 from loadtest.rawclient import OnStamp, RawMember, connect_member, stamp_text
 
 PASS_RATIO = 0.999
@@ -208,6 +210,15 @@ def _print_row(row: dict[str, Any]) -> None:
     print(f"{row['target_per_s']:>9.0f} {row['achieved_per_s']:>10} {row['loss']:>7.2%} "
           f"{row['p50_ms']:>7} {row['p90_ms']:>7} {row['p99_ms']:>7} {row['max_ms']:>7}  "
           f"{'PASS' if row['passed'] else 'FAIL'}  {cpu}", flush=True)
+    inside = "; ".join(
+        f"{node} publish {_bound(p99['publish'])} fan-out {_bound(p99['fanout'])}"
+        for node, p99 in row.get("node_p99_ms", {}).items())
+    if inside:
+        print(f"{'':>9} inside the nodes, p99 at most (ms, /metrics buckets): {inside}")
+
+
+def _bound(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms:g}"
 
 
 def _watched(cluster: Cluster, gateway: bool) -> dict[str, list[int]]:
@@ -218,6 +229,12 @@ def _watched(cluster: Cluster, gateway: bool) -> dict[str, list[int]]:
     if gateway:
         pids["nginx"] = procstats.family(cluster.nginx.process.pid)
     return pids
+
+
+def _latency_marks(cluster: Cluster) -> dict[str, scrape.Buckets]:
+    """Each node's latency histograms (from its /metrics)."""
+    return {node.name: scrape.buckets(cluster.node_url(index))
+            for index, node in enumerate(cluster.nodes, start=1)}
 
 
 def _cpu_marks(pids: dict[str, list[int]]) -> dict[str, float]:
@@ -235,11 +252,13 @@ def _steps(cluster: Cluster, generators: Generators, args: argparse.Namespace
         step = Step(index, rate, time.time() + 0.5, args.step_seconds)
         generators.tell(step)
         time.sleep(max(0.0, step.start_at - time.time()))
-        before = _cpu_marks(pids)
+        before, inside = _cpu_marks(pids), _latency_marks(cluster)
         tallies = generators.gather()
         after = _cpu_marks(pids)
         cpu = {name: round(after[name] - before[name], 2) for name in pids}
         rows.append(_step_row(step, tallies, args.members, cpu))
+        rows[-1]["node_p99_ms"] = {node: scrape.p99_between(inside[node], latest)
+                                   for node, latest in _latency_marks(cluster).items()}
         _print_row(rows[-1])
         if not rows[-1]["passed"]:
             break

@@ -19,4 +19,8 @@ def test_a_small_fanout_run_passes_and_writes_its_results(tmp_path: Path) -> Non
         capture_output=True, text=True, timeout=100)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "max passing: 300 deliveries/s" in run.stdout, run.stdout
-    assert json.loads(out.read_text())["steps"][0]["passed"] is True
+    step = json.loads(out.read_text())["steps"][0]
+    assert step["passed"] is True
+    for p99 in step["node_p99_ms"].values():  # read from each node's /metrics
+        assert p99["publish"] is not None or p99["fanout"] is not None
+    assert "inside the nodes, p99 at most" in run.stdout

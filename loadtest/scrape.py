@@ -1,0 +1,43 @@
+"""Reading the nodes' Prometheus metrics from the load tools: the latency inside each node
+(publish: a message's handling to stored; fan-out: an envelope's arrival to written), beside
+the end-to-end latency the clients measure."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+HISTOGRAMS = {"publish": "chat_publish_seconds", "fanout": "chat_fanout_seconds"}
+Buckets = dict[str, list[tuple[float, float]]]  # histogram -> (upper bound s, cumulative count)
+
+
+def buckets(node_url: str) -> Buckets:
+    """The node's latency histograms now."""
+    with urllib.request.urlopen(f"{node_url}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    found: Buckets = {name: [] for name in HISTOGRAMS}
+    names = {metric: name for name, metric in HISTOGRAMS.items()}
+    for family in text_string_to_metric_families(text):
+        if family.name in names:
+            found[names[family.name]] = [(float(s.labels["le"]), s.value) for s in family.samples
+                                         if s.name.endswith("_bucket")]
+    return found
+
+
+def quantile_ms(before: list[tuple[float, float]], after: list[tuple[float, float]],
+                q: float) -> float | None:
+    """The upper bound (ms) of the bucket holding the q-quantile of what was observed between
+    two scrapes; None when nothing was."""
+    counts = [(bound, a - b) for (bound, a), (_, b) in zip(after, before, strict=True)]
+    total = counts[-1][1] if counts else 0
+    if total <= 0:
+        return None
+    for bound, cumulative in counts:
+        if cumulative >= q * total:
+            return bound * 1000
+    return None
+
+
+def p99_between(before: Buckets, after: Buckets) -> dict[str, float | None]:
+    return {name: quantile_ms(before[name], after[name], 0.99) for name in HISTOGRAMS}
