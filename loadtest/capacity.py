@@ -1,6 +1,6 @@
 """Capacity report and planner, from measured results.
 
-    python -m loadtest.capacity results/*.json results/locust_stats.csv --out report \\
+    .venv/bin/python -m loadtest.capacity results/*.json results/locust_stats.csv --out report \\
         --users 50000 --room-size 20 --messages-per-minute 2
 
 Reads fan-out benchmark results (`python -m loadtest.fanout --json`, both the stepped and

@@ -1,7 +1,7 @@
 """Fan-out benchmark: how many deliveries per second the cluster sustains, and at what latency.
 
-    python -m loadtest.fanout --nodes 2 --rooms 20 --members 20 --json results/fanout.json
-    python -m loadtest.fanout --idle 5000 --json results/idle.json
+    .venv/bin/python -m loadtest.fanout --nodes 2 --rooms 20 --members 20 --json results/fanout.json
+    .venv/bin/python -m loadtest.fanout --idle 5000 --json results/idle.json
 
 Starts its own cluster on loopback (Redis, the nodes, nginx), connects rooms x members raw
 WebSocket clients from several generator processes (member i of a room goes to node

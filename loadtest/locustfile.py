@@ -1,6 +1,6 @@
 """Locust users that chat over the cluster's WebSocket protocol.
 
-    locust -f loadtest/locustfile.py --headless --host ws://127.0.0.1:8080 \\
+    .venv/bin/locust -f loadtest/locustfile.py --headless --host ws://127.0.0.1:8080 \\
         --users 200 --spawn-rate 20 --run-time 60s --csv results/chat --html results/chat.html
 
 Each user connects (one greenlet reads, as in Locust's contrib users), authenticates, joins a
