@@ -37,6 +37,7 @@ from locust import User, events, task
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
+from loadtest import scrape
 from node.jwt_tokens import mint
 
 KIND = "WS"
@@ -65,6 +66,10 @@ def _options(parser: Any) -> None:
     group.add_argument("--chat-session", type=float, default=0.0, env_var="CHAT_LOAD_SESSION",
                        help="mean seconds a user stays before leaving (exponential; 0 = the "
                             "whole run)")
+    group.add_argument("--chat-metrics", default="", env_var="CHAT_LOAD_METRICS",
+                       help="comma list of node base URLs (http://host:port) whose /metrics "
+                            "are read at the start and end: the p99 inside each node is "
+                            "logged beside Locust's end-to-end figures")
     group.add_argument("--chat-away", type=float, default=5.0, env_var="CHAT_LOAD_AWAY",
                        help="seconds a user that left stays away before it comes back")
 
@@ -297,6 +302,31 @@ class ChatUser(User):
         self.environment.events.request.fire(
             request_type=KIND, name=name, response_time=0, response_length=0,
             exception=Exception(why), context={})
+
+
+_node_marks: dict[str, scrape.Buckets] = {}
+
+
+def _metric_urls(environment: Environment) -> list[str]:
+    if isinstance(environment.runner, WorkerRunner) or environment.parsed_options is None:
+        return []
+    return [u.strip().rstrip("/") for u in environment.parsed_options.chat_metrics.split(",")
+            if u.strip()]
+
+
+@events.test_start.add_listener
+def _mark_node_latencies(environment: Environment, **_: Any) -> None:
+    for url in _metric_urls(environment):
+        _node_marks[url] = scrape.buckets(url)
+
+
+@events.test_stop.add_listener
+def _log_node_latencies(environment: Environment, **_: Any) -> None:
+    """The latency inside each node over the run, from its /metrics histograms."""
+    for url in _metric_urls(environment):
+        p99 = scrape.p99_between(_node_marks[url], scrape.buckets(url))
+        log.info("inside %s, p99 at most (ms): publish %s, fan-out %s", url, p99["publish"],
+                 p99["fanout"])
 
 
 @events.quitting.add_listener

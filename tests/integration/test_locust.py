@@ -37,10 +37,14 @@ def stats(out: Path) -> dict[str, dict[str, str]]:
 def test_smoke_run_delivers_with_churn_and_no_failure(
         make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
     cluster = make_cluster(nodes=2)
+    nodes = ",".join(cluster.node_url(i) for i in (1, 2))
     run = run_locust(cluster, tmp_path, "--users", "30", "--spawn-rate", "15",
                      "--run-time", "15s", "--chat-rooms", "5", "--chat-skew", "1",
-                     "--chat-rate", "30", "--chat-session", "6", "--chat-away", "1")
+                     "--chat-rate", "30", "--chat-session", "6", "--chat-away", "1",
+                     "--chat-metrics", nodes)
     assert run.returncode == 0, run.stderr[-3000:]
+    for index in (1, 2):  # each node's own latency, read from its /metrics
+        assert f"inside {cluster.node_url(index)}, p99 at most (ms): publish" in run.stderr
     rows = stats(tmp_path)
     assert int(rows["delivery"]["Request Count"]) > 0
     assert int(rows["Aggregated"]["Failure Count"]) == 0
