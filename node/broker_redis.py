@@ -328,6 +328,12 @@ class RedisBroker:
                 self._set_connected(False, str(exc))
                 await asyncio.sleep(backoff.next_delay())
                 continue
+            except Exception as exc:  # a bug below us must not end delivery for good
+                log.exception("subscriber failed; reconnecting")
+                self._set_connected(False, repr(exc))
+                await self._pubsub.aclose()  # a fresh connection: the old one's state is unknown
+                await asyncio.sleep(backoff.next_delay())
+                continue
             if not self._connected:
                 backoff.reset()
                 self._set_connected(True, "subscriber connected")

@@ -52,6 +52,9 @@ class Liveness:
                 if healthy:
                     log.warning("presence upkeep paused: %s", exc)
                 healthy = False
+            except Exception:  # a bug must not end the upkeep while the node looks ready
+                log.exception("presence upkeep failed; trying again next tick")
+                healthy = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self._interval)
 
