@@ -13,12 +13,11 @@ from typing import Any
 
 from msgspec import UNSET, UnsetType
 
+from node import disconnect
 from node.broker import Broker, BudgetSpent, HistoryWindow
-from node.config import Settings
+from node.config import Settings, jwt_verifier
 from node.directory import Directory
 from node.errors import Unavailable
-from node import disconnect
-from node.config import jwt_verifier
 from node.heartbeat import now_ms
 from node.hub import Hub
 from node.identity import sign, verify
@@ -37,6 +36,7 @@ from node.ratelimit import per_second
 from node.session import Session
 
 log = logging.getLogger("node.handlers")
+RESERVED_FORMS = frozenset(canonical(DEFAULT_NAME))  # the shared name of nameless users
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +184,7 @@ class Handlers:
         """Hold the name, and every name that looks like it, for this user while it is
         connected anywhere in the cluster."""
         forms = canonical(name)
-        if set(forms) & set(canonical(DEFAULT_NAME)):
+        if RESERVED_FORMS.intersection(forms):
             raise ChatError(ErrorCode.NAME_TAKEN, f"{DEFAULT_NAME!r} is the name of users "
                             "without one; choose another")
         if await self._presence.claim_name(forms, user_id) is not None:
