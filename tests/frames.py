@@ -9,10 +9,11 @@ import struct
 
 
 def client(opcode: int, payload: bytes, fin: bool = True, masked: bool = True,
-           rsv: int = 0) -> bytes:
-    """A client frame, masked with a random key unless told otherwise."""
+           rsv: int = 0, declared: int | None = None, mask: bytes | None = None) -> bytes:
+    """A client frame, masked with a random key unless told otherwise; `declared` puts
+    another length than the payload's in the header (a lying client)."""
     first = (0x80 if fin else 0) | rsv | opcode
-    size = len(payload)
+    size = len(payload) if declared is None else declared
     if size < 126:
         head = struct.pack("!BB", first, (0x80 if masked else 0) | size)
     elif size < 1 << 16:
@@ -21,7 +22,7 @@ def client(opcode: int, payload: bytes, fin: bool = True, masked: bool = True,
         head = struct.pack("!BBQ", first, (0x80 if masked else 0) | 127, size)
     if not masked:
         return head + payload
-    mask = os.urandom(4)
+    mask = os.urandom(4) if mask is None else mask
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 

@@ -61,20 +61,12 @@ def frames(draw: st.DrawFn) -> bytes:
     if opcode == 8 and draw(st.booleans()):
         payload = struct.pack("!H", draw(st.integers(0, 65535))) + draw(st.binary(max_size=20))
     fin = draw(st.booleans()) if opcode in (0, 1, 2) else draw(st.booleans() | st.just(True))
-    first = (0x80 if fin else 0) | draw(st.sampled_from([0, 0, 0, 0x40, 0x10])) | opcode
+    rsv = draw(st.sampled_from([0, 0, 0, 0x40, 0x10]))
     masked = draw(st.booleans() | st.just(True))
     size = len(payload)
     declared = draw(st.sampled_from([size, size, size, size + 1, MAX_FRAME + 1, (1 << 63) + 5]))
-    if declared < 126:
-        head = struct.pack("!BB", first, (0x80 if masked else 0) | declared)
-    elif declared < 1 << 16:
-        head = struct.pack("!BBH", first, (0x80 if masked else 0) | 126, declared)
-    else:
-        head = struct.pack("!BBQ", first, (0x80 if masked else 0) | 127, declared)
-    if not masked:
-        return head + payload
-    mask = draw(st.binary(min_size=4, max_size=4))
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return client(opcode, payload, fin, masked, rsv, declared,
+                         draw(st.binary(min_size=4, max_size=4)))
 
 
 @st.composite
