@@ -66,7 +66,7 @@ def frames(draw: st.DrawFn) -> bytes:
     size = len(payload)
     declared = draw(st.sampled_from([size, size, size, size + 1, MAX_FRAME + 1, (1 << 63) + 5]))
     return client(opcode, payload, fin, masked, rsv, declared,
-                         draw(st.binary(min_size=4, max_size=4)))
+                  draw(st.binary(min_size=4, max_size=4)))
 
 
 @st.composite
