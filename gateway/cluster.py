@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.nginx import GatewayConfig
-from gateway.tokens import new_secret
 from gateway.processes import (
     LOOPBACK,
     Children,
@@ -26,6 +25,7 @@ from gateway.processes import (
     start_node,
     start_redis,
 )
+from gateway.tokens import new_secret
 
 log = logging.getLogger("gateway")
 STATE_FILE = "cluster.json"

@@ -197,11 +197,7 @@ def http_body(url: str) -> bytes | None:
 
 
 def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+    return http_body(url) is not None
 
 
 def redis_pong(port: int, password: str | None = None) -> bool:

@@ -152,11 +152,6 @@ class Settings:
     log_level: str = _setting("INFO", "log level (DEBUG, INFO, WARNING, ERROR)")
 
     @property
-    def jwt(self) -> bool:
-        """True when `auth` requires a JWT (anonymous names otherwise)."""
-        return self.jwt_secret is not None or self.jwt_public_key is not None
-
-    @property
     def embedded(self) -> bool:
         """True when the node runs alone with in-memory state."""
         return self.redis_url is None

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from node import mint
-from node.config import load_settings
+from node.config import jwt_verifier, load_settings
 from node.jwt_tokens import JwtVerifier, TokenRefused
 
 SECRET = "a-test-secret-of-at-least-32-bytes!!"
@@ -56,6 +56,6 @@ def test_a_short_jwt_secret_is_refused_at_start(env: dict[str, str]) -> None:
 
 
 def test_the_jwt_secret_comes_from_the_environment_or_its_flag() -> None:
-    assert load_settings([], {"CHAT_JWT_SECRET": SECRET}).jwt
+    assert load_settings([], {"CHAT_JWT_SECRET": SECRET}).jwt_secret == SECRET
     assert load_settings(["--jwt-secret", SECRET], {}).jwt_secret == SECRET
-    assert not load_settings([], {}).jwt
+    assert jwt_verifier(load_settings([], {})) is None
