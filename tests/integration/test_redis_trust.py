@@ -36,21 +36,27 @@ async def _round_trip(connect, node) -> None:  # type: ignore[no-untyped-def]
     assert (await client.expect("message"))["text"] == "over redis"
 
 
-async def test_an_acl_user_confined_to_the_prefix_is_enough(make_node, connect, redis_server,
-                                                            redis_prefix: str) -> None:
+@pytest.fixture
+def acl_user(redis_server, redis_prefix: str) -> Iterator[str]:
+    """A Redis URL of an ACL user that may touch only the test's prefix. Requested before
+    the node, it outlives it: deleting the user drops the connections of a node still up."""
     admin = redis_sync.Redis(host=LOOPBACK, port=redis_server.port, password=REDIS_PASSWORD)
     user, password = f"chat-{redis_prefix}", "user-password-1"
     admin.acl_setuser(user, enabled=True, passwords=[f"+{password}"],
                       keys=[f"{redis_prefix}:*"], channels=[f"{redis_prefix}:*"],
                       commands=["+@all"])
     try:
-        url = f"redis://{user}:{password}@{LOOPBACK}:{redis_server.port}/0"
-        node = await make_node(redis_url=url)
-        await _round_trip(connect, node)
-        assert (await node.get("/readyz")).status == 200
+        yield f"redis://{user}:{password}@{LOOPBACK}:{redis_server.port}/0"
     finally:
         admin.acl_deluser(user)
         admin.close()
+
+
+async def test_an_acl_user_confined_to_the_prefix_is_enough(acl_user: str, make_node,
+                                                            connect) -> None:
+    node = await make_node(redis_url=acl_user)
+    await _round_trip(connect, node)
+    assert (await node.get("/readyz")).status == 200
 
 
 async def test_wrong_credentials_leave_the_node_not_ready(make_node, redis_server) -> None:
