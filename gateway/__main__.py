@@ -1,17 +1,22 @@
-"""`python -m gateway up|rolling-restart|render`: the local cluster and its gateway config."""
+"""`python -m gateway up|rolling-restart|status|render|serve`: the local cluster, its gateway
+configuration, and the gateway of a container deployment."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 from gateway.cluster import STATE_FILE, SUPERVISE_EVERY, Cluster
-from gateway.nginx import GatewayConfig
+from gateway.nginx import MAX_FILES, GatewayConfig
 from gateway.processes import LOOPBACK, MissingBinary, Stopped, http_ok
 from gateway.rolling import ClusterState, rolling_restart
+from gateway.serve import Gateway, replicas, serve
 from gateway.tokens import new_secret
 
 
@@ -43,18 +48,41 @@ def _parser() -> argparse.ArgumentParser:
                         help="a node's host:port; repeat for each node")
     render.add_argument("--run-dir", type=Path, default=Path("/tmp/chat-gateway"),
                         help="where nginx keeps its pid, logs and temp files")
-    render.add_argument("--workers", default="auto",
-                        help="nginx worker processes (default auto: one per core)")
-    defaults = GatewayConfig("", [], Path())
-    render.add_argument("--max-head", type=int, default=defaults.max_head,
-                        help="the nodes' --max-head: nginx's header buffers follow it")
-    render.add_argument("--ws-per-address", type=int, default=defaults.ws_per_address,
-                        help="WebSockets one client address may hold (limit_conn)")
-    render.add_argument("--api-rate", type=int, default=defaults.api_rate,
-                        help="other requests per second per client address (limit_req)")
-    render.add_argument("--api-burst", type=int, default=defaults.api_burst,
-                        help="requests per client address allowed at once over the rate")
+    _add_limits(render)
+    serve = commands.add_parser(
+        "serve", help="run nginx in front of every replica of a service (in a container), "
+        "following the replicas as they come and go")
+    serve.add_argument("--service", required=True,
+                       help="host:port whose name resolves to every replica (compose: node:8000)")
+    serve.add_argument("--listen", default="0.0.0.0:8080", help="listen address")
+    serve.add_argument("--run-dir", type=Path, default=Path("/tmp/chat-gateway"),
+                       help="where nginx keeps its configuration, pid and temp files")
+    serve.add_argument("--resolve-every", type=float, default=2.0,
+                       help="seconds between lookups of the service's replicas")
+    _add_limits(serve)
     return parser
+
+
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    """The rendered configuration's tunables, shared by `render` and `serve`."""
+    defaults = GatewayConfig("", [], Path())
+    parser.add_argument("--workers", default=defaults.workers,
+                        help="nginx worker processes (default auto: one per core)")
+    parser.add_argument("--max-head", type=int, default=defaults.max_head,
+                        help="the nodes' --max-head: nginx's header buffers follow it")
+    parser.add_argument("--ws-per-address", type=int, default=defaults.ws_per_address,
+                        help="WebSockets one client address may hold (limit_conn)")
+    parser.add_argument("--api-rate", type=int, default=defaults.api_rate,
+                        help="other requests per second per client address (limit_req)")
+    parser.add_argument("--api-burst", type=int, default=defaults.api_burst,
+                        help="requests per client address allowed at once over the rate")
+
+
+def _gateway_config(args: argparse.Namespace, listen: str, upstreams: list[str],
+                    **options: Any) -> GatewayConfig:
+    return GatewayConfig(listen, upstreams, args.run_dir, workers=args.workers,
+                         max_head=args.max_head, ws_per_address=args.ws_per_address,
+                         api_rate=args.api_rate, api_burst=args.api_burst, **options)
 
 
 def up(args: argparse.Namespace) -> None:
@@ -120,17 +148,27 @@ def status(args: argparse.Namespace) -> None:
 
 
 def render(args: argparse.Namespace) -> None:
-    config = GatewayConfig(args.listen or f"127.0.0.1:{args.port}", args.upstream,
-                           args.run_dir, workers=args.workers, max_head=args.max_head,
-                           ws_per_address=args.ws_per_address, api_rate=args.api_rate,
-                           api_burst=args.api_burst)
+    config = _gateway_config(args, args.listen or f"127.0.0.1:{args.port}", args.upstream)
     print(config.render(), end="")
+
+
+def serve_gateway(args: argparse.Namespace) -> None:
+    host, _, port = args.service.rpartition(":")
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    # Logs to the container's stderr; file descriptors up to the container's hard limit.
+    max_files = min(MAX_FILES, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    gateway = Gateway(lambda upstreams: _gateway_config(
+        args, args.listen, upstreams, error_log="stderr", max_files=max_files), args.run_dir)
+    sys.exit(serve(gateway, lambda: replicas(host, int(port)), args.resolve_every, stopping))
 
 
 def main() -> None:
     args = _parser().parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    commands = {"up": up, "rolling-restart": rolling, "status": status, "render": render}
+    commands = {"up": up, "rolling-restart": rolling, "status": status, "render": render,
+                "serve": serve_gateway}
     try:
         commands[args.command](args)
     except MissingBinary as exc:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian machine: redis-server and nginx (when missing and apt-get can install
 # them), then a virtual environment in .venv with the project. With --test, also Chromium and
-# its driver for the browser tests, and the test tools.
+# its driver for the browser tests, Docker and debootstrap for the compose tests, and the test
+# tools.
 # Run by gateway/up.sh and tests/run.sh; safe to run again, and quick once done.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,6 +19,10 @@ command -v g++ >/dev/null 2>&1 || missing+=(g++)
 if [ "$extra" = test ]; then
     [ -x /usr/bin/chromium ] || missing+=(chromium)
     [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+    # compose/ is tested for real: a Docker engine, compose, and debootstrap for a base image.
+    [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
+    [ -x /usr/bin/docker-compose ] || missing+=(docker-compose)
+    [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -8,6 +8,7 @@ from pathlib import Path
 from node.config import DEFAULT_MAX_HEAD
 
 TEMPLATE = Path(__file__).with_name("nginx.conf.template")
+MAX_FILES = 65536  # nginx's worker_rlimit_nofile unless the hard limit is lower
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +17,7 @@ class GatewayConfig:
     upstreams: list[str]
     run_dir: Path
     workers: str = "auto"  # one nginx worker per core
+    max_files: int = MAX_FILES  # at most the hard limit nginx runs under
     proxy_timeout: int = 120
     max_fails: int = 3
     fail_timeout: int = 5
@@ -26,13 +28,16 @@ class GatewayConfig:
     temp_dir: Path | None = None  # where workers buffer bodies (default run_dir); they may
     # run as another user, so the launcher gives them a directory they may enter
     instance: str = "gateway"  # /gateway-health answers "ok <instance>"
+    error_log: str | None = None  # default run_dir/nginx-error.log; "stderr" in a container
 
     def render(self) -> str:
         """The nginx.conf text: least_conn over the nodes, passive health checks for HTTP."""
         values = {
             "workers": self.workers,
+            "max_files": str(self.max_files),
             "run_dir": str(self.run_dir),
             "temp_dir": str(self._temp_dir),
+            "error_log": self.error_log or str(self.run_dir / "nginx-error.log"),
             "instance": self.instance,
             "ws_servers": self._servers("max_fails=0"),
             "api_servers": self._servers(

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).parents[2]
 
 
 async def _scrape(node) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # type: ignore[no-untyped-def]
@@ -46,3 +52,13 @@ async def test_server_closes_are_counted_by_code(node, connect) -> None:
     assert (await client.expect_close())[0] == 1003
     metrics = await _scrape(node)
     assert metrics["chat_closes_total", (("code", "1003"),)] == 1
+
+
+async def test_the_compose_dashboard_queries_only_metrics_a_node_serves(node) -> None:
+    dashboard = json.loads((ROOT / "compose" / "grafana" / "dashboards" / "chat.json").read_text())
+    queried = {re.sub(r"_(total|bucket|count|sum)$", "", name)
+               for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\bchat_[a-z_]+", target["expr"])}
+    response = await node.get("/metrics")
+    served = {family.name for family in text_string_to_metric_families(await response.text())}
+    assert len(queried) >= 12 and queried <= served, queried - served
