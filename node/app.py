@@ -81,10 +81,11 @@ async def answered_middleware(request: web.Request, handler: Handler) -> web.Str
 async def _backends(app: web.Application) -> AsyncIterator[None]:
     node = app[NODE]
     await node.presence.start()
-    await node.broker.start(node.hub.deliver)
+    await node.broker.start(node.hub)
     yield
     await node.broker.close()
     await node.presence.close()
+    await node.coordination.close()
 
 
 async def _background_loops(app: web.Application) -> AsyncIterator[None]:

@@ -2,18 +2,38 @@
 
 Publishing a message assigns its seq, stores it and publishes it as one atomic step, so
 history and the live stream always agree. Nothing above this seam knows how it is done.
+
+The broker pushes what arrives into `BrokerEvents` (the hub) and asks it which rooms are
+wanted, so the hub is the one truth of the node's subscriptions: after a reconnect the
+broker subscribes exactly those, whatever it or its client library remembered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from node.envelope import Publication
 from node.ratelimit import Budget
 
-PublicationHandler = Callable[[Publication], None]
+
+class BrokerEvents(Protocol):
+    """What a broker delivers to, and asks about, the node's local rooms."""
+
+    def publication(self, publication: Publication) -> None:
+        """A publication of a subscribed room, the moment it arrived."""
+        ...
+
+    async def reconnected(self) -> None:
+        """The broker is back after an outage and subscribed to `wanted_rooms` again:
+        publications of the outage may be missing, and shared state may have forgotten
+        this node."""
+        ...
+
+    def wanted_rooms(self) -> Collection[str]:
+        """The rooms whose publications the node needs now."""
+        ...
 
 
 class BudgetSpent(Exception):
@@ -51,8 +71,8 @@ class Broker(Protocol):
         """True while the broker can publish and deliver."""
         ...
 
-    async def start(self, handler: PublicationHandler) -> None:
-        """Connect and deliver every publication of a subscribed room to `handler`."""
+    async def start(self, events: BrokerEvents) -> None:
+        """Connect and deliver every publication of a subscribed room to `events`."""
         ...
 
     async def close(self) -> None:
@@ -74,10 +94,6 @@ class Broker(Protocol):
         """Take one message from every budget, assign the next seq, store the stamped
         message and publish it, as one step; returns the seq. Raises `BudgetSpent` (and
         does nothing) when a budget is spent."""
-        ...
-
-    async def publish_event(self, room: str, payload: bytes, exclude: str = "") -> None:
-        """Publish an unsequenced event (presence) to the room."""
         ...
 
     async def history(self, room: str, limit: int, after: int | None = None) -> HistoryWindow:

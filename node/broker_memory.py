@@ -8,9 +8,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from node.broker import BudgetSpent, HistoryWindow, PublicationHandler
-from node.envelope import UNSEQUENCED, Publication
-from node.protocol import stamp
+from node.broker import BrokerEvents, BudgetSpent, HistoryWindow
+from node.envelope import Publication, close
 from node.ratelimit import Budget, Budgets
 
 
@@ -25,23 +24,23 @@ class _RoomLog:
 
 @dataclass(slots=True)
 class MemoryBroker:
-    """Delivers synchronously to the one local handler; keeps `capacity` messages per room."""
+    """Delivers synchronously to the one local node; keeps `capacity` messages per room."""
 
     capacity: int
-    _handler: PublicationHandler | None = None
+    _events: BrokerEvents | None = None
     _subscribed: set[str] = field(default_factory=set)
     _logs: dict[str, _RoomLog] = field(default_factory=dict)
     _budgets: Budgets = field(default_factory=Budgets)
 
     @property
     def ready(self) -> bool:
-        return self._handler is not None
+        return self._events is not None
 
-    async def start(self, handler: PublicationHandler) -> None:
-        self._handler = handler
+    async def start(self, events: BrokerEvents) -> None:
+        self._events = events
 
     async def close(self) -> None:
-        self._handler = None
+        self._events = None
         self._subscribed.clear()
 
     async def subscribe(self, room: str) -> None:
@@ -55,9 +54,9 @@ class MemoryBroker:
         self._spend(budgets)
         log = self._log(room)
         log.seq += 1
-        payload = stamp(template, log.seq)
+        payload = close((template,), log.seq)
         log.messages.append(payload)
-        self._deliver(Publication(room, log.seq, payload))
+        self.deliver(Publication(room, log.seq, payload))
         return log.seq
 
     def _spend(self, budgets: Sequence[Budget]) -> None:
@@ -69,9 +68,6 @@ class MemoryBroker:
     def drop_room(self, room: str) -> None:
         """The room expired: its history goes with it."""
         self._logs.pop(room, None)
-
-    async def publish_event(self, room: str, payload: bytes, exclude: str = "") -> None:
-        self._deliver(Publication(room, UNSEQUENCED, payload, exclude))
 
     async def history(self, room: str, limit: int, after: int | None = None) -> HistoryWindow:
         log = self._log(room)
@@ -85,6 +81,8 @@ class MemoryBroker:
             log = self._logs[room] = _RoomLog(0, deque(maxlen=self.capacity))
         return log
 
-    def _deliver(self, publication: Publication) -> None:
-        if self._handler is not None and publication.room in self._subscribed:
-            self._handler(publication)
+    def deliver(self, publication: Publication) -> None:
+        """Hand a publication to the node now, if it is subscribed to its room (presence
+        announcements come this way, in the same step as their change)."""
+        if self._events is not None and publication.room in self._subscribed:
+            self._events.publication(publication)

@@ -8,7 +8,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -17,8 +17,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from node import envelope
 from node.backoff import Backoff
-from node.broker import BudgetSpent, HistoryWindow, PublicationHandler
-from node.envelope import UNSEQUENCED, Publication
+from node.broker import BrokerEvents, BudgetSpent, HistoryWindow
 from node.ratelimit import Budget
 from node.redis_support import (
     COMMAND_TIMEOUT, LUA_BUDGET, RedisKeys, connect, translate_errors,
@@ -26,20 +25,17 @@ from node.redis_support import (
 
 log = logging.getLogger("node.broker")
 
-ReconnectHandler = Callable[[], Awaitable[None]]
-
 # KEYS: seq, history, epoch, then budget keys. ARGV: message template, history capacity,
-# channel, room, origin node, a fresh epoch, then "limit window-ms slice ..." for the budgets
-# (one argument: every argument costs redis-py an encoding on the hottest path).
+# channel, room, a fresh epoch, then "limit window-ms slice ..." for the budgets (one
+# argument: every argument costs redis-py an encoding on the hottest path).
 # Takes a slice of every budget, assigns the next seq, closes the template with it, stores it
-# and publishes the envelope ([room, seq, exclude, payload, origin], see node.envelope)
-# atomically. Returns the seq; with budgets, {seq, grants...}, or {-position} of a spent
-# budget (nothing done).
-PUBLISH_MESSAGE = LUA_BUDGET + """
+# and publishes its envelope (node.envelope) atomically. Returns the seq; with budgets,
+# {seq, grants...}, or {-position} of a spent budget (nothing done).
+PUBLISH_MESSAGE = LUA_BUDGET + envelope.LUA + """
 local grants = nil
 if #KEYS > 3 then
   local limits, windows, slices = {}, {}, {}
-  for limit, window, slice in string.gmatch(ARGV[7], '(%d+) (%d+) (%d+)') do
+  for limit, window, slice in string.gmatch(ARGV[6], '(%d+) (%d+) (%d+)') do
     table.insert(limits, tonumber(limit))
     table.insert(windows, window)
     table.insert(slices, tonumber(slice))
@@ -49,11 +45,11 @@ if #KEYS > 3 then
   if spent > 0 then return {-spent} end
 end
 local seq = redis.call('INCR', KEYS[1])
-if seq == 1 then redis.call('SET', KEYS[3], ARGV[6], 'NX') end  -- a new (or lost) history
-local payload = ARGV[1] .. seq .. '}'
+if seq == 1 then redis.call('SET', KEYS[3], ARGV[5], 'NX') end  -- a new (or lost) history
+local payload = close({ARGV[1]}, {seq})
 redis.call('ZADD', KEYS[2], seq, payload)
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[2]) + 1))
-redis.call('PUBLISH', ARGV[3], cmsgpack.pack({ARGV[4], seq, '', payload, ARGV[5]}))
+redis.call('PUBLISH', ARGV[3], envelope(ARGV[4], seq, '', payload, 0))
 if grants then return {seq, unpack(grants)} end
 return seq
 """
@@ -167,40 +163,36 @@ class PublishPipeline:
 class RedisBroker:
     """Publishes through a connection pool and receives on one subscriber connection.
 
-    The subscriber survives Redis outages: it reconnects with capped, jittered backoff,
-    redis-py re-subscribes its channels, and `on_reconnect` tells the node to re-announce
-    what Redis may have forgotten.
+    The subscriber survives Redis outages and any failure of its own: it reconnects with
+    capped, jittered backoff, subscribes the rooms the hub wants, and tells the hub.
     """
 
-    def __init__(self, url: str, prefix: str, node_id: str, capacity: int,
-                 on_reconnect: ReconnectHandler) -> None:
+    def __init__(self, url: str, prefix: str, node_id: str, capacity: int) -> None:
         self._redis = connect(url)
         self._keys = RedisKeys(prefix)
         self._node_id = node_id
         self._capacity = capacity
-        self._on_reconnect = on_reconnect
         self._ledger = Ledger()
         self._publisher = PublishPipeline(self._redis,
                                           self._redis.register_script(PUBLISH_MESSAGE))
         self._epoch_prefix = uuid.uuid4().hex[:16]
         self._epochs = itertools.count()
         self._pubsub = self._redis.pubsub()
-        self._handler: PublicationHandler | None = None
+        self._events: BrokerEvents | None = None
         self._listener: asyncio.Task[None] | None = None
         self._connected = False
         self._closing = False
         self._connected_once = asyncio.Event()
         self._confirmations: dict[bytes, asyncio.Future[None]] = {}
-        self._wanted: set[bytes] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def ready(self) -> bool:
         return self._connected
 
-    async def start(self, handler: PublicationHandler) -> None:
+    async def start(self, events: BrokerEvents) -> None:
         """Start the subscriber; waits (boundedly) for Redis so that a fresh node is ready."""
-        self._handler = handler
+        self._events = events
         self._listener = asyncio.create_task(self._listen(), name="redis-subscriber")
         try:
             await asyncio.wait_for(self._connected_once.wait(), COMMAND_TIMEOUT)
@@ -217,14 +209,11 @@ class RedisBroker:
         await self._redis.aclose()
 
     async def subscribe(self, room: str) -> None:
-        channel = self._keys.channel(room).encode()
-        self._wanted.add(channel)
-        await self._subscribe_confirmed(channel)
+        await self._subscribe_confirmed(self._keys.channel(room).encode())
 
     async def unsubscribe(self, room: str) -> None:
         """Never fails: an unsubscribe lost to an outage is repaired on reconnect."""
         channel = self._keys.channel(room).encode()
-        self._wanted.discard(channel)
         try:
             await self._pubsub.unsubscribe(channel)
         except (RedisError, OSError) as exc:
@@ -235,7 +224,7 @@ class RedisBroker:
                               ) -> int:
         keys = [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room)]
         args: list[Any] = [template, self._capacity, self._keys.channel(room), room,
-                           self._node_id, self._fresh_epoch()]
+                           self._fresh_epoch()]
         charged, asks = self._charge(budgets)
         if asks:
             keys += [self._keys.budget(key) for key, _, _ in asks]
@@ -275,11 +264,6 @@ class RedisBroker:
     def _fresh_epoch(self) -> str:
         """Unique per call, cheaply: only a room's first message uses it."""
         return f"{self._epoch_prefix}{next(self._epochs):x}"
-
-    @translate_errors
-    async def publish_event(self, room: str, payload: bytes, exclude: str = "") -> None:
-        data = envelope.pack(Publication(room, UNSEQUENCED, payload, exclude), self._node_id)
-        await self._redis.publish(self._keys.channel(room), data)
 
     @translate_errors
     async def history(self, room: str, limit: int, after: int | None = None) -> HistoryWindow:
@@ -342,9 +326,9 @@ class RedisBroker:
 
     def _on_message(self, message: dict[str, object]) -> None:
         kind, channel, data = message["type"], message["channel"], message["data"]
-        if kind == "message" and self._handler is not None:
+        if kind == "message" and self._events is not None:
             try:
-                self._handler(envelope.unpack(data))  # type: ignore[arg-type]
+                self._events.publication(envelope.unpack(data))  # type: ignore[arg-type]
             except Exception:
                 log.exception("dropping an undeliverable envelope from %r", channel)
         elif kind == "subscribe":
@@ -365,19 +349,21 @@ class RedisBroker:
             log.warning("redis unavailable: %s", why)
 
     async def _reconnected(self) -> None:
-        """Make the subscriptions match what the hub asked for, then tell the node.
+        """Subscribe exactly the rooms the hub wants, then tell it.
 
         redis-py re-subscribes the channels it knew; a subscribe or unsubscribe that failed
         during the outage is repaired here.
         """
+        assert self._events is not None
         own = self._keys.node_channel(self._node_id).encode()
+        wanted = {self._keys.channel(room).encode() for room in self._events.wanted_rooms()}
         current = set(self._pubsub.channels) - {own}
         try:
-            if stale := current - self._wanted:
+            if stale := current - wanted:
                 await self._pubsub.unsubscribe(*stale)
-            if missing := self._wanted - current:
+            if missing := wanted - current:
                 await self._pubsub.subscribe(*missing)
-            await self._on_reconnect()
+            await self._events.reconnected()
         except Exception:
             log.exception("re-announcing after a redis reconnect failed")
 

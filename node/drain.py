@@ -18,7 +18,7 @@ from node import disconnect
 from node.config import Settings
 from node.errors import Unavailable
 from node.hub import Hub
-from node.presence import Presence
+from node.coordination import Coordination
 from node.protocol import ServerShutdown, event_frame
 
 log = logging.getLogger("node.drain")
@@ -48,12 +48,12 @@ def shutdown_notice() -> bytes:
 class Drainer:
     """Runs this node's drain once; `finished` is set when its last client is gone."""
 
-    def __init__(self, settings: Settings, hub: Hub, presence: Presence,
+    def __init__(self, settings: Settings, hub: Hub, coordination: Coordination,
                  departures: Callable[[], Awaitable[None]]) -> None:
         self._node_id = settings.node_id
         self._window = settings.drain_window
         self._hub = hub
-        self._presence = presence
+        self._coordination = coordination
         self._departures = departures
         self.active = False
         self.finished = asyncio.Event()
@@ -63,12 +63,12 @@ class Drainer:
         """Start draining now (admin request), or raise `DrainRefused`."""
         if self.active:
             raise DrainRefused("already_draining", "This node is already draining")
-        others = [n for n in await self._presence.live_nodes() if n != self._node_id]
+        others = [n for n in await self._coordination.live_nodes() if n != self._node_id]
         if not others and not force:
             raise DrainRefused(
                 "last_ready_node", "This is the last ready node; add force=1 to drain anyway"
             )
-        holder = await self._presence.lock_drain(self._lock_ttl)
+        holder = await self._coordination.lock_drain(self._lock_ttl)
         if holder not in (None, self._node_id):
             raise DrainRefused("drain_in_progress", f"Node {holder} is draining; retry later")
         self._task = asyncio.create_task(self._drain())
@@ -88,7 +88,7 @@ class Drainer:
         deadline = asyncio.get_running_loop().time() + self._lock_ttl
         while asyncio.get_running_loop().time() < deadline:
             try:
-                holder = await self._presence.lock_drain(self._lock_ttl)
+                holder = await self._coordination.lock_drain(self._lock_ttl)
             except Unavailable:
                 return  # nobody can coordinate; stopping must still stop
             if holder in (None, self._node_id):
@@ -112,6 +112,6 @@ class Drainer:
             await asyncio.wait_for(self._hub.emptied(), CLOSE_MARGIN)
         await self._departures()  # the grace of the last ones closed
         with contextlib.suppress(Unavailable):
-            await self._presence.unlock_drain()
+            await self._coordination.unlock_drain()
         log.info("drained")
         self.finished.set()

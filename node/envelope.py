@@ -1,8 +1,16 @@
-"""The inter-node envelope: one room event as every subscribed node receives it.
+"""What travels between the nodes and the backend: the envelope of one room event, and the
+templates of client JSON that the backend completes with the numbers it assigns.
 
-On the wire (Redis Pub/Sub) an envelope is a msgpack array
-`[room, seq, exclude, payload, origin]`; the Redis broker's publish script builds the same
-array for messages. This module is the only place msgpack is used.
+Envelope: on the wire (Redis Pub/Sub) a msgpack array `[room, seq, exclude, payload,
+presence]`. `seq` is a message's place in the room's history (`UNSEQUENCED` for presence
+events); `presence` is a presence event's place among the room's membership changes (0 for
+messages). The Redis scripts build the same array with `LUA`'s `envelope`.
+
+Template: client JSON with its numbers left out, as fragments: the backend writes the number
+it assigned after each fragment and closes the object (`close`). A message's one number is
+its seq; a presence event's are the room's member count and presence version after the
+change. The backend never parses or builds client JSON: it only joins bytes, so nothing
+below the handlers knows the client protocol. This module is the only user of msgpack.
 """
 
 from __future__ import annotations
@@ -11,31 +19,71 @@ import msgpack
 import msgspec
 
 UNSEQUENCED = 0
+FRAGMENT_SEPARATOR = b"\0"  # a stored template's fragments, joined: raw NUL is never in JSON
+
+Template = tuple[bytes, ...]
 
 
 class Publication(msgspec.Struct, frozen=True):
     """A room event ready for local fan-out.
 
-    `payload` is the client JSON, encoded once by the publisher; `seq` is the room's message
-    sequence number, or `UNSEQUENCED` for presence events; `exclude` names a session that must
-    not receive it (the joiner does not get its own `user_joined`). One is made per envelope
-    received: a msgspec struct costs about a tenth of a frozen dataclass to construct.
+    `payload` is the client JSON, complete; `exclude` names a session that must not receive
+    it (the joiner does not get its own `user_joined`). One is made per envelope received: a
+    msgspec struct costs about a tenth of a frozen dataclass to construct.
     """
 
     room: str
     seq: int
     payload: bytes
     exclude: str = ""
+    presence: int = 0
 
 
-def pack(publication: Publication, origin: str) -> bytes:
-    """The msgpack envelope of a publication sent by node `origin`."""
-    return msgpack.packb(
-        [publication.room, publication.seq, publication.exclude, publication.payload, origin]
-    )
+def pack(publication: Publication) -> bytes:
+    """The msgpack envelope of a publication."""
+    return msgpack.packb([publication.room, publication.seq, publication.exclude,
+                          publication.payload, publication.presence])
 
 
 def unpack(data: bytes) -> Publication:
     """One received envelope, decoded once; the payload stays bytes, ready to frame."""
-    room, seq, exclude, payload, _origin = msgpack.unpackb(data, raw=True)
-    return Publication(room.decode(), seq, payload, exclude.decode())
+    room, seq, exclude, payload, presence = msgpack.unpackb(data, raw=True)
+    return Publication(room.decode(), seq, payload, exclude.decode(), presence)
+
+
+def close(template: Template, *numbers: int) -> bytes:
+    """The final JSON of a template: each fragment followed by its number, then `}`."""
+    return b"".join(b"%b%d" % part for part in zip(template, numbers, strict=True)) + b"}"
+
+
+def joined(template: Template) -> bytes:
+    """A template as one string, for storing it beside the member it announces."""
+    return FRAGMENT_SEPARATOR.join(template)
+
+
+def split(stored: bytes) -> Template:
+    return tuple(stored.split(FRAGMENT_SEPARATOR))
+
+
+# `envelope`, `close` and `split` for the Redis scripts, which build envelopes and close
+# templates atomically with what they store (tests/integration/test_envelope_lua.py holds the
+# two sides together). Integers only: Lua 5.1 prints larger numbers with an exponent.
+LUA = r"""
+local function envelope(room, seq, exclude, payload, presence)
+  return cmsgpack.pack({room, seq, exclude, payload, presence})
+end
+local function close(fragments, numbers)
+  local parts = {}
+  for i = 1, #fragments do parts[i] = fragments[i] .. string.format('%d', numbers[i]) end
+  return table.concat(parts) .. '}'
+end
+local function split(stored)
+  local fragments, from = {}, 1
+  while true do
+    local at = string.find(stored, '\0', from, true)
+    if not at then table.insert(fragments, string.sub(stored, from)) return fragments end
+    table.insert(fragments, string.sub(stored, from, at - 1))
+    from = at + 1
+  end
+end
+"""

@@ -22,15 +22,15 @@ from node.heartbeat import now_ms
 from node.hub import Hub
 from node.identity import sign, verify
 from node.jwt_tokens import Claims, TokenRefused
-from node.liveness import announce_left
 from node.metrics import Metrics
 from node.names import HeldNames, canonical
-from node.presence import Member, Presence, RoomLimit, RoomPage
+from node.coordination import Coordination
+from node.presence import Member, Presence, RoomLimit, RoomPage, Roster
 from node.protocol import (
     DEFAULT_NAME, Auth, AuthSuccess, ChatError, ChatMessage, ClientMessage, ErrorCode, Join,
     Leave, ListRooms, MemberInfo, Parser, Ping, Pong, Refresh, Refreshed, RoomInfo,
-    RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong, UserJoined, encode, event_frame,
-    message_template, stored_messages,
+    RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong, event_frame, message_template,
+    stored_messages,
 )
 from node.ratelimit import per_second
 from node.session import Session
@@ -76,7 +76,8 @@ class Handlers:
     """The chat behaviour of a node, above the hub, the broker and presence."""
 
     def __init__(self, settings: Settings, hub: Hub, broker: Broker, presence: Presence,
-                 directory: Directory, names: HeldNames, metrics: Metrics) -> None:
+                 coordination: Coordination, directory: Directory, names: HeldNames,
+                 metrics: Metrics) -> None:
         self._node_id = settings.node_id
         self._metrics = metrics
         self._jwt = jwt_verifier(settings)
@@ -85,6 +86,7 @@ class Handlers:
         self._hub = hub
         self._broker = broker
         self._presence = presence
+        self._coordination = coordination
         self._directory = directory
         self._presence_grace = settings.presence_grace
         self._user_budget = (settings.user_rate, settings.user_burst)
@@ -167,7 +169,7 @@ class Handlers:
             raise ChatError(ErrorCode.ALREADY_AUTHENTICATED, "Already authenticated")
         if self._jwt is not None:
             return self._auth_by_token(session, message)
-        secret = await self._presence.secret()
+        secret = await self._coordination.secret()
         user_id = message.user_id or str(uuid.uuid4())
         if message.user_id is not None and not verify(secret, user_id, message.token or ""):
             raise ChatError(ErrorCode.INVALID_TOKEN, "userId and token do not match")
@@ -238,34 +240,31 @@ class Handlers:
         if session.claims is not None and not session.claims.may_join(room):
             raise ChatError(ErrorCode.FORBIDDEN, f"Your token does not allow room {room!r}")
         if session.room == room:
-            members = await self._presence.members(room)
-            return await self._welcome(session, message, members)
+            return await self._welcome(session, message, await self._presence.roster(room))
         if session.room is not None:
             await self._leave_room(session, member)
         session.room = room
-        session.hold()
+        session.hold()  # the room's events wait until room_joined has gone out
         try:
-            await self._hub.add(room, session)
-            joined = await self._presence.join(room, member)
+            await self._hub.add(room, session)  # subscribed before the snapshot is taken
+            joined = await self._presence.join(room, member, exclude=session.id)
         except (Unavailable, RoomLimit) as refused:
             session.room = None
-            session.release(0)
+            session.release(0, 0)
             await self._hub.remove(room, session)
             if isinstance(refused, RoomLimit):
                 raise ChatError(ErrorCode.ROOM_LIMIT, str(refused)) from None
             raise
-        await self._welcome(session, message, joined.members)
+        await self._welcome(session, message, joined.roster)
         log.info("join session=%s room=%s", session.id, room)
-        if joined.added:  # not when resuming on this node within the presence grace
-            event = UserJoined(user=member.name, user_id=member.id, room=room,
-                               user_count=len(joined.members))
-            await self._broker.publish_event(room, encode(event), exclude=session.id)
 
-    async def _welcome(self, session: Session, join: Join, members: list[Member]) -> None:
-        """Send `room_joined`, then whatever the room said since its history was read."""
+    async def _welcome(self, session: Session, join: Join, roster: Roster) -> None:
+        """Send `room_joined`, then whatever the room said after its history was read and
+        its roster taken."""
         seen = 0
         try:
             window, recovered = await self._history_for(join)
+            members = roster.members
             session.send(event_frame(RoomJoined(
                 room=_joined_room(join),
                 history=stored_messages(window.messages),
@@ -274,12 +273,13 @@ class Handlers:
                 user_count=len(members),
                 seq=window.seq,
                 epoch=window.epoch,
+                presence=roster.version,
                 recovered=recovered,
             )))
             seen = window.seq
-            self._hub.sequencer.track(_joined_room(join), window.epoch, window.seq)
+            self._hub.track(_joined_room(join), window.epoch, window.seq)
         finally:
-            session.release(seen)
+            session.release(seen, roster.version)
 
     async def _history_for(self, join: Join) -> tuple[HistoryWindow, bool | UnsetType]:
         """Everything after `since` when history still covers it, else the newest window."""
@@ -307,15 +307,13 @@ class Handlers:
         return room
 
     async def _forget(self, room: str, member: Member) -> None:
-        """Remove from presence and tell the room, unless another connection of the member
-        is still in it here; an update lost to an outage is repaired on reconnect, and a
-        member that another node holds (it moved, or has a tab there) did not leave."""
+        """Remove from presence (which tells the room), unless another connection of the
+        member is still in it here; an update lost to an outage is repaired on reconnect,
+        and a member that another node holds (it moved, or has a tab there) did not leave."""
         if self._hub.has_member(room, member.id):
             return
         try:
-            count = await self._presence.leave(room, member)
-            if count is not None:
-                await announce_left(self._broker, room, member, count)
+            await self._presence.leave(room, member)
         except Unavailable as exc:
             log.warning("%s left %s unannounced: %s", member.id, room, exc)
 

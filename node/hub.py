@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Collection
 
+from node import websocket
 from node.broker import Broker
 from node.envelope import Publication
 from node.metrics import Metrics
 from node.presence import Member
-from node.protocol import frame
 from node.sequencer import Sequencer
 from node.session import Session
+
+log = logging.getLogger("node.hub")
 
 
 def _member_id(session: Session) -> str:
@@ -21,7 +25,8 @@ def _member_id(session: Session) -> str:
 
 
 class Hub:
-    """The truth about local membership: which sessions are in which room here.
+    """The truth about local membership: which sessions are in which room here, and so
+    which rooms' publications this node wants (the broker's `BrokerEvents`).
 
     The node is subscribed to a room's broker channel exactly while it has a local member
     in it. Publications pass the sequencer (once each, in seq order), then each is framed
@@ -31,7 +36,8 @@ class Hub:
     def __init__(self, broker: Broker, history_capacity: int, metrics: Metrics) -> None:
         self._broker = broker
         self._metrics = metrics
-        self.sequencer = Sequencer(broker, self._fan_out, history_capacity)
+        self._sequencer = Sequencer(broker, self._fan_out, history_capacity)
+        self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         self.sessions: set[Session] = set()
         self._rooms: dict[str, set[Session]] = {}
         self._users: dict[str, Counter[str]] = {}  # room -> member id -> its local sessions
@@ -80,7 +86,7 @@ class Hub:
             del users[_member_id(session)]
         if not members:
             del self._rooms[room], self._users[room]
-            self.sequencer.forget(room)
+            self._sequencer.forget(room)
         await self._sync_subscription(room)
 
     async def _sync_subscription(self, room: str) -> None:
@@ -94,23 +100,50 @@ class Hub:
                 self._subscribed.discard(room)
                 await self._broker.unsubscribe(room)
 
-    def deliver(self, publication: Publication) -> None:
-        """The broker's handler: every publication of a subscribed room comes here, the
-        moment it arrived, and is written to every local member before this returns (unless
-        a gap repair holds it back): this call's duration is the fan-out latency."""
+    def track(self, room: str, epoch: str, seq: int) -> None:
+        """A join read the room's history up to `seq`: delivery goes on from there."""
+        self._sequencer.track(room, epoch, seq)
+
+    async def idle(self) -> None:
+        """Wait until no gap repair is running."""
+        await self._sequencer.idle()
+
+    def on_reconnect(self, listener: Callable[[], Awaitable[None]]) -> None:
+        """Have `listener` called after each broker reconnect (after the gap repairs start)."""
+        self._reconnect_listeners.append(listener)
+
+    # --- BrokerEvents ---------------------------------------------------------------------
+
+    def publication(self, publication: Publication) -> None:
+        """Every publication of a subscribed room comes here, the moment it arrived, and is
+        written to every local member before this returns (unless a gap repair holds it
+        back): this call's duration is the fan-out latency."""
         if publication.room in self._rooms:
             started = time.perf_counter()
-            self.sequencer.accept(publication)
+            self._sequencer.accept(publication)
             self._metrics.fanout_seconds.observe(time.perf_counter() - started)
+
+    async def reconnected(self) -> None:
+        """Fetch what every room said during the outage; then the listeners re-announce
+        what shared state may have forgotten."""
+        self._metrics.redis_reconnects += 1
+        self._sequencer.recover()
+        for listener in self._reconnect_listeners:
+            await listener()
+
+    def wanted_rooms(self) -> Collection[str]:
+        return self._rooms.keys()
+
+    # ---------------------------------------------------------------------------------------
 
     def _fan_out(self, publication: Publication) -> None:
         members = self._rooms.get(publication.room)
         if not members:
             return
-        data, seq, exclude = frame(publication.payload), publication.seq, publication.exclude
+        data, exclude = websocket.frame(websocket.OP_TEXT, publication.payload), publication.exclude
         recipients = [s for s in members if s.id != exclude] if exclude else members
         for session in recipients:
-            session.deliver(data, seq)
+            session.deliver(data, publication)
         self._metrics.delivered += len(recipients)
 
     @property

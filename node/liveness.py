@@ -6,31 +6,24 @@ import asyncio
 import contextlib
 import logging
 
-from node.broker import Broker
+from node.coordination import Coordination
 from node.errors import Unavailable
 from node.hub import Hub
 from node.names import HeldNames
-from node.presence import Member, Presence
-from node.protocol import UserLeft, encode
+from node.presence import Presence
 
 log = logging.getLogger("node.liveness")
-
-
-async def announce_left(broker: Broker, room: str, member: Member, count: int) -> None:
-    """Tell a room that a member left."""
-    await broker.publish_event(room, encode(UserLeft(user=member.name, user_id=member.id,
-                                                     room=room, user_count=count)))
 
 
 class Liveness:
     """Heartbeats this node, re-announces its members when shared state forgot them, and
     tells rooms about the members of nodes that died."""
 
-    def __init__(self, presence: Presence, broker: Broker, hub: Hub, names: HeldNames,
-                 node_ttl: float) -> None:
+    def __init__(self, presence: Presence, coordination: Coordination, hub: Hub,
+                 names: HeldNames, node_ttl: float) -> None:
         self._presence = presence
+        self._coordination = coordination
         self._names = names
-        self._broker = broker
         self._hub = hub
         self._interval = node_ttl / 4
         self._stop = asyncio.Event()
@@ -62,9 +55,7 @@ class Liveness:
         self._stop.set()
 
     async def _tick(self) -> None:
-        if await self._presence.heartbeat():
+        if await self._coordination.heartbeat():
             await self.resync()
         for departure in await self._presence.reap():
             log.info("reaped %s from %s", departure.member.name, departure.room)
-            await announce_left(self._broker, departure.room, departure.member,
-                                departure.user_count)

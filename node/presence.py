@@ -2,6 +2,11 @@
 display names in use (anonymous mode: a name, and every name that looks like it, belongs to
 one user at a time).
 
+A membership change and its announcement to the room (`user_joined` / `user_left`) are one
+atomic step of the backend, which numbers the room's changes (its presence version): a
+member's snapshot carries the version it reflects, every announcement the version right
+after its change, so members apply exactly the announcements newer than their snapshot.
+
 A member is present in a room while at least one node holds it there; a node holds it while
 at least one of its connections of that member is in the room. So a user on two tabs (or
 two nodes) leaves the room when the last of them does.
@@ -13,9 +18,11 @@ after its time to live unless somebody joins it again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from node.envelope import Template
 from node.ratelimit import Budget
 
 
@@ -27,12 +34,25 @@ class Member:
     name: str
 
 
+# A member's announcements in a room: its `user_joined` and `user_left` templates, completed
+# by the backend with the room's count and presence version after the change.
+Announcements = Callable[[str, Member], tuple[Template, Template]]
+
+
 @dataclass(frozen=True, slots=True)
-class Joined:
-    """Everyone in the room after a join, and whether the member was new there (a member
-    resuming on another node within the presence grace is not)."""
+class Roster:
+    """Everyone in a room, as of the room's presence version `version`."""
 
     members: list[Member]
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """The room's roster right after a join, and whether the member was new there (a member
+    resuming on another node within the presence grace is not, and is not announced)."""
+
+    roster: Roster
     added: bool
 
 
@@ -93,7 +113,8 @@ class Departure:
 
 
 class Presence(Protocol):
-    """Room membership and the room directory."""
+    """Room membership, the room directory and display names. Every change of membership
+    is announced to the room by the backend itself, in the room's presence order."""
 
     async def start(self) -> None:
         """Connect and create the fixed rooms."""
@@ -103,22 +124,19 @@ class Presence(Protocol):
         """Release connections."""
         ...
 
-    async def join(self, room: str, member: Member) -> Joined:
+    async def join(self, room: str, member: Member, exclude: str) -> Joined:
         """Hold the member in the room from this node (creating the room, or raising
-        `RoomLimit`); idempotent."""
+        `RoomLimit`), announcing it to every session but `exclude` when it is new there;
+        idempotent."""
         ...
 
-    async def leave(self, room: str, member: Member) -> int | None:
-        """This node no longer holds the member in the room; returns the room's count when
-        the member left it, or None while another node still holds it (nobody left)."""
+    async def leave(self, room: str, member: Member) -> bool:
+        """This node no longer holds the member in the room; True when the member left it
+        (and that was announced), False while another node still holds it."""
         ...
 
-    async def secret(self) -> bytes:
-        """A random secret shared by the cluster: it signs resume tokens."""
-        ...
-
-    async def members(self, room: str) -> list[Member]:
-        """Everyone in the room."""
+    async def roster(self, room: str) -> Roster:
+        """Everyone in the room, and the presence version that reflects."""
         ...
 
     async def rooms(self, offset: int, limit: int) -> RoomPage:
@@ -126,12 +144,9 @@ class Presence(Protocol):
         one round trip and the page's size, whatever the number of rooms."""
         ...
 
-    async def heartbeat(self) -> bool:
-        """Prove this node alive; True when its liveness had lapsed (re-announce members)."""
-        ...
-
     async def reap(self) -> list[Departure]:
-        """Remove the members of nodes whose liveness expired; returns who left."""
+        """Remove (and announce leaving) the members of nodes whose liveness expired;
+        returns who left."""
         ...
 
     async def claim_name(self, forms: tuple[str, ...], user_id: str) -> str | None:
@@ -144,18 +159,6 @@ class Presence(Protocol):
         ...
 
     async def resync(self, held: list[tuple[str, Member]], names: list[HeldName]) -> None:
-        """Make this node's presence exactly `held` (room, member) pairs and its names
-        exactly `names`."""
-        ...
-
-    async def live_nodes(self) -> list[str]:
-        """Nodes whose liveness has not expired, this one included."""
-        ...
-
-    async def lock_drain(self, ttl: float) -> str | None:
-        """Take the cluster's drain lock for `ttl` seconds; None when taken, else the holder."""
-        ...
-
-    async def unlock_drain(self) -> None:
-        """Release the drain lock if this node holds it."""
+        """Make this node's presence exactly `held` (room, member) pairs (announcing who
+        appears and who goes) and its names exactly `names`."""
         ...

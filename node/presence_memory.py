@@ -1,14 +1,19 @@
-"""In-memory presence for the embedded single-node mode: one node holds every member."""
+"""In-memory presence for the embedded single-node mode: one node holds every member.
+
+A change and its announcement are one step because nothing awaits between them: the
+announcement goes to the in-memory broker synchronously.
+"""
 
 from __future__ import annotations
 
 import bisect
-import secrets
 import time
 from collections.abc import Callable
 
+from node.envelope import UNSEQUENCED, Publication, Template, close
 from node.presence import (
-    Departure, HeldName, Joined, Member, RoomCount, RoomLimit, RoomPage, RoomPolicy,
+    Announcements, Departure, HeldName, Joined, Member, RoomCount, RoomLimit, RoomPage,
+    RoomPolicy, Roster,
 )
 from node.ratelimit import Budgets
 
@@ -18,16 +23,19 @@ FOREVER = float("inf")
 class MemoryPresence:
     """Room -> members in insertion order, and the directory with created rooms' expiry."""
 
-    def __init__(self, node_id: str, policy: RoomPolicy,
-                 expired: Callable[[str], None]) -> None:
-        self.node_id = node_id
+    def __init__(self, policy: RoomPolicy, announcements: Announcements,
+                 publish: Callable[[Publication], None], expired: Callable[[str], None]
+                 ) -> None:
         self._policy = policy
+        self._announcements = announcements
+        self._publish = publish  # the in-memory broker's delivery, synchronous
         self._expired = expired  # drops an expired room's history
         self._members: dict[str, dict[str, Member]] = {}
+        self._farewells: dict[str, dict[str, Template]] = {}  # room -> member id -> user_left
+        self._versions: dict[str, int] = {}  # room -> presence version
         self._names: list[str] = []  # every room, sorted
         self._created: dict[str, float] = {}  # created room -> expires at (monotonic)
         self._creations = Budgets()
-        self._secret = secrets.token_bytes(32)
         self._name_owners: dict[str, tuple[str, int]] = {}  # form -> (user id, connections)
 
     async def start(self) -> None:
@@ -37,7 +45,7 @@ class MemoryPresence:
     async def close(self) -> None:
         pass
 
-    async def join(self, room: str, member: Member) -> Joined:
+    async def join(self, room: str, member: Member, exclude: str) -> Joined:
         now = time.monotonic()
         self._prune(now)
         if room not in self._policy.fixed and room not in self._created:
@@ -48,7 +56,18 @@ class MemoryPresence:
         members = self._members.setdefault(room, {})
         added = member.id not in members
         members[member.id] = member
-        return Joined(list(members.values()), added)
+        hello, self._farewells.setdefault(room, {})[member.id] = self._announcements(room, member)
+        if added:
+            self._announce(room, hello, exclude)
+        return Joined(self._roster(room), added)
+
+    def _announce(self, room: str, template: Template, exclude: str) -> None:
+        version = self._versions[room] = self._versions.get(room, 0) + 1
+        payload = close(template, len(self._members.get(room, {})), version)
+        self._publish(Publication(room, UNSEQUENCED, payload, exclude, version))
+
+    def _roster(self, room: str) -> Roster:
+        return Roster(list(self._members.get(room, {}).values()), self._versions.get(room, 0))
 
     def _allow_creation(self, member: Member, now: float) -> None:
         if len(self._created) >= self._policy.max_rooms:
@@ -61,24 +80,26 @@ class MemoryPresence:
         if at == len(self._names) or self._names[at] != room:
             self._names.insert(at, room)
 
-    async def leave(self, room: str, member: Member) -> int | None:
+    async def leave(self, room: str, member: Member) -> bool:
         members = self._members.get(room, {})
         if members.pop(member.id, None) is None:
-            return None
+            return False
+        self._announce(room, self._farewells[room].pop(member.id), "")
         if not members:
-            del self._members[room]
+            del self._members[room], self._farewells[room]
             if room in self._created:
                 self._created[room] = time.monotonic() + self._policy.ttl
-        return len(members)
+        return True
 
     def _prune(self, now: float) -> None:
         for room in [r for r, expires in self._created.items() if expires <= now]:
             del self._created[room]
             self._names.remove(room)
+            self._versions.pop(room, None)
             self._expired(room)
 
-    async def members(self, room: str) -> list[Member]:
-        return list(self._members.get(room, {}).values())
+    async def roster(self, room: str) -> Roster:
+        return self._roster(room)
 
     async def rooms(self, offset: int, limit: int) -> RoomPage:
         self._prune(time.monotonic())
@@ -86,14 +107,8 @@ class MemoryPresence:
         return RoomPage([RoomCount(name, len(self._members.get(name, {}))) for name in page],
                         len(self._names))
 
-    async def secret(self) -> bytes:
-        return self._secret
-
-    async def heartbeat(self) -> bool:
-        return False
-
     async def reap(self) -> list[Departure]:
-        return []
+        return []  # no other node to die
 
     async def claim_name(self, forms: tuple[str, ...], user_id: str) -> str | None:
         for form in forms:
@@ -111,13 +126,4 @@ class MemoryPresence:
                 self._name_owners[form] = (owner, connections - 1)
 
     async def resync(self, held: list[tuple[str, Member]], names: list[HeldName]) -> None:
-        pass
-
-    async def live_nodes(self) -> list[str]:
-        return [self.node_id]
-
-    async def lock_drain(self, ttl: float) -> str | None:
-        return None
-
-    async def unlock_drain(self) -> None:
-        pass
+        pass  # nothing shared to have forgotten them

@@ -1,22 +1,24 @@
-"""Presence in Redis: members held by nodes, nodes alive while their key lives.
+"""Presence in Redis: members held by nodes, and announced by the same scripts.
 
-A node refreshes an expiring liveness key; any live node that finds another node's key gone
-releases that node's members in one atomic script (only one reaper wins) and reports who
-left. Nobody trusts a dead node to clean up after itself. Every membership change is one
-script, so the member list, who holds whom and the room directory always agree.
+Every membership change is one script that also publishes its announcement on the room's
+channel, numbered by the room's presence version: the member list, who holds whom, the room
+directory and what members were told always agree. Any live node that finds another node's
+liveness key gone (node.coordination_redis) releases that node's members in one atomic
+script (only one reaper wins). Nobody trusts a dead node to clean up after itself.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 
 import msgspec
 
+from node import envelope
 from node.errors import Unavailable
 from node.presence import (
-    Departure, HeldName, Joined, Member, RoomCount, RoomLimit, RoomPage, RoomPolicy,
+    Announcements, Departure, HeldName, Joined, Member, RoomCount, RoomLimit, RoomPage,
+    RoomPolicy, Roster,
 )
 from node.redis_support import LUA_BUDGET, RedisKeys, connect, translate_errors
 
@@ -24,7 +26,7 @@ log = logging.getLogger("node.presence")
 
 # Shared by the scripts below. ARGV[1] is the key prefix; the key names are those of
 # `RedisKeys` (tests/integration/test_presence_keys.py holds the two together).
-ROOMS_LUA = LUA_BUDGET + r"""
+ROOMS_LUA = LUA_BUDGET + envelope.LUA + r"""
 local P = ARGV[1]
 local function now_ms()
   local t = redis.call('TIME')
@@ -33,9 +35,32 @@ end
 local function members(room) return P .. ':members:' .. room end
 local function holders(room) return P .. ':holders:' .. room end
 local function holds(room) return P .. ':holds:' .. room end
+local function farewells(room) return P .. ':farewells:' .. room end
+local function presence_version(room) return P .. ':presence:' .. room end
 local function node_members(node) return P .. ':node-members:' .. node end
 local function history_keys(room)
-  return {P .. ':seq:' .. room, P .. ':history:' .. room, P .. ':epoch:' .. room}
+  return {P .. ':seq:' .. room, P .. ':history:' .. room, P .. ':epoch:' .. room,
+          presence_version(room)}
+end
+
+-- The room's presence version. A lost counter (Redis restarted empty) starts again from the
+-- time in ms, above every version it gave before unless the room changed more than once a
+-- millisecond on average: members never take a new announcement for an old one.
+local function version(room)
+  local current = redis.call('GET', presence_version(room))
+  if current then return tonumber(current) end
+  local start = now_ms()
+  redis.call('SET', presence_version(room), start)
+  return start
+end
+
+-- Publish a membership change on the room's channel, numbered by the next presence version.
+local function announce(room, template, exclude)
+  version(room)
+  local v = redis.call('INCR', presence_version(room))
+  local count = redis.call('HLEN', members(room))
+  local payload = close(split(template), {count, v})
+  redis.call('PUBLISH', P .. ':room:' .. room, envelope(room, 0, exclude, payload, v))
 end
 
 -- Drop created rooms whose time is up from the directory (their keys expire by TTL).
@@ -55,13 +80,18 @@ local function register(room, fixed)
   for _, key in ipairs(history_keys(room)) do redis.call('PERSIST', key) end
 end
 
--- The node holds the member in the room; returns 1 when the member is new to the room.
-local function hold(room, id, info, node)
+-- The node holds the member in the room; returns 1 when the member is new to the room, and
+-- then announces it (`hello`, unless empty) to everyone but `exclude`. `farewell` is kept
+-- for its leaving.
+local function hold(room, id, info, node, hello, farewell, exclude)
   if redis.call('HSETNX', holders(room), id .. '\0' .. node, 1) == 1 then
     redis.call('HINCRBY', holds(room), id, 1)
   end
   redis.call('HSET', node_members(node), room .. '\0' .. id, 1)
-  return redis.call('HSET', members(room), id, info)
+  redis.call('HSET', farewells(room), id, farewell)
+  local added = redis.call('HSET', members(room), id, info)
+  if added == 1 and hello ~= '' then announce(room, hello, exclude) end
+  return added
 end
 
 -- The node no longer holds the member; returns the room's count when the member left it,
@@ -73,6 +103,9 @@ local function release(room, id, node, ttl_ms)
   if redis.call('HINCRBY', holds(room), id, -1) > 0 then return -1 end
   redis.call('HDEL', holds(room), id)
   redis.call('HDEL', members(room), id)
+  local farewell = redis.call('HGET', farewells(room), id)
+  redis.call('HDEL', farewells(room), id)
+  if farewell then announce(room, farewell, '') end
   local count = redis.call('HLEN', members(room))
   if count == 0 and redis.call('ZSCORE', P .. ':rooms-created', room) then
     redis.call('ZADD', P .. ':rooms-created', now_ms() + ttl_ms, room)
@@ -111,8 +144,10 @@ end
 """
 
 # ARGV: prefix, room, member id, member info, node, fixed (1/0), max created rooms, the
-# user's creation budget key, its limit and window (ms). Returns {1 new / 0 not, member infos...}, or
-# {-1} when the cluster has its maximum of rooms, {-2} when the user created its share.
+# user's creation budget key, its limit and window (ms), the member's user_joined and
+# user_left templates (fragments joined by NUL), the session not to tell. Returns
+# {1 new / 0 not, presence version, member infos...}, or {-1} when the cluster has its
+# maximum of rooms, {-2} when the user created its share.
 JOIN = ROOMS_LUA + r"""
 local room, id, node = ARGV[2], ARGV[3], ARGV[5]
 prune(now_ms())
@@ -122,8 +157,13 @@ if ARGV[6] ~= '1' and not redis.call('ZSCORE', P .. ':rooms-created', room) then
 end
 register(room, ARGV[6])
 redis.call('SADD', P .. ':nodes', node)
-local added = hold(room, id, ARGV[4], node)
-return {added, unpack(redis.call('HVALS', members(room)))}
+local added = hold(room, id, ARGV[4], node, ARGV[11], ARGV[12], ARGV[13])
+return {added, version(room), unpack(redis.call('HVALS', members(room)))}
+"""
+
+# ARGV: prefix, room. Returns the presence version, then every member's info.
+ROSTER = ROOMS_LUA + r"""
+return {version(ARGV[2]), unpack(redis.call('HVALS', members(ARGV[2])))}
 """
 
 # ARGV: prefix, room, member id, node, room ttl (ms). Returns the count, or -1 (see release).
@@ -176,7 +216,8 @@ return 1
 
 # ARGV: prefix, node, room ttl (ms), liveness ttl (ms), the number of fixed rooms, the fixed
 # rooms, the number of held name forms, then form, user id, connections for each, then room,
-# member id, info, fixed for every member the node holds: the node's presence and names
+# member id, info, fixed, user_joined and user_left templates for every member the node
+# holds: the node's presence and names
 # become exactly that (a name another user took meanwhile stays theirs), and the directory
 # has the fixed rooms again.
 RESYNC = ROOMS_LUA + r"""
@@ -192,7 +233,7 @@ for i = names_at + 1, held_from - 1, 3 do
   end
 end
 local wanted = {}
-for i = held_from, #ARGV, 4 do wanted[ARGV[i] .. '\0' .. ARGV[i + 1]] = i end
+for i = held_from, #ARGV, 6 do wanted[ARGV[i] .. '\0' .. ARGV[i + 1]] = i end
 for _, field in ipairs(redis.call('HKEYS', node_members(node))) do
   if not wanted[field] then
     local room, id = split(field)
@@ -201,7 +242,12 @@ for _, field in ipairs(redis.call('HKEYS', node_members(node))) do
 end
 for _, i in pairs(wanted) do
   register(ARGV[i], ARGV[i + 3])
-  hold(ARGV[i], ARGV[i + 1], ARGV[i + 2], node)
+  -- Members reaped while this node's liveness lapsed come back announced. After Redis lost
+  -- everything (no presence version left) nobody is: members never saw them go, and a room
+  -- of thousands would get thousands of announcements.
+  local hello = ''
+  if redis.call('EXISTS', presence_version(ARGV[i])) == 1 then hello = ARGV[i + 4] end
+  hold(ARGV[i], ARGV[i + 1], ARGV[i + 2], node, hello, ARGV[i + 5], '')
 end
 redis.call('SADD', P .. ':nodes', node)
 redis.call('SET', P .. ':alive:' .. node, 1, 'PX', ARGV[4])
@@ -230,11 +276,6 @@ end
 return 1
 """
 
-UNLOCK_DRAIN = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 class _MemberInfo(msgspec.Struct, array_like=True):
     id: str
@@ -250,6 +291,11 @@ def _member(info: bytes) -> Member:
     return Member(decoded.id, decoded.name)
 
 
+def _roster(reply: list[bytes]) -> Roster:
+    version, *infos = reply
+    return Roster([_member(info) for info in infos], int(version))
+
+
 def _info(member: Member) -> bytes:
     return _encode(_MemberInfo(member.id, member.name))
 
@@ -257,24 +303,24 @@ def _info(member: Member) -> bytes:
 class RedisPresence:
     """Room membership across the cluster, in Redis hashes."""
 
-    def __init__(self, url: str, prefix: str, node_id: str, ttl: float, policy: RoomPolicy
-                 ) -> None:
+    def __init__(self, url: str, prefix: str, node_id: str, ttl: float, policy: RoomPolicy,
+                 announcements: Announcements) -> None:
         self._redis = connect(url)
         self._keys = RedisKeys(prefix)
         self._node_id = node_id
         self._ttl_ms = int(ttl * 1000)
         self._policy = policy
+        self._announcements = announcements
         self._room_ttl_ms = int(policy.ttl * 1000)
         self._join = self._redis.register_script(JOIN)
+        self._roster = self._redis.register_script(ROSTER)
         self._leave = self._redis.register_script(LEAVE)
         self._reap_node = self._redis.register_script(REAP_NODE)
         self._resync = self._redis.register_script(RESYNC)
         self._list_rooms = self._redis.register_script(LIST_ROOMS)
         self._register_fixed = self._redis.register_script(REGISTER_FIXED)
-        self._unlock_drain = self._redis.register_script(UNLOCK_DRAIN)
         self._claim_name = self._redis.register_script(CLAIM_NAME)
         self._release_name = self._redis.register_script(RELEASE_NAME)
-        self._secret: bytes | None = None
 
     async def start(self) -> None:
         """Register the fixed rooms; a Redis that is down now gets them at the first resync
@@ -294,52 +340,40 @@ class RedisPresence:
     async def _call(self, script, *args: object) -> object:  # type: ignore[no-untyped-def]
         return await script(keys=[], args=[self._keys.prefix, *args])
 
+    def _templates(self, room: str, member: Member) -> list[bytes]:
+        """The member's announcements in the room, as the scripts store them."""
+        return [envelope.joined(t) for t in self._announcements(room, member)]
+
     @translate_errors
-    async def join(self, room: str, member: Member) -> Joined:
+    async def join(self, room: str, member: Member, exclude: str) -> Joined:
         policy = self._policy
         creations = policy.creations(member.id)
         reply = await self._call(
             self._join, room, member.id, _info(member), self._node_id,
             "1" if room in policy.fixed else "0", policy.max_rooms,
             self._keys.budget(creations.key(time.time())), creations.limit,
-            int(creations.window * 1000))
-        added, *infos = reply  # type: ignore[misc]
+            int(creations.window * 1000), *self._templates(room, member), exclude)
+        added, *roster = reply  # type: ignore[misc]
         if added < 0:
             raise RoomLimit("the cluster has its maximum of rooms" if added == -1
                             else "you have created too many rooms; join an existing one")
-        return Joined([_member(info) for info in infos], bool(added))
+        return Joined(_roster(roster), bool(added))
 
     @translate_errors
-    async def leave(self, room: str, member: Member) -> int | None:
+    async def leave(self, room: str, member: Member) -> bool:
         count = await self._call(self._leave, room, member.id, self._node_id,
                                  self._room_ttl_ms)
-        return None if int(count) < 0 else int(count)  # type: ignore[call-overload]
+        return int(count) >= 0  # type: ignore[call-overload]
 
     @translate_errors
-    async def secret(self) -> bytes:
-        if self._secret is None:
-            key = self._keys.secret
-            await self._redis.set(key, secrets.token_hex(32), nx=True)
-            self._secret = bytes(await self._redis.get(key))
-        return self._secret
-
-    @translate_errors
-    async def members(self, room: str) -> list[Member]:
-        return [_member(info) for info in await self._redis.hvals(self._keys.members(room))]
+    async def roster(self, room: str) -> Roster:
+        return _roster(await self._call(self._roster, room))  # type: ignore[arg-type]
 
     @translate_errors
     async def rooms(self, offset: int, limit: int) -> RoomPage:
         total, *flat = await self._call(self._list_rooms, offset, limit)  # type: ignore[misc]
         rooms = [RoomCount(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
         return RoomPage(rooms, int(total))
-
-    @translate_errors
-    async def heartbeat(self) -> bool:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._keys.node_alive(self._node_id), b"1", px=self._ttl_ms, get=True)
-            pipe.sadd(self._keys.nodes, self._node_id)
-            previous, _ = await pipe.execute()
-        return previous is None
 
     @translate_errors
     async def reap(self) -> list[Departure]:
@@ -371,26 +405,6 @@ class RedisPresence:
         for name in names:
             args += [name.form, name.user_id, name.connections]
         for room, member in held:
-            args += [room, member.id, _info(member), "1" if room in self._policy.fixed else "0"]
+            args += [room, member.id, _info(member), "1" if room in self._policy.fixed else "0",
+                     *self._templates(room, member)]
         await self._call(self._resync, *args)
-
-    @translate_errors
-    async def live_nodes(self) -> list[str]:
-        nodes = sorted(n.decode() for n in await self._redis.smembers(self._keys.nodes))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for node in nodes:
-                pipe.exists(self._keys.node_alive(node))
-            alive = await pipe.execute()
-        return [node for node, exists in zip(nodes, alive, strict=True) if exists]
-
-    @translate_errors
-    async def lock_drain(self, ttl: float) -> str | None:
-        key = self._keys.drain_lock
-        if await self._redis.set(key, self._node_id, nx=True, px=int(ttl * 1000)):
-            return None
-        holder = await self._redis.get(key)
-        return holder.decode() if holder else await self.lock_drain(ttl)
-
-    @translate_errors
-    async def unlock_drain(self) -> None:
-        await self._unlock_drain(keys=[self._keys.drain_lock], args=[self._node_id])

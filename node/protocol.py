@@ -15,6 +15,7 @@ import msgspec
 
 from node import names, websocket
 from node.disconnect import Disconnect
+from node.envelope import Template
 
 
 class ErrorCode(enum.StrEnum):
@@ -226,7 +227,9 @@ class RoomInfo(msgspec.Struct, frozen=True, rename="camel"):
 
 
 class RoomJoined(_Event, tag="room_joined"):
-    """`recovered` answers a join with `since`: whether `history` holds everything after it."""
+    """`recovered` answers a join with `since`: whether `history` holds everything after it.
+    `presence` is the room's presence version of the `users` snapshot: presence events with
+    a version up to it are already in the snapshot."""
 
     room: str
     history: list[msgspec.Raw]
@@ -235,6 +238,7 @@ class RoomJoined(_Event, tag="room_joined"):
     user_count: int
     seq: int
     epoch: str
+    presence: int
     recovered: bool | msgspec.UnsetType = msgspec.UNSET
 
 
@@ -244,10 +248,14 @@ def stored_messages(payloads: list[bytes]) -> list[msgspec.Raw]:
 
 
 class UserJoined(_Event, tag="user_joined"):
+    """A membership change; `user_count` and `presence` (the room's presence version) are
+    those right after it, assigned by the backend atomically with the change."""
+
     user: str
     user_id: str
     room: str
     user_count: int
+    presence: int
 
 
 class UserLeft(_Event, tag="user_left"):
@@ -255,6 +263,7 @@ class UserLeft(_Event, tag="user_left"):
     user_id: str
     room: str
     user_count: int
+    presence: int
 
 
 class RoomLeft(_Event, tag="room_left"):
@@ -321,9 +330,21 @@ def message_template(message: ChatMessage) -> bytes:
     return _encode(message)[:-1] + b',"seq":'
 
 
-def stamp(template: bytes, seq: int) -> bytes:
-    """The final JSON of a templated message with its seq."""
-    return b"%b%d}" % (template, seq)
+_OPEN_AT_COUNT = b'"userCount":0,"presence":0}'
+
+
+def presence_templates(room: str, member_id: str, name: str) -> tuple[Template, Template]:
+    """`user_joined` and `user_left` of a member, open for the count and presence version
+    that the backend assigns with the change (`node.envelope.close` completes them)."""
+    return tuple(  # type: ignore[return-value]
+        _open_at_count(_encode(kind(user=name, user_id=member_id, room=room, user_count=0,
+                                    presence=0)))
+        for kind in (UserJoined, UserLeft))
+
+
+def _open_at_count(data: bytes) -> Template:
+    assert data.endswith(_OPEN_AT_COUNT)
+    return data[:-len(_OPEN_AT_COUNT)] + b'"userCount":', b',"presence":'
 
 
 def frame(payload: bytes) -> bytes:

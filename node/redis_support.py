@@ -99,6 +99,14 @@ class RedisKeys:
         """Hash "member id NUL node id" -> 1: which nodes hold which member in the room."""
         return f"{self.prefix}:holders:{room}"
 
+    def farewells(self, room: str) -> str:
+        """Hash: member id -> its `user_left` template, for whichever node releases it."""
+        return f"{self.prefix}:farewells:{room}"
+
+    def presence_version(self, room: str) -> str:
+        """The room's presence version: incremented by every membership change."""
+        return f"{self.prefix}:presence:{room}"
+
     def holds(self, room: str) -> str:
         """Hash member id -> how many nodes hold it in the room."""
         return f"{self.prefix}:holds:{room}"

@@ -12,6 +12,9 @@ from node.broker_memory import MemoryBroker
 from node.broker_redis import RedisBroker
 from node.config import Settings
 from node.connections import Connections
+from node.coordination import Coordination
+from node.coordination_memory import MemoryCoordination
+from node.coordination_redis import RedisCoordination
 from node.directory import Directory
 from node.drain import Drainer
 from node.echo import EchoSockets
@@ -20,9 +23,11 @@ from node.hub import Hub
 from node.liveness import Liveness
 from node.metrics import Metrics
 from node.names import HeldNames
-from node.presence import Presence, RoomPolicy
+from node.envelope import Template
+from node.presence import Member, Presence, RoomPolicy
 from node.presence_memory import MemoryPresence
 from node.presence_redis import RedisPresence
+from node.protocol import presence_templates
 
 
 @dataclass(slots=True)
@@ -30,6 +35,7 @@ class Node:
     settings: Settings
     broker: Broker
     presence: Presence
+    coordination: Coordination
     hub: Hub
     handlers: Handlers
     liveness: Liveness
@@ -62,34 +68,37 @@ def build_node(settings: Settings) -> Node:
     """A node on the backends its settings name (in memory when there is no Redis URL)."""
     broker: Broker
     presence: Presence
+    coordination: Coordination
     policy = RoomPolicy(settings.fixed_rooms, settings.max_rooms,
                         settings.user_rooms_per_hour, settings.room_ttl)
+
+    def announcements(room: str, member: Member) -> tuple[Template, Template]:
+        """The client protocol's presence events, which the backends complete."""
+        return presence_templates(room, member.id, member.name)
+
     if settings.redis_url is None:
         memory = MemoryBroker(capacity=settings.history)
         broker = memory
-        presence = MemoryPresence(settings.node_id, policy, expired=memory.drop_room)
+        presence = MemoryPresence(policy, announcements, memory.deliver, memory.drop_room)
+        coordination = MemoryCoordination(settings.node_id)
     else:
-        broker = RedisBroker(settings.redis_url, settings.redis_prefix, settings.node_id,
-                             settings.history, on_reconnect=lambda: reconnected())
-        presence = RedisPresence(settings.redis_url, settings.redis_prefix, settings.node_id,
-                                 settings.node_ttl, policy)
+        url, prefix, node_id = settings.redis_url, settings.redis_prefix, settings.node_id
+        broker = RedisBroker(url, prefix, node_id, settings.history)
+        presence = RedisPresence(url, prefix, node_id, settings.node_ttl, policy,
+                                 announcements)
+        coordination = RedisCoordination(url, prefix, node_id, settings.node_ttl)
     metrics = Metrics()
     hub = Hub(broker, settings.history, metrics)
     names = HeldNames()
-    liveness = Liveness(presence, broker, hub, names, settings.node_ttl)
-
-    async def reconnected() -> None:
-        """Shared state may have missed or forgotten things while it was unreachable."""
-        metrics.redis_reconnects += 1
-        hub.sequencer.recover()
-        await liveness.resync()
-
+    liveness = Liveness(presence, coordination, hub, names, settings.node_ttl)
+    hub.on_reconnect(liveness.resync)  # shared state may have forgotten this node's members
     directory = Directory(presence)
-    handlers = Handlers(settings, hub, broker, presence, directory, names, metrics)
-    drain = Drainer(settings, hub, presence, handlers.departures)
+    handlers = Handlers(settings, hub, broker, presence, coordination, directory, names,
+                        metrics)
+    drain = Drainer(settings, hub, coordination, handlers.departures)
     connections = Connections(settings.max_connections, settings.max_connections_per_address)
-    node = Node(settings, broker, presence, hub, handlers, liveness, drain, connections,
-                EchoSockets(), directory, metrics)
+    node = Node(settings, broker, presence, coordination, hub, handlers, liveness, drain,
+                connections, EchoSockets(), directory, metrics)
     _watch(node)
     return node
 

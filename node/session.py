@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from node import disconnect
 from node.config import Settings
 from node.disconnect import Disconnect
-from node.envelope import UNSEQUENCED
+from node.envelope import Publication
 from node.jwt_tokens import Claims
 from node.metrics import Metrics
 from node.presence import Member
@@ -153,23 +153,25 @@ class Session:
         if not self._closing and not self._ws.send(frame):
             self.close_soon(disconnect.SLOW_CONSUMER)
 
-    def deliver(self, frame: bytes, seq: int) -> None:
+    def deliver(self, frame: bytes, publication: Publication) -> None:
         """A room event: sent now, or held while this session's join is in progress.
         The fan-out's hottest line: `send` inlined."""
         if self._held is not None:
-            self._held.append((seq, frame))
+            self._held.append((publication, frame))
         elif not self._closing and not self._ws.send(frame):
             self.close_soon(disconnect.SLOW_CONSUMER)
 
     def hold(self) -> None:
-        """Start holding room deliveries (a join is about to read history)."""
+        """Start holding room deliveries (a join is about to read history and roster)."""
         self._held = []
 
-    def release(self, seen_seq: int) -> None:
-        """Send what was held, less messages up to `seen_seq` that history already gave."""
+    def release(self, seen_seq: int, seen_presence: int) -> None:
+        """Send what was held, less what `room_joined` already gave: messages up to
+        `seen_seq`, membership changes up to presence version `seen_presence`."""
         held, self._held = self._held or [], None
-        for seq, frame in held:
-            if seq == UNSEQUENCED or seq > seen_seq:
+        for publication, frame in held:
+            if (publication.seq > seen_seq if publication.seq
+                    else publication.presence > seen_presence):
                 self.send(frame)
 
     # --- closing ---------------------------------------------------------------------

@@ -8,21 +8,18 @@ import redis.asyncio as aioredis
 
 from node.broker import BudgetSpent
 from node.broker_redis import RedisBroker
-from node.envelope import Publication
 from node.ratelimit import Budget
+from tests.broker_events import Recorder
 
 
-async def started(redis_url: str, prefix: str, received: list[Publication]) -> RedisBroker:
-    async def reconnected() -> None:
-        pass
-
-    broker = RedisBroker(redis_url, prefix, "node-a", 100, on_reconnect=reconnected)
-    await broker.start(received.append)
+async def started(redis_url: str, prefix: str, events: Recorder | None = None) -> RedisBroker:
+    broker = RedisBroker(redis_url, prefix, "node-a", 100)
+    await broker.start(events or Recorder())
     return broker
 
 
 async def test_concurrent_publishes_get_seqs_in_arrival_order(redis_url, redis_prefix) -> None:
-    broker = await started(redis_url, redis_prefix, [])
+    broker = await started(redis_url, redis_prefix)
     try:
         seqs = await asyncio.gather(
             *(broker.publish_message("r", b'{"n":', ()) for _ in range(50)))
@@ -34,7 +31,7 @@ async def test_concurrent_publishes_get_seqs_in_arrival_order(redis_url, redis_p
 
 
 async def test_publishes_survive_redis_forgetting_the_script(redis_url, redis_prefix) -> None:
-    broker = await started(redis_url, redis_prefix, [])
+    broker = await started(redis_url, redis_prefix)
     admin = aioredis.from_url(redis_url)
     try:
         assert await broker.publish_message("r", b'{"n":', ()) == 1
@@ -62,8 +59,8 @@ async def test_a_budget_holds_across_nodes_within_one_slice_per_node(redis_url,
     """Nodes take a budget from Redis an eighth at a time: together they publish at least
     the limit and at most the limit plus what the other node still holds (one slice)."""
     budget = Budget("user", "mallory", 32, 3e6)  # a window of weeks: no boundary mid-test
-    here = await started(redis_url, redis_prefix, [])
-    there = await started(redis_url, redis_prefix, [])
+    here = await started(redis_url, redis_prefix)
+    there = await started(redis_url, redis_prefix)
     try:
         first = await _publish_until_spent(here, budget)
         second = await _publish_until_spent(there, budget)

@@ -15,7 +15,8 @@ import redis.asyncio as redis
 from gateway.cluster import Cluster
 from gateway.nginx import GatewayConfig
 from gateway.processes import check_nginx_config
-from node.protocol import ChatMessage, message_template, stamp
+from node.envelope import close
+from node.protocol import ChatMessage, message_template
 from tests.chat_client import ChatClient, send_concurrently, settle_joins
 from tests.conftest import unlimited_flags
 
@@ -160,7 +161,7 @@ async def test_a_lost_publish_is_repaired_from_history(cluster: Cluster, open_ws
             seq = await client.incr(f"chat:seq:{room}")
             draft = ChatMessage(room=room, user="ghost", user_id="g", text=text,
                                 timestamp="2026-01-01T00:00:00.000Z", id=f"lost{seq}")
-            await client.zadd(f"chat:history:{room}", {stamp(message_template(draft), seq): seq})
+            await client.zadd(f"chat:history:{room}", {close((message_template(draft),), seq): seq})
     finally:
         await client.aclose()
     await alice.say("fourth")
@@ -182,7 +183,7 @@ async def test_a_killed_node_leaves_presence_within_15_seconds(
     cluster.nodes[1].kill()
     left = await alice.expect("user_left", timeout=15)
     assert left == {"type": "user_left", "user": "bob", "userId": bob.user_id, "room": room,
-                    "userCount": 1}
+                    "userCount": 1, "presence": left["presence"]}
     assert (await impostor.auth("B0b"))["name"] == "B0b", "a dead node's names are freed"
     async with http.get(f"{cluster.node_url(1)}/api/rooms") as response:
         details = {d["name"]: d["userCount"] for d in (await response.json())["details"]}

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from node.presence import RoomPolicy
-from node.presence_redis import RedisPresence
-
-POLICY = RoomPolicy(("general",), max_rooms=10, rooms_per_hour=10, ttl=60)
+from node.coordination_redis import RedisCoordination
 
 
 async def test_one_holder_at_a_time_and_a_crashed_holder_expires(redis_url, redis_prefix) -> None:
-    first = RedisPresence(redis_url, redis_prefix, "node-a", ttl=10, policy=POLICY)
-    second = RedisPresence(redis_url, redis_prefix, "node-b", ttl=10, policy=POLICY)
+    first = RedisCoordination(redis_url, redis_prefix, "node-a", ttl=10)
+    second = RedisCoordination(redis_url, redis_prefix, "node-b", ttl=10)
     try:
         assert await first.lock_drain(ttl=0.3) is None
         assert await second.lock_drain(ttl=0.3) == "node-a"

@@ -109,7 +109,7 @@ async def test_a_client_that_stops_reading_is_closed_as_slow(make_node, connect)
             break
         assert event["type"] == "message"
     assert event == {"type": "user_left", "user": "slow", "userId": reader.user_id,
-                     "room": "general", "userCount": 1}
+                     "room": "general", "userCount": 1, "presence": event["presence"]}
     transport.resume_reading()
     code, reason = await reader.expect_close(timeout=10)
     assert code == 1013 and reason == "Slow consumer"

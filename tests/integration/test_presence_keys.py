@@ -6,31 +6,38 @@ import redis.asyncio as aioredis
 
 from node.presence import Member, RoomPolicy
 from node.presence_redis import RedisPresence
+from node.protocol import presence_templates
 from node.redis_support import RedisKeys
 
 POLICY = RoomPolicy(("general",), max_rooms=10, rooms_per_hour=10, ttl=60)
 
 
 async def test_the_scripts_write_the_keys_redis_keys_names(redis_url, redis_prefix) -> None:
-    presence = RedisPresence(redis_url, redis_prefix, "node-a", ttl=10, policy=POLICY)
+    presence = RedisPresence(redis_url, redis_prefix, "node-a", ttl=10, policy=POLICY,
+                             announcements=lambda r, m: presence_templates(r, m.id, m.name))
     keys = RedisKeys(redis_prefix)
     client = aioredis.Redis.from_url(redis_url)
     try:
         await presence.start()
-        await presence.join("made", Member("u1", "alice"))
+        await presence.join("made", Member("u1", "alice"), exclude="")
         assert await client.zrange(keys.room_names, 0, -1) == [b"general", b"made"]
         assert await client.zscore(keys.room_expiry, "made") == float("inf")
         assert await client.hkeys(keys.members("made")) == [b"u1"]
         assert await client.hkeys(keys.holders("made")) == [b"u1\0node-a"]
         assert await client.hget(keys.holds("made"), "u1") == b"1"
         assert await client.hkeys(keys.node_members("node-a")) == [b"made\0u1"]
+        assert await client.hkeys(keys.farewells("made")) == [b"u1"]
+        version = int(await client.get(keys.presence_version("made")))
         assert await client.sismember(keys.nodes, "node-a")
         for key in (keys.seq("made"), keys.history("made"), keys.epoch("made")):
             await client.set(key, b"1")
-        assert await presence.leave("made", Member("u1", "alice")) == 0
+        assert await presence.leave("made", Member("u1", "alice"))
+        assert int(await client.get(keys.presence_version("made"))) == version + 1
+        assert not await client.exists(keys.farewells("made"))
         assert 0 < await client.zscore(keys.room_expiry, "made") < float("inf")
-        for key in (keys.seq("made"), keys.history("made"), keys.epoch("made")):
-            assert 0 < await client.pttl(key) <= 60_000  # the room's history expires with it
+        for key in (keys.seq("made"), keys.history("made"), keys.epoch("made"),
+                    keys.presence_version("made")):
+            assert 0 < await client.pttl(key) <= 60_000  # the room's state expires with it
     finally:
         await client.aclose()
         await presence.close()

@@ -71,7 +71,7 @@ async def test_join_answers_room_joined_and_tells_the_others(member, connect) ->
     assert joined["seq"] == 0
     assert await alice.expect("user_joined") == {
         "type": "user_joined", "user": "bob", "userId": bob.user_id, "room": "general",
-        "userCount": 2,
+        "userCount": 2, "presence": joined["presence"],  # the change bob's snapshot holds
     }
     await bob.say("after join")
     assert (await bob.expect("message"))["text"] == "after join", "no user_joined for the joiner"
@@ -80,12 +80,12 @@ async def test_join_answers_room_joined_and_tells_the_others(member, connect) ->
 async def test_joining_another_room_leaves_the_current_one(member) -> None:
     alice = await member("alice", "general")
     bob = await member("bob", "general")
-    await alice.expect("user_joined")
+    joined = await alice.expect("user_joined")
     moved = await bob.join("random")
     assert moved["room"] == "random" and moved["users"] == ["bob"]
     left = await alice.expect("user_left")
     assert left == {"type": "user_left", "user": "bob", "userId": bob.user_id,
-                    "room": "general", "userCount": 1}
+                    "room": "general", "userCount": 1, "presence": joined["presence"] + 1}
 
 
 @pytest.mark.parametrize("room", ["", "has space", "slash/no", "é", "r" * 65])

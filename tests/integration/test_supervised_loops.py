@@ -46,8 +46,8 @@ async def test_the_subscriber_survives_an_unexpected_error(make_node, connect) -
 
 async def test_presence_upkeep_survives_an_unexpected_error(make_node) -> None:
     node = await make_node(node_ttl=0.4)  # a tick every 0.1 s
-    presence = node.server.app[NODE].presence
-    real = presence.heartbeat
+    coordination = node.server.app[NODE].coordination
+    real = coordination.heartbeat
     calls = 0
 
     async def broken_once() -> bool:
@@ -57,7 +57,7 @@ async def test_presence_upkeep_survives_an_unexpected_error(make_node) -> None:
             raise RuntimeError("injected")
         return await real()
 
-    presence.heartbeat = broken_once
+    coordination.heartbeat = broken_once
     for _ in range(100):
         if calls >= 3:
             return

@@ -1,12 +1,13 @@
 from node.broker_memory import MemoryBroker
 from node.envelope import UNSEQUENCED, Publication
+from tests.broker_events import Recorder
 
 
 async def _started(capacity: int = 3) -> tuple[MemoryBroker, list[Publication]]:
-    received: list[Publication] = []
+    events = Recorder()
     broker = MemoryBroker(capacity=capacity)
-    await broker.start(received.append)
-    return broker, received
+    await broker.start(events)
+    return broker, events.received
 
 
 async def test_messages_get_consecutive_seqs_per_room() -> None:
@@ -20,10 +21,10 @@ async def test_only_subscribed_rooms_are_delivered() -> None:
     await broker.publish_message("a", b'{"seq":', ())
     await broker.subscribe("a")
     await broker.publish_message("a", b'{"seq":', ())
-    await broker.publish_event("a", b"{}", exclude="me")
+    broker.deliver(Publication("a", UNSEQUENCED, b"{}", "me", 7))
     await broker.unsubscribe("a")
     await broker.publish_message("a", b'{"seq":', ())
-    assert received == [Publication("a", 2, b'{"seq":2}'), Publication("a", UNSEQUENCED, b"{}", "me")]
+    assert received == [Publication("a", 2, b'{"seq":2}'), Publication("a", UNSEQUENCED, b"{}", "me", 7)]
 
 
 async def test_history_keeps_the_newest_up_to_capacity() -> None:

@@ -2,9 +2,10 @@ import json
 
 import pytest
 
+from node.envelope import close
 from node.protocol import (
     Auth, ChatError, ChatMessage, ErrorCode, Join, Parser, Pong, SendMessage, frame,
-    message_template, stamp,
+    message_template, presence_templates,
 )
 
 
@@ -39,7 +40,7 @@ def test_each_bad_frame_has_one_code(parser: Parser, raw: str, code: ErrorCode) 
 
 def test_a_stamped_template_is_the_message_json_with_its_seq() -> None:
     message = ChatMessage(room="r", user="u", user_id="id", text='say "hi"', timestamp="t", id="x")
-    payload = stamp(message_template(message), 42)
+    payload = close((message_template(message),), 42)
     assert json.loads(payload) == {"type": "message", "room": "r", "user": "u", "userId": "id",
                                    "text": 'say "hi"', "timestamp": "t", "id": "x", "seq": 42}
 
@@ -51,3 +52,11 @@ def test_a_stamped_template_is_the_message_json_with_its_seq() -> None:
 def test_frames_are_unmasked_text_frames_with_the_shortest_length(size: int, header: bytes) -> None:
     payload = b"x" * size
     assert frame(payload) == header + payload
+
+
+def test_presence_templates_close_into_the_presence_events() -> None:
+    joined, left = presence_templates("r", "u1", 'Al "the" ice')
+    for template, kind in ((joined, "user_joined"), (left, "user_left")):
+        assert json.loads(close(template, 3, 1_800_000_000_001)) == {
+            "type": kind, "user": 'Al "the" ice', "userId": "u1", "room": "r",
+            "userCount": 3, "presence": 1_800_000_000_001}

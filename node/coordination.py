@@ -1,0 +1,34 @@
+"""The coordination seam: what the nodes of a cluster agree on besides rooms — which nodes
+are alive, the secret that signs resume tokens, and the lock that lets one node drain at a
+time."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Coordination(Protocol):
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+    async def secret(self) -> bytes:
+        """A random secret shared by the cluster: it signs resume tokens."""
+        ...
+
+    async def heartbeat(self) -> bool:
+        """Prove this node alive; True when its liveness had lapsed (its presence may have
+        been reaped: the node writes it again)."""
+        ...
+
+    async def live_nodes(self) -> list[str]:
+        """Nodes whose liveness has not expired, this one included."""
+        ...
+
+    async def lock_drain(self, ttl: float) -> str | None:
+        """Take the cluster's drain lock for `ttl` seconds; None when taken, else the holder."""
+        ...
+
+    async def unlock_drain(self) -> None:
+        """Release the drain lock if this node holds it."""
+        ...

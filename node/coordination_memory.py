@@ -1,0 +1,29 @@
+"""Coordination of the embedded single-node mode: the node is the whole cluster."""
+
+from __future__ import annotations
+
+import secrets
+
+
+class MemoryCoordination:
+    def __init__(self, node_id: str) -> None:
+        self._node_id = node_id
+        self._secret = secrets.token_bytes(32)
+
+    async def close(self) -> None:
+        pass
+
+    async def secret(self) -> bytes:
+        return self._secret
+
+    async def heartbeat(self) -> bool:
+        return False  # nobody else could have reaped this node
+
+    async def live_nodes(self) -> list[str]:
+        return [self._node_id]
+
+    async def lock_drain(self, ttl: float) -> str | None:
+        return None  # no other node can be draining
+
+    async def unlock_drain(self) -> None:
+        pass

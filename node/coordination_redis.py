@@ -1,0 +1,63 @@
+"""Coordination in Redis: a liveness key per node that the node keeps from expiring, the
+cluster secret, and the drain lock."""
+
+from __future__ import annotations
+
+import secrets
+
+from node.redis_support import RedisKeys, connect, translate_errors
+
+UNLOCK_DRAIN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisCoordination:
+    def __init__(self, url: str, prefix: str, node_id: str, ttl: float) -> None:
+        self._redis = connect(url)
+        self._keys = RedisKeys(prefix)
+        self._node_id = node_id
+        self._ttl_ms = int(ttl * 1000)
+        self._unlock_drain = self._redis.register_script(UNLOCK_DRAIN)
+        self._secret: bytes | None = None
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    @translate_errors
+    async def secret(self) -> bytes:
+        if self._secret is None:
+            key = self._keys.secret
+            await self._redis.set(key, secrets.token_hex(32), nx=True)
+            self._secret = bytes(await self._redis.get(key))
+        return self._secret
+
+    @translate_errors
+    async def heartbeat(self) -> bool:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._keys.node_alive(self._node_id), b"1", px=self._ttl_ms, get=True)
+            pipe.sadd(self._keys.nodes, self._node_id)
+            previous, _ = await pipe.execute()
+        return previous is None
+
+    @translate_errors
+    async def live_nodes(self) -> list[str]:
+        nodes = sorted(n.decode() for n in await self._redis.smembers(self._keys.nodes))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for node in nodes:
+                pipe.exists(self._keys.node_alive(node))
+            alive = await pipe.execute()
+        return [node for node, exists in zip(nodes, alive, strict=True) if exists]
+
+    @translate_errors
+    async def lock_drain(self, ttl: float) -> str | None:
+        key = self._keys.drain_lock
+        if await self._redis.set(key, self._node_id, nx=True, px=int(ttl * 1000)):
+            return None
+        holder = await self._redis.get(key)
+        return holder.decode() if holder else await self.lock_drain(ttl)
+
+    @translate_errors
+    async def unlock_drain(self) -> None:
+        await self._unlock_drain(keys=[self._keys.drain_lock], args=[self._node_id])
