@@ -123,6 +123,8 @@ class ChatUser(User):
         self.identity: dict[str, str] = {}
         self.seq = 0
         self.epoch = ""
+        self.presence = 0  # the room's presence version this user's view reflects
+        self.user_count = 0
         self.leaving = False  # this user closes: not a failure, no reconnect
         self.drained = False  # the server said server_shutdown: not a failure, reconnect
         self.session_ends = float("inf")
@@ -261,11 +263,14 @@ class ChatUser(User):
             self.fail(event.get("code", "error"), event.get("message", ""))
         elif kind == "room_joined":
             self.joined(event)
+        elif kind in ("user_joined", "user_left"):
+            self.presence_changed(event)
         if kind in self.waiting:
             self.waiting[kind].set(event)
 
     def joined(self, event: dict[str, Any]) -> None:
         """Take the room's position from `room_joined` before any live message is read."""
+        self.presence, self.user_count = event["presence"], event["userCount"]
         recovered = event.get("recovered")
         if recovered is False:
             self.fail("not_recovered", f"{self.room}: messages after seq {self.seq} lost")
@@ -275,6 +280,15 @@ class ChatUser(User):
             return
         for message in event["history"]:
             self.delivered(message)
+
+    def presence_changed(self, event: dict[str, Any]) -> None:
+        """The presence rule: skip what the snapshot holds; a skipped version is a failure."""
+        if event["presence"] <= self.presence:
+            return
+        if event["presence"] > self.presence + 1:
+            self.fail("missing_presence", f"{self.room} presence "
+                      f"{self.presence + 1}..{event['presence'] - 1} missing")
+        self.presence, self.user_count = event["presence"], event["userCount"]
 
     def delivered(self, message: dict[str, Any]) -> None:
         """One delivery: check the room's seq for gaps and repeats, record the latency."""

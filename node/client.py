@@ -5,6 +5,9 @@ it reconnects with capped exponential backoff and full jitter (at least `retryAf
 a `server_shutdown`), re-authenticates and re-joins with `since`/`epoch`, so that the caller
 sees every message of the room exactly once and in seq order. A `room_joined` with
 `"recovered": false` is passed to the caller: messages were lost and the client says so.
+`members` is the room's member list, kept by the presence rule of docs/protocol.md: the
+snapshot of each `room_joined`, then only announcements with a newer presence version (older
+ones are not passed on), and a fresh snapshot when a version was skipped.
 Close codes that mean "do not come back" (1003, 1008, 1009, 4000-4999) end it.
 
     async with ChatClient("ws://127.0.0.1:8080/ws", "alice", "general") as chat:
@@ -74,6 +77,9 @@ class ChatClient:
         self.node: str | None = None
         self.last_seq = 0
         self.epoch: str | None = None
+        self.members: dict[str, str] = {}  # user id -> name, by the presence rule
+        self.user_count = 0
+        self.presence = 0  # the presence version `members` reflects
         self.connections = 0
         self._backoff = backoff or Backoff()
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -195,6 +201,8 @@ class ChatClient:
             await self._on_joined(event)
         elif kind == "message":
             await self._on_message(ws, event)
+        elif kind in ("user_joined", "user_left"):
+            await self._on_presence(ws, event)
         elif kind == "error" and self._pending is not None:
             self._settle(error=SendFailed(event["code"], event["message"]))
         else:
@@ -206,6 +214,8 @@ class ChatClient:
         if event["epoch"] != self.epoch:
             self.last_seq = 0  # another incarnation of the room: old seqs mean nothing
         self.epoch = event["epoch"]
+        self.members = {m["userId"]: m["name"] for m in event["members"]}
+        self.presence, self.user_count = event["presence"], event["userCount"]
         self._events.put_nowait(event)
         for message in event["history"]:
             self._accept(message)
@@ -215,14 +225,32 @@ class ChatClient:
         if self._pending is not None and not self._pending.result.done():
             await self._send_pending()  # it was not in the resumed history
 
+    async def _on_presence(self, ws: aiohttp.ClientWebSocketResponse, event: dict[str, Any]
+                           ) -> None:
+        """Apply a membership change newer than the member list; re-join for a fresh
+        snapshot when one was skipped (the room's changes are numbered one by one)."""
+        if event["presence"] <= self.presence:
+            return  # already in the snapshot
+        if event["presence"] > self.presence + 1:
+            await self._rejoin(ws)
+        if event["type"] == "user_joined":
+            self.members[event["userId"]] = event["user"]
+        else:
+            self.members.pop(event["userId"], None)
+        self.presence, self.user_count = event["presence"], event["userCount"]
+        self._events.put_nowait(event)
+
+    async def _rejoin(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        await ws.send_json({"type": "join", "room": self.room, "since": self.last_seq,
+                            "epoch": self.epoch})
+
     async def _on_message(self, ws: aiohttp.ClientWebSocketResponse, event: dict[str, Any]
                           ) -> None:
         if event["seq"] > self.last_seq:
             self._accept(event)
         elif event["id"] not in self._recent_ids:
             # An older seq never seen: the room's history was reset. Re-join to find out.
-            await ws.send_json({"type": "join", "room": self.room, "since": self.last_seq,
-                                "epoch": self.epoch})
+            await self._rejoin(ws)
 
     def _accept(self, message: dict[str, Any]) -> None:
         """Deliver a message once: seqs at or below the last one delivered are duplicates."""

@@ -239,8 +239,14 @@ class Handlers:
         member, room = _member(session), _joined_room(message)
         if session.claims is not None and not session.claims.may_join(room):
             raise ChatError(ErrorCode.FORBIDDEN, f"Your token does not allow room {room!r}")
-        if session.room == room:
-            return await self._welcome(session, message, await self._presence.roster(room))
+        if session.room == room:  # a fresh snapshot and the messages after `since`
+            session.hold()
+            try:
+                roster = await self._presence.roster(room)
+            except Unavailable:
+                session.release(0, 0)
+                raise
+            return await self._welcome(session, message, roster)
         if session.room is not None:
             await self._leave_room(session, member)
         session.room = room

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 
+from node.backoff import Backoff
 from node.coordination import Coordination
 from node.errors import Unavailable
 from node.hub import Hub
@@ -27,29 +28,34 @@ class Liveness:
         self._hub = hub
         self._interval = node_ttl / 4
         self._stop = asyncio.Event()
+        self.healthy = True  # False while ticks fail: the node is then not ready
 
     async def resync(self) -> None:
         """Write this node's members into presence again (after a reconnect or a lapse)."""
         await self._presence.resync(self._hub.held(), self._names.held())
 
     async def run(self) -> None:
-        """Tick until `stop`; stopped by a flag because redis-py can swallow a cancel."""
-        healthy = True
+        """Tick until `stop`; stopped by a flag because redis-py can swallow a cancel. A
+        failing tick, whatever the error, marks the node not ready (its presence may lapse
+        and be reaped) and is retried with backoff, never more slowly than the interval."""
+        backoff = Backoff()
         while not self._stop.is_set():
             try:
                 await self._tick()
-                if not healthy:
+                if not self.healthy:
                     log.info("presence upkeep resumed")
-                healthy = True
+                self.healthy = True
+                backoff.reset()
             except Unavailable as exc:
-                if healthy:
+                if self.healthy:
                     log.warning("presence upkeep paused: %s", exc)
-                healthy = False
+                self.healthy = False
             except Exception:  # a bug must not end the upkeep while the node looks ready
-                log.exception("presence upkeep failed; trying again next tick")
-                healthy = False
+                log.exception("presence upkeep failed; retrying")
+                self.healthy = False
+            delay = self._interval if self.healthy else min(self._interval, backoff.next_delay())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._interval)
+                await asyncio.wait_for(self._stop.wait(), delay)
 
     def stop(self) -> None:
         self._stop.set()

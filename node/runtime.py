@@ -58,6 +58,8 @@ class Node:
             return "draining"
         if not self.broker.ready:
             return "broker unavailable"
+        if not self.liveness.healthy:
+            return "presence upkeep failing"
         return None
 
 

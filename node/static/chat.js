@@ -12,6 +12,7 @@ const ROOM_LIST_EVERY_MS = 15000;  // the directory's counts, refreshed while on
 const chat = {
   state: "offline", name: null, jwt: null, userId: null, token: null, node: null,
   room: "general", epoch: null, lastSeq: 0, messages: [], members: new Map(),
+  presenceVersion: 0,  // the room's presence version that `members` reflects
   connections: 0, ws: null, retryAfterMs: 0, backoffMs: BACKOFF_MS.first, stopped: null,
   pending: new Map(),  // ref -> text: sent, not yet seen stored; sent again after a resume
   presence: [],  // user_joined / user_left events seen
@@ -85,9 +86,19 @@ function join() {
   send(frame);
 }
 
+// The presence rule (docs/protocol.md): a change the member list already holds is skipped;
+// one that skips a version means changes were missed: take a fresh snapshot.
+function applies(event) {
+  if (event.presence <= chat.presenceVersion) return false;
+  if (event.presence > chat.presenceVersion + 1) join();
+  chat.presenceVersion = event.presence;
+  chat.presence.push(event);
+  return true;
+}
+
 function switchRoom(room) {
   if (room === chat.room) return;
-  Object.assign(chat, {room, epoch: null, lastSeq: 0, messages: []});
+  Object.assign(chat, {room, epoch: null, lastSeq: 0, messages: [], presenceVersion: 0});
   chat.members.clear();
   $("log").replaceChildren();
   join();
@@ -103,6 +114,7 @@ function onJoined(event) {
   event.history.forEach(accept);
   chat.lastSeq = Math.max(chat.lastSeq, event.seq);
   chat.members = new Map(event.members.map((m) => [m.userId, m.name]));
+  chat.presenceVersion = event.presence;
   showMembers();
   chat.backoffMs = BACKOFF_MS.first;
   setState("online", `${chat.room} on ${chat.node}`);
@@ -124,13 +136,11 @@ const handlers = {
     accept(event);
   },
   user_joined(event) {
-    chat.presence.push(event);
-    chat.members.set(event.userId, event.user);
+    if (applies(event)) chat.members.set(event.userId, event.user);
     showMembers();
   },
   user_left(event) {
-    chat.presence.push(event);
-    chat.members.delete(event.userId);
+    if (applies(event)) chat.members.delete(event.userId);
     showMembers();
   },
   room_list(event) { showRooms(event.rooms); },
