@@ -1,0 +1,92 @@
+"""The broker contract (node.broker.Broker), run against every implementation: a backend is
+one that passes this file."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from node.broker import Broker, BudgetSpent
+from node.broker_memory import MemoryBroker
+from node.broker_redis import RedisBroker
+from node.envelope import close
+from node.ratelimit import Budget
+from tests.broker_events import Recorder
+
+CAPACITY = 3
+TEMPLATE = b'{"type":"message","text":"hi","seq":'
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def started(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Broker, Recorder]]:
+    broker: Broker
+    if request.param == "memory":
+        broker = MemoryBroker(capacity=CAPACITY)
+    else:
+        broker = RedisBroker(request.getfixturevalue("redis_url"),
+                             request.getfixturevalue("redis_prefix"), "node-a", CAPACITY)
+    events = Recorder()
+    await broker.start(events)
+    try:
+        yield broker, events
+    finally:
+        await broker.close()
+
+
+async def test_a_started_broker_is_ready(started: tuple[Broker, Recorder]) -> None:
+    broker, _ = started
+    assert broker.ready
+
+
+async def test_each_publication_arrives_once_in_seq_order_as_stored(
+        started: tuple[Broker, Recorder]) -> None:
+    broker, events = started
+    await broker.subscribe("r")
+    seqs = await asyncio.gather(*(broker.publish_message("r", TEMPLATE, ()) for _ in range(5)))
+    assert seqs == [1, 2, 3, 4, 5]
+    received = await events.until(5)
+    assert [(p.room, p.seq, p.payload) for p in received] == [
+        ("r", seq, close((TEMPLATE,), seq)) for seq in range(1, 6)]
+    assert (await broker.history("r", 5)).messages == [p.payload for p in received[-CAPACITY:]]
+
+
+async def test_only_subscribed_rooms_are_delivered(started: tuple[Broker, Recorder]) -> None:
+    broker, events = started
+    await broker.subscribe("r")
+    await broker.subscribe("gone")
+    await broker.unsubscribe("gone")
+    for room in ("other", "gone", "r"):  # r last: once it arrived, the others would have
+        await broker.publish_message(room, TEMPLATE, ())
+    await events.until(1)
+    await broker.publish_message("r", TEMPLATE, ())
+    assert [p.room for p in await events.until(2)] == ["r", "r"]
+
+
+async def test_history_keeps_the_newest_and_tells_whether_it_covers_a_resume(
+        started: tuple[Broker, Recorder]) -> None:
+    broker, _ = started
+    empty = await broker.history("r", 10)
+    assert (empty.messages, empty.seq) == ([], 0)
+    for _ in range(5):
+        await broker.publish_message("r", TEMPLATE, ())
+    newest = await broker.history("r", 2)
+    assert (newest.messages, newest.seq) == ([close((TEMPLATE,), 4), close((TEMPLATE,), 5)], 5)
+    after = await broker.history("r", 10, after=2)
+    assert after.messages == [close((TEMPLATE,), seq) for seq in (3, 4, 5)]
+    assert after.covers(2, newest.epoch) and after.covers(5, newest.epoch)
+    assert not after.covers(1, newest.epoch), "message 2 is no longer kept"
+    assert not after.covers(2, "another-incarnation")
+    assert not after.covers(6, newest.epoch), "beyond the room's seq"
+
+
+async def test_a_spent_budget_refuses_the_message_and_stores_nothing(
+        started: tuple[Broker, Recorder]) -> None:
+    broker, _ = started
+    budget = Budget("user", "mallory", 2, 3e6)
+    assert [await broker.publish_message("r", TEMPLATE, (budget,)) for _ in range(2)] == [1, 2]
+    with pytest.raises(BudgetSpent) as spent:
+        await broker.publish_message("r", TEMPLATE, (budget,))
+    assert spent.value.budget == budget
+    assert (await broker.history("r", 10)).seq == 2

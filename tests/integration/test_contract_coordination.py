@@ -1,0 +1,46 @@
+"""The coordination contract (node.coordination.Coordination), run against every
+implementation; what only a multi-node backend can show is in test_drain_lock.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from node.coordination import Coordination
+from node.coordination_memory import MemoryCoordination
+from node.coordination_redis import RedisCoordination
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def coordination(request: pytest.FixtureRequest) -> AsyncIterator[Coordination]:
+    implementation: Coordination
+    if request.param == "memory":
+        implementation = MemoryCoordination("node-a")
+    else:
+        implementation = RedisCoordination(request.getfixturevalue("redis_url"),
+                                           request.getfixturevalue("redis_prefix"), "node-a",
+                                           ttl=10)
+    try:
+        yield implementation
+    finally:
+        await implementation.close()
+
+
+async def test_the_secret_is_random_and_stays_the_same(coordination: Coordination) -> None:
+    secret = await coordination.secret()
+    assert len(secret) >= 32 and await coordination.secret() == secret
+
+
+async def test_a_node_that_beats_is_alive(coordination: Coordination) -> None:
+    await coordination.heartbeat()
+    assert await coordination.heartbeat() is False, "its liveness had not lapsed"
+    assert "node-a" in await coordination.live_nodes()
+
+
+async def test_the_drain_lock_is_taken_released_and_taken_again(
+        coordination: Coordination) -> None:
+    assert await coordination.lock_drain(ttl=5) is None
+    await coordination.unlock_drain()
+    assert await coordination.lock_drain(ttl=5) is None
+    await coordination.unlock_drain()

@@ -1,0 +1,140 @@
+"""The presence contract (node.presence.Presence), run against every implementation: room
+membership announced in the room's presence order, the directory, and display names."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from node.broker import Broker
+from node.broker_memory import MemoryBroker
+from node.broker_redis import RedisBroker
+from node.presence import Member, Presence, RoomLimit, RoomPolicy
+from node.presence_memory import MemoryPresence
+from node.presence_redis import RedisPresence
+from node.protocol import presence_templates
+from tests.broker_events import Recorder
+
+POLICY = RoomPolicy(("general",), max_rooms=2, rooms_per_hour=10, ttl=60)
+ALICE, BOB = Member("u-alice", "alice"), Member("u-bob", "bob")
+
+
+def _announcements(room: str, member: Member) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    return presence_templates(room, member.id, member.name)
+
+
+@dataclass
+class Backend:
+    presence: Presence
+    broker: Broker
+    events: Recorder
+
+    async def heard(self, count: int) -> list[tuple[dict[str, Any], str, int]]:
+        """The first `count` announcements: (event, excluded session, presence version)."""
+        return [(json.loads(p.payload), p.exclude, p.presence)
+                for p in await self.events.until(count)]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    events = Recorder()
+    broker: Broker
+    presence: Presence
+    if request.param == "memory":
+        memory = MemoryBroker(capacity=10)
+        broker = memory
+        presence = MemoryPresence(POLICY, _announcements, memory.deliver, memory.drop_room)
+    else:
+        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+        broker = RedisBroker(url, prefix, "node-a", 10)
+        presence = RedisPresence(url, prefix, "node-a", 10, POLICY, _announcements)
+    await broker.start(events)
+    await presence.start()
+    for room in ("general", "made"):
+        await broker.subscribe(room)
+    try:
+        yield Backend(presence, broker, events)
+    finally:
+        await presence.close()
+        await broker.close()
+
+
+async def test_a_join_is_announced_to_all_but_the_joiner_with_the_snapshot_version(
+        backend: Backend) -> None:
+    joined = await backend.presence.join("general", ALICE, exclude="session-1")
+    assert joined.added and joined.roster.members == [ALICE]
+    [(event, exclude, version)] = await backend.heard(1)
+    assert event == {"type": "user_joined", "user": "alice", "userId": "u-alice",
+                     "room": "general", "userCount": 1, "presence": version}
+    assert (exclude, version) == ("session-1", joined.roster.version)
+
+
+async def test_a_member_already_there_is_not_announced_again(backend: Backend) -> None:
+    await backend.presence.join("general", ALICE, exclude="session-1")
+    again = await backend.presence.join("general", ALICE, exclude="session-2")
+    assert not again.added and again.roster.members == [ALICE]
+    await backend.presence.join("general", BOB, exclude="session-3")
+    heard = await backend.heard(2)
+    assert [event["user"] for event, _, _ in heard] == ["alice", "bob"]
+
+
+async def test_a_leave_is_announced_with_the_next_version_and_only_once(
+        backend: Backend) -> None:
+    for member in (ALICE, BOB):
+        await backend.presence.join("general", member, exclude="")
+    assert await backend.presence.leave("general", ALICE)
+    assert not await backend.presence.leave("general", ALICE)
+    await backend.presence.join("general", ALICE, exclude="")  # a marker after the leave
+    heard = await backend.heard(4)
+    assert [(e["type"], e["user"], e["userCount"]) for e, _, _ in heard] == [
+        ("user_joined", "alice", 1), ("user_joined", "bob", 2), ("user_left", "alice", 1),
+        ("user_joined", "alice", 2)]
+    versions = [version for _, _, version in heard]
+    assert versions == list(range(versions[0], versions[0] + 4))
+    roster = await backend.presence.roster("general")
+    assert roster.version == versions[-1] and sorted(m.name for m in roster.members) == [
+        "alice", "bob"]
+
+
+async def test_concurrent_changes_replayed_in_version_order_give_the_roster(
+        backend: Backend) -> None:
+    members = [Member(f"u{n}", f"user{n}") for n in range(20)]
+    await asyncio.gather(*(backend.presence.join("general", m, exclude="") for m in members))
+    await asyncio.gather(*(backend.presence.leave("general", m) for m in members[::2]))
+    view: set[str] = set()
+    heard = await backend.heard(30)
+    for event, _, _ in sorted(heard, key=lambda h: h[2]):
+        (view.add if event["type"] == "user_joined" else view.discard)(event["userId"])
+        assert event["userCount"] == len(view)
+    assert [h[2] for h in heard] == sorted(h[2] for h in heard), "published in version order"
+    roster = await backend.presence.roster("general")
+    assert view == {m.id for m in roster.members} == {m.id for m in members[1::2]}
+
+
+async def test_joining_creates_rooms_up_to_the_limit_and_the_directory_lists_them(
+        backend: Backend) -> None:
+    await backend.presence.join("made", ALICE, exclude="")
+    await backend.presence.join("second", ALICE, exclude="")
+    with pytest.raises(RoomLimit):
+        await backend.presence.join("third", BOB, exclude="")
+    page = await backend.presence.rooms(0, 10)
+    assert [(r.name, r.user_count) for r in page.rooms] == [
+        ("general", 0), ("made", 1), ("second", 1)]
+    assert page.total == 3
+
+
+async def test_a_name_belongs_to_one_user_until_its_last_connection_lets_go(
+        backend: Backend) -> None:
+    forms = ("alice", "a1ice")
+    assert await backend.presence.claim_name(forms, "u-alice") is None
+    assert await backend.presence.claim_name(forms, "u-alice") is None  # a second tab
+    assert await backend.presence.claim_name(("a1ice",), "u-mallory") == "u-alice"
+    await backend.presence.release_name(forms)
+    assert await backend.presence.claim_name(forms, "u-mallory") == "u-alice"
+    await backend.presence.release_name(forms)
+    assert await backend.presence.claim_name(forms, "u-mallory") is None
