@@ -46,6 +46,7 @@ async def test_each_publication_arrives_once_in_seq_order_as_stored(
     await broker.subscribe("r")
     seqs = await asyncio.gather(*(broker.publish_message("r", TEMPLATE, ()) for _ in range(5)))
     assert seqs == [1, 2, 3, 4, 5]
+    assert await broker.publish_message("q", TEMPLATE, ()) == 1, "each room counts its own"
     received = await events.until(5)
     assert [(p.room, p.seq, p.payload) for p in received] == [
         ("r", seq, close((TEMPLATE,), seq)) for seq in range(1, 6)]
