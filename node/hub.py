@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
@@ -15,8 +14,6 @@ from node.metrics import Metrics
 from node.presence import Member
 from node.sequencer import Sequencer
 from node.session import Session
-
-log = logging.getLogger("node.hub")
 
 
 def _member_id(session: Session) -> str:
@@ -104,10 +101,6 @@ class Hub:
         """A join read the room's history up to `seq`: delivery goes on from there."""
         self._sequencer.track(room, epoch, seq)
 
-    async def idle(self) -> None:
-        """Wait until no gap repair is running."""
-        await self._sequencer.idle()
-
     def on_reconnect(self, listener: Callable[[], Awaitable[None]]) -> None:
         """Have `listener` called after each broker reconnect (after the gap repairs start)."""
         self._reconnect_listeners.append(listener)
@@ -140,7 +133,8 @@ class Hub:
         members = self._rooms.get(publication.room)
         if not members:
             return
-        data, exclude = websocket.frame(websocket.OP_TEXT, publication.payload), publication.exclude
+        data = websocket.frame(websocket.OP_TEXT, publication.payload)
+        exclude = publication.exclude
         recipients = [s for s in members if s.id != exclude] if exclude else members
         for session in recipients:
             session.deliver(data, publication)
