@@ -28,6 +28,7 @@ class GatewayConfig:
     temp_dir: Path | None = None  # where workers buffer bodies (default run_dir); they may
     # run as another user, so the launcher gives them a directory they may enter
     instance: str = "gateway"  # /gateway-health answers "ok <instance>"
+    ws_path: str = "/ws"  # where WebSockets are upgraded (a benchmark peer has its own)
     error_log: str | None = None  # default run_dir/nginx-error.log; "stderr" in a container
 
     def render(self) -> str:
@@ -39,6 +40,7 @@ class GatewayConfig:
             "temp_dir": str(self._temp_dir),
             "error_log": self.error_log or str(self.run_dir / "nginx-error.log"),
             "instance": self.instance,
+            "ws_path": self.ws_path,
             "ws_servers": self._servers("max_fails=0"),
             "api_servers": self._servers(
                 f"max_fails={self.max_fails} fail_timeout={self.fail_timeout}s"),

@@ -55,9 +55,21 @@ def load(paths: list[Path]) -> Results:
             continue
         data = json.loads(path.read_text())
         data["file"] = path.name
-        if data["benchmark"] in ("idle", "fanout"):  # other benchmarks plan nothing
-            (results.idle if data["benchmark"] == "idle" else results.fanout).append(data)
+        if data["benchmark"] == "idle":
+            results.idle.append(data)
+        elif data["benchmark"] == "fanout":  # other benchmarks plan nothing
+            results.fanout += _chat_runs(data)
     return results
+
+
+def _chat_runs(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chat cluster's runs of a fan-out file, each as one run (a file holds several:
+    sender placements, and a peer's runs with --compare, which plan nothing here)."""
+    if "runs" not in data:
+        return [data]  # one run per file, as written before --compare
+    shared = {k: v for k, v in data.items() if k != "runs"}
+    return [shared | run | {"args": shared["args"] | {"spread": run["spread"]}}
+            for run in data["runs"] if run["system"] == "chat"]
 
 
 # --- the model -------------------------------------------------------------------------------

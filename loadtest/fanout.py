@@ -39,6 +39,7 @@ import uvloop
 from gateway.cluster import Cluster
 from gateway.processes import die_with_parent
 from loadtest import limits, procstats, scrape
+from loadtest.peers import PEER_SYSTEMS, PeerCluster
 from loadtest.rawclient import OnStamp, RawMember, connect_member, stamp_text
 
 PASS_RATIO = 0.999
@@ -48,17 +49,26 @@ CONNECT_BATCH = 50
 WAIT_TIMEOUT = 300.0
 SETTLE_SECONDS = 3.0
 DEFAULT_RATES = "10000,20000,40000,60000,80000,100000,120000,140000,160000,180000,200000"
+CHAT = "chat"
+SATURATED = 0.9  # of the box's CPU-seconds in a step: past it the box, not the nodes, is measured
 
 
 @dataclass
 class Topology:
-    """What one generator process connects: its share of the rooms."""
+    """What one generator process connects: its share of the rooms (by global index)."""
 
+    system: str
     urls: list[str]
-    rooms: list[str]
+    rooms: list[int]
     members: int
     senders: int
     total_rooms: int
+    spread: bool  # room r's senders start at member r % nodes (else at member 0, node1)
+
+    def senders_of(self, room: int, members: list[RawMember]) -> list[RawMember]:
+        """Member i is on node i % nodes: spread senders alternate nodes from room to room."""
+        first = room % len(self.urls) if self.spread else 0
+        return [members[(first + k) % len(members)] for k in range(self.senders)]
 
 
 @dataclass
@@ -81,10 +91,14 @@ class Tally:
 
 # --- the generator processes ----------------------------------------------------------------
 
-async def _connect_room(topology: Topology, room: str, on_stamp: OnStamp) -> list[RawMember]:
-    urls = topology.urls
+def _member_kind(system: str) -> type[RawMember]:
+    return RawMember if system == CHAT else PEER_SYSTEMS[system].member
+
+
+async def _connect_room(topology: Topology, room: int, on_stamp: OnStamp) -> list[RawMember]:
+    urls, kind, name = topology.urls, _member_kind(topology.system), f"bench{room}"
     return list(await asyncio.gather(*(
-        connect_member(urls[i % len(urls)], f"{room}-m{i}", room, on_stamp, WAIT_TIMEOUT)
+        connect_member(kind, urls[i % len(urls)], f"{name}-m{i}", name, on_stamp, WAIT_TIMEOUT)
         for i in range(topology.members))))
 
 
@@ -96,7 +110,7 @@ async def _send(member: RawMember, step: Step, per_second: float, tally: Tally) 
         delay = step.start_at + phase + n / per_second - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        member.send(f'{{"type":"message","text":"{stamp_text(step.index, time.time_ns(), n)}"}}')
+        member.say(stamp_text(step.index, time.time_ns(), n))
         tally.sent += 1
 
 
@@ -130,7 +144,8 @@ async def _generator_main(topology: Topology, control: Any, out: Any) -> None:
         out.put(f"failed: {error!r}")
         return
     out.put("ready")
-    senders = [member for room in rooms for member in room[:topology.senders]]
+    senders = [member for index, room in zip(topology.rooms, rooms, strict=True)
+               for member in topology.senders_of(index, room)]
     while (step := await loop.run_in_executor(None, control.get)) is not None:
         tally = tallies[step.index] = Tally()
         await _run_step(senders, topology, step, tally)
@@ -194,6 +209,7 @@ def _step_row(step: Step, tallies: list[Tally], members: int, cpu: dict[str, flo
     return {
         "target_per_s": step.rate,
         "achieved_per_s": round(delivered / step.seconds),
+        "delivered": delivered,
         "published_per_s": round(sent / step.seconds),
         "loss": round(loss, 5),
         "p50_ms": round(_percentile(latencies, 0.5), 2),
@@ -221,7 +237,7 @@ def _bound(ms: float | None) -> str:
     return "-" if ms is None else f"{ms:g}"
 
 
-def _watched(cluster: Cluster, gateway: bool) -> dict[str, list[int]]:
+def _watched(cluster: Cluster | PeerCluster, gateway: bool) -> dict[str, list[int]]:
     """The processes whose CPU each step reports, by name."""
     pids = {n.name: [n.process.pid] for n in cluster.nodes}
     assert cluster.redis is not None and cluster.nginx is not None
@@ -231,8 +247,10 @@ def _watched(cluster: Cluster, gateway: bool) -> dict[str, list[int]]:
     return pids
 
 
-def _latency_marks(cluster: Cluster) -> dict[str, scrape.Buckets]:
-    """Each node's latency histograms (from its /metrics)."""
+def _latency_marks(cluster: Cluster | PeerCluster) -> dict[str, scrape.Buckets]:
+    """Each node's latency histograms (from its /metrics); none for a peer."""
+    if not isinstance(cluster, Cluster):
+        return {}
     return {node.name: scrape.buckets(cluster.node_url(index))
             for index, node in enumerate(cluster.nodes, start=1)}
 
@@ -241,7 +259,19 @@ def _cpu_marks(pids: dict[str, list[int]]) -> dict[str, float]:
     return {name: procstats.cpu_seconds(group) for name, group in pids.items()}
 
 
-def _steps(cluster: Cluster, generators: Generators, args: argparse.Namespace
+def _box_warning(row: dict[str, Any], step: Step) -> str | None:
+    """Said when the step used most of the machine: then the nodes share the cores with
+    Redis and the generator, and the result measures the box, not the nodes."""
+    available = (os.cpu_count() or 1) * (step.seconds + DRAIN_SECONDS)
+    used = sum(row["cpu_s"].values())
+    row["box_busy"] = round(used / available, 3)
+    if used < SATURATED * available:
+        return None
+    return (f"{'':>9} warning: the box is saturated ({used:.1f} of {available:.1f} "
+            "CPU-seconds): this step measures the machine, not the nodes")
+
+
+def _steps(cluster: Cluster | PeerCluster, generators: Generators, args: argparse.Namespace
            ) -> dict[str, Any]:
     """Step the rate up until a step fails; one row per step run."""
     pids = _watched(cluster, args.gateway)
@@ -260,6 +290,8 @@ def _steps(cluster: Cluster, generators: Generators, args: argparse.Namespace
         rows[-1]["node_p99_ms"] = {node: scrape.p99_between(inside[node], latest)
                                    for node, latest in _latency_marks(cluster).items()}
         _print_row(rows[-1])
+        if (warning := _box_warning(rows[-1], step)) is not None:
+            print(warning, flush=True)
         if not rows[-1]["passed"]:
             break
     rss = {n.name: procstats.memory_kib(n.process.pid, "VmHWM") for n in cluster.nodes}
@@ -270,10 +302,14 @@ def _steps(cluster: Cluster, generators: Generators, args: argparse.Namespace
 
 
 def _placement(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Each node's share of the members and of the senders (member i is on node i % nodes)."""
+    """Each node's share of the members and of the senders."""
+    topology = Topology(args.system, [""] * args.nodes, [], args.members, args.senders,
+                        args.rooms, args.spread)
+    members = list(range(args.members))
+    senders = [i for room in range(args.rooms) for i in topology.senders_of(room, members)]
     return {f"node{n + 1}": {
-        "members": sum(1 for i in range(args.members) if i % args.nodes == n) / args.members,
-        "senders": sum(1 for i in range(args.senders) if i % args.nodes == n) / args.senders,
+        "members": sum(1 for i in members if i % args.nodes == n) / args.members,
+        "senders": sum(1 for i in senders if i % args.nodes == n) / len(senders),
     } for n in range(args.nodes)}
 
 
@@ -298,29 +334,38 @@ def _idle(cluster: Cluster, before: dict[str, int]) -> dict[str, Any]:
     return {"nodes": nodes}
 
 
-def _topologies(cluster: Cluster, args: argparse.Namespace, rooms: int) -> list[Topology]:
+def _topologies(cluster: Cluster | PeerCluster, args: argparse.Namespace, rooms: int
+                ) -> list[Topology]:
     urls = [cluster.ws_url] if args.gateway else [
         cluster.node_ws_url(i) for i in range(1, args.nodes + 1)]
-    names = [f"bench{r}" for r in range(rooms)]
-    return [Topology(urls, names[w::args.workers], args.members, args.senders, rooms)
+    return [Topology(args.system, urls, list(range(rooms))[w::args.workers], args.members,
+                     args.senders, rooms, args.spread)
             for w in range(args.workers)]
+
+
+def _cluster(args: argparse.Namespace) -> Cluster | PeerCluster:
+    run_dir = Path(tempfile.mkdtemp(prefix="fanout-"))
+    if args.system == CHAT:
+        print(limits.describe(), flush=True)
+        return Cluster(run_dir, args.nodes, node_args=[*limits.node_flags(),
+                                                       "--log-level", "WARNING"])
+    return PeerCluster(run_dir, PEER_SYSTEMS[args.system], args.nodes)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     procstats.raise_fd_limit()  # the nodes inherit it
     rooms = -(-args.idle // args.members) if args.idle else args.rooms
-    print(limits.describe(), flush=True)
-    cluster = Cluster(Path(tempfile.mkdtemp(prefix="fanout-")), args.nodes, node_args=[
-        *limits.node_flags(), "--log-level", "WARNING"])
-    cluster.start()
+    cluster = _cluster(args)
     generators = Generators()
     try:
+        cluster.start()
         rss_before = {n.name: procstats.memory_kib(n.process.pid, "VmRSS")
                       for n in cluster.nodes}
         generators.start(_topologies(cluster, args, rooms))
         if (answers := generators.gather()) != ["ready"] * args.workers:
             raise RuntimeError(f"a generator did not connect its clients: {answers}")
         if args.idle:
+            assert isinstance(cluster, Cluster), "--idle measures the chat nodes"
             return _idle(cluster, rss_before)
         return _steps(cluster, generators, args)
     finally:
@@ -328,9 +373,78 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cluster.stop()
 
 
+def _runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every run the arguments ask for, in order: each system (alternating, round after
+    round, with --compare) and each sender placement."""
+    systems = [args.system, args.compare] if args.compare else [args.system]
+    placements = {"spread": [True], "concentrated": [False], "both": [True, False]}
+    results = []
+    for round_ in range(args.rounds):
+        for spread in placements[args.placement]:
+            for system in systems:
+                this = argparse.Namespace(**{**vars(args), "system": system, "spread": spread})
+                where = "senders spread over the nodes" if spread else "senders on node1"
+                print(f"\n== {system}, {where}, {'through nginx' if args.gateway else 'direct'}, "
+                      f"round {round_ + 1}", flush=True)
+                results.append({"system": system, "spread": spread, "round": round_ + 1}
+                               | run(this))
+    return results
+
+
+def _node_us_per_delivery(row: dict[str, Any]) -> float:
+    """CPU the nodes spent per delivery in a step, in microseconds."""
+    node_cpu = sum(s for name, s in row["cpu_s"].items() if name.startswith("node"))
+    return 1e6 * node_cpu / row["delivered"] if row["delivered"] else float("nan")
+
+
+def _compare(results: list[dict[str, Any]], ours: str, peer: str) -> dict[str, Any]:
+    """Ratios of ours to the peer's, per sender placement: best max passing rate, and node
+    CPU per delivery at each rate both passed (median over rounds)."""
+    summary: dict[str, Any] = {}
+    for spread in sorted({r["spread"] for r in results}, reverse=True):
+        runs = {system: [r for r in results if r["system"] == system and r["spread"] == spread]
+                for system in (ours, peer)}
+        best = {system: max(r["max_passing_per_s"] for r in runs[system]) for system in runs}
+        cost = {system: _cost_by_rate(runs[system]) for system in runs}
+        common = sorted(set(cost[ours]) & set(cost[peer]))
+        where = "spread" if spread else "concentrated"
+        summary[where] = {
+            "max_passing": best,
+            "max_passing_ratio": round(best[ours] / best[peer], 2) if best[peer] else None,
+            "node_us_per_delivery": {rate: {s: cost[s][rate] for s in runs} for rate in common},
+        }
+        print(f"\n{where}: max passing {ours} {best[ours]:,} vs {peer} {best[peer]:,} "
+              f"= {summary[where]['max_passing_ratio']}x")
+        for rate in common:
+            ratio = cost[ours][rate] / cost[peer][rate]
+            print(f"  at {rate:>9,.0f}/s node CPU per delivery: {ours} {cost[ours][rate]:.1f} µs, "
+                  f"{peer} {cost[peer][rate]:.1f} µs = {ratio:.2f}x")
+    return summary
+
+
+def _cost_by_rate(runs: list[dict[str, Any]]) -> dict[float, float]:
+    """Median node µs per delivery at each target rate passed in every one of `runs`."""
+    by_rate: dict[float, list[float]] = {}
+    for run_ in runs:
+        for row in run_["steps"]:
+            if row["passed"]:
+                by_rate.setdefault(row["target_per_s"], []).append(_node_us_per_delivery(row))
+    return {rate: round(sorted(costs)[len(costs) // 2], 2) for rate, costs in by_rate.items()
+            if len(costs) == len(runs)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.fanout", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--system", default=CHAT, choices=[CHAT, *PEER_SYSTEMS],
+                        help="what to run: the chat cluster (default) or a Socket.IO peer")
+    parser.add_argument("--compare", choices=list(PEER_SYSTEMS),
+                        help="run --system and this peer back to back, alternating, and print "
+                             "the ratios of max passing rate and node CPU per delivery")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each system")
+    parser.add_argument("--placement", default="both", choices=["spread", "concentrated", "both"],
+                        help="senders spread over the nodes (room r's on node r %% nodes), "
+                             "concentrated on node1, or both runs (default)")
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--members", type=int, default=20, help="members per room")
@@ -346,7 +460,13 @@ def main() -> None:
                              "measure memory per connection instead")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
-    results = run(args)
+    if args.idle:
+        args.placement, args.spread = "spread", True
+        results: dict[str, Any] = run(args)
+    else:
+        runs = _runs(args)
+        results = {"runs": runs} | (
+            {"comparison": _compare(runs, args.system, args.compare)} if args.compare else {})
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({

@@ -37,10 +37,13 @@ def client_frame(text: bytes) -> bytes:
 
 
 class RawMember(asyncio.Protocol):
-    """One chat member: handshake, auth, join, then count stamps and answer pings."""
+    """One chat member: handshake, auth, join, then count stamps and answer pings. A peer's
+    protocol (loadtest.rawsocketio) overrides the handshake, the pings and `say`."""
 
-    def __init__(self, url: str, on_stamp: OnStamp) -> None:
+    def __init__(self, url: str, name: str, room: str, on_stamp: OnStamp) -> None:
         self._url = urlsplit(url)
+        self._name = name
+        self.room = room
         self._on_stamp = on_stamp
         self._transport: asyncio.Transport | None = None
         self._buffer = b""
@@ -52,9 +55,20 @@ class RawMember(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         key = base64.b64encode(os.urandom(16)).decode()
         self._transport.write(
-            f"GET {self._url.path or '/'} HTTP/1.1\r\nHost: {self._url.netloc}\r\n"
+            f"GET {self._target()} HTTP/1.1\r\nHost: {self._url.netloc}\r\n"
             f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
             f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+
+    def _target(self) -> str:
+        return self._url.path or "/"
+
+    def _on_upgraded(self) -> None:
+        self.send(f'{{"type":"auth","name":"{self._name}"}}')
+        self.send(f'{{"type":"join","room":"{self.room}"}}')
+
+    def say(self, text: str) -> None:
+        """Send a chat message to the member's room."""
+        self.send(f'{{"type":"message","text":"{text}"}}')
 
     def send(self, text: str) -> None:
         assert self._transport is not None
@@ -71,6 +85,7 @@ class RawMember(asyncio.Protocol):
                 self._fail(ConnectionError(data[:end].decode(errors="replace")))
                 return
             self.upgraded.set_result(None)
+            self._on_upgraded()
             data = data[end + len(HEAD_END):]
         self._buffer = data[self._scan(data):]
 
@@ -78,16 +93,7 @@ class RawMember(asyncio.Protocol):
         """Handle every complete ping and stamp in `data`; returns where the unread rest
         starts: at an item cut off by the end of the read, else past everything handled
         (keeping a few bytes that may begin a marker)."""
-        done, cut = 0, -1
-        ping = data.find(PING)
-        while ping >= 0 and cut < 0:
-            end = data.find(b"}", ping)
-            if end < 0:
-                cut = ping
-            else:
-                self._pong(data[ping + len(PING):end])
-                done = max(done, end)
-                ping = data.find(PING, end)
+        done, cut = self._answer_pings(data)
         at = data.find(MARKER)
         while at >= 0:
             bar = data.find(b"|", at)
@@ -99,14 +105,29 @@ class RawMember(asyncio.Protocol):
             done = max(done, bar)
             at = data.find(MARKER, bar)
         if not self.joined.done():
-            if data.find(JOINED) >= 0:
-                self.joined.set_result(None)
-            elif (at := data.find(REFUSED)) >= 0:  # auth or join refused: fail now, not later
-                self._fail(ConnectionError(data[at:at + 200].decode(errors="replace")))
+            self._join_progress(data)
         return cut if cut >= 0 else max(done, len(data) - KEEP)
 
-    def _pong(self, timestamp: bytes) -> None:
-        self.send(f'{{"type":"pong","timestamp":{timestamp.decode()}}}')
+    def _answer_pings(self, data: bytes) -> tuple[int, int]:
+        """Pong every complete ping; returns (handled up to, where a cut-off ping starts or
+        -1)."""
+        done, cut = 0, -1
+        ping = data.find(PING)
+        while ping >= 0 and cut < 0:
+            end = data.find(b"}", ping)
+            if end < 0:
+                cut = ping
+            else:
+                self.send(f'{{"type":"pong","timestamp":{data[ping + len(PING):end].decode()}}}')
+                done = max(done, end)
+                ping = data.find(PING, end)
+        return done, cut
+
+    def _join_progress(self, data: bytes) -> None:
+        if data.find(JOINED) >= 0:
+            self.joined.set_result(None)
+        elif (at := data.find(REFUSED)) >= 0:  # auth or join refused: fail now, not later
+            self._fail(ConnectionError(data[at:at + 200].decode(errors="replace")))
 
     def _fail(self, error: Exception) -> None:
         for waiter in (self.upgraded, self.joined):
@@ -123,15 +144,12 @@ class RawMember(asyncio.Protocol):
             self._transport.close()
 
 
-async def connect_member(url: str, name: str, room: str, on_stamp: OnStamp,
-                         timeout: float) -> RawMember:
-    """A member that has authenticated and joined `room`."""
+async def connect_member(kind: type[RawMember], url: str, name: str, room: str,
+                         on_stamp: OnStamp, timeout: float) -> RawMember:
+    """A member of the `kind`'s protocol that has joined `room`."""
     parts = urlsplit(url)
     loop = asyncio.get_running_loop()
-    _, member = await loop.create_connection(lambda: RawMember(url, on_stamp),
+    _, member = await loop.create_connection(lambda: kind(url, name, room, on_stamp),
                                              parts.hostname, parts.port)
-    await asyncio.wait_for(member.upgraded, timeout)
-    member.send(f'{{"type":"auth","name":"{name}"}}')
-    member.send(f'{{"type":"join","room":"{room}"}}')
     await asyncio.wait_for(member.joined, timeout)
     return member

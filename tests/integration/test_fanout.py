@@ -1,26 +1,54 @@
-"""The fan-out benchmark runs end to end on a tiny cluster and reports a passing step."""
+"""The fan-out benchmark runs end to end on a tiny cluster and reports a passing step, for
+the chat cluster and, side by side, for the Socket.IO peers."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+SMALL = ["--rooms", "3", "--members", "4", "--rates", "300", "--step-seconds", "1",
+         "--workers", "1"]
+
+
+def _fanout(*args: str, out: Path) -> tuple[str, dict[str, Any]]:
+    run = subprocess.run([sys.executable, "-m", "loadtest.fanout", *SMALL, *args,
+                          "--json", str(out)], capture_output=True, text=True, timeout=200)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout, json.loads(out.read_text())
+
 
 @pytest.mark.timeout(120)
-def test_a_small_fanout_run_passes_and_writes_its_results(tmp_path: Path) -> None:
-    out = tmp_path / "fanout.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "loadtest.fanout", "--rooms", "3", "--members", "4",
-         "--rates", "300", "--step-seconds", "1", "--workers", "1", "--json", str(out)],
-        capture_output=True, text=True, timeout=100)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "max passing: 300 deliveries/s" in run.stdout, run.stdout
-    step = json.loads(out.read_text())["steps"][0]
-    assert step["passed"] is True
+def test_a_small_fanout_run_passes_for_both_sender_placements(tmp_path: Path) -> None:
+    stdout, results = _fanout(out=tmp_path / "fanout.json")
+    assert stdout.count("max passing: 300 deliveries/s") == 2, stdout
+    runs = results["runs"]
+    assert [run["spread"] for run in runs] == [True, False]
+    assert runs[0]["placement"]["node2"]["senders"] > 0, "spread: node2 has senders"
+    assert runs[1]["placement"]["node2"]["senders"] == 0, "concentrated: node1 sends all"
+    step = runs[0]["steps"][0]
+    assert step["passed"] is True and step["cpu_s"]["generator"] > 0
     for p99 in step["node_p99_ms"].values():  # read from each node's /metrics
         assert p99["publish"] is not None or p99["fanout"] is not None
-    assert "inside the nodes, p99 at most" in run.stdout
+    assert "inside the nodes, p99 at most" in stdout
+
+
+@pytest.mark.timeout(190)
+@pytest.mark.parametrize("peer", ["socketio-node", "socketio-py"])
+def test_a_peer_runs_beside_the_chat_cluster_and_the_ratios_are_printed(
+        tmp_path: Path, peer: str) -> None:
+    if peer == "socketio-node" and not (shutil.which("node") and shutil.which("npm")):
+        pytest.skip("Node.js and npm are not installed (apt-get install nodejs npm)")
+    stdout, results = _fanout("--compare", peer, "--placement", "spread",
+                              out=tmp_path / "compare.json")
+    assert [run["system"] for run in results["runs"]] == ["chat", peer]
+    assert all(run["max_passing_per_s"] == 300 for run in results["runs"]), stdout
+    spread = results["comparison"]["spread"]
+    assert spread["max_passing_ratio"] == 1.0
+    assert set(spread["node_us_per_delivery"]["300.0"]) == {"chat", peer}
+    assert "node CPU per delivery" in stdout

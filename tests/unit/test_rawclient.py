@@ -26,7 +26,7 @@ def server_frame(text: str) -> bytes:
 
 def member() -> tuple[RawMember, list[tuple[int, int]], FakeTransport]:
     stamps: list[tuple[int, int]] = []
-    raw = RawMember("ws://127.0.0.1:1/ws", lambda step, ns: stamps.append((step, ns)))
+    raw = RawMember("ws://127.0.0.1:1/ws", "m", "r", lambda step, ns: stamps.append((step, ns)))
     transport = FakeTransport()
     raw.connection_made(transport)  # type: ignore[arg-type]
     return raw, stamps, transport
