@@ -261,8 +261,10 @@ def _cpu_marks(pids: dict[str, list[int]]) -> dict[str, float]:
 
 def _box_warning(row: dict[str, Any], step: Step) -> str | None:
     """Said when the step used most of the machine: then the nodes share the cores with
-    Redis and the generator, and the result measures the box, not the nodes."""
-    available = (os.cpu_count() or 1) * (step.seconds + DRAIN_SECONDS)
+    Redis and the generator, and the result measures the box, not the nodes. The CPU is read
+    over the step and its drain, but the load ran for the step only: that is the time the
+    cores were available to it."""
+    available = (os.cpu_count() or 1) * step.seconds
     used = sum(row["cpu_s"].values())
     row["box_busy"] = round(used / available, 3)
     if used < SATURATED * available:
