@@ -31,6 +31,7 @@ log = logging.getLogger("node.app")
 
 # How long a server-initiated close waits for the client's close frame.
 CLOSE_HANDSHAKE_TIMEOUT = 2.0
+RETRY_SOON = "Retry-After: 1\r\n"  # a refused upgrade: another node, or this one in a second
 SERVER_NAME = "chat"
 STATIC = Path(__file__).with_name("static")
 # Scripts, styles and sockets from this site only; no inline code, no framing by others.
@@ -143,7 +144,13 @@ def acceptor(node: Node) -> Accept:
         reason = node.unserving_reason()
         if upgrade.path == CHAT_PATH and reason is not None:
             respond(transport, 503, "Service Unavailable", {"status": "not ready",
-                                                             "reason": reason})
+                                                             "reason": reason}, RETRY_SOON)
+            return None
+        if upgrade.path == CHAT_PATH and node.admission.full:
+            node.metrics.upgrades_shed += 1
+            respond(transport, 503, "Service Unavailable", {
+                "error": "overloaded", "message": "this node has its maximum of handshakes "
+                "in progress; retry, another node may take you now"}, RETRY_SOON)
             return None
         transport.write(switching_protocols(upgrade.key))
         ws = WebSocket(transport, limits, time.monotonic())
@@ -152,6 +159,7 @@ def acceptor(node: Node) -> Accept:
             return ws
         session = Session(ws, node.settings, node.handlers.dispatch, ended, upgrade.address,
                           node.metrics)
+        node.admission.admit(session)
         node.hub.connect(session)
         log.info("connect session=%s client=%s", session.id, upgrade.address)
         ws.start(session, upgrade.rest)
@@ -161,6 +169,7 @@ def acceptor(node: Node) -> Accept:
         """The session stays among the hub's until its departure is handled and its socket
         is closed, so that a shutdown or a drain waiting for the hub to empty waits for
         both: the event loop cannot close while a socket is open."""
+        node.admission.finished(session)
         try:
             await node.handlers.disconnect(session)
             await session.connection_gone()

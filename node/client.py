@@ -2,7 +2,7 @@
 
 It connects, authenticates and joins one room; answers server pings; on any close or error
 it reconnects with capped exponential backoff and full jitter (at least `retryAfterMs` after
-a `server_shutdown`), re-authenticates and re-joins with `since`/`epoch`, so that the caller
+a `server_shutdown`, at least `Retry-After` after a refused upgrade), re-authenticates and re-joins with `since`/`epoch`, so that the caller
 sees every message of the room exactly once and in seq order. A `room_joined` with
 `"recovered": false` is passed to the caller: messages were lost and the client says so.
 `members` is the room's member list, kept by the presence rule of docs/protocol.md: the
@@ -41,6 +41,14 @@ RECENT_IDS = 1024
 def is_final(code: int | None) -> bool:
     """A close the server means as "do not reconnect"."""
     return code is not None and (code in FINAL_CLOSE_CODES or 4000 <= code < 5000)
+
+
+def _retry_after(refused: aiohttp.WSServerHandshakeError) -> float:
+    """The seconds a refused upgrade's Retry-After asks for (0 without one)."""
+    try:
+        return float((refused.headers or {}).get("Retry-After", 0))
+    except ValueError:
+        return 0.0
 
 
 class SendFailed(Exception):
@@ -154,6 +162,10 @@ class ChatClient:
                     self.connections += 1
                     await self._converse(ws)
                     code = ws.close_code
+            except aiohttp.WSServerHandshakeError as refused:  # 503: full or not ready
+                self._retry_after = _retry_after(refused)
+                log.debug("%s: upgrade refused with %s", self.name, refused.status)
+                code = None
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 log.debug("%s: connection to %s failed: %r", self.name, self.url, exc)
                 code = None

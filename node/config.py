@@ -102,6 +102,11 @@ class Settings:
         10.0, "seconds a client has to send a complete request (head and body) before its "
         "connection is closed; applies to every request on every connection"
     )
+    handshake_backlog: int = _setting(
+        500, "chat handshakes (upgrade to first room_joined, at most --handshake-timeout) this "
+        "node works on at once; more upgrades get 503 with Retry-After, which nginx passes to "
+        "another node"
+    )
     max_head: int = _setting(
         DEFAULT_MAX_HEAD, "largest HTTP request head in bytes; larger gets 431 (the gateway's header "
         "buffers are rendered from the same value)"
@@ -278,6 +283,7 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
     positive = ("ping_interval", "ping_timeout", "rate", "burst", "max_text", "max_frame",
                 "max_connections", "max_buffer", "history", "history_window", "flood_limit",
                 "flood_window", "node_ttl", "drain_window", "handshake_timeout", "frame_rate",
+                "handshake_backlog",
                 "frame_burst", "user_rate", "user_burst", "address_rate", "address_burst",
                 "max_fragments", "max_connections_per_address", "max_head",
                 "keepalive_timeout", "max_rooms", "user_rooms_per_hour", "room_ttl")

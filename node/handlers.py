@@ -14,6 +14,7 @@ from typing import Any
 from msgspec import UNSET, UnsetType
 
 from node import disconnect
+from node.admission import Admission
 from node.broker import Broker, BudgetSpent, HistoryWindow
 from node.config import Settings, jwt_verifier
 from node.directory import Directory
@@ -77,7 +78,7 @@ class Handlers:
 
     def __init__(self, settings: Settings, hub: Hub, broker: Broker, presence: Presence,
                  coordination: Coordination, directory: Directory, names: HeldNames,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, admission: Admission) -> None:
         self._node_id = settings.node_id
         self._metrics = metrics
         self._jwt = jwt_verifier(settings)
@@ -87,6 +88,7 @@ class Handlers:
         self._broker = broker
         self._presence = presence
         self._coordination = coordination
+        self._admission = admission
         self._directory = directory
         self._presence_grace = settings.presence_grace
         self._user_budget = (settings.user_rate, settings.user_burst)
@@ -284,6 +286,7 @@ class Handlers:
             )))
             seen = window.seq
             self._hub.track(_joined_room(join), window.epoch, window.seq)
+            self._admission.finished(session)  # its handshake is done
         finally:
             session.release(seen, roster.version)
 

@@ -56,6 +56,7 @@ class Metrics:
         self.published = 0  # chat messages stored and published
         self.delivered = 0  # room frames written to local members
         self.redis_reconnects = 0
+        self.upgrades_shed = 0  # chat upgrades answered 503: the handshake backlog was full
         self.publish_seconds = Latency()  # a message's handling to stored and published
         self.fanout_seconds = Latency()  # an envelope's arrival to written to every member
         self.errors: Counter[str] = Counter()  # error events sent, by code
@@ -86,6 +87,8 @@ class Metrics:
         yield CounterMetricFamily("chat_redis_reconnects", "Times the node got its Redis "
                                   "subscription back after losing it",
                                   value=self.redis_reconnects)
+        yield CounterMetricFamily("chat_upgrades_shed", "Chat upgrades answered 503 because "
+                                  "the handshake backlog was full", value=self.upgrades_shed)
         yield _by_label("chat_errors", "Error events sent to clients, by code", "code",
                         self.errors)
         yield _by_label("chat_closes", "Connections the server closed, by close code (1013: "

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from node.admission import Admission
 from node.broker import Broker
 from node.broker_memory import MemoryBroker
 from node.broker_redis import RedisBroker
@@ -44,6 +45,7 @@ class Node:
     echoes: EchoSockets
     directory: Directory
     metrics: Metrics
+    admission: Admission
     instance: str = field(default_factory=lambda: secrets.token_hex(6))  # this process
 
     def unready_reason(self) -> str | None:
@@ -95,12 +97,13 @@ def build_node(settings: Settings) -> Node:
     liveness = Liveness(presence, coordination, hub, names, settings.node_ttl)
     hub.on_reconnect(liveness.resync)  # shared state may have forgotten this node's members
     directory = Directory(presence)
+    admission = Admission(settings.handshake_backlog, settings.handshake_timeout)
     handlers = Handlers(settings, hub, broker, presence, coordination, directory, names,
-                        metrics)
+                        metrics, admission)
     drain = Drainer(settings, hub, coordination, handlers.departures)
     connections = Connections(settings.max_connections, settings.max_connections_per_address)
     node = Node(settings, broker, presence, coordination, hub, handlers, liveness, drain,
-                connections, EchoSockets(), directory, metrics)
+                connections, EchoSockets(), directory, metrics, admission)
     _watch(node)
     return node
 
@@ -117,5 +120,7 @@ def _watch(node: Node) -> None:
     metrics.watch("chat_broker_ready", "1 while the node can reach Redis (or runs embedded)",
                   lambda: float(node.broker.ready))
     metrics.watch("chat_draining", "1 while the node drains", lambda: float(node.drain.active))
+    metrics.watch("chat_handshakes_unfinished", "Chat sessions between their upgrade and their "
+                  "first room_joined", lambda: node.admission.unfinished)
     metrics.watch("chat_ready", "1 while /readyz answers 200",
                   lambda: float(node.unready_reason() is None))
