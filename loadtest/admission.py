@@ -40,15 +40,20 @@ async def _session(url: str, n: int, timeout: float, times: list[float],
     except TimeoutError:
         outcomes["timed out"] += 1
         return
-    except ConnectionError as error:
-        outcomes["refused 503" if " 503 " in str(error) else "failed"] += 1
-        return
-    except OSError:  # no connection at all (the listen backlog overflowed, say)
-        outcomes["failed"] += 1
+    except OSError as error:  # refused with a status, or no connection at all
+        outcomes[_failure(error)] += 1
         return
     times.append(time.perf_counter() - started)
     outcomes["joined"] += 1
     member.close()
+
+
+def _failure(error: OSError) -> str:
+    """What kind of failure: the status a refused upgrade got, else the error's kind."""
+    first = str(error).split("\r\n", 1)[0]
+    if first.startswith("HTTP/1.1 "):
+        return f"refused {first.split()[1]}"
+    return f"failed ({type(error).__name__}: {first[:40]})"
 
 
 async def _run(url: str, sessions: int, concurrency: int, timeout: float) -> dict[str, Any]:

@@ -133,6 +133,7 @@ class RawMember(asyncio.Protocol):
         for waiter in (self.upgraded, self.joined):
             if not waiter.done():
                 waiter.set_exception(error)
+        self.upgraded.exception()  # callers wait for `joined`: the same error reaches them
         if self._transport is not None:
             self._transport.close()
 

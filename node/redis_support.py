@@ -39,6 +39,9 @@ end
 # A command waits at most this long for Redis before the caller gets `unavailable`.
 COMMAND_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2.0
+# Connections one client keeps to Redis at most; more commands at once wait for one (up to
+# COMMAND_TIMEOUT) instead of failing at once, as redis-py's default pool of 100 does.
+POOL_SIZE = 64
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -46,13 +49,17 @@ T = TypeVar("T")
 
 def connect(url: str) -> redis.Redis:
     """A client that fails fast: one immediate retry (a pooled connection may be stale after a
-    Redis restart), then the error goes to the caller instead of a long retry loop."""
-    return redis.Redis.from_url(
+    Redis restart), then the error goes to the caller instead of a long retry loop. Its pool
+    is bounded and blocking: a burst of commands (a reconnect storm's joins) queues for a
+    connection rather than opening hundreds or failing."""
+    return redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(
         url,
+        max_connections=POOL_SIZE,
+        timeout=COMMAND_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         retry=Retry(NoBackoff(), 1),
-    )
+    ))
 
 
 def translate_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
