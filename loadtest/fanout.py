@@ -96,10 +96,15 @@ def _member_kind(system: str) -> type[RawMember]:
 
 
 async def _connect_room(topology: Topology, room: int, on_stamp: OnStamp) -> list[RawMember]:
+    """The room's members, connected `CONNECT_BATCH` at a time (a room may have thousands)."""
     urls, kind, name = topology.urls, _member_kind(topology.system), f"bench{room}"
-    return list(await asyncio.gather(*(
-        connect_member(kind, urls[i % len(urls)], f"{name}-m{i}", name, on_stamp, WAIT_TIMEOUT)
-        for i in range(topology.members))))
+    members: list[RawMember] = []
+    for first in range(0, topology.members, CONNECT_BATCH):
+        members += await asyncio.gather(*(
+            connect_member(kind, urls[i % len(urls)], f"{name}-m{i}", name, on_stamp,
+                           WAIT_TIMEOUT)
+            for i in range(first, min(first + CONNECT_BATCH, topology.members))))
+    return members
 
 
 async def _send(member: RawMember, step: Step, per_second: float, tally: Tally) -> None:
@@ -300,7 +305,16 @@ def _steps(cluster: Cluster | PeerCluster, generators: Generators, args: argpars
     passed = [row["achieved_per_s"] for row in rows if row["passed"]]
     print(f"max passing: {max(passed, default=0)} deliveries/s; peak RSS KiB {rss}")
     return {"steps": rows, "peak_rss_kib": rss, "max_passing_per_s": max(passed, default=0),
-            "placement": None if args.gateway else _placement(args)}
+            "placement": None if args.gateway else _placement(args),
+            "rooms_per_node": _rooms_per_node(cluster)}
+
+
+def _rooms_per_node(cluster: Cluster | PeerCluster) -> list[int] | None:
+    """Each node's subscribed rooms (rooms with a local member), from its /metrics."""
+    if not isinstance(cluster, Cluster):
+        return None
+    return [int(scrape.gauge(cluster.node_url(i), "chat_rooms_local") or 0)
+            for i in range(1, len(cluster.nodes) + 1)]
 
 
 def _placement(args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -375,22 +389,53 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cluster.stop()
 
 
+def _shapes(text: str | None, args: argparse.Namespace) -> list[tuple[int, int]]:
+    """(members, rooms) of each room shape: `--shapes 2x1000,2000x1`, else --members x --rooms."""
+    if not text:
+        return [(args.members, args.rooms)]
+    return [(int(size), int(count)) for size, count in
+            (shape.lower().split("x") for shape in text.split(","))]
+
+
 def _runs(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every run the arguments ask for, in order: each system (alternating, round after
-    round, with --compare) and each sender placement."""
+    """Every run the arguments ask for, in order: each room shape, each system (alternating,
+    round after round, with --compare) and each sender placement."""
     systems = [args.system, args.compare] if args.compare else [args.system]
     placements = {"spread": [True], "concentrated": [False], "both": [True, False]}
     results = []
-    for round_ in range(args.rounds):
-        for spread in placements[args.placement]:
-            for system in systems:
-                this = argparse.Namespace(**{**vars(args), "system": system, "spread": spread})
-                where = "senders spread over the nodes" if spread else "senders on node1"
-                print(f"\n== {system}, {where}, {'through nginx' if args.gateway else 'direct'}, "
-                      f"round {round_ + 1}", flush=True)
-                results.append({"system": system, "spread": spread, "round": round_ + 1}
-                               | run(this))
+    for members, rooms in _shapes(args.shapes, args):
+        for round_ in range(args.rounds):
+            for spread in placements[args.placement]:
+                for system in systems:
+                    this = argparse.Namespace(**{**vars(args), "system": system, "spread": spread,
+                                                 "members": members, "rooms": rooms})
+                    where = "senders spread over the nodes" if spread else "senders on node1"
+                    print(f"\n== {system}, {rooms} rooms of {members}, {where}, "
+                          f"{'through nginx' if args.gateway else 'direct'}, round {round_ + 1}",
+                          flush=True)
+                    results.append({"system": system, "spread": spread, "round": round_ + 1,
+                                    "shape": {"members": members, "rooms": rooms}} | run(this))
+    if args.shapes:
+        _shape_summary(results)
     return results
+
+
+def _shape_summary(results: list[dict[str, Any]]) -> None:
+    """Per room shape: the max passing rate, and node CPU per delivery and p99 at the top
+    rate that every shape passed (cost per delivery should not grow with room size)."""
+    common = set.intersection(*({row["target_per_s"] for row in run_["steps"] if row["passed"]}
+                                for run_ in results)) or {0.0}
+    rate = max(common)
+    print(f"\nroom shapes at {rate:,.0f} deliveries/s (the top rate all passed):")
+    print(f"{'members':>8} {'rooms':>6} {'max passing':>11} {'node µs/delivery':>16} "
+          f"{'p99 ms':>7} {'Redis CPU s':>11} {'rooms per node':>14}")
+    for run_ in results:
+        row = next((r for r in run_["steps"] if r["target_per_s"] == rate), None)
+        shape = run_["shape"]
+        cost, p99, redis = ((f"{_node_us_per_delivery(row):.1f}", row["p99_ms"],
+                             row["cpu_s"]["redis"]) if row else ("-", "-", "-"))
+        print(f"{shape['members']:>8} {shape['rooms']:>6} {run_['max_passing_per_s']:>11,} "
+              f"{cost:>16} {p99!s:>7} {redis!s:>11} {run_.get('rooms_per_node', '-')!s:>14}")
 
 
 def _node_us_per_delivery(row: dict[str, Any]) -> float:
@@ -447,6 +492,9 @@ def main() -> None:
     parser.add_argument("--placement", default="both", choices=["spread", "concentrated", "both"],
                         help="senders spread over the nodes (room r's on node r %% nodes), "
                              "concentrated on node1, or both runs (default)")
+    parser.add_argument("--shapes", metavar="SIZExCOUNT,...",
+                        help="room shapes, one run each: e.g. 2x1000,20x100,200x10,2000x1 "
+                             "(members x rooms; default --members x --rooms)")
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--members", type=int, default=20, help="members per room")

@@ -13,6 +13,7 @@ BENCHMARK_LIMITS: dict[str, int] = {
     "user_rate": 100_000, "user_burst": 100_000,
     "address_rate": 1_000_000, "address_burst": 1_000_000,
     "max_connections": 200_000, "max_connections_per_address": 200_000,
+    "handshake_backlog": 200_000,  # the tools connect thousands of members at once
 }
 
 

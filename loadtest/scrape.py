@@ -12,13 +12,24 @@ HISTOGRAMS = {"publish": "chat_publish_seconds", "fanout": "chat_fanout_seconds"
 Buckets = dict[str, list[tuple[float, float]]]  # histogram -> (upper bound s, cumulative count)
 
 
+def _families(node_url: str) -> list:  # type: ignore[type-arg]
+    with urllib.request.urlopen(f"{node_url}/metrics", timeout=5) as reply:
+        return list(text_string_to_metric_families(reply.read().decode()))
+
+
+def gauge(node_url: str, name: str) -> float | None:
+    """A gauge of the node's now (None when it has no such gauge)."""
+    for family in _families(node_url):
+        if family.name == name and family.samples:
+            return float(family.samples[0].value)
+    return None
+
+
 def buckets(node_url: str) -> Buckets:
     """The node's latency histograms now."""
-    with urllib.request.urlopen(f"{node_url}/metrics", timeout=5) as reply:
-        text = reply.read().decode()
     found: Buckets = {name: [] for name in HISTOGRAMS}
     names = {metric: name for name, metric in HISTOGRAMS.items()}
-    for family in text_string_to_metric_families(text):
+    for family in _families(node_url):
         if family.name in names:
             found[names[family.name]] = [(float(s.labels["le"]), s.value) for s in family.samples
                                          if s.name.endswith("_bucket")]
