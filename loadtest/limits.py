@@ -14,6 +14,7 @@ BENCHMARK_LIMITS: dict[str, int] = {
     "address_rate": 1_000_000, "address_burst": 1_000_000,
     "max_connections": 200_000, "max_connections_per_address": 200_000,
     "handshake_backlog": 200_000,  # the tools connect thousands of members at once
+    "max_rooms": 200_000,  # and make thousands of rooms
 }
 
 

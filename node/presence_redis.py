@@ -54,6 +54,14 @@ local function version(room)
   return start
 end
 
+-- `head`, then the room's presence version and every member's info. Appended one by one:
+-- Lua's unpack() fails past about 8,000 values, and rooms may be larger.
+local function roster(room, head)
+  table.insert(head, version(room))
+  for _, info in ipairs(redis.call('HVALS', members(room))) do table.insert(head, info) end
+  return head
+end
+
 -- Publish a membership change on the room's channel, numbered by the next presence version.
 local function announce(room, template, exclude)
   version(room)
@@ -158,12 +166,12 @@ end
 register(room, ARGV[6])
 redis.call('SADD', P .. ':nodes', node)
 local added = hold(room, id, ARGV[4], node, ARGV[11], ARGV[12], ARGV[13])
-return {added, version(room), unpack(redis.call('HVALS', members(room)))}
+return roster(room, {added})
 """
 
 # ARGV: prefix, room. Returns the presence version, then every member's info.
 ROSTER = ROOMS_LUA + r"""
-return {version(ARGV[2]), unpack(redis.call('HVALS', members(ARGV[2])))}
+return roster(ARGV[2], {})
 """
 
 # ARGV: prefix, room, member id, node, room ttl (ms). Returns the count, or -1 (see release).

@@ -41,3 +41,23 @@ async def test_the_scripts_write_the_keys_redis_keys_names(redis_url, redis_pref
     finally:
         await client.aclose()
         await presence.close()
+
+
+async def test_a_room_larger_than_luas_unpack_limit_joins_and_lists(redis_url,
+                                                                    redis_prefix) -> None:
+    """JOIN and ROSTER return every member: unpack() of ~8,000 values failed the join of
+    the 10,000-member room in the room-shape benchmark."""
+    presence = RedisPresence(redis_url, redis_prefix, "node-a", ttl=10, policy=POLICY,
+                             announcements=lambda r, m: presence_templates(r, m.id, m.name))
+    keys = RedisKeys(redis_prefix)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await presence.start()
+        await client.hset(keys.members("general"), mapping={
+            f"u{n}": f'["u{n}","user{n}"]' for n in range(9000)})
+        joined = await presence.join("general", Member("last", "last"), exclude="")
+        assert len(joined.roster.members) == 9001
+        assert len((await presence.roster("general")).members) == 9001
+    finally:
+        await client.aclose()
+        await presence.close()
