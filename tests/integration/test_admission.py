@@ -5,6 +5,12 @@ handshake finishes: by joining a room, by ending, or by outliving --handshake-ti
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from node.client import ChatClient
 from tests.frames import upgrade
@@ -81,3 +87,14 @@ async def test_the_client_library_waits_as_long_as_retry_after_says(make_node, c
         assert client.connections == 1
     finally:
         await client.close()
+
+
+@pytest.mark.timeout(90)
+def test_the_admission_tool_measures_a_small_run(tmp_path: Path) -> None:
+    out = tmp_path / "admission.json"
+    run = subprocess.run([sys.executable, "-m", "loadtest.admission", "--sessions", "40",
+                          "--concurrency", "10", "--json", str(out)],
+                         capture_output=True, text=True, timeout=80)
+    assert run.returncode == 0, run.stderr[-3000:]
+    [row] = json.loads(out.read_text())["runs"]
+    assert row["outcomes"] == {"joined": 40} and row["joined_per_s"] > 0, row
