@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,16 +228,18 @@ def redis_config_path(run_dir: Path, port: int) -> Path:
 
 
 def start_redis(run_dir: Path, port: int | None = None, password: str | None = None,
-                children: Children | None = None) -> Service:
+                children: Children | None = None, settings: Sequence[str] = ()) -> Service:
     """A throwaway redis-server on loopback, without persistence, with `password` if given
-    (written to a config file only the launcher's user can read, never to argv)."""
+    (written to a config file only the launcher's user can read, never to argv) and any
+    other config `settings` lines."""
     children = children or Children()
     port = port or free_port()
     config = redis_config_path(run_dir, port)
     data_dir = config.parent
     data_dir.mkdir(parents=True, exist_ok=True)
     config.touch(mode=0o600)
-    config.write_text(f"requirepass {password}\n" if password else "")
+    lines = [*([f"requirepass {password}"] if password else []), *settings]
+    config.write_text("".join(f"{line}\n" for line in lines))
     argv = [find_binary("redis-server", "redis-server"), str(config), "--port", str(port),
             "--bind", LOOPBACK, "--save", "", "--appendonly", "no", "--dir", str(data_dir),
             "--daemonize", "no", "--protected-mode", "yes"]

@@ -1,0 +1,103 @@
+"""A local Redis Cluster: `shards` primaries with one replica each, redis-server processes on
+loopback ports, joined with `redis-cli --cluster create`. For the launcher and the tests of
+cluster mode; every process is one of the launcher's children, stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.processes import (
+    LOOPBACK, Children, Service, find_binary, free_port, redis_url, start_redis, wait_until,
+)
+
+BUS_OFFSET = 10000  # a cluster node also listens on its port + 10000 for the cluster bus
+NODE_TIMEOUT_MS = 2000  # a primary unreachable this long is failed over to its replica
+
+
+@dataclass
+class RedisCluster:
+    nodes: list[Service]
+    password: str
+
+    @property
+    def seed_url(self) -> str:
+        """What `--redis-url` names in cluster mode: any node, from which clients learn all."""
+        return redis_url(self.nodes[0].port, self.password)
+
+    def info(self, service: Service) -> dict[str, str]:
+        return cluster_info(service.port, self.password)
+
+    def role(self, service: Service) -> str:
+        """"master" or "slave", as the node itself says."""
+        return _cli(service.port, self.password, "role").split("\n", 1)[0].strip()
+
+    def replicas_synced(self) -> int:
+        """Replicas whose link to their primary is up."""
+        return sum("master_link_status:up" in _cli(node.port, self.password, "info",
+                                                   "replication")
+                   for node in self.nodes if node.running)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_port() -> int:
+    """A loopback port that is free, and whose cluster bus port is free too."""
+    while True:
+        port = free_port()
+        if port + BUS_OFFSET <= 65535 and _bindable(port + BUS_OFFSET):
+            return port
+
+
+def _cli(port: int, password: str, *command: str) -> str:
+    """A redis-cli command's output (the password in its environment, never its argv)."""
+    done = subprocess.run(
+        [find_binary("redis-cli", "redis-tools"), "-h", LOOPBACK, "-p", str(port), *command],
+        env={**os.environ, "REDISCLI_AUTH": password}, capture_output=True, text=True,
+        timeout=30)
+    return done.stdout
+
+
+def cluster_info(port: int, password: str) -> dict[str, str]:
+    """CLUSTER INFO of the node on `port` as a dict (empty when it does not answer)."""
+    pairs = (line.split(":", 1) for line in _cli(port, password, "cluster", "info").split())
+    return {key: value for key, *rest in pairs for value in rest}
+
+
+def start_redis_cluster(run_dir: Path, shards: int, password: str,
+                        children: Children) -> RedisCluster:
+    """Start 2 × `shards` nodes, create the cluster (a replica for each primary) and return
+    once every node says the cluster is ok."""
+    settings = ["cluster-enabled yes", f"masterauth {password}",
+                f"cluster-node-timeout {NODE_TIMEOUT_MS}",
+                "cluster-require-full-coverage no"]  # other shards serve through a failover
+    nodes = [start_redis(run_dir, free_cluster_port(), password, children, settings)
+             for _ in range(2 * shards)]
+    create = subprocess.run(
+        [find_binary("redis-cli", "redis-tools"), "--cluster", "create",
+         *(f"{LOOPBACK}:{node.port}" for node in nodes), "--cluster-replicas", "1",
+         "--cluster-yes"],
+        env={**os.environ, "REDISCLI_AUTH": password}, capture_output=True, text=True,
+        timeout=60)
+    if create.returncode != 0:
+        raise RuntimeError(f"redis-cli --cluster create failed:\n{create.stdout[-2000:]}"
+                           f"{create.stderr[-2000:]}")
+    cluster = RedisCluster(nodes, password)
+    for node in nodes:
+        wait_until(node, lambda node=node: cluster.info(node).get("cluster_state") == "ok",
+                   timeout=30, stopping=children.stopping)
+    # "ok" comes before every replica has attached to its primary: a primary lost before
+    # that has nobody to take over.
+    wait_until(nodes[0], lambda: cluster.replicas_synced() == shards, timeout=30,
+               stopping=children.stopping)
+    return cluster
