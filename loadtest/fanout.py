@@ -30,9 +30,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import uvloop
 
@@ -50,6 +51,7 @@ WAIT_TIMEOUT = 300.0
 SETTLE_SECONDS = 3.0
 DEFAULT_RATES = "10000,20000,40000,60000,80000,100000,120000,140000,160000,180000,200000"
 CHAT = "chat"
+M = TypeVar("M")  # a room's member: a client, or its index
 SATURATED = 0.9  # of the box's CPU-seconds in a step: past it the box, not the nodes, is measured
 
 
@@ -65,7 +67,7 @@ class Topology:
     total_rooms: int
     spread: bool  # room r's senders start at member r % nodes (else at member 0, node1)
 
-    def senders_of(self, room: int, members: list[RawMember]) -> list[RawMember]:
+    def senders_of(self, room: int, members: Sequence[M]) -> list[M]:
         """Member i is on node i % nodes: spread senders alternate nodes from room to room."""
         first = room % len(self.urls) if self.spread else 0
         return [members[(first + k) % len(members)] for k in range(self.senders)]
