@@ -52,3 +52,18 @@ def test_a_peer_runs_beside_the_chat_cluster_and_the_ratios_are_printed(
     assert spread["max_passing_ratio"] == 1.0
     assert set(spread["node_us_per_delivery"]["300.0"]) == {"chat", peer}
     assert "node CPU per delivery" in stdout
+
+
+@pytest.mark.timeout(120)
+def test_room_shapes_run_one_after_another_and_are_summed_up(tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "loadtest.fanout", "--shapes", "2x6,12x1",
+                          "--placement", "spread", "--rates", "120", "--step-seconds", "1",
+                          "--workers", "1", "--json", str(tmp_path / "shapes.json")],
+                         capture_output=True, text=True, timeout=100)
+    assert run.returncode == 0, run.stderr[-3000:]
+    runs = json.loads((tmp_path / "shapes.json").read_text())["runs"]
+    assert [run_["shape"] for run_ in runs] == [{"members": 2, "rooms": 6},
+                                                {"members": 12, "rooms": 1}]
+    assert all(run_["max_passing_per_s"] == 120 for run_ in runs)
+    assert runs[0]["rooms_per_node"] == [6, 6] and runs[1]["rooms_per_node"] == [1, 1]
+    assert "room shapes at 120 deliveries/s" in run.stdout
