@@ -105,11 +105,10 @@ class RoomLimit(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Departure:
-    """A member removed because its node died, and the room's count after."""
+    """A member removed (and announced gone) because its node died."""
 
     room: str
     member: Member
-    user_count: int
 
 
 class Presence(Protocol):

@@ -179,8 +179,8 @@ LEAVE = ROOMS_LUA + r"""
 return release(ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
 """
 
-# ARGV: prefix, the dead node, room ttl (ms). Returns room, member info, count for every
-# member that left.
+# ARGV: prefix, the dead node, room ttl (ms). Returns room, member info for every member that
+# left (each announced by `release`).
 REAP_NODE = ROOMS_LUA + r"""
 local node = ARGV[2]
 if redis.call('EXISTS', P .. ':alive:' .. node) == 1 then return {} end
@@ -193,7 +193,6 @@ for _, field in ipairs(redis.call('HKEYS', node_members(node))) do
   if count >= 0 and info then
     table.insert(departed, room)
     table.insert(departed, info)
-    table.insert(departed, count)
   end
 end
 redis.call('DEL', node_members(node))
@@ -391,9 +390,8 @@ class RedisPresence:
             if node == self._node_id:
                 continue
             flat = await self._call(self._reap_node, node, self._room_ttl_ms)
-            for i in range(0, len(flat), 3):  # type: ignore[arg-type]
-                departures.append(Departure(flat[i].decode(), _member(flat[i + 1]),  # type: ignore[index]
-                                            int(flat[i + 2])))  # type: ignore[index]
+            for i in range(0, len(flat), 2):  # type: ignore[arg-type]
+                departures.append(Departure(flat[i].decode(), _member(flat[i + 1])))  # type: ignore[index]
         return departures
 
     @translate_errors
