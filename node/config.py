@@ -53,6 +53,9 @@ class Settings:
     redis_url: str | None = _setting(
         None, "Redis URL for cluster mode; absent = embedded single-node mode"
     )
+    redis_cluster: bool = _setting(
+        False, "the Redis URL names a seed node of a Redis Cluster: room traffic on sharded "
+        "Pub/Sub, each room's keys on its shard")
     redis_prefix: str = _setting("chat", "prefix of every Redis key and channel this cluster uses")
     node_ttl: float = _setting(
         10.0, "seconds after its last heartbeat that a dead node's users leave presence"
@@ -292,6 +295,11 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
             parser.error(f"{_flag(name)} must be positive")
     if not settings.fixed_rooms or not all(map(ROOM_PATTERN.fullmatch, settings.fixed_rooms)):
         parser.error("--rooms must name at least one room of 1-64 characters of A-Za-z0-9._-")
+    if not settings.redis_prefix or any(char in settings.redis_prefix for char in "{}"):
+        parser.error("--redis-prefix must be non-empty, without { or } (they shape keys "
+                     "and their hash slots)")
+    if settings.redis_cluster and settings.redis_url is None:
+        parser.error("--redis-cluster needs --redis-url (a seed node of the cluster)")
     try:
         trusted_networks(settings.trusted_proxies)
     except ValueError as error:

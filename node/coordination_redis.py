@@ -1,11 +1,19 @@
 """Coordination in Redis: a liveness key per node that the node keeps from expiring, the
-cluster secret, and the drain lock."""
+cluster secret, and the drain lock. All cluster-wide keys: one slot of a Redis Cluster."""
 
 from __future__ import annotations
 
 import secrets
 
 from node.redis_support import RedisKeys, connect, translate_errors
+
+# KEYS: the node's liveness key, the set of nodes (one slot). ARGV: node id, ttl (ms).
+# Returns 1 when the liveness key had lapsed (or never was).
+HEARTBEAT = """
+local lapsed = redis.call('SET', KEYS[1], 1, 'PX', ARGV[2], 'GET') == false
+redis.call('SADD', KEYS[2], ARGV[1])
+return lapsed and 1 or 0
+"""
 
 UNLOCK_DRAIN = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -14,11 +22,13 @@ return 0
 
 
 class RedisCoordination:
-    def __init__(self, url: str, prefix: str, node_id: str, ttl: float) -> None:
-        self._redis = connect(url)
+    def __init__(self, url: str, prefix: str, node_id: str, ttl: float,
+                 cluster: bool = False) -> None:
+        self._redis = connect(url, cluster)
         self._keys = RedisKeys(prefix)
         self._node_id = node_id
         self._ttl_ms = int(ttl * 1000)
+        self._heartbeat = self._redis.register_script(HEARTBEAT)
         self._unlock_drain = self._redis.register_script(UNLOCK_DRAIN)
         self._secret: bytes | None = None
 
@@ -35,16 +45,14 @@ class RedisCoordination:
 
     @translate_errors
     async def heartbeat(self) -> bool:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._keys.node_alive(self._node_id), b"1", px=self._ttl_ms, get=True)
-            pipe.sadd(self._keys.nodes, self._node_id)
-            previous, _ = await pipe.execute()
-        return previous is None
+        return bool(await self._heartbeat(
+            keys=[self._keys.node_alive(self._node_id), self._keys.nodes],
+            args=[self._node_id, self._ttl_ms]))
 
     @translate_errors
     async def live_nodes(self) -> list[str]:
         nodes = sorted(n.decode() for n in await self._redis.smembers(self._keys.nodes))
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline() as pipe:
             for node in nodes:
                 pipe.exists(self._keys.node_alive(node))
             alive = await pipe.execute()

@@ -87,10 +87,11 @@ def build_node(settings: Settings) -> Node:
         coordination = MemoryCoordination(settings.node_id)
     else:
         url, prefix, node_id = settings.redis_url, settings.redis_prefix, settings.node_id
-        broker = RedisBroker(url, prefix, node_id, settings.history)
+        cluster = settings.redis_cluster
+        broker = RedisBroker(url, prefix, node_id, settings.history, cluster)
         presence = RedisPresence(url, prefix, node_id, settings.node_ttl, policy,
-                                 announcements)
-        coordination = RedisCoordination(url, prefix, node_id, settings.node_ttl)
+                                 announcements, cluster)
+        coordination = RedisCoordination(url, prefix, node_id, settings.node_ttl, cluster)
     metrics = Metrics()
     hub = Hub(broker, settings.history, metrics)
     names = HeldNames()

@@ -12,7 +12,8 @@ import uvloop
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.processes import Service, redis_url as redis_url_of, start_redis
+from gateway.processes import Children, Service, redis_url as redis_url_of, start_redis
+from gateway.redis_cluster import RedisCluster, start_redis_cluster
 from gateway.tokens import new_secret
 from node.app import create_app, make_runner
 from node.config import Settings
@@ -62,6 +63,27 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 @pytest.fixture
 def redis_url(redis_server: Service) -> str:
     return redis_url_of(redis_server.port, REDIS_PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One real Redis Cluster for the session (3 primaries, a replica each), as `gateway up
+    --redis-cluster` starts it. Tests that kill its nodes start their own."""
+    children = Children()
+    try:
+        yield start_redis_cluster(Path(tmp_path_factory.mktemp("redis-cluster")), 3,
+                                  REDIS_PASSWORD, children)
+    finally:
+        for service in children.stop():
+            service.stop()
+
+
+def redis_endpoint(request: pytest.FixtureRequest, kind: str) -> tuple[str, bool]:
+    """The URL of the Redis a test parameter names ("redis" or "redis-cluster"), and whether
+    it is a cluster."""
+    if kind == "redis-cluster":
+        return request.getfixturevalue("redis_cluster").seed_url, True
+    return request.getfixturevalue("redis_url"), False
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from gateway.nginx import GatewayConfig
 from gateway.processes import check_nginx_config
 from node.envelope import close
 from node.protocol import ChatMessage, message_template
+from node.redis_support import RedisKeys
 from tests.chat_client import ChatClient, send_concurrently, settle_joins
 from tests.conftest import unlimited_flags
 
@@ -110,7 +111,7 @@ async def test_nodes_subscribe_only_to_rooms_with_local_members(
     cluster: Cluster, open_ws, room: str
 ) -> None:
     assert cluster.redis_url is not None
-    channel = f"chat:room:{room}"
+    channel = RedisKeys("chat").channel(room)
     client = redis.Redis.from_url(cluster.redis_url)
     try:
         async def subscribers() -> int:
@@ -158,10 +159,11 @@ async def test_a_lost_publish_is_repaired_from_history(cluster: Cluster, open_ws
     client = redis.Redis.from_url(cluster.redis_url)
     try:  # seqs 2 and 3 reach history but their envelopes never reach any node
         for text in ("lost two", "lost three"):
-            seq = await client.incr(f"chat:seq:{room}")
+            seq = await client.incr(RedisKeys("chat").seq(room))
             draft = ChatMessage(room=room, user="ghost", user_id="g", text=text,
                                 timestamp="2026-01-01T00:00:00.000Z", id=f"lost{seq}")
-            await client.zadd(f"chat:history:{room}", {close((message_template(draft),), seq): seq})
+            await client.zadd(RedisKeys("chat").history(room),
+                              {close((message_template(draft),), seq): seq})
     finally:
         await client.aclose()
     await alice.say("fourth")

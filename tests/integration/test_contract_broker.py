@@ -14,19 +14,21 @@ from node.broker_redis import RedisBroker
 from node.envelope import close
 from node.ratelimit import Budget
 from tests.broker_events import Recorder
+from tests.conftest import redis_endpoint
 
 CAPACITY = 3
 TEMPLATE = b'{"type":"message","text":"hi","seq":'
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def started(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Broker, Recorder]]:
     broker: Broker
     if request.param == "memory":
         broker = MemoryBroker(capacity=CAPACITY)
     else:
-        broker = RedisBroker(request.getfixturevalue("redis_url"),
-                             request.getfixturevalue("redis_prefix"), "node-a", CAPACITY)
+        url, cluster = redis_endpoint(request, request.param)
+        broker = RedisBroker(url, request.getfixturevalue("redis_prefix"), "node-a", CAPACITY,
+                             cluster)
     events = Recorder()
     await broker.start(events)
     try:

@@ -10,17 +10,18 @@ import pytest
 from node.coordination import Coordination
 from node.coordination_memory import MemoryCoordination
 from node.coordination_redis import RedisCoordination
+from tests.conftest import redis_endpoint
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def coordination(request: pytest.FixtureRequest) -> AsyncIterator[Coordination]:
     implementation: Coordination
     if request.param == "memory":
         implementation = MemoryCoordination("node-a")
     else:
-        implementation = RedisCoordination(request.getfixturevalue("redis_url"),
-                                           request.getfixturevalue("redis_prefix"), "node-a",
-                                           ttl=10)
+        url, cluster = redis_endpoint(request, request.param)
+        implementation = RedisCoordination(url, request.getfixturevalue("redis_prefix"),
+                                           "node-a", ttl=10, cluster=cluster)
     try:
         yield implementation
     finally:

@@ -19,6 +19,7 @@ from node.presence_memory import MemoryPresence
 from node.presence_redis import RedisPresence
 from node.protocol import presence_templates
 from tests.broker_events import Recorder
+from tests.conftest import redis_endpoint
 
 POLICY = RoomPolicy(("general",), max_rooms=2, rooms_per_hour=10, ttl=60)
 ALICE, BOB = Member("u-alice", "alice"), Member("u-bob", "bob")
@@ -40,7 +41,7 @@ class Backend:
                 for p in await self.events.until(count)]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     events = Recorder()
     broker: Broker
@@ -50,9 +51,10 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         broker = memory
         presence = MemoryPresence(POLICY, _announcements, memory.deliver, memory.drop_room)
     else:
-        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
-        broker = RedisBroker(url, prefix, "node-a", 10)
-        presence = RedisPresence(url, prefix, "node-a", 10, POLICY, _announcements)
+        url, cluster = redis_endpoint(request, request.param)
+        prefix = request.getfixturevalue("redis_prefix")
+        broker = RedisBroker(url, prefix, "node-a", 10, cluster)
+        presence = RedisPresence(url, prefix, "node-a", 10, POLICY, _announcements, cluster)
     await broker.start(events)
     await presence.start()
     for room in ("general", "made"):

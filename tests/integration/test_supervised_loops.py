@@ -18,7 +18,7 @@ def backend() -> str:
 async def test_the_subscriber_survives_an_unexpected_error(make_node, connect) -> None:
     node = await make_node()
     broker = node.server.app[NODE].broker
-    pubsub = broker._pubsub  # the loop's own reader: where a redis-py bug would surface
+    pubsub = broker._subscriber._pubsub  # the loop's own reader: where a redis-py bug would surface
     real = pubsub.get_message
     mended = asyncio.Event()
 
