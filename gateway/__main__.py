@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=int, default=3, help="number of chat nodes (default 3)")
     up.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
     up.add_argument("--redis-url", help="use this Redis instead of starting one")
+    up.add_argument("--redis-cluster", action="store_true",
+                    help="start a Redis Cluster (--shards primaries with a replica each) "
+                    "instead of one Redis; with --redis-url, that URL is a cluster's seed node")
+    up.add_argument("--shards", type=int, default=3,
+                    help="primaries of the Redis Cluster (default 3)")
     up.add_argument("--run-dir", type=Path,
                     help="logs, configs and state (default /tmp/chat-cluster-PORT)")
     rolling = commands.add_parser(
@@ -87,7 +92,10 @@ def _gateway_config(args: argparse.Namespace, listen: str, upstreams: list[str],
 
 def up(args: argparse.Namespace) -> None:
     run_dir = args.run_dir or _default_run_dir(args.port)
-    cluster = Cluster(run_dir, args.nodes, args.port, args.redis_url, admin_token=new_secret())
+    if args.shards < 1:
+        sys.exit("--shards must be at least 1")
+    cluster = Cluster(run_dir, args.nodes, args.port, args.redis_url,
+                      args.shards if args.redis_cluster else 0, admin_token=new_secret())
     stopping = cluster.children.stopping
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # closing the terminal too
         signal.signal(signum, lambda *_: stopping.set())
@@ -112,6 +120,10 @@ def _print_banner(cluster: Cluster) -> None:
     if cluster.redis is not None:
         print(f"  redis  redis://{LOOPBACK}:{cluster.redis.port}/0  (its password: "
               f"{cluster.redis_config})")
+    if cluster.redis_cluster is not None:
+        ports = " ".join(str(node.port) for node in cluster.redis_cluster.nodes)
+        print(f"  redis cluster  {cluster.redis_shards} shards with a replica each, "
+              f"{LOOPBACK} ports {ports}  (password: {cluster.redis_config})")
     for index in range(1, len(cluster.nodes) + 1):
         print(f"  node{index}  {cluster.node_url(index)}")
     print("Ctrl-C stops everything; `.venv/bin/python -m gateway status` shows it, "

@@ -25,6 +25,7 @@ from gateway.processes import (
     start_node,
     start_redis,
 )
+from gateway.redis_cluster import RedisCluster, start_redis_cluster
 from gateway.tokens import new_secret
 
 log = logging.getLogger("gateway")
@@ -41,10 +42,14 @@ class Cluster:
     node_count: int = 3
     gateway_port: int = 0
     redis_url: str | None = None
+    # Shards of a Redis Cluster to start (a replica each) instead of one Redis; with
+    # `redis_url`, that URL is a seed node of a Redis Cluster already running.
+    redis_shards: int = 0
     node_args: list[str] = field(default_factory=list)
     node_env: dict[str, str] = field(default_factory=dict)  # secrets for the nodes (JWT)
     gateway_limits: dict[str, int] = field(default_factory=dict)  # GatewayConfig fields
     redis: Service | None = None
+    redis_cluster: RedisCluster | None = None
     nodes: list[Service] = field(default_factory=list)
     nginx: Service | None = None
     admin_token: str | None = None
@@ -64,7 +69,11 @@ class Cluster:
         try:
             if self.gateway_port:
                 ensure_free(self.gateway_port)
-            if self.redis_url is None:
+            if self.redis_url is None and self.redis_shards:
+                self.redis_cluster = start_redis_cluster(self.run_dir, self.redis_shards,
+                                                         self.redis_password, self.children)
+                self.redis_url = self.redis_cluster.seed_url
+            elif self.redis_url is None:
                 self.redis = start_redis(self.run_dir, password=self.redis_password,
                                          children=self.children)
                 self.redis_url = redis_url(self.redis.port, self.redis_password)
@@ -83,9 +92,10 @@ class Cluster:
                                    if self.admin_token else {})}
         # nginx reaches the nodes over their Unix sockets and names the client in X-Real-IP.
         trusted = ["--trusted-proxies=unix"]
+        cluster_mode = ["--redis-cluster"] if self.redis_shards else []
         return start_node(self.run_dir, f"node{index}", self.redis_url,
-                          [*trusted, *self.node_args], port, self.node_socket(index), env,
-                          self.children)
+                          [*trusted, *cluster_mode, *self.node_args], port,
+                          self.node_socket(index), env, self.children)
 
     def restart_redis(self) -> None:
         """Start an empty Redis on the port of this cluster's Redis, stopping that one if it
@@ -169,9 +179,11 @@ class Cluster:
 
     @property
     def redis_config(self) -> Path:
-        """The config file of the Redis this cluster started (it holds the password)."""
-        assert self.redis is not None
-        return redis_config_path(self.run_dir, self.redis.port)
+        """The config file of the Redis this cluster started, or of the first node of its
+        Redis Cluster (it holds the password)."""
+        first = self.redis or (self.redis_cluster.nodes[0] if self.redis_cluster else None)
+        assert first is not None
+        return redis_config_path(self.run_dir, first.port)
 
     @property
     def http_url(self) -> str:

@@ -35,11 +35,53 @@ class RedisCluster:
         """"master" or "slave", as the node itself says."""
         return _cli(service.port, self.password, "role").split("\n", 1)[0].strip()
 
+    def cli(self, service: Service, *command: str) -> str:
+        return _cli(service.port, self.password, *command)
+
+    def owner(self, slot: int) -> Service:
+        """The running primary that serves `slot`, as the cluster says now."""
+        for service in self.nodes:
+            if not service.running:
+                continue
+            for line in self.cli(service, "cluster", "nodes").splitlines():
+                node_id, address, flags, _, _, _, _, _, *ranges = line.split()
+                if "master" in flags and "fail" not in flags and _covers(ranges, slot):
+                    port = int(address.split("@")[0].rsplit(":", 1)[1])
+                    return next(n for n in self.nodes if n.port == port)
+        raise LookupError(f"no primary serves slot {slot}")
+
+    def node_id(self, service: Service) -> str:
+        return self.cli(service, "cluster", "myid").strip()
+
+    def move_slot(self, slot: int, target: Service) -> None:
+        """Move a slot and its keys to the primary `target`, as `redis-cli --cluster
+        reshard` does for each slot: IMPORTING/MIGRATING, MIGRATE the keys, then assign."""
+        source = self.owner(slot)
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        self.cli(target, "cluster", "setslot", str(slot), "importing", source_id)
+        self.cli(source, "cluster", "setslot", str(slot), "migrating", target_id)
+        while keys := self.cli(source, "cluster", "getkeysinslot", str(slot), "100").split():
+            self.cli(source, "migrate", LOOPBACK, str(target.port), "", "0", "5000",
+                     "auth", self.password, "keys", *keys)
+        for service in (target, source):
+            self.cli(service, "cluster", "setslot", str(slot), "node", target_id)
+
     def replicas_synced(self) -> int:
         """Replicas whose link to their primary is up."""
         return sum("master_link_status:up" in _cli(node.port, self.password, "info",
                                                    "replication")
                    for node in self.nodes if node.running)
+
+
+def _covers(ranges: list[str], slot: int) -> bool:
+    """Whether CLUSTER NODES slot fields ("0-5460", "5461", "[...]" migrations) hold `slot`."""
+    for field in ranges:
+        if field.startswith("["):
+            continue
+        first, _, last = field.partition("-")
+        if int(first) <= slot <= int(last or first):
+            return True
+    return False
 
 
 def _bindable(port: int) -> bool:

@@ -22,14 +22,20 @@ from tests.chat_client import ChatClient, send_concurrently, settle_joins
 from tests.conftest import unlimited_flags
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One cluster shared by the tests of this module; each test uses rooms of its own."""
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Cluster]:
+    """One cluster shared by the tests of this module, on one Redis and on a Redis Cluster
+    of 3 shards; each test uses rooms of its own."""
     started = Cluster(Path(tmp_path_factory.mktemp("cluster")), 3,
-                      node_args=unlimited_flags())
+                      node_args=unlimited_flags(),
+                      redis_shards=3 if request.param == "redis-cluster" else 0)
     started.start()
     yield started
     started.stop()
+
+
+ONE_REDIS = pytest.mark.parametrize("cluster", ["redis"], indirect=True)
 
 
 @pytest.fixture
@@ -107,6 +113,7 @@ async def test_a_newcomer_on_another_node_gets_the_50_newest(
     assert [m["text"] for m in joined["history"]] == [f"m{n}" for n in range(11, 61)]
 
 
+@ONE_REDIS  # talks to the Redis directly; cluster mode: test_cluster_mode.py
 async def test_nodes_subscribe_only_to_rooms_with_local_members(
     cluster: Cluster, open_ws, room: str
 ) -> None:
@@ -131,6 +138,7 @@ async def test_nodes_subscribe_only_to_rooms_with_local_members(
         await client.aclose()
 
 
+@ONE_REDIS  # talks to the Redis directly; cluster mode: test_cluster_mode.py
 async def test_delivery_resumes_after_subscriber_connections_are_killed(
     cluster: Cluster, open_ws, room: str
 ) -> None:
@@ -150,6 +158,7 @@ async def test_delivery_resumes_after_subscriber_connections_are_killed(
         assert [e["seq"] for e in events] == list(range(1, 21))
 
 
+@ONE_REDIS  # talks to the Redis directly; cluster mode: test_cluster_mode.py
 async def test_a_lost_publish_is_repaired_from_history(cluster: Cluster, open_ws, room: str
                                                        ) -> None:
     assert cluster.redis_url is not None
@@ -172,10 +181,11 @@ async def test_a_lost_publish_is_repaired_from_history(cluster: Cluster, open_ws
         (2, "lost two"), (3, "lost three"), (4, "fourth")]
 
 
+@pytest.mark.parametrize("redis_shards", [0, 3], ids=["redis", "redis-cluster"])
 async def test_a_killed_node_leaves_presence_within_15_seconds(
-    make_cluster, open_ws, http: aiohttp.ClientSession, room: str
+    make_cluster, open_ws, http: aiohttp.ClientSession, room: str, redis_shards: int
 ) -> None:
-    cluster = make_cluster(nodes=2)
+    cluster = make_cluster(nodes=2, redis_shards=redis_shards)
     alice = await _member(open_ws, cluster.node_ws_url(1), "alice", room)
     bob = await _member(open_ws, cluster.node_ws_url(2), "bob", room)
     await alice.expect("user_joined")

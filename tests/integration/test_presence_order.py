@@ -9,6 +9,8 @@ import asyncio
 import random
 from typing import Any
 
+import pytest
+
 from gateway.cluster import Cluster
 from node.client import ChatClient
 
@@ -60,9 +62,10 @@ async def _settled(members: list[Member]) -> None:
             await asyncio.sleep(0.02)
 
 
+@pytest.mark.parametrize("redis_shards", [0, 3], ids=["redis", "redis-cluster"])
 async def test_every_view_is_the_real_membership_after_concurrent_joins_and_leaves(
-        make_cluster) -> None:
-    cluster = make_cluster(nodes=3)
+        make_cluster, redis_shards: int) -> None:
+    cluster = make_cluster(nodes=3, redis_shards=redis_shards)
     room = "churn"
     randomness = random.Random(11)
     members = [Member(cluster, node, f"watcher{node}", room) for node in (1, 2, 3)]

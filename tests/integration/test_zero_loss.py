@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 
 import aiohttp
+import pytest
+from redis.crc import key_slot
 
 from gateway.cluster import Cluster
 from gateway.rolling import ClusterState, rolling_restart
 from tests.conftest import unlimited_flags
-from tests.zero_loss_load import PER_ROOM, Load, under_load
+from node.redis_support import RedisKeys
+from tests.zero_loss_load import PER_ROOM, ROOMS, Load, under_load
 
 TOKEN = "s3cret"
 
@@ -20,16 +24,18 @@ async def _room_counts(cluster: Cluster) -> dict[str, int]:
         return {d["name"]: d["userCount"] for d in (await r.json())["details"]}
 
 
-def _cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
-    cluster = make_cluster(nodes=3, admin_token=TOKEN, node_args=[
+def _cluster(make_cluster: Callable[..., Cluster], redis_shards: int = 0) -> Cluster:
+    cluster = make_cluster(nodes=3, admin_token=TOKEN, redis_shards=redis_shards, node_args=[
         "--drain-window", "1", "--presence-grace", "1.5", *unlimited_flags(),
         "--node-ttl", "3"])
     cluster.supervise_in_background()
     return cluster
 
 
-async def test_a_rolling_restart_under_load_loses_nothing(make_cluster) -> None:
-    cluster = _cluster(make_cluster)
+@pytest.mark.parametrize("redis_shards", [0, 3], ids=["redis", "redis-cluster"])
+async def test_a_rolling_restart_under_load_loses_nothing(make_cluster, redis_shards: int
+                                                          ) -> None:
+    cluster = _cluster(make_cluster, redis_shards)
     state = ClusterState([cluster.node_url(i) for i in (1, 2, 3)], TOKEN)
     load = Load(cluster)
     await load.start()
@@ -57,3 +63,22 @@ async def test_a_killed_node_under_load_loses_nothing(make_cluster) -> None:
     load = await under_load(cluster, kill_node2)
     moved = [c for c in load.everyone if c.connections >= 2]
     assert moved, "the killed node's clients reconnected elsewhere"
+
+
+async def test_a_killed_redis_primary_under_load_loses_nothing(make_cluster) -> None:
+    """SIGKILL of the Redis Cluster primary that serves most of the load's rooms: its replica
+    takes over, the nodes move those rooms' subscriptions to it and repair what they missed;
+    every acknowledged message reaches every client once, in order, none unrecovered."""
+    cluster = _cluster(make_cluster, redis_shards=3)
+    redis = cluster.redis_cluster
+    assert redis is not None
+    slots = [key_slot(RedisKeys("chat").channel(f"load{r}").encode()) for r in range(ROOMS)]
+    owners = Counter(redis.owner(slot).port for slot in slots)
+    busiest = next(n for n in redis.nodes if n.port == owners.most_common(1)[0][0])
+
+    async def kill_primary() -> None:
+        busiest.kill()
+
+    load = await under_load(cluster, kill_primary)
+    assert busiest.port not in {redis.owner(slot).port for slot in slots}, "failed over"
+    assert all(c.connections == 1 for c in load.everyone), "no client had to reconnect"
