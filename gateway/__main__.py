@@ -15,6 +15,7 @@ from typing import Any
 from gateway.cluster import STATE_FILE, SUPERVISE_EVERY, Cluster
 from gateway.nginx import MAX_FILES, GatewayConfig
 from gateway.processes import LOOPBACK, MissingBinary, Stopped, http_ok
+from gateway.redis_cluster import MIN_SHARDS
 from gateway.rolling import ClusterState, rolling_restart
 from gateway.serve import Gateway, replicas, serve
 from gateway.tokens import new_secret
@@ -36,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="start a Redis Cluster (--shards primaries with a replica each) "
                     "instead of one Redis; with --redis-url, that URL is a cluster's seed node")
     up.add_argument("--shards", type=int, default=3,
-                    help="primaries of the Redis Cluster (default 3)")
+                    help=f"primaries of the Redis Cluster (default and least {MIN_SHARDS})")
     up.add_argument("--run-dir", type=Path,
                     help="logs, configs and state (default /tmp/chat-cluster-PORT)")
     rolling = commands.add_parser(
@@ -92,8 +93,8 @@ def _gateway_config(args: argparse.Namespace, listen: str, upstreams: list[str],
 
 def up(args: argparse.Namespace) -> None:
     run_dir = args.run_dir or _default_run_dir(args.port)
-    if args.shards < 1:
-        sys.exit("--shards must be at least 1")
+    if args.shards < MIN_SHARDS:
+        sys.exit(f"--shards must be at least {MIN_SHARDS} (Redis Cluster's minimum)")
     cluster = Cluster(run_dir, args.nodes, args.port, args.redis_url,
                       args.shards if args.redis_cluster else 0, admin_token=new_secret())
     stopping = cluster.children.stopping

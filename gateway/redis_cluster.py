@@ -15,6 +15,7 @@ from gateway.processes import (
 )
 
 BUS_OFFSET = 10000  # a cluster node also listens on its port + 10000 for the cluster bus
+MIN_SHARDS = 3  # redis-cli --cluster create refuses fewer primaries
 NODE_TIMEOUT_MS = 2000  # a primary unreachable this long is failed over to its replica
 
 

@@ -34,6 +34,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
+from loadtest.fanout import redis_cpu  # noqa: E402
+
 MIB = 1024
 
 
@@ -84,6 +86,10 @@ class Model:
     nginx_per_delivery: float | None  # None without a gateway run
     kib_per_connection: float
     node_base_kib: float
+    # Redis Cluster runs (--redis-cluster): a publish costs its shard's primary this, and the
+    # shard's replica that (core-seconds, at `redis_nodes` subscribers); None when not run.
+    shard_per_publish: float | None = None
+    replica_per_publish: float | None = None
 
 
 def load_seconds(run: dict[str, Any]) -> float:
@@ -113,8 +119,8 @@ def fit(results: Results) -> Model:
     features, cores = node_samples(results.fanout)
     (per_delivery, per_publish, idle), *_ = np.linalg.lstsq(features, cores, rcond=None)
     direct = passing_steps(results.fanout, gateway=False)
-    redis = [step["cpu_s"]["redis"] / load_seconds(run) / step["published_per_s"]
-             for run, step in direct]
+    single = [(run, step) for run, step in direct if not run["args"].get("redis_cluster")]
+    sharded = [(run, step) for run, step in direct if run["args"].get("redis_cluster")]
     gateway = passing_steps(results.fanout, gateway=True)
     nginx = [step["cpu_s"]["nginx"] / load_seconds(run) / step["achieved_per_s"]
              for run, step in gateway]
@@ -124,12 +130,21 @@ def fit(results: Results) -> Model:
     return Model(
         per_delivery=max(0.0, float(per_delivery)), per_publish=max(0.0, float(per_publish)),
         node_idle=max(0.0, float(idle)),
-        redis_per_publish=float(np.median(redis)),
+        redis_per_publish=_per_publish(single or sharded, "redis"),
         redis_nodes=min(direct[0][0]["args"]["nodes"], direct[0][0]["args"]["members"]),
+        shard_per_publish=_per_publish(sharded, "redis") if sharded else None,
+        replica_per_publish=_per_publish(sharded, "replica") if sharded else None,
         nginx_per_delivery=float(np.median(nginx)) if nginx else None,
         kib_per_connection=float(np.mean([n["kib_per_connection"] for n in idle_nodes])),
         node_base_kib=float(np.mean([n["rss_before_kib"] for n in idle_nodes])),
     )
+
+
+def _per_publish(steps: list[tuple[dict, dict]], role: str) -> float:
+    """Median core-seconds per publish of the Redis processes of `role` (one Redis, or all
+    primaries or all replicas of a Redis Cluster: a publish runs on one shard only)."""
+    return float(np.median([redis_cpu(step["cpu_s"], role) / load_seconds(run)
+                            / step["published_per_s"] for run, step in steps]))
 
 
 # --- the planner -----------------------------------------------------------------------------
@@ -175,6 +190,9 @@ def plan(model: Model, demand: Demand) -> dict[str, Any]:
     spread = subscribed_nodes(nodes, demand.rooms)
     redis_per_publish = model.redis_per_publish * spread / model.redis_nodes
     redis_cores = redis_per_publish * demand.publishes
+    shard_per_publish = (model.shard_per_publish or model.redis_per_publish
+                         ) * spread / model.redis_nodes
+    shards = max(1, math.ceil(shard_per_publish * demand.publishes / usable))
     return {
         "publishes_per_s": demand.publishes, "deliveries_per_s": demand.deliveries,
         "needs": needs, "binding": binding, "nodes": nodes, "nodes_n_plus_1": nodes + 1,
@@ -184,6 +202,12 @@ def plan(model: Model, demand: Demand) -> dict[str, Any]:
                          * model.kib_per_connection) / MIB,
         "redis_cores": redis_cores, "redis_fits": redis_cores <= usable,
         "redis_ceiling_publishes": usable / redis_per_publish,
+        # Redis Cluster: rooms hash evenly over the shards, each publish costs one shard
+        "redis_shards": shards,
+        "shard_cores": shard_per_publish * demand.publishes / shards,
+        "replica_cores": (model.replica_per_publish * spread / model.redis_nodes
+                          * demand.publishes / shards
+                          if model.replica_per_publish is not None else None),
         "subscribed_nodes": spread,
         "connections_by_memory": memory_budget / model.kib_per_connection,
         "gateway_cores": (model.nginx_per_delivery * demand.deliveries
@@ -240,7 +264,7 @@ def plot_redis(results: Results, out: Path) -> str:
     for run in results.fanout:
         steps = [s for s in run["steps"] if s["achieved_per_s"]]
         ax.plot([s["achieved_per_s"] for s in steps],
-                [1e6 * s["cpu_s"]["redis"] / load_seconds(run) / s["achieved_per_s"]
+                [1e6 * redis_cpu(s["cpu_s"]) / load_seconds(run) / s["achieved_per_s"]
                  for s in steps], marker="o", label=_label(run))
     ax.set(xlabel="deliveries/s", ylabel="Redis CPU ms per second per 1000 deliveries/s",
            title="Redis CPU per thousand deliveries")
@@ -267,7 +291,7 @@ def _fanout_section(results: Results) -> list[str]:
             nodes = " ".join(f"{cores[k]:.2f}" for k in sorted(cores) if k.startswith("node"))
             lines.append(
                 f"| {s['target_per_s']:.0f} | {s['achieved_per_s']} | {s['loss']:.2%} | "
-                f"{s['p50_ms']} | {s['p99_ms']} | {nodes} | {cores['redis']:.2f} | "
+                f"{s['p50_ms']} | {s['p99_ms']} | {nodes} | {redis_cpu(cores):.2f} | "
                 f"{cores.get('nginx', 0):.2f} | {cores['generator']:.2f} | "
                 f"{'pass' if s['passed'] else 'FAIL'} |")
         lines += ["", f"Max passing: **{run['max_passing_per_s']} deliveries/s**.", ""]
@@ -313,7 +337,15 @@ def _plan_section(model: Model, demand: Demand, result: dict[str, Any]) -> list[
         f"- Redis: {result['redis_cores']:.2f} cores (rooms span "
         f"{result['subscribed_nodes']:.1f} nodes on average); "
         + ("one Redis suffices." if result["redis_fits"] else
-           "**one Redis is not enough**: shard rooms over several Redis instances."),
+           "**one Redis is not enough**: run Redis Cluster (`--redis-cluster`)."),
+        f"- Redis Cluster: **{result['redis_shards']} shard"
+        f"{'s' if result['redis_shards'] > 1 else ''}**, each primary at "
+        f"{result['shard_cores']:.2f} cores"
+        + (f" and its replica at {result['replica_cores']:.2f}"
+           if result["replica_cores"] is not None else "")
+        + (" (per-shard cost measured with `--redis-cluster`)." if model.shard_per_publish
+           is not None else " (from the single-Redis cost: run the fan-out benchmark with "
+           "`--redis-cluster` to measure a shard's)."),
         f"- Redis pub/sub ceiling at this spread: about "
         f"{result['redis_ceiling_publishes']:,.0f} publishes/s "
         f"({result['redis_ceiling_publishes'] * demand.room_size:,.0f} deliveries/s) before "
@@ -333,6 +365,11 @@ def _model_section(model: Model) -> list[str]:
         f"| node idle CPU | {model.node_idle:.3f} cores |",
         f"| Redis CPU per publish ({model.redis_nodes} subscribed nodes) | "
         f"{model.redis_per_publish * 1e6:.2f} µs |",
+        *([f"| Redis Cluster: shard primary CPU per publish | "
+           f"{model.shard_per_publish * 1e6:.2f} µs |",
+           f"| Redis Cluster: replica CPU per publish | "
+           f"{(model.replica_per_publish or 0) * 1e6:.2f} µs |"]
+          if model.shard_per_publish is not None else []),
         f"| nginx CPU | {nginx} |",
         f"| node RSS per connection | {model.kib_per_connection:.2f} KiB |",
         f"| node RSS at start | {model.node_base_kib / MIB:.0f} MiB |", "",

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import uvloop
 
 from gateway.cluster import Cluster
+from gateway.redis_cluster import MIN_SHARDS
 from gateway.processes import die_with_parent
 from loadtest import limits, procstats, scrape
 from loadtest.peers import PEER_SYSTEMS, PeerCluster
@@ -247,8 +248,15 @@ def _bound(ms: float | None) -> str:
 def _watched(cluster: Cluster | PeerCluster, gateway: bool) -> dict[str, list[int]]:
     """The processes whose CPU each step reports, by name."""
     pids = {n.name: [n.process.pid] for n in cluster.nodes}
-    assert cluster.redis is not None and cluster.nginx is not None
-    pids["redis"] = [cluster.redis.process.pid]
+    assert cluster.nginx is not None
+    if isinstance(cluster, Cluster) and cluster.redis_cluster is not None:
+        redis = cluster.redis_cluster
+        for node in redis.nodes:  # "redis:PORT" per primary, "replica:PORT" per replica
+            role = "redis" if redis.role(node) == "master" else "replica"
+            pids[f"{role}:{node.port}"] = [node.process.pid]
+    else:
+        assert cluster.redis is not None
+        pids["redis"] = [cluster.redis.process.pid]
     if gateway:
         pids["nginx"] = procstats.family(cluster.nginx.process.pid)
     return pids
@@ -366,7 +374,8 @@ def _cluster(args: argparse.Namespace) -> Cluster | PeerCluster:
     if args.system == CHAT:
         print(limits.describe(), flush=True)
         return Cluster(run_dir, args.nodes, node_args=[*limits.node_flags(),
-                                                       "--log-level", "WARNING"])
+                                                       "--log-level", "WARNING"],
+                       redis_shards=args.shards if args.redis_cluster else 0)
     return PeerCluster(run_dir, PEER_SYSTEMS[args.system], args.nodes)
 
 
@@ -435,9 +444,15 @@ def _shape_summary(results: list[dict[str, Any]]) -> None:
         row = next((r for r in run_["steps"] if r["target_per_s"] == rate), None)
         shape = run_["shape"]
         cost, p99, redis = ((f"{_node_us_per_delivery(row):.1f}", row["p99_ms"],
-                             row["cpu_s"]["redis"]) if row else ("-", "-", "-"))
+                             round(redis_cpu(row["cpu_s"]), 2)) if row else ("-", "-", "-"))
         print(f"{shape['members']:>8} {shape['rooms']:>6} {run_['max_passing_per_s']:>11,} "
               f"{cost:>16} {p99!s:>7} {redis!s:>11} {run_.get('rooms_per_node', '-')!s:>14}")
+
+
+def redis_cpu(cpu_s: dict[str, float], role: str = "redis") -> float:
+    """CPU seconds of the Redis primaries in a step (one Redis, or every shard's primary),
+    or with role "replica" of the Redis Cluster's replicas."""
+    return sum(s for name, s in cpu_s.items() if name == role or name.startswith(f"{role}:"))
 
 
 def _node_us_per_delivery(row: dict[str, Any]) -> float:
@@ -497,6 +512,11 @@ def main() -> None:
     parser.add_argument("--shapes", metavar="SIZExCOUNT,...",
                         help="room shapes, one run each: e.g. 2x1000,20x100,200x10,2000x1 "
                              "(members x rooms; default --members x --rooms)")
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="run the chat nodes on a Redis Cluster (--shards primaries with a "
+                             "replica each) instead of one Redis; CPU is reported per process")
+    parser.add_argument("--shards", type=int, default=MIN_SHARDS,
+                        help=f"Redis Cluster primaries (at least {MIN_SHARDS})")
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--members", type=int, default=20, help="members per room")
@@ -512,6 +532,8 @@ def main() -> None:
                              "measure memory per connection instead")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
+    if args.shards < MIN_SHARDS:
+        parser.error(f"--shards must be at least {MIN_SHARDS}")
     if args.idle:
         args.placement, args.spread = "spread", True
         results: dict[str, Any] = run(args)

@@ -89,11 +89,17 @@ class Broker(Protocol):
         """Stop receiving the room's publications; never fails (repaired on reconnect)."""
         ...
 
-    async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget]
-                              ) -> int:
+    async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget],
+                              seen: int) -> int:
         """Take one message from every budget, assign the next seq, store the stamped
         message and publish it, as one step; returns the seq. Raises `BudgetSpent` (and
-        does nothing) when a budget is spent."""
+        does nothing) when a budget is spent.
+
+        `seen` is the newest seq of the room this node delivered. A backend that forgot
+        messages it had published (a Redis failover that lost the newest writes) numbers on
+        above it, in a new epoch whose history starts with this message: no seq ever names
+        two messages (members would drop the second as a duplicate), and a resume across
+        the loss is not called recovered."""
         ...
 
     async def history(self, room: str, limit: int, after: int | None = None) -> HistoryWindow:

@@ -49,10 +49,13 @@ class MemoryBroker:
     async def unsubscribe(self, room: str) -> None:
         self._subscribed.discard(room)
 
-    async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget]
-                              ) -> int:
+    async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget],
+                              seen: int) -> int:
         self._spend(budgets)
         log = self._log(room)
+        if log.seq < seen:  # never so in memory, but the contract says what would happen
+            log.seq, log.epoch = seen, uuid.uuid4().hex
+            log.messages.clear()
         log.seq += 1
         payload = close((template,), log.seq)
         log.messages.append(payload)

@@ -32,12 +32,19 @@ from node.subscriber_redis import ChannelSubscriber, Subscriber
 log = logging.getLogger("node.broker")
 
 # KEYS: seq, history, epoch (one slot: the room's). ARGV: message template, history
-# capacity, channel, room, a fresh epoch, publish command. Assigns the next seq, closes the
-# template with it, stores it and publishes its envelope (node.envelope) atomically. Returns
-# the seq.
+# capacity, channel, room, a fresh epoch, publish command, the newest seq the node saw.
+# Assigns the next seq, closes the template with it, stores it and publishes its envelope
+# (node.envelope) atomically. Returns the seq.
 PUBLISH_MESSAGE = envelope.LUA + """
 local seq = redis.call('INCR', KEYS[1])
-if seq == 1 then redis.call('SET', KEYS[3], ARGV[5], 'NX') end  -- a new (or lost) history
+if seq <= tonumber(ARGV[7]) then  -- Redis lost messages the node saw: a new incarnation,
+  seq = tonumber(ARGV[7]) + 1     -- whose history starts here (what survived has a gap)
+  redis.call('SET', KEYS[1], seq)
+  redis.call('SET', KEYS[3], ARGV[5])
+  redis.call('DEL', KEYS[2])
+elseif seq == 1 then
+  redis.call('SET', KEYS[3], ARGV[5], 'NX')  -- a new (or lost) history
+end
 local payload = close({ARGV[1]}, {seq})
 redis.call('ZADD', KEYS[2], seq, payload)
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[2]) + 1))
@@ -297,8 +304,8 @@ class RedisBroker:
             await self._events.reconnected()
 
     @translate_errors
-    async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget]
-                              ) -> int:
+    async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget],
+                              seen: int) -> int:
         charged, asks = self._charge(budgets)
         grants: list[int] = [0] * len(asks)
         try:
@@ -307,7 +314,7 @@ class RedisBroker:
             return int(await self._publisher.publish(
                 [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room)],
                 [template, self._capacity, self._keys.channel(room), room, self._fresh_epoch(),
-                 self._publish]))
+                 self._publish, seen]))
         except BaseException:
             self._ledger.refund(charged)
             raise

@@ -340,7 +340,8 @@ class Handlers:
             session.budgets = (per_second("user", member.id, *self._user_budget),
                                per_second("address", session.address, *self._address_budget))
         try:
-            await self._broker.publish_message(room, template, session.budgets)
+            await self._broker.publish_message(room, template, session.budgets,
+                                               self._hub.seen(room))
         except BudgetSpent as spent:
             raise ChatError(ErrorCode.RATE_LIMITED,
                             f"Too many messages from this {spent.budget.kind}; this one was "

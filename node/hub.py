@@ -101,6 +101,10 @@ class Hub:
         """A join read the room's history up to `seq`: delivery goes on from there."""
         self._sequencer.track(room, epoch, seq)
 
+    def seen(self, room: str) -> int:
+        """The newest seq of the room delivered here (0 before any)."""
+        return self._sequencer.seen(room)
+
     def on_reconnect(self, listener: Callable[[], Awaitable[None]]) -> None:
         """Have `listener` called after each broker reconnect (after the gap repairs start)."""
         self._reconnect_listeners.append(listener)

@@ -60,6 +60,10 @@ class Sequencer:
         if cursor.seq is None:
             cursor.seq = seq
 
+    def seen(self, room: str) -> int:
+        cursor = self._cursors.get(room)
+        return cursor.seq or 0 if cursor is not None else 0
+
     def _cursor(self, room: str) -> _Cursor:
         """The room's cursor; created on first use only (this is the fan-out path)."""
         cursor = self._cursors.get(room)
@@ -91,7 +95,8 @@ class Sequencer:
     async def _repair(self, room: str, cursor: _Cursor) -> None:
         assert cursor.seq is not None
         window = await self._fetch(room, cursor.seq)
-        if window is not None and cursor.epoch not in (None, window.epoch):
+        if window is not None and cursor.epoch not in (None, window.epoch) \
+                and window.seq < cursor.seq:
             log.warning("history of %s was reset; delivery restarts from its first seq", room)
             cursor.seq = 0
             window = await self._fetch(room, 0)

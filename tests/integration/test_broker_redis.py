@@ -22,7 +22,7 @@ async def test_concurrent_publishes_get_seqs_in_arrival_order(redis_url, redis_p
     broker = await started(redis_url, redis_prefix)
     try:
         seqs = await asyncio.gather(
-            *(broker.publish_message("r", b'{"n":', ()) for _ in range(50)))
+            *(broker.publish_message("r", b'{"n":', (), 0) for _ in range(50)))
         assert seqs == list(range(1, 51))
         window = await broker.history("r", 100)
         assert window.seq == 50 and len(window.messages) == 50
@@ -34,10 +34,10 @@ async def test_publishes_survive_redis_forgetting_the_script(redis_url, redis_pr
     broker = await started(redis_url, redis_prefix)
     admin = aioredis.from_url(redis_url)
     try:
-        assert await broker.publish_message("r", b'{"n":', ()) == 1
+        assert await broker.publish_message("r", b'{"n":', (), 0) == 1
         await admin.script_flush()
         seqs = await asyncio.gather(
-            *(broker.publish_message("r", b'{"n":', ()) for _ in range(10)))
+            *(broker.publish_message("r", b'{"n":', (), 0) for _ in range(10)))
         assert seqs == list(range(2, 12))
     finally:
         await admin.aclose()
@@ -48,7 +48,7 @@ async def _publish_until_spent(broker: RedisBroker, budget: Budget) -> int:
     published = 0
     while True:
         try:
-            await broker.publish_message("r", b'{"n":', (budget,))
+            await broker.publish_message("r", b'{"n":', (budget,), 0)
         except BudgetSpent:
             return published
         published += 1
@@ -70,7 +70,7 @@ async def test_a_budget_holds_across_nodes_within_one_slice_per_node(redis_url,
         for turn in range(40):
             broker = (here, there)[turn % 2]
             try:
-                await broker.publish_message("r", b'{"n":', (fresh,))
+                await broker.publish_message("r", b'{"n":', (fresh,), 0)
                 counts[turn % 2] += 1
             except BudgetSpent:
                 pass

@@ -46,9 +46,9 @@ async def test_each_publication_arrives_once_in_seq_order_as_stored(
         started: tuple[Broker, Recorder]) -> None:
     broker, events = started
     await broker.subscribe("r")
-    seqs = await asyncio.gather(*(broker.publish_message("r", TEMPLATE, ()) for _ in range(5)))
+    seqs = await asyncio.gather(*(broker.publish_message("r", TEMPLATE, (), 0) for _ in range(5)))
     assert seqs == [1, 2, 3, 4, 5]
-    assert await broker.publish_message("q", TEMPLATE, ()) == 1, "each room counts its own"
+    assert await broker.publish_message("q", TEMPLATE, (), 0) == 1, "each room counts its own"
     received = await events.until(5)
     assert [(p.room, p.seq, p.payload) for p in received] == [
         ("r", seq, close((TEMPLATE,), seq)) for seq in range(1, 6)]
@@ -61,9 +61,9 @@ async def test_only_subscribed_rooms_are_delivered(started: tuple[Broker, Record
     await broker.subscribe("gone")
     await broker.unsubscribe("gone")
     for room in ("other", "gone", "r"):  # r last: once it arrived, the others would have
-        await broker.publish_message(room, TEMPLATE, ())
+        await broker.publish_message(room, TEMPLATE, (), 0)
     await events.until(1)
-    await broker.publish_message("r", TEMPLATE, ())
+    await broker.publish_message("r", TEMPLATE, (), 0)
     assert [p.room for p in await events.until(2)] == ["r", "r"]
 
 
@@ -73,7 +73,7 @@ async def test_history_keeps_the_newest_and_tells_whether_it_covers_a_resume(
     empty = await broker.history("r", 10)
     assert (empty.messages, empty.seq) == ([], 0)
     for _ in range(5):
-        await broker.publish_message("r", TEMPLATE, ())
+        await broker.publish_message("r", TEMPLATE, (), 0)
     newest = await broker.history("r", 2)
     assert (newest.messages, newest.seq) == ([close((TEMPLATE,), 4), close((TEMPLATE,), 5)], 5)
     after = await broker.history("r", 10, after=2)
@@ -88,8 +88,25 @@ async def test_a_spent_budget_refuses_the_message_and_stores_nothing(
         started: tuple[Broker, Recorder]) -> None:
     broker, _ = started
     budget = Budget("user", "mallory", 2, 3e6)
-    assert [await broker.publish_message("r", TEMPLATE, (budget,)) for _ in range(2)] == [1, 2]
+    assert [await broker.publish_message("r", TEMPLATE, (budget,), 0) for _ in range(2)] == [1, 2]
     with pytest.raises(BudgetSpent) as spent:
-        await broker.publish_message("r", TEMPLATE, (budget,))
+        await broker.publish_message("r", TEMPLATE, (budget,), 0)
     assert spent.value.budget == budget
     assert (await broker.history("r", 10)).seq == 2
+
+
+async def test_a_backend_behind_what_the_node_saw_numbers_on_above_it_in_a_new_epoch(
+        started: tuple[Broker, Recorder]) -> None:
+    """After a failover that lost the newest writes, the backend's seq is behind what nodes
+    delivered: the next message must not reuse a delivered seq (members would drop it as a
+    duplicate), and a resume across the loss must not be called recovered."""
+    broker, _ = started
+    await broker.publish_message("r", TEMPLATE, (), 0)
+    before = await broker.history("r", 10)
+    assert await broker.publish_message("r", TEMPLATE, (), 1) == 2, "not behind: as ever"
+    assert await broker.publish_message("r", TEMPLATE, (), 7) == 8
+    after = await broker.history("r", 10)
+    assert after.seq == 8 and after.epoch != before.epoch and after.first_seq == 8
+    assert not after.covers(1, before.epoch), "seqs 3..7 are not there"
+    assert await broker.publish_message("r", TEMPLATE, (), 8) == 9
+    assert (await broker.history("r", 10)).epoch == after.epoch, "one new epoch, not more"

@@ -67,3 +67,15 @@ def test_room_shapes_run_one_after_another_and_are_summed_up(tmp_path: Path) -> 
     assert all(run_["max_passing_per_s"] == 120 for run_ in runs)
     assert runs[0]["rooms_per_node"] == [6, 6] and runs[1]["rooms_per_node"] == [1, 1]
     assert "room shapes at 120 deliveries/s" in run.stdout
+
+
+@pytest.mark.timeout(120)
+def test_a_run_on_a_redis_cluster_reports_each_redis_process(tmp_path: Path) -> None:
+    stdout, results = _fanout("--redis-cluster", "--placement", "spread",
+                              out=tmp_path / "sharded.json")
+    assert "max passing: 300 deliveries/s" in stdout, stdout
+    cpu = results["runs"][0]["steps"][0]["cpu_s"]
+    primaries = [name for name in cpu if name.startswith("redis:")]
+    replicas = [name for name in cpu if name.startswith("replica:")]
+    assert len(primaries) == 3 and len(replicas) == 3 and "redis" not in cpu, cpu
+    assert results["args"]["redis_cluster"] is True

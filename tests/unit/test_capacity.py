@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,21 @@ def test_cpu_binds_when_users_talk_a_lot() -> None:
 def test_redis_runs_out_when_one_instance_cannot_carry_the_publishes() -> None:
     assert plan(MODEL, demand(users=50000))["redis_fits"]
     assert not plan(MODEL, demand(users=2000000, per_minute=10))["redis_fits"]
+
+
+def test_redis_cluster_shards_carry_what_one_redis_cannot() -> None:
+    busy = demand(users=100000, per_minute=10)
+    one = plan(MODEL, busy)
+    assert not one["redis_fits"] and one["redis_cores"] > 1.4
+    assert one["redis_shards"] == math.ceil(one["redis_cores"] / 0.7)
+    assert one["shard_cores"] == pytest.approx(one["redis_cores"] / one["redis_shards"])
+    assert one["shard_cores"] <= 0.7 and one["replica_cores"] is None, "not measured"
+    sharded = Model(**{**MODEL.__dict__, "shard_per_publish": 30e-6,
+                       "replica_per_publish": 10e-6})
+    measured = plan(sharded, busy)
+    assert measured["redis_shards"] == math.ceil(1.5 * one["redis_cores"] / 0.7), \
+        "a shard's own measured cost, not the single Redis's"
+    assert measured["replica_cores"] == pytest.approx(measured["shard_cores"] / 3)
 
 
 def test_the_report_is_written_from_measured_results(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ async def _setup(stored: int, capacity: int = 100) -> tuple[MemoryBroker, Sequen
     """A room whose history holds messages 1..stored, and a sequencer recording what it emits."""
     broker = MemoryBroker(capacity=capacity)
     for _ in range(stored):
-        await broker.publish_message(ROOM, b'{"seq":', ())
+        await broker.publish_message(ROOM, b'{"seq":', (), 0)
     emitted: list[int] = []
     sequencer = Sequencer(broker, lambda p: emitted.append(p.seq), capacity)
     return broker, sequencer, emitted
@@ -48,7 +48,7 @@ async def test_recover_delivers_what_was_said_during_an_outage() -> None:
     broker, sequencer, emitted = await _setup(2)
     sequencer.track(ROOM, (await broker.history(ROOM, 1)).epoch, 2)
     for _ in range(3):
-        await broker.publish_message(ROOM, b'{"seq":', ())  # lost on the way: never accepted
+        await broker.publish_message(ROOM, b'{"seq":', (), 0)  # lost on the way: never accepted
     sequencer.recover()
     await sequencer.idle()
     sequencer.accept(_message(6))
@@ -63,3 +63,14 @@ async def test_a_reset_history_is_delivered_from_its_first_seq() -> None:
     sequencer.accept(_message(2))
     sequencer.accept(_message(3))
     assert emitted == [1, 2, 3]
+
+
+async def test_a_history_that_numbered_on_in_a_new_epoch_is_not_delivered_again() -> None:
+    broker, sequencer, emitted = await _setup(3)
+    sequencer.track(ROOM, (await broker.history(ROOM, 1)).epoch, 3)
+    await broker.publish_message(ROOM, b'{"seq":', (), 5)  # behind the node: seq 6, new epoch
+    sequencer.recover()
+    await sequencer.idle()
+    sequencer.accept(_message(7))
+    assert emitted == [6, 7], "4 and 5 are lost; 1..3 are not delivered twice"
+    assert sequencer.seen(ROOM) == 7
