@@ -196,8 +196,11 @@ class PublishPipeline:
             return [await self._alone(calls[0])]
         results: list[Any] = [None] * len(calls)
         groups = self._by_shard(calls)
-        await asyncio.gather(*(self._run_on(client, calls, indexes, results)
-                               for client, indexes in groups))
+        if len(groups) == 1:  # one Redis: no task per batch
+            await self._run_on(*groups[0], calls, results)
+        else:
+            await asyncio.gather(*(self._run_on(client, indexes, calls, results)
+                                   for client, indexes in groups))
         retry = RUN_ALONE + ((ConnectionError, OSError) if isinstance(self._redis, RedisCluster)
                              else ())
         for index, result in enumerate(results):
@@ -211,7 +214,7 @@ class PublishPipeline:
         except (RedisError, OSError) as exc:
             return exc
 
-    async def _run_on(self, client: Client, calls: list[Call], indexes: list[int],
+    async def _run_on(self, client: Client, indexes: list[int], calls: list[Call],
                       results: list[Any]) -> None:
         try:
             async with client.pipeline(transaction=False) as pipe:
@@ -252,7 +255,7 @@ class RedisBroker:
                  cluster: bool = False) -> None:
         self._redis = connect(url, cluster)
         self._keys = RedisKeys(prefix)
-        self._publish = publish_command(cluster)
+        self._publish = publish_command(cluster).encode()  # encoded once: the hot path
         self._capacity = capacity
         self._ledger = Ledger()
         self._publisher = PublishPipeline(self._redis,
