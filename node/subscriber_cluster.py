@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import ClusterNode
@@ -138,6 +140,10 @@ class ShardedSubscriber:
         if shard is None:
             return
         await shard.unsubscribe(channel)
+        await self._close_if_idle(shard)
+
+    async def _close_if_idle(self, shard: Shard) -> None:
+        """A shard connection without rooms goes: the next room there opens a new one."""
         if not shard.channels and self._shards.get(shard.name) is shard:
             del self._shards[shard.name]
             await shard.close()
@@ -165,16 +171,21 @@ class ShardedSubscriber:
         for channel in shard.channels:
             self._owners.pop(channel, None)
             self._lost.add(channel)
-        task = asyncio.ensure_future(shard.close())
+        self._background(shard.close())
+        self._repair()
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
-        self._repair()
 
     def channel_lost(self, channel: bytes) -> None:
         """Redis took a channel away (its slot moved): route it anew."""
         log.info("redis moved %r; rerouting", channel)
-        self._owners.pop(channel, None)
+        shard = self._owners.pop(channel, None)
         self._lost.add(channel)
+        if shard is not None:
+            self._background(self._close_if_idle(shard))
         self._repair()
 
     def _repair(self) -> None:
