@@ -52,6 +52,15 @@ async def _member(open_ws: Callable[[str], Awaitable[ChatClient]], url: str, nam
     return client
 
 
+async def _alice_and_bob(cluster: Cluster, open_ws: Any) -> tuple[str, ChatClient, ChatClient]:
+    """A new room with alice on node1 and bob on node2 (alice has seen bob join)."""
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    alice = await _member(open_ws, cluster.node_ws_url(1), "alice", room)
+    bob = await _member(open_ws, cluster.node_ws_url(2), "bob", room)
+    await alice.expect("user_joined")
+    return room, alice, bob
+
+
 async def _ready(http: aiohttp.ClientSession, cluster: Cluster) -> None:
     """Until every node answers /readyz with 200 (bounded)."""
     async with asyncio.timeout(20):
@@ -90,12 +99,9 @@ async def test_each_room_is_on_its_shards_pubsub_and_reaches_every_node(
 
 async def test_a_moved_slot_is_followed_without_losing_or_reordering(
         sharded: Cluster, open_ws: Any, http: aiohttp.ClientSession) -> None:
-    assert sharded.redis_cluster is not None
     redis = sharded.redis_cluster
-    room = f"room-{uuid.uuid4().hex[:8]}"
-    alice = await _member(open_ws, sharded.node_ws_url(1), "alice", room)
-    bob = await _member(open_ws, sharded.node_ws_url(2), "bob", room)
-    await alice.expect("user_joined")
+    assert redis is not None
+    room, alice, bob = await _alice_and_bob(sharded, open_ws)
     for n in range(1, 6):
         await bob.say(f"m{n}")
     source = redis.owner(_slot(room))
@@ -119,12 +125,9 @@ async def test_a_moved_slot_is_followed_without_losing_or_reordering(
 
 async def test_a_killed_primary_is_failed_over_and_its_rooms_resume(
         sharded: Cluster, open_ws: Any, http: aiohttp.ClientSession) -> None:
-    assert sharded.redis_cluster is not None
     redis = sharded.redis_cluster
-    room = f"room-{uuid.uuid4().hex[:8]}"
-    alice = await _member(open_ws, sharded.node_ws_url(1), "alice", room)
-    bob = await _member(open_ws, sharded.node_ws_url(2), "bob", room)
-    await alice.expect("user_joined")
+    assert redis is not None
+    room, alice, bob = await _alice_and_bob(sharded, open_ws)
     await bob.say("before")
     for member in (alice, bob):
         assert (await member.expect("message"))["seq"] == 1
