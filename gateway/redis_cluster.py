@@ -45,7 +45,7 @@ class RedisCluster:
             if not service.running:
                 continue
             for line in self.cli(service, "cluster", "nodes").splitlines():
-                node_id, address, flags, _, _, _, _, _, *ranges = line.split()
+                _, address, flags, _, _, _, _, _, *ranges = line.split()
                 if "master" in flags and "fail" not in flags and _covers(ranges, slot):
                     port = int(address.split("@")[0].rsplit(":", 1)[1])
                     return next(n for n in self.nodes if n.port == port)

@@ -26,10 +26,18 @@ def test_environment_twins_set_values_and_flags_win() -> None:
 
 
 @pytest.mark.parametrize("argv", [["--burst", "0"], ["--max-frame", "-1"], ["--port", "x"],
-                                  ["--log-level", "LOUD"]])
+                                  ["--log-level", "LOUD"], ["--redis-prefix", "a{b}"],
+                                  ["--redis-prefix", ""], ["--redis-cluster"]])
 def test_invalid_values_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         load_settings(argv, env={})
+
+
+def test_cluster_mode_is_a_flag_or_a_variable_beside_a_redis_url() -> None:
+    url = ["--redis-url", "redis://127.0.0.1:7000/0"]
+    assert load_settings([*url, "--redis-cluster"], env={}).redis_cluster
+    assert load_settings(url, env={"CHAT_REDIS_CLUSTER": "1"}).redis_cluster
+    assert not load_settings(url, env={}).redis_cluster
 
 
 def test_every_setting_has_a_flag_documented_with_its_env_twin(capsys) -> None:
