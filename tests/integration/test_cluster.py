@@ -181,6 +181,36 @@ async def test_a_lost_publish_is_repaired_from_history(cluster: Cluster, open_ws
         (2, "lost two"), (3, "lost three"), (4, "fourth")]
 
 
+@ONE_REDIS  # rewinds Redis by hand, as a failover that lost the newest writes would
+async def test_a_history_that_lost_delivered_messages_numbers_on_and_says_so(
+    cluster: Cluster, open_ws, room: str
+) -> None:
+    alice = await _member(open_ws, cluster.node_ws_url(1), "alice", room)
+    bob = await _member(open_ws, cluster.node_ws_url(2), "bob", room)
+    await alice.expect("user_joined")
+    for n in (1, 2, 3):
+        await bob.say(f"m{n}")
+        for member in (alice, bob):
+            assert (await member.expect("message"))["seq"] == n
+    assert cluster.redis_url is not None
+    client = redis.Redis.from_url(cluster.redis_url)
+    try:  # the promoted replica never got seqs 2 and 3
+        old_epoch = (await client.get(RedisKeys("chat").epoch(room))).decode()
+        await client.set(RedisKeys("chat").seq(room), 1)
+        await client.zremrangebyscore(RedisKeys("chat").history(room), 2, 3)
+    finally:
+        await client.aclose()
+    await bob.say("after")
+    for member in (alice, bob):  # not seq 2 again, which every node would drop as seen
+        event = await member.expect("message")
+        assert (event["seq"], event["text"]) == (4, "after")
+    late = await open_ws(cluster.node_ws_url(2))
+    await late.auth("dave")
+    resumed = await late.join(room, since=1, epoch=old_epoch)
+    assert resumed["recovered"] is False and resumed["epoch"] != old_epoch
+    assert [(m["seq"], m["text"]) for m in resumed["history"]] == [(4, "after")]
+
+
 @pytest.mark.parametrize("redis_shards", [0, 3], ids=["redis", "redis-cluster"])
 async def test_a_killed_node_leaves_presence_within_15_seconds(
     make_cluster, open_ws, http: aiohttp.ClientSession, room: str, redis_shards: int
