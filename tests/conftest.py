@@ -78,6 +78,13 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
             service.stop()
 
 
+# The backends a test runs on, Redis Cluster marked slow (it starts 6 redis-servers).
+REDIS_BACKENDS = ["redis", pytest.param("redis-cluster", marks=pytest.mark.slow)]
+# One Redis, or a Redis Cluster of 3 shards: `Cluster(redis_shards=...)`.
+REDIS_SHARDS = [pytest.param(0, id="redis"),
+                pytest.param(3, id="redis-cluster", marks=pytest.mark.slow)]
+
+
 def redis_endpoint(request: pytest.FixtureRequest, kind: str) -> tuple[str, bool]:
     """The URL of the Redis a test parameter names ("redis" or "redis-cluster"), and whether
     it is a cluster."""

@@ -19,10 +19,10 @@ from node.envelope import close
 from node.protocol import ChatMessage, message_template
 from node.redis_support import RedisKeys
 from tests.chat_client import ChatClient, send_concurrently, settle_joins
-from tests.conftest import unlimited_flags
+from tests.conftest import REDIS_BACKENDS, REDIS_SHARDS, unlimited_flags
 
 
-@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+@pytest.fixture(scope="module", params=REDIS_BACKENDS)
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[Cluster]:
     """One cluster shared by the tests of this module, on one Redis and on a Redis Cluster
@@ -211,7 +211,7 @@ async def test_a_history_that_lost_delivered_messages_numbers_on_and_says_so(
     assert [(m["seq"], m["text"]) for m in resumed["history"]] == [(4, "after")]
 
 
-@pytest.mark.parametrize("redis_shards", [0, 3], ids=["redis", "redis-cluster"])
+@pytest.mark.parametrize("redis_shards", REDIS_SHARDS)
 async def test_a_killed_node_leaves_presence_within_15_seconds(
     make_cluster, open_ws, http: aiohttp.ClientSession, room: str, redis_shards: int
 ) -> None:

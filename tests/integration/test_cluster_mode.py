@@ -21,6 +21,7 @@ from node.redis_support import RedisKeys
 from tests.chat_client import ChatClient
 from tests.conftest import unlimited_flags
 
+pytestmark = pytest.mark.slow
 KEYS = RedisKeys("chat")
 
 

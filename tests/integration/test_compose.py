@@ -41,7 +41,8 @@ NODE_IMAGE = "chat-node:test"
 GATEWAY_IMAGE = "chat-gateway:test"
 DRAIN_WINDOW = 2
 
-pytestmark = pytest.mark.timeout(900)  # a cold run debootstraps and compiles PyICU
+pytestmark = [pytest.mark.slow,
+              pytest.mark.timeout(900)]  # a cold run debootstraps and compiles PyICU
 
 
 def _why_not() -> str | None:

@@ -14,13 +14,13 @@ from node.broker_redis import RedisBroker
 from node.envelope import close
 from node.ratelimit import Budget
 from tests.broker_events import Recorder
-from tests.conftest import redis_endpoint
+from tests.conftest import REDIS_BACKENDS, redis_endpoint
 
 CAPACITY = 3
 TEMPLATE = b'{"type":"message","text":"hi","seq":'
 
 
-@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+@pytest.fixture(params=["memory", *REDIS_BACKENDS])
 async def started(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Broker, Recorder]]:
     broker: Broker
     if request.param == "memory":

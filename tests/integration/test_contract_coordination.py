@@ -10,10 +10,10 @@ import pytest
 from node.coordination import Coordination
 from node.coordination_memory import MemoryCoordination
 from node.coordination_redis import RedisCoordination
-from tests.conftest import redis_endpoint
+from tests.conftest import REDIS_BACKENDS, redis_endpoint
 
 
-@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+@pytest.fixture(params=["memory", *REDIS_BACKENDS])
 async def coordination(request: pytest.FixtureRequest) -> AsyncIterator[Coordination]:
     implementation: Coordination
     if request.param == "memory":

@@ -19,7 +19,7 @@ from node.presence_memory import MemoryPresence
 from node.presence_redis import RedisPresence
 from node.protocol import presence_templates
 from tests.broker_events import Recorder
-from tests.conftest import redis_endpoint
+from tests.conftest import REDIS_BACKENDS, redis_endpoint
 
 POLICY = RoomPolicy(("general",), max_rooms=2, rooms_per_hour=10, ttl=60)
 ALICE, BOB = Member("u-alice", "alice"), Member("u-bob", "bob")
@@ -41,7 +41,7 @@ class Backend:
                 for p in await self.events.until(count)]
 
 
-@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+@pytest.fixture(params=["memory", *REDIS_BACKENDS])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     events = Recorder()
     broker: Broker

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.slow
 SMALL = ["--rooms", "3", "--members", "4", "--rates", "300", "--step-seconds", "1",
          "--workers", "1"]
 

@@ -30,7 +30,7 @@ CANARY_SECONDS = 45.0
 MAX_FRAME = 4096
 TYPES = ["auth", "join", "leave", "message", "list_rooms", "ping", "pong", "nonsense"]
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),

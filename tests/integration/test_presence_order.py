@@ -13,6 +13,7 @@ import pytest
 
 from gateway.cluster import Cluster
 from node.client import ChatClient
+from tests.conftest import REDIS_SHARDS
 
 ITERATIONS = 12
 CHURNERS = 9  # joining, then half of them leaving, all at once, spread over three nodes
@@ -62,7 +63,7 @@ async def _settled(members: list[Member]) -> None:
             await asyncio.sleep(0.02)
 
 
-@pytest.mark.parametrize("redis_shards", [0, 3], ids=["redis", "redis-cluster"])
+@pytest.mark.parametrize("redis_shards", REDIS_SHARDS)
 async def test_every_view_is_the_real_membership_after_concurrent_joins_and_leaves(
         make_cluster, redis_shards: int) -> None:
     cluster = make_cluster(nodes=3, redis_shards=redis_shards)

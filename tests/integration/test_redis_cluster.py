@@ -13,6 +13,8 @@ from gateway.processes import Children
 from gateway.redis_cluster import RedisCluster, start_redis_cluster
 from gateway.tokens import new_secret
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:

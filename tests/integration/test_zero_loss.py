@@ -12,10 +12,11 @@ from redis.crc import key_slot
 
 from gateway.cluster import Cluster
 from gateway.rolling import ClusterState, rolling_restart
-from tests.conftest import unlimited_flags
+from tests.conftest import REDIS_SHARDS, unlimited_flags
 from node.redis_support import RedisKeys
 from tests.zero_loss_load import PER_ROOM, ROOMS, Load, under_load
 
+pytestmark = pytest.mark.slow
 TOKEN = "s3cret"
 
 
@@ -32,7 +33,7 @@ def _cluster(make_cluster: Callable[..., Cluster], redis_shards: int = 0) -> Clu
     return cluster
 
 
-@pytest.mark.parametrize("redis_shards", [0, 3], ids=["redis", "redis-cluster"])
+@pytest.mark.parametrize("redis_shards", REDIS_SHARDS)
 async def test_a_rolling_restart_under_load_loses_nothing(make_cluster, redis_shards: int
                                                           ) -> None:
     cluster = _cluster(make_cluster, redis_shards)
