@@ -4,18 +4,21 @@
         --users 50000 --room-size 20 --messages-per-minute 2
 
 Reads fan-out benchmark results (`python -m loadtest.fanout --json`, both the stepped and
-the `--idle` kind) and Locust `--csv` statistics (`*_stats.csv`), fits a cost model and
+the `--idle` kind, on one Redis or `--redis-cluster`), admission results (`python -m
+loadtest.admission --json`) and Locust `--csv` statistics (`*_stats.csv`), fits a cost model and
 writes `report.md` with PNG plots: deliveries/s per node against CPU, latency against load,
 memory per connection, Redis CPU per thousand deliveries. The planner turns concurrent users,
-the room-size mix and messages per user per minute into nodes, gateway and Redis, at the
-stated headroom, and says which resource runs out first.
+the room-size mix and messages per user per minute into nodes, gateway, Redis (or Redis
+Cluster shards) and the time a reconnect storm takes, at the stated headroom, and says which
+resource runs out first.
 
 The model, fitted by least squares over the passing steps of direct runs:
 node CPU (cores) = a * deliveries/s on the node + b * publishes/s on the node + idle;
 Redis CPU (cores) = r * publishes/s * nodes subscribed per room / nodes subscribed when
 measured (an upper bound: the script part of a publish does not grow with subscribers);
 nginx CPU (cores) = g * deliveries/s through it; node RSS = base + connections * per
-connection. One node process uses at most one core: run one node per core.
+connection; a lost node's users resume at s sessions/s on each other node. One node process
+uses at most one core: run one node per core.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Results:
 
     fanout: list[dict[str, Any]] = field(default_factory=list)
     idle: list[dict[str, Any]] = field(default_factory=list)
+    admission: list[dict[str, Any]] = field(default_factory=list)
     locust: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
 
@@ -59,6 +63,8 @@ def load(paths: list[Path]) -> Results:
         data["file"] = path.name
         if data["benchmark"] == "idle":
             results.idle.append(data)
+        elif data["benchmark"] == "admission":
+            results.admission.append(data)
         elif data["benchmark"] == "fanout":  # other benchmarks plan nothing
             results.fanout += _chat_runs(data)
     return results
@@ -90,6 +96,9 @@ class Model:
     # shard's replica that (core-seconds, at `redis_nodes` subscribers); None when not run.
     shard_per_publish: float | None = None
     replica_per_publish: float | None = None
+    # Full sessions (upgrade, auth, join, room_joined) one node admits per second
+    # (`python -m loadtest.admission`); None when not measured.
+    sessions_per_s: float | None = None
 
 
 def load_seconds(run: dict[str, Any]) -> float:
@@ -137,11 +146,18 @@ def fit(results: Results) -> Model:
         redis_per_publish=_per_publish(single or sharded, "redis"),
         redis_nodes=min(direct[0][0]["args"]["nodes"], direct[0][0]["args"]["members"]),
         shard_per_publish=_per_publish(sharded, "redis") if sharded else None,
+        sessions_per_s=_sessions_per_s(results.admission),
         replica_per_publish=_per_publish(sharded, "replica") if sharded else None,
         nginx_per_delivery=float(np.median(nginx)) if nginx else None,
         kib_per_connection=float(np.mean([n["kib_per_connection"] for n in idle_nodes])),
         node_base_kib=float(np.mean([n["rss_before_kib"] for n in idle_nodes])),
     )
+
+
+def _sessions_per_s(files: list[dict[str, Any]]) -> float | None:
+    """Median full sessions a node admitted per second over every measured concurrency."""
+    rates = [run["joined_per_s"] for data in files for run in data["runs"]]
+    return float(np.median(rates)) if rates else None
 
 
 def _per_publish(steps: list[tuple[dict, dict]], role: str) -> float:
@@ -214,6 +230,11 @@ def plan(model: Model, demand: Demand) -> dict[str, Any]:
                           if model.replica_per_publish is not None else None),
         "subscribed_nodes": spread,
         "connections_by_memory": memory_budget / model.kib_per_connection,
+        # A lost node's users resume on the others; all users at once after a full outage.
+        "storm_seconds": (demand.users / nodes / ((nodes - 1) * model.sessions_per_s)
+                          if model.sessions_per_s and nodes > 1 else None),
+        "cold_start_seconds": (demand.users / (nodes * model.sessions_per_s)
+                               if model.sessions_per_s else None),
         "gateway_cores": (model.nginx_per_delivery * demand.deliveries
                           if model.nginx_per_delivery is not None else None),
     }
@@ -354,8 +375,21 @@ def _plan_section(model: Model, demand: Demand, result: dict[str, Any]) -> list[
         f"{result['redis_ceiling_publishes']:,.0f} publishes/s "
         f"({result['redis_ceiling_publishes'] * demand.room_size:,.0f} deliveries/s) before "
         "one Redis core passes the headroom.",
-        f"- Gateway: {gateway}.", "",
+        f"- Gateway: {gateway}.",
+        f"- Reconnect storm: {_storm(model, result, demand)}", "",
     ]
+
+
+def _storm(model: Model, result: dict[str, Any], demand: Demand) -> str:
+    if result["cold_start_seconds"] is None:
+        return ("not planned (no admission run: `python -m loadtest.admission --json ...`).")
+    lost = (f"a lost node's {demand.users / result['nodes']:,.0f} users resume on the other "
+            f"{result['nodes'] - 1} at {model.sessions_per_s:,.0f} sessions/s each in about "
+            f"**{result['storm_seconds']:.1f} s**; " if result["storm_seconds"] is not None
+            else "")
+    return (f"{lost}all {demand.users:,} at once (after a full outage) in about "
+            f"{result['cold_start_seconds']:.1f} s, the rest answered 503 `Retry-After` "
+            "meanwhile (`--handshake-backlog`).")
 
 
 def _model_section(model: Model) -> list[str]:
@@ -376,6 +410,8 @@ def _model_section(model: Model) -> list[str]:
           if model.shard_per_publish is not None else []),
         f"| nginx CPU | {nginx} |",
         f"| node RSS per connection | {model.kib_per_connection:.2f} KiB |",
+        *([f"| full sessions a node admits per second | {model.sessions_per_s:,.0f} |"]
+          if model.sessions_per_s is not None else []),
         f"| node RSS at start | {model.node_base_kib / MIB:.0f} MiB |", "",
     ]
 

@@ -73,6 +73,14 @@ def test_redis_cluster_shards_carry_what_one_redis_cannot() -> None:
     assert measured["replica_cores"] == pytest.approx(measured["shard_cores"] / 3)
 
 
+def test_a_lost_nodes_users_resume_on_the_others_at_their_admission_rate() -> None:
+    assert plan(MODEL, demand())["storm_seconds"] is None, "no admission run: not planned"
+    admitting = Model(**{**MODEL.__dict__, "sessions_per_s": 500.0})
+    result = plan(admitting, demand(users=100000, per_minute=0.01))  # 15 nodes, by connections
+    assert result["storm_seconds"] == pytest.approx(100000 / 15 / (14 * 500))
+    assert result["cold_start_seconds"] == pytest.approx(100000 / (15 * 500))
+
+
 def test_the_report_is_written_from_measured_results(tmp_path: Path) -> None:
     results = sorted((Path(__file__).parents[2] / "docs" / "results").glob("*.json"))
     kinds = {json.loads(p.read_text())["benchmark"] for p in results}
@@ -80,6 +88,7 @@ def test_the_report_is_written_from_measured_results(tmp_path: Path) -> None:
     path = report(load(results), demand(), tmp_path)
     text = path.read_text()
     assert "## Plan" in text and "runs out first" in text
+    assert "users resume on the other" in text, "docs/results holds an admission run"
     for name in ("node_cpu.png", "latency.png", "memory.png", "redis.png"):
         assert (tmp_path / name).stat().st_size > 1000
         assert f"]({name})" in text
