@@ -1,0 +1,270 @@
+"""A reconnect storm: one node of a loaded cluster killed with SIGKILL, and its clients coming
+back on the others.
+
+    .venv/bin/python -m loadtest.storm --clients 4000 --rooms 200 --rate 100
+
+Starts Redis, `--nodes` nodes (admission at its default backlog) and nginx, then `--clients`
+clients of the client library (node/client.py: the resume rules — backoff with full jitter,
+`Retry-After` after a refused upgrade, `since`/`epoch`, duplicates dropped) in `--rooms`
+rooms through the gateway, spread over `--workers` processes. One client per room sends, at
+`--rate` messages/s in all, each stamped with its send time. After `--settle` seconds node1
+is killed with SIGKILL. Printed: how long until the last of node1's clients had resumed
+(its `room_joined` after the kill), how many resumed with `recovered` true or false, the
+delivery p99 of the other nodes' clients (in rooms whose sender stayed) before and during
+the storm, and whether every
+client got every accepted message of its room once, in order. Bounded: the storm is given up
+after `--deadline` seconds; every process stops on any exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from gateway.cluster import Cluster
+from gateway.processes import die_with_parent
+from loadtest import limits, procstats
+from node.client import ChatClient, SendFailed
+
+STARTING = 200  # clients a worker starts at once
+
+
+@dataclass
+class Member:
+    """A client and what it saw."""
+
+    client: ChatClient
+    seqs: list[int] = field(default_factory=list)
+    latencies: list[tuple[float, float]] = field(default_factory=list)  # (received at, ms)
+    resumed_at: float | None = None  # its first room_joined after the kill
+    recovered: bool | None = None
+    node: str | None = None  # where it was when the kill came
+
+
+class Worker:
+    """The clients of some rooms, their senders, and what they saw."""
+
+    def __init__(self, url: str, rooms: list[str], per_room: int, interval: float) -> None:
+        self.members = {room: [Member(ChatClient(url, f"{room}-{i}", room))
+                               for i in range(per_room)] for room in rooms}
+        self.interval = interval
+        self.accepted: dict[str, list[int]] = {room: [] for room in rooms}
+        self.refused = 0
+        self.killed_at: float | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def everyone(self) -> list[Member]:
+        return [m for members in self.members.values() for m in members]
+
+    async def start(self) -> None:
+        gate = asyncio.Semaphore(STARTING)
+
+        async def start(member: Member) -> None:
+            async with gate:
+                await member.client.start(timeout=60)
+
+        await asyncio.gather(*(start(m) for m in self.everyone))
+        self._tasks = [asyncio.create_task(self._collect(m)) for m in self.everyone]
+        self._tasks += [asyncio.create_task(self._send(room)) for room in self.members]
+
+    def kill_came(self, at: float, node: str) -> None:
+        self.killed_at = at
+        for member in self.everyone:
+            member.node = member.client.node
+
+    async def _collect(self, member: Member) -> None:
+        async for event in member.client.events():
+            now = time.time()
+            if event["type"] == "message":
+                member.seqs.append(event["seq"])
+                member.latencies.append((now, 1000 * (now - float(event["text"]))))
+            elif (event["type"] == "room_joined" and self.killed_at is not None
+                  and member.resumed_at is None and now > self.killed_at):
+                member.resumed_at, member.recovered = now, event.get("recovered")
+
+    async def _send(self, room: str) -> None:
+        sender = self.members[room][0].client
+        while not self._stop.is_set():
+            try:
+                self.accepted[room].append(await sender.send(f"{time.time():.6f}",
+                                                             timeout=30))
+            except (SendFailed, TimeoutError):
+                self.refused += 1
+            await asyncio.sleep(self.interval)
+
+    async def finish(self, drain: float) -> dict[str, Any]:
+        """Stop sending, give deliveries `drain` seconds, and report."""
+        self._stop.set()
+        await asyncio.gather(*self._tasks[len(self.everyone):])
+        deadline = time.monotonic() + drain
+        while time.monotonic() < deadline and not self._delivered():
+            await asyncio.sleep(0.1)
+        report = self._report()
+        await asyncio.gather(*(m.client.close() for m in self.everyone))
+        return report
+
+    def _delivered(self) -> bool:
+        return all(set(self.accepted[room]) <= set(m.seqs)
+                   for room, members in self.members.items() for m in members)
+
+    def _report(self) -> dict[str, Any]:
+        wrong = sum(1 for room, members in self.members.items() for m in members
+                    if m.seqs != sorted(set(m.seqs)) or not set(self.accepted[room]) <= set(m.seqs))
+        moved = [m for m in self.everyone if m.node == "node1"]
+        # Latency as the survivors' clients see it: rooms whose sender stayed too (a moved
+        # sender's messages wait for its own resume, which is the storm's time, not theirs).
+        stayed = [m for members in self.members.values() if members[0].node != "node1"
+                  for m in members if m.node not in (None, "node1")]
+        return {
+            "accepted": sum(map(len, self.accepted.values())), "refused": self.refused,
+            "clients_wrong": wrong,
+            "moved": len(moved),
+            "resumed_at": [m.resumed_at for m in moved],
+            "recovered": [m.recovered for m in moved],
+            "stayed_latencies": [lat for m in stayed for lat in m.latencies],
+        }
+
+
+def _work(conn: Connection, url: str, rooms: list[str], per_room: int, interval: float,
+          drain: float) -> None:
+    die_with_parent()
+    uvloop.install()
+
+    async def main() -> None:
+        worker = Worker(url, rooms, per_room, interval)
+        await worker.start()
+        conn.send("ready")
+        loop = asyncio.get_running_loop()
+        at, node = await loop.run_in_executor(None, conn.recv)
+        worker.kill_came(at, node)
+        await loop.run_in_executor(None, conn.recv)  # "finish"
+        conn.send(await worker.finish(drain))
+
+    asyncio.run(main())
+
+
+def _percentile(values: list[float], share: float) -> float | None:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 1) if ordered else None
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    procstats.raise_fd_limit()
+    flags = [*limits.node_flags({k: v for k, v in limits.BENCHMARK_LIMITS.items()
+                                 if k != "handshake_backlog"}), "--log-level", "WARNING"]
+    cluster = Cluster(Path(tempfile.mkdtemp(prefix="storm-")), args.nodes, node_args=flags,
+                      gateway_limits={"ws_per_address": 65_000})
+    workers: list[tuple[multiprocessing.Process, Connection]] = []
+    try:
+        cluster.start()
+        per_room = args.clients // args.rooms
+        rooms = [f"storm{r}" for r in range(args.rooms)]
+        interval = args.rooms / args.rate  # each room's sender
+        for w in range(args.workers):
+            parent, child = multiprocessing.Pipe()
+            process = multiprocessing.Process(
+                target=_work, args=(child, cluster.ws_url, rooms[w::args.workers], per_room,
+                                    interval, args.drain), daemon=True)
+            process.start()
+            workers.append((process, parent))
+        for _, conn in workers:
+            if not conn.poll(args.deadline) or conn.recv() != "ready":
+                raise RuntimeError("a worker did not connect its clients in time")
+        print(f"{per_room * args.rooms} clients in {args.rooms} rooms, "
+              f"{args.rate:g} messages/s; killing node1 in {args.settle:g} s", flush=True)
+        time.sleep(args.settle)
+        killed_at = time.time()
+        cluster.nodes[0].kill()
+        for _, conn in workers:
+            conn.send((killed_at, "node1"))
+        time.sleep(args.storm)
+        for _, conn in workers:
+            conn.send("finish")
+        reports = [conn.recv() if conn.poll(args.deadline) else None for _, conn in workers]
+        if None in reports:
+            raise RuntimeError("a worker did not report in time")
+        return _summary(reports, killed_at, args)
+    finally:
+        for process, _ in workers:
+            process.kill()
+            process.join()
+        cluster.stop()
+
+
+def _summary(reports: list[dict[str, Any]], killed_at: float, args: argparse.Namespace
+             ) -> dict[str, Any]:
+    resumed = [t for r in reports for t in r["resumed_at"]]
+    recovered = [v for r in reports for v in r["recovered"]]
+    latencies = [lat for r in reports for lat in r["stayed_latencies"]]
+    before = [ms for at, ms in latencies if at < killed_at]
+    during = [ms for at, ms in latencies if at >= killed_at]
+    moved = sum(r["moved"] for r in reports)
+    back = [t for t in resumed if t is not None]
+    summary = {
+        "clients": args.clients // args.rooms * args.rooms,
+        "moved": moved,
+        "resumed": len(back),
+        "last_resumed_s": round(max(back) - killed_at, 2) if back else None,
+        "recovered_true": recovered.count(True),
+        "recovered_false": recovered.count(False),
+        "accepted": sum(r["accepted"] for r in reports),
+        "refused": sum(r["refused"] for r in reports),
+        "clients_missing_or_misordered": sum(r["clients_wrong"] for r in reports),
+        "stayed_p99_ms_before": _percentile(before, 0.99),
+        "stayed_p99_ms_during": _percentile(during, 0.99),
+    }
+    print(f"node1 held {moved} clients; {len(back)} resumed on the others, the last "
+          f"{summary['last_resumed_s']} s after the kill ({summary['recovered_true']} "
+          f"recovered, {summary['recovered_false']} not)")
+    print(f"the other nodes' clients: delivery p99 {summary['stayed_p99_ms_before']} ms before, "
+          f"{summary['stayed_p99_ms_during']} ms during the storm")
+    print(f"{summary['accepted']} messages accepted ({summary['refused']} refused and retried "
+          f"later); clients missing one or out of order: "
+          f"{summary['clients_missing_or_misordered']}", flush=True)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.storm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=4000)
+    parser.add_argument("--rooms", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=100.0, help="messages/s in all")
+    parser.add_argument("--workers", type=int, default=2, help="client processes")
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds before the kill")
+    parser.add_argument("--storm", type=float, default=20.0,
+                        help="seconds after the kill before sending stops")
+    parser.add_argument("--drain", type=float, default=15.0,
+                        help="seconds to wait for the last deliveries")
+    parser.add_argument("--deadline", type=float, default=120.0,
+                        help="seconds any phase may take before the run is given up")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    if args.nodes < 2 or args.clients < args.rooms:
+        parser.error("needs at least 2 nodes and a client per room")
+    summary = run(args)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "benchmark": "storm", "command": " ".join(["python -m loadtest.storm", *sys.argv[1:]]),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "args": {
+                k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        } | summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
