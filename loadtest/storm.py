@@ -34,7 +34,7 @@ import uvloop
 
 from gateway.cluster import Cluster
 from gateway.processes import die_with_parent
-from loadtest import limits, procstats
+from loadtest import limits, procstats, scrape
 from node.client import ChatClient, SendFailed
 
 STARTING = 200  # clients a worker starts at once
@@ -196,7 +196,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         reports = [conn.recv() if conn.poll(args.deadline) else None for _, conn in workers]
         if None in reports:
             raise RuntimeError("a worker did not report in time")
-        return _summary(reports, killed_at, args)
+        shed = sum(scrape.gauge(cluster.node_url(index), "chat_upgrades_shed") or 0
+                   for index in range(2, args.nodes + 1))
+        return _summary(reports, killed_at, int(shed), args)
     finally:
         for process, _ in workers:
             process.kill()
@@ -204,8 +206,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cluster.stop()
 
 
-def _summary(reports: list[dict[str, Any]], killed_at: float, args: argparse.Namespace
-             ) -> dict[str, Any]:
+def _summary(reports: list[dict[str, Any]], killed_at: float, shed: int,
+             args: argparse.Namespace) -> dict[str, Any]:
     resumed = [t for r in reports for t in r["resumed_at"]]
     recovered = [v for r in reports for v in r["recovered"]]
     latencies = [lat for r in reports for lat in r["stayed_latencies"]]
@@ -220,6 +222,7 @@ def _summary(reports: list[dict[str, Any]], killed_at: float, args: argparse.Nam
         "last_resumed_s": round(max(back) - killed_at, 2) if back else None,
         "recovered_true": recovered.count(True),
         "recovered_false": recovered.count(False),
+        "upgrades_shed": shed,
         "accepted": sum(r["accepted"] for r in reports),
         "refused": sum(r["refused"] for r in reports),
         "clients_missing_or_misordered": sum(r["clients_wrong"] for r in reports),
@@ -228,7 +231,8 @@ def _summary(reports: list[dict[str, Any]], killed_at: float, args: argparse.Nam
     }
     print(f"node1 held {moved} clients; {len(back)} resumed on the others, the last "
           f"{summary['last_resumed_s']} s after the kill ({summary['recovered_true']} "
-          f"recovered, {summary['recovered_false']} not)")
+          f"recovered, {summary['recovered_false']} not); the others answered {shed} "
+          "upgrades 503 meanwhile")
     print(f"the other nodes' clients: delivery p99 {summary['stayed_p99_ms_before']} ms before, "
           f"{summary['stayed_p99_ms_during']} ms during the storm")
     print(f"{summary['accepted']} messages accepted ({summary['refused']} refused and retried "
