@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -29,6 +27,7 @@ import uvloop
 from gateway.cluster import Cluster
 from loadtest import limits, procstats
 from loadtest.rawclient import RawMember, connect_member
+from loadtest.results import save
 
 
 async def _session(url: str, n: int, timeout: float, times: list[float],
@@ -106,11 +105,7 @@ def main() -> None:
     finally:
         cluster.stop()
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "benchmark": "admission",
-            "command": " ".join(["python -m loadtest.admission", *sys.argv[1:]]),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": results}, indent=2))
+        save(args.json, "admission", "loadtest.admission", args, {"runs": results})
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import multiprocessing
 import os
 import random
 import signal
-import sys
 import tempfile
 import time
 import urllib.request
@@ -38,11 +37,12 @@ from typing import Any, TypeVar
 import uvloop
 
 from gateway.cluster import Cluster
-from gateway.redis_cluster import MIN_SHARDS
 from gateway.processes import die_with_parent
+from gateway.redis_cluster import MIN_SHARDS
 from loadtest import limits, procstats, scrape
 from loadtest.peers import PEER_SYSTEMS, PeerCluster
 from loadtest.rawclient import OnStamp, RawMember, connect_member, stamp_text
+from loadtest.results import save
 
 PASS_RATIO = 0.999
 PASS_P99_MS = 200.0
@@ -542,15 +542,8 @@ def main() -> None:
         results = {"runs": runs} | (
             {"comparison": _compare(runs, args.system, args.compare)} if args.compare else {})
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "benchmark": "idle" if args.idle else "fanout",
-            "command": " ".join(["python -m loadtest.fanout", *sys.argv[1:]]),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "cpus": os.cpu_count(),
-            "node_limits": limits.BENCHMARK_LIMITS,
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        } | results, indent=2))
+        save(args.json, "idle" if args.idle else "fanout", "loadtest.fanout", args,
+             {"node_limits": limits.BENCHMARK_LIMITS} | results)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import uvloop
 
 from gateway.processes import LOOPBACK, Service, start_node
 from loadtest import procstats
+from loadtest.results import save
 from node.config import Settings
 
 DEFAULTS = Settings()
@@ -255,12 +256,7 @@ def main() -> None:
           f"< {DEFAULTS.max_buffer // 2**20 + 16} MiB; canary p99 target < 50 ms)", flush=True)
     results = uvloop.run(run(attacks, args.seconds))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "benchmark": "hostile",
-            "command": " ".join(["python -m loadtest.hostile", *sys.argv[1:]]),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": os.cpu_count(),
-            "results": results}, indent=2))
+        save(args.json, "hostile", "loadtest.hostile", args, {"results": results})
 
 
 if __name__ == "__main__":

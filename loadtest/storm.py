@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ import uvloop
 from gateway.cluster import Cluster
 from gateway.processes import die_with_parent
 from loadtest import limits, procstats, scrape
+from loadtest.results import save
 from node.client import ChatClient, SendFailed
 
 STARTING = 200  # clients a worker starts at once
@@ -262,12 +261,7 @@ def main() -> None:
         parser.error("needs at least 2 nodes and a client per room")
     summary = run(args)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "benchmark": "storm", "command": " ".join(["python -m loadtest.storm", *sys.argv[1:]]),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "args": {
-                k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        } | summary, indent=2))
+        save(args.json, "storm", "loadtest.storm", args, summary)
 
 
 if __name__ == "__main__":
