@@ -21,6 +21,7 @@ from redis.exceptions import (
 )
 
 from node import envelope
+from node.background import Background
 from node.broker import BrokerEvents, BudgetSpent, HistoryWindow
 from node.ratelimit import Budget
 from node.redis_support import (
@@ -155,7 +156,7 @@ class PublishPipeline:
         self._redis = redis
         self._script = script
         self._queued: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending = Background()
         self._shards: dict[str, Redis] = {}
 
     async def publish(self, keys: list[str], args: list[Any]) -> Any:
@@ -173,9 +174,7 @@ class PublishPipeline:
 
     def _flush(self) -> None:
         batch, self._queued = self._queued, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        self._sending.spawn(self._send(batch))
 
     async def _send(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]
                     ) -> None:

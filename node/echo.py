@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+from node.background import Background
 from node.websocket import OP_BINARY, OP_TEXT, WebSocket, frame
 
 
@@ -33,7 +34,7 @@ class EchoSockets:
 
     def __init__(self) -> None:
         self._open: set[WebSocket] = set()
-        self._forgetting: set[asyncio.Task[None]] = set()
+        self._forgetting = Background()
 
     def start(self, ws: WebSocket, rest: bytes) -> None:
         self._open.add(ws)
@@ -41,9 +42,7 @@ class EchoSockets:
 
     def ended(self, ws: WebSocket) -> None:
         """No more messages; the socket itself is gone once `ws.gone()` returns."""
-        task = asyncio.get_running_loop().create_task(self._forget(ws))
-        self._forgetting.add(task)
-        task.add_done_callback(self._forgetting.discard)
+        self._forgetting.spawn(self._forget(ws))
 
     async def _forget(self, ws: WebSocket) -> None:
         await ws.gone()

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +15,7 @@ from msgspec import UNSET, UnsetType
 
 from node import disconnect
 from node.admission import Admission
+from node.background import Background
 from node.broker import Broker, BudgetSpent, HistoryWindow
 from node.config import Settings, jwt_verifier
 from node.directory import Directory
@@ -93,7 +94,7 @@ class Handlers:
         self._presence_grace = settings.presence_grace
         self._user_budget = (settings.user_rate, settings.user_burst)
         self._address_budget = (settings.address_rate, settings.address_burst)
-        self._departing: set[asyncio.Task[None]] = set()
+        self._departing = Background()
         self._parser = Parser(settings.max_text)  # one per node: it holds no per-client state
         self._routes: dict[type[ClientMessage], _Route] = {
             Auth: _Route(self._auth, requires_auth=False),
@@ -131,14 +132,14 @@ class Handlers:
         if member is not None and session.name_forms:
             self._names.remove(session.name_forms, member.id)
             if held:
-                self._background(self._release_after_grace(session.name_forms))
+                self._departing.spawn(self._release_after_grace(session.name_forms))
             else:
                 await self._release_name(session.name_forms)
         if member is None or room is None:
             return
         if held:
             await self._leave_locally(session)
-            self._background(self._leave_after_grace(room, member))
+            self._departing.spawn(self._leave_after_grace(room, member))
         else:
             await self._leave_room(session, member)
 
@@ -160,11 +161,6 @@ class Handlers:
     async def _leave_after_grace(self, room: str, member: Member) -> None:
         await asyncio.sleep(self._presence_grace)
         await self._forget(room, member)
-
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._departing.add(task)
-        task.add_done_callback(self._departing.discard)
 
     async def _auth(self, session: Session, message: Auth) -> None:
         if session.member is not None:

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from node.background import Background
 from node.broker import Broker, HistoryWindow
 from node.envelope import UNSEQUENCED, Publication
 from node.errors import Unavailable
@@ -36,7 +37,7 @@ class Sequencer:
         self._emit = emit
         self._capacity = capacity
         self._cursors: dict[str, _Cursor] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._repairs = Background()
 
     def accept(self, publication: Publication) -> None:
         """Deliver now, drop as a duplicate, or hold back behind a gap repair."""
@@ -84,13 +85,11 @@ class Sequencer:
 
     async def idle(self) -> None:
         """Wait until no repair is running."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks)
+        while self._repairs:
+            await asyncio.gather(*self._repairs)
 
     def _start_repair(self, room: str, cursor: _Cursor) -> None:
-        task = asyncio.get_running_loop().create_task(self._repair(room, cursor))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._repairs.spawn(self._repair(room, cursor))
 
     async def _repair(self, room: str, cursor: _Cursor) -> None:
         assert cursor.seq is not None

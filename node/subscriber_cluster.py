@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import RedisError
 
+from node.background import Background
 from node.backoff import Backoff
 from node.errors import Unavailable
 from node.redis_support import COMMAND_TIMEOUT, node_client, translate_errors
@@ -105,7 +104,7 @@ class ShardedSubscriber:
         self._lost: set[bytes] = set()  # wanted, but on no live shard
         self._started = False
         self._repairing: asyncio.Task[None] | None = None
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing = Background()
 
     @property
     def ready(self) -> bool:
@@ -171,13 +170,8 @@ class ShardedSubscriber:
         for channel in shard.channels:
             self._owners.pop(channel, None)
             self._lost.add(channel)
-        self._background(shard.close())
+        self._closing.spawn(shard.close())
         self._repair()
-
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
 
     def channel_lost(self, channel: bytes) -> None:
         """Redis took a channel away (its slot moved): route it anew."""
@@ -185,7 +179,7 @@ class ShardedSubscriber:
         shard = self._owners.pop(channel, None)
         self._lost.add(channel)
         if shard is not None:
-            self._background(self._close_if_idle(shard))
+            self._closing.spawn(self._close_if_idle(shard))
         self._repair()
 
     def _repair(self) -> None:

@@ -14,6 +14,7 @@ from typing import Protocol
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from node.background import Background
 from node.backoff import Backoff
 from node.redis_support import COMMAND_TIMEOUT, translate_errors
 
@@ -85,7 +86,7 @@ class ChannelSubscriber:
         self._connected = False
         self._closing = False
         self._connected_once = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Background()
 
     @property
     def ready(self) -> bool:
@@ -161,9 +162,7 @@ class ChannelSubscriber:
         if connected:
             log.info("redis connected")
             self._connected_once.set()
-            task = asyncio.ensure_future(self._reconnected())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._reconnected())
         else:
             log.warning("redis unavailable: %s", why)
 
