@@ -155,6 +155,10 @@ class PublishPipeline:
     def __init__(self, redis: Client, script: AsyncScript) -> None:
         self._redis = redis
         self._script = script
+        # A cluster's shard that failed is replaced by its replica: its calls run again
+        # alone on the reloaded slot map. One Redis that failed would fail them again.
+        self._cluster = redis if isinstance(redis, RedisCluster) else None
+        self._run_alone = RUN_ALONE + ((ConnectionError, OSError) if self._cluster else ())
         self._queued: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         self._sending = Background()
         self._shards: dict[str, Redis] = {}
@@ -200,10 +204,8 @@ class PublishPipeline:
         else:
             await asyncio.gather(*(self._run_on(client, indexes, calls, results)
                                    for client, indexes in groups))
-        retry = RUN_ALONE + ((ConnectionError, OSError) if isinstance(self._redis, RedisCluster)
-                             else ())
         for index, result in enumerate(results):
-            if isinstance(result, retry):
+            if isinstance(result, self._run_alone):
                 results[index] = await self._alone(calls[index])
         return results
 
@@ -229,11 +231,11 @@ class PublishPipeline:
     def _by_shard(self, calls: list[Call]) -> list[tuple[Client, list[int]]]:
         """The calls' indexes by the client that runs them: one for a single Redis, the
         owning primary's for each shard of a Redis Cluster."""
-        if not isinstance(self._redis, RedisCluster):
+        if self._cluster is None:
             return [(self._redis, list(range(len(calls))))]
         groups: dict[str, tuple[Client, list[int]]] = {}
         for index, (keys, _) in enumerate(calls):
-            node = self._redis.get_node_from_key(keys[0])
+            node = self._cluster.get_node_from_key(keys[0])
             if node.name not in groups:
                 groups[node.name] = (self._shard(node), [])
             groups[node.name][1].append(index)
