@@ -408,13 +408,12 @@ class RedisPresence:
         self._policy = policy
         self._announcements = announcements
         self._room_ttl_ms = int(policy.ttl * 1000)
-        scripts = {name: self._redis.register_script(source) for name, source in (
+        self._scripts = {name: self._redis.register_script(source) for name, source in (
             ("join_room", JOIN_ROOM), ("roster", ROSTER), ("settle_room", SETTLE_ROOM),
             ("enter", ENTER), ("forget", FORGET), ("claim_dead", CLAIM_DEAD), ("bury", BURY),
             ("claim_name", CLAIM_NAME), ("release_name", RELEASE_NAME), ("resync", RESYNC),
             ("resynced", RESYNCED), ("list_rooms", LIST_ROOMS),
             ("register_fixed", REGISTER_FIXED))}
-        self._scripts = scripts
 
     async def start(self) -> None:
         """Register the fixed rooms; a Redis that is down now gets them at the first resync
@@ -464,12 +463,15 @@ class RedisPresence:
             *self._templates(room, member), exclude, self._fixed(room))
         return Joined(_roster(roster), bool(added))
 
-    async def _release(self, node: str, room: str, member_ids: list[str]
+    async def _release(self, node: str, room: str, member_ids: list[str],
+                       holds: list[object] | None = None
                        ) -> tuple[list[Departure], list[object]]:
-        """Release members a node held in a room: who left it, and what the directory is to
-        forget ((room, member id, emptied) for each)."""
+        """Release members a node held in a room (and have it hold `holds`, SETTLE_ROOM's
+        form): who left the room, and what the directory is to forget ((room, member id,
+        emptied) for each released)."""
         reply = await self._room("settle_room", room, node, self._room_ttl_ms,
-                                 self._fixed(room), len(member_ids), *member_ids)
+                                 self._fixed(room), len(member_ids), *member_ids,
+                                 *(holds or ()))
         departures: list[Departure] = []
         forget: list[object] = []
         for member_id, info, count in zip(member_ids, reply[::2], reply[1::2], strict=True):
@@ -538,7 +540,7 @@ class RedisPresence:
             args += [name.form, name.user_id, name.connections]
         for room, member in held:
             args += [room, member.id, self._fixed(room)]
-        stale = await self._settled("resync", *args)
+        stale = await self._resync_shared(*args)
         holds: dict[str, list[object]] = {}
         for room, member in held:
             holds.setdefault(room, []).extend(
@@ -546,21 +548,18 @@ class RedisPresence:
         releases = _by_room(stale)
         forget: list[object] = []
         for room in holds.keys() | releases.keys():
-            member_ids = releases.get(room, [])
-            reply = await self._room("settle_room", room, self._node_id, self._room_ttl_ms,
-                                     self._fixed(room), len(member_ids), *member_ids,
-                                     *holds.get(room, []))
-            for member_id, count in zip(member_ids, reply[1::2], strict=True):
-                forget += [room, member_id, "1" if count == 0 else "0"]
+            _, forgotten = await self._release(self._node_id, room, releases.get(room, []),
+                                               holds.get(room))
+            forget += forgotten
         await self._shared("resynced", self._node_id, self._ttl_ms, self._room_ttl_ms,
                            *forget)
 
-    async def _settled(self, script: str, *args: object) -> list[bytes]:
+    async def _resync_shared(self, *args: object) -> list[bytes]:
         """Run RESYNC once no reaper settles this node any more (it releases what the node
         held while it looked dead; the resync then writes it all back)."""
         deadline = time.monotonic() + SETTLE_MS / 1000
         while True:
-            first, *stale = await self._shared(script, *args)
+            first, *stale = await self._shared("resync", *args)
             if first >= 0:
                 return stale
             if time.monotonic() > deadline:
