@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 import aiohttp
 import uvloop
 
+from loadtest.stats import percentile
+
 
 @dataclass
 class Report:
@@ -31,13 +33,6 @@ class Report:
     p99_ms: float = 0.0
     max_ms: float = 0.0
     problems: list[str] = field(default_factory=list)
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """The q-quantile of sorted values (nearest rank); 0 for none."""
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def chat(url: str, duration: float, interval: float, source: str | None,
@@ -62,8 +57,8 @@ async def chat(url: str, duration: float, interval: float, source: str | None,
             reader.cancel()
     times.sort()
     report.received = len(times)
-    report.p50_ms = round(percentile(times, 0.5) * 1000, 2)
-    report.p99_ms = round(percentile(times, 0.99) * 1000, 2)
+    report.p50_ms = round((percentile(times, 0.5) or 0.0) * 1000, 2)
+    report.p99_ms = round((percentile(times, 0.99) or 0.0) * 1000, 2)
     report.max_ms = round(times[-1] * 1000, 2) if times else 0.0
     return report
 

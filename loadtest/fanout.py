@@ -43,6 +43,7 @@ from loadtest import limits, procstats, scrape
 from loadtest.peers import PEER_SYSTEMS, PeerCluster
 from loadtest.rawclient import OnStamp, RawMember, connect_member, stamp_text
 from loadtest.results import save
+from loadtest.stats import percentile
 
 PASS_RATIO = 0.999
 PASS_P99_MS = 200.0
@@ -204,7 +205,8 @@ class Generators:
 
 
 def _percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+    value = percentile(ordered, q)
+    return float("nan") if value is None else value
 
 
 def _step_row(step: Step, tallies: list[Tally], members: int, cpu: dict[str, float]

@@ -34,6 +34,7 @@ from gateway.cluster import Cluster
 from gateway.processes import die_with_parent
 from loadtest import limits, procstats, scrape
 from loadtest.results import save
+from loadtest.stats import percentile
 from node.client import ChatClient, SendFailed
 
 STARTING = 200  # clients a worker starts at once
@@ -155,9 +156,9 @@ def _work(conn: Connection, url: str, rooms: list[str], per_room: int, interval:
     asyncio.run(main())
 
 
-def _percentile(values: list[float], share: float) -> float | None:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 1) if ordered else None
+def _p99(values: list[float]) -> float | None:
+    value = percentile(sorted(values), 0.99)
+    return None if value is None else round(value, 1)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -225,8 +226,8 @@ def _summary(reports: list[dict[str, Any]], killed_at: float, shed: int,
         "accepted": sum(r["accepted"] for r in reports),
         "refused": sum(r["refused"] for r in reports),
         "clients_missing_or_misordered": sum(r["clients_wrong"] for r in reports),
-        "stayed_p99_ms_before": _percentile(before, 0.99),
-        "stayed_p99_ms_during": _percentile(during, 0.99),
+        "stayed_p99_ms_before": _p99(before),
+        "stayed_p99_ms_during": _p99(during),
     }
     print(f"node1 held {moved} clients; {len(back)} resumed on the others, the last "
           f"{summary['last_resumed_s']} s after the kill ({summary['recovered_true']} "
