@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import redis.asyncio as redis
@@ -96,8 +98,23 @@ def publish_command(cluster: bool) -> str:
     return "SPUBLISH" if cluster else "PUBLISH"
 
 
+REDIS_PY = str(Path(redis.__file__).parents[1]) + "/"
+NODE = str(Path(__file__).parent) + "/"
+
+
+def raised_in_redis_py(exc: BaseException) -> bool:
+    """Whether `exc` came from inside redis-py (or what it called) rather than from our code.
+    redis-py's cluster client can fail so while a failover tears connections down under a
+    command in flight (seen: `AttributeError: 'NoneType' object has no attribute
+    'writelines'` in its send_packed_command)."""
+    files = [frame.filename for frame in traceback.extract_tb(exc.__traceback__)]
+    return (any(name.startswith(REDIS_PY) for name in files)
+            and not files[-1].startswith(NODE))
+
+
 def translate_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Redis and socket failures leave the Redis layer as `Unavailable`."""
+    """Redis and socket failures leave the Redis layer as `Unavailable`, and so do errors
+    raised inside redis-py itself: to a client they are the same outage."""
 
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -105,6 +122,10 @@ def translate_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable
             return await method(*args, **kwargs)
         except (RedisError, OSError) as exc:
             raise Unavailable(str(exc)) from exc
+        except (AttributeError, TypeError) as exc:
+            if not raised_in_redis_py(exc):
+                raise
+            raise Unavailable(f"redis client failed: {exc!r}") from exc
 
     return wrapper
 

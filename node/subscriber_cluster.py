@@ -202,5 +202,8 @@ class ShardedSubscriber:
             except (RedisError, OSError, Unavailable) as exc:
                 log.debug("rerouting failed: %s", exc)
                 await asyncio.sleep(backoff.next_delay())
+            except Exception:  # a bug below us must not leave rooms unserved for good
+                log.exception("rerouting failed; retrying")
+                await asyncio.sleep(backoff.next_delay())
         log.info("redis cluster subscriptions complete")
         await self._channels.reconnected()
