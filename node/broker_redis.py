@@ -12,20 +12,18 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
-    AskError, ClusterDownError, ConnectionError, MovedError, NoScriptError, RedisError,
-    TryAgainError,
+    AskError, ClusterDownError, ConnectionError, MovedError, NoScriptError, TryAgainError,
 )
 
 from node import envelope
-from node.background import Background
 from node.broker import BrokerEvents, BudgetSpent, HistoryWindow
 from node.ratelimit import Budget
+from node.redis_connection import Endpoint, PipelinedConnection
 from node.redis_support import (
-    LUA_BUDGET, Client, RedisKeys, connect, node_client, publish_command, translate_errors,
+    COMMAND_TIMEOUT, LUA_BUDGET, Client, RedisKeys, connect, publish_command, translate_errors,
 )
 from node.subscriber_cluster import ShardedSubscriber
 from node.subscriber_redis import ChannelSubscriber, Subscriber
@@ -135,117 +133,62 @@ def _limits(asks: tuple[tuple[Budget, int], ...]) -> bytes:
     return " ".join(f"{b.limit} {int(b.window * 1000)} {take}" for b, take in asks).encode()
 
 
-Call = tuple[list[str], list[Any]]  # a script's keys and arguments
-
-# Replies after which a call runs again alone, through the script (which loads it when Redis
-# lost it) on the client (which follows the slot map, reloading it when it changed).
-RUN_ALONE: tuple[type[Exception], ...] = (NoScriptError, MovedError, AskError, TryAgainError,
-                                          ClusterDownError)
+# Replies of a Redis Cluster's shard that no longer serves the slot (or not yet): the call
+# runs again through redis-py's cluster client, which follows the slot map.
+REDIRECTED: tuple[type[Exception], ...] = (MovedError, AskError, TryAgainError,
+                                           ClusterDownError)
 
 
 class PublishPipeline:
-    """Messages published in the same loop iteration go to Redis as one pipeline: one write
-    and one read for all of them instead of a round trip each (auto-pipelining, as in
-    ioredis). Redis runs them in arrival order; each caller gets its own seq or error.
+    """Publishes go to Redis over a lean pipelined connection (node.redis_connection): the
+    calls of one loop iteration as one write, replies completing them in order
+    (auto-pipelining, as in ioredis). Redis runs them in arrival order; each caller gets its
+    own seq or error.
 
-    On a Redis Cluster there is a pipeline per shard (redis-py's cluster pipeline refuses
-    scripts), on a connection of this node's own to each primary; a call the shard no longer
-    serves, and every call of a shard whose connection failed, runs again alone, in order."""
+    On a Redis Cluster there is such a connection to each primary, the one owning the room's
+    slot; a call the shard no longer serves, or whose connection failed, runs again through
+    redis-py's cluster client. On one Redis a call whose connection failed runs once more on
+    a fresh one (as redis-py's client would), and a script Redis forgot is sent whole (EVAL)
+    on the same connection, so that the calls keep their order."""
 
     def __init__(self, redis: Client, script: AsyncScript) -> None:
         self._redis = redis
         self._script = script
-        # A cluster's shard that failed is replaced by its replica: its calls run again
-        # alone on the reloaded slot map. One Redis that failed would fail them again.
         self._cluster = redis if isinstance(redis, RedisCluster) else None
-        self._run_alone = RUN_ALONE + ((ConnectionError, OSError) if self._cluster else ())
-        self._queued: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
-        self._sending = Background()
-        self._shards: dict[str, Redis] = {}
+        self._connections: dict[str, PipelinedConnection] = {}
 
     async def publish(self, keys: list[str], args: list[Any]) -> Any:
         """The script's reply for this call."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queued.append((keys, args, future))
-        if len(self._queued) == 1:
-            loop.call_soon(self._flush)
-        return await future
+        try:
+            return await self._call(b"EVALSHA", self._script.sha, keys, args)
+        except NoScriptError:
+            return await self._call(b"EVAL", self._script.script, keys, args)
+        except ConnectionError:
+            if self._cluster is None:  # once more, on a fresh connection
+                return await self._call(b"EVALSHA", self._script.sha, keys, args)
+            return await self._script(keys=keys, args=args)  # reloads the slot map
+        except REDIRECTED:
+            return await self._script(keys=keys, args=args)
+
+    def _call(self, command: bytes, script: str | bytes, keys: list[str], args: list[Any]
+              ) -> asyncio.Future[Any]:
+        return self._connection(keys[0]).call(command, script, len(keys), *keys, *args)
 
     async def close(self) -> None:
-        for client in self._shards.values():
-            await client.aclose()
+        for connection in self._connections.values():
+            await connection.close()
 
-    def _flush(self) -> None:
-        batch, self._queued = self._queued, []
-        self._sending.spawn(self._send(batch))
-
-    async def _send(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]
-                    ) -> None:
-        try:
-            results = await self._run([(keys, args) for keys, args, _ in batch])
-        except Exception as exc:  # every caller hears of it, whatever it is
-            results = [exc] * len(batch)
-        for (_, _, future), result in zip(batch, results):
-            if future.done():
-                continue  # its caller gave up waiting
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-    async def _run(self, calls: list[Call]) -> list[Any]:
-        if len(calls) == 1:
-            return [await self._alone(calls[0])]
-        results: list[Any] = [None] * len(calls)
-        groups = self._by_shard(calls)
-        if len(groups) == 1:  # one Redis: no task per batch
-            await self._run_on(*groups[0], calls, results)
-        else:
-            await asyncio.gather(*(self._run_on(client, indexes, calls, results)
-                                   for client, indexes in groups))
-        for index, result in enumerate(results):
-            if isinstance(result, self._run_alone):
-                results[index] = await self._alone(calls[index])
-        return results
-
-    async def _alone(self, call: Call) -> Any:
-        try:
-            return await self._script(keys=call[0], args=call[1])
-        except (RedisError, OSError) as exc:
-            return exc
-
-    async def _run_on(self, client: Client, indexes: list[int], calls: list[Call],
-                      results: list[Any]) -> None:
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                for index in indexes:
-                    keys, args = calls[index]
-                    pipe.evalsha(self._script.sha, len(keys), *keys, *args)
-                replies: list[Any] = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
-            replies = [exc] * len(indexes)
-        for index, reply in zip(indexes, replies, strict=True):
-            results[index] = reply
-
-    def _by_shard(self, calls: list[Call]) -> list[tuple[Client, list[int]]]:
-        """The calls' indexes by the client that runs them: one for a single Redis, the
-        owning primary's for each shard of a Redis Cluster."""
-        if self._cluster is None:
-            return [(self._redis, list(range(len(calls))))]
-        groups: dict[str, tuple[Client, list[int]]] = {}
-        for index, (keys, _) in enumerate(calls):
-            node = self._cluster.get_node_from_key(keys[0])
-            if node.name not in groups:
-                groups[node.name] = (self._shard(node), [])
-            groups[node.name][1].append(index)
-        return list(groups.values())
-
-    def _shard(self, node: ClusterNode) -> Redis:
-        client = self._shards.get(node.name)
-        if client is None:
-            client = self._shards[node.name] = node_client(node)
-        return client
+    def _connection(self, key: str) -> PipelinedConnection:
+        """The connection to the Redis that holds `key`: the one Redis, or its shard's primary."""
+        node = None if self._cluster is None else self._cluster.get_node_from_key(key)
+        name = "" if node is None else node.name
+        connection = self._connections.get(name)
+        if connection is None:
+            settings = self._redis.connection_pool if node is None else node
+            connection = self._connections[name] = PipelinedConnection(
+                Endpoint.of(settings),
+                COMMAND_TIMEOUT, prologue=(("SCRIPT", "LOAD", self._script.script),))
+        return connection
 
 
 class RedisBroker:
@@ -268,7 +211,8 @@ class RedisBroker:
         self._events: BrokerEvents | None = None
         self._subscriber: Subscriber = (
             ShardedSubscriber(self._redis, self) if isinstance(self._redis, RedisCluster)
-            else ChannelSubscriber(self._redis, self._keys.node_channel(node_id), self))
+            else ChannelSubscriber(Endpoint.of(self._redis.connection_pool),
+                                   self._keys.node_channel(node_id), self))
 
     @property
     def ready(self) -> bool:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import redis.asyncio as redis
-from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
@@ -83,13 +82,6 @@ def connect(url: str, cluster: bool = False) -> Client:
         socket_connect_timeout=CONNECT_TIMEOUT,
         retry=Retry(NoBackoff(), 1),
     ))
-
-
-def node_client(node: ClusterNode) -> redis.Redis:
-    """A client of one node of a Redis Cluster, with the cluster client's settings, for what
-    redis-py's cluster client does not do: script pipelines and a subscriber per shard."""
-    pool = redis.ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
-    return redis.Redis.from_pool(pool)
 
 
 def publish_command(cluster: bool) -> str:

@@ -19,78 +19,79 @@ same address; what it lacks here is a reader per shard and rerouting on failure.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+
+from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import ClusterNode
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, RedisError
 
 from node.background import Background
 from node.backoff import Backoff
 from node.errors import Unavailable
-from node.redis_support import COMMAND_TIMEOUT, node_client, translate_errors
+from node.redis_connection import Endpoint, PushConnection
+from node.redis_support import COMMAND_TIMEOUT, translate_errors
 from node.subscriber_redis import Channels, Confirmations
 
 log = logging.getLogger("node.broker")
 
 
 class Shard:
-    """The subscriber connection to one primary: reads until it fails, then tells the
-    subscriber and ends (a failed shard is never reused: its channels are routed anew)."""
+    """The subscriber connection to one primary: opened on the first subscribe, read until it
+    fails, then the subscriber is told (a failed shard is never reused: its channels are
+    routed anew)."""
 
     def __init__(self, node: ClusterNode, owner: ShardedSubscriber) -> None:
         self.name = node.name
         self.channels: set[bytes] = set()
         self._owner = owner
-        self._client = node_client(node)
-        self._pubsub = self._client.pubsub()
+        self._endpoint = Endpoint.of(node)
+        self._connection: PushConnection | None = None
+        self._opening = asyncio.Lock()
         self._confirmations = Confirmations()
-        self._reader: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     async def subscribe(self, channel: bytes) -> None:
-        await self._confirmations.subscribe(channel, self._ssubscribe)
+        connection = await self._connected()
+        await self._confirmations.subscribe(
+            channel, functools.partial(connection.send, b"SSUBSCRIBE"))
         self.channels.add(channel)
-
-    async def _ssubscribe(self, channel: bytes) -> None:
-        await self._pubsub.ssubscribe(channel)
-        if self._reader is None:  # read only once subscribed: there is a connection then
-            self._reader = asyncio.create_task(self._read(), name=f"redis-shard-{self.name}")
 
     async def unsubscribe(self, channel: bytes) -> None:
         self.channels.discard(channel)
-        try:
-            await self._pubsub.sunsubscribe(channel)
-        except (RedisError, OSError) as exc:
-            log.debug("sunsubscribe %r on %s failed: %s", channel, self.name, exc)
+        if self._connection is not None:
+            self._connection.send(b"SUNSUBSCRIBE", channel)
 
     async def close(self) -> None:
-        if self._reader is not None and self._reader is not asyncio.current_task():
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-        await self._pubsub.aclose()
-        await self._client.aclose()
+        if self._watcher is not None and self._watcher is not asyncio.current_task():
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        if self._connection is not None:
+            self._connection.close()
 
-    async def _read(self) -> None:
-        while True:
-            try:
-                message = await self._pubsub.get_message(timeout=None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # any failure: the connection's state is unknown
-                self._owner.shard_failed(self, exc)
-                return
-            if message is not None:
-                self._on_message(message)
+    async def _connected(self) -> PushConnection:
+        async with self._opening:
+            if self._connection is None:
+                self._connection = await PushConnection.open(self._endpoint, self._on_push)
+                self._watcher = asyncio.create_task(self._watch(self._connection),
+                                                    name=f"redis-shard-{self.name}")
+            return self._connection
 
-    def _on_message(self, message: dict[str, object]) -> None:
-        kind, channel, data = message["type"], message["channel"], message["data"]
-        if kind == "smessage":
-            self._owner.deliver(data, channel)  # type: ignore[arg-type]
-        elif kind == "ssubscribe":
-            self._confirmations.confirm(channel)  # type: ignore[arg-type]
-        elif kind == "sunsubscribe" and channel in self.channels:
-            self.channels.discard(channel)  # type: ignore[arg-type]
-            self._owner.channel_lost(channel)  # type: ignore[arg-type]
+    async def _watch(self, connection: PushConnection) -> None:
+        await connection.watch(COMMAND_TIMEOUT)
+        self._owner.shard_failed(self, ConnectionError(f"connection to {self.name} lost"))
+
+    def _on_push(self, push: list[Any]) -> None:
+        kind, channel = push[0], push[1]
+        if kind == b"smessage":
+            self._owner.deliver(push[2], channel)
+        elif kind == b"ssubscribe":
+            self._confirmations.confirm(channel)
+        elif kind == b"sunsubscribe" and channel in self.channels:
+            self.channels.discard(channel)
+            self._owner.channel_lost(channel)
 
 
 class ShardedSubscriber:

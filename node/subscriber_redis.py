@@ -7,18 +7,22 @@ subscriber per shard instead (node.subscriber_cluster).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
-import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError
 
 from node.background import Background
 from node.backoff import Backoff
+from node.redis_connection import Endpoint, PushConnection
 from node.redis_support import COMMAND_TIMEOUT, translate_errors
 
 log = logging.getLogger("node.broker")
+
+MIN_PAUSE = 0.1  # seconds between connection attempts at the least (the backoff's base)
 
 
 class Channels(Protocol):
@@ -57,12 +61,12 @@ class Confirmations:
     def __init__(self) -> None:
         self._waiting: dict[bytes, asyncio.Future[None]] = {}
 
-    async def subscribe(self, channel: bytes, command: Callable[[bytes], Awaitable[object]]
-                        ) -> None:
+    async def subscribe(self, channel: bytes, send: Callable[[bytes], None]) -> None:
+        """`send` the subscribe for `channel`, and wait until Redis confirms it."""
         confirmed = asyncio.get_running_loop().create_future()
         self._waiting[channel] = confirmed
         try:
-            await command(channel)
+            send(channel)
             await asyncio.wait_for(confirmed, COMMAND_TIMEOUT)
         finally:
             self._waiting.pop(channel, None)
@@ -74,112 +78,118 @@ class Confirmations:
 
 
 class ChannelSubscriber:
-    """One connection, plain Pub/Sub. It reconnects with capped, jittered backoff,
-    subscribes the channels the broker wants, and tells the broker."""
+    """One connection, plain Pub/Sub, read by a lean push connection
+    (node.redis_connection: hiredis parses each read's messages, no task per read). It
+    reconnects with capped, jittered backoff, subscribes the channels the broker wants, and
+    tells the broker. A Redis that stops answering is noticed (PushConnection.watch)."""
 
-    def __init__(self, client: redis.Redis, own_channel: str, channels: Channels) -> None:
-        self._pubsub = client.pubsub()
-        self._own_channel = own_channel
+    def __init__(self, endpoint: Endpoint, own_channel: str, channels: Channels) -> None:
+        self._endpoint = endpoint
+        self._own_channel = own_channel.encode()
         self._channels = channels
         self._confirmations = Confirmations()
-        self._listener: asyncio.Task[None] | None = None
-        self._connected = False
-        self._closing = False
-        self._connected_once = asyncio.Event()
+        self._connection: PushConnection | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._up = asyncio.Event()  # set while connected
+        self._wake = asyncio.Event()  # a subscribe is waiting for a connection
         self._tasks = Background()
 
     @property
     def ready(self) -> bool:
-        return self._connected
+        return self._connection is not None
 
     async def start(self) -> None:
-        self._listener = asyncio.create_task(self._listen(), name="redis-subscriber")
+        self._keeper = asyncio.create_task(self._keep_connected(), name="redis-subscriber")
         try:
-            await asyncio.wait_for(self._connected_once.wait(), COMMAND_TIMEOUT)
+            await asyncio.wait_for(self._up.wait(), COMMAND_TIMEOUT)
         except TimeoutError:
             log.warning("redis unreachable at start; retrying in the background")
 
     async def close(self) -> None:
-        self._closing = True
-        pending = [*self._tasks, *([self._listener] if self._listener else [])]
+        pending = [*self._tasks, *([self._keeper] if self._keeper else [])]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        await self._pubsub.aclose()
+        if self._connection is not None:
+            self._connection.close()
 
     @translate_errors
     async def subscribe(self, channel: bytes) -> None:
-        await self._confirmations.subscribe(channel, self._pubsub.subscribe)
+        if self._connection is None:  # try now rather than at the end of the backoff
+            self._wake.set()
+            await asyncio.wait_for(self._up.wait(), COMMAND_TIMEOUT)
+        connection = self._connection
+        if connection is None:
+            raise ConnectionError("redis subscriber not connected")
+        await self._confirmations.subscribe(channel,
+                                            functools.partial(connection.send, b"SUBSCRIBE"))
 
     async def unsubscribe(self, channel: bytes) -> None:
-        try:
-            await self._pubsub.unsubscribe(channel)
-        except (RedisError, OSError) as exc:
-            log.debug("unsubscribe %r deferred to reconnect: %s", channel, exc)
+        """Sent if connected; a fresh connection subscribes only what is wanted anyway."""
+        if self._connection is not None:
+            self._connection.send(b"UNSUBSCRIBE", channel)
 
-    async def _listen(self) -> None:
-        """Read the subscriber connection for ever, reconnecting after failures.
-
-        The node's own channel is always subscribed, so the connection always has a
-        subscription to re-establish and every reconnect is confirmed by a message.
-        """
+    async def _keep_connected(self) -> None:
+        """Connect, subscribe, and watch the connection until it is lost; again, for ever."""
         backoff = Backoff()
-        while not self._closing:  # a flag too: redis-py can swallow a cancel
+        while True:
             try:
-                if not self._pubsub.subscribed:
-                    await self._pubsub.subscribe(self._own_channel)
-                message = await self._pubsub.get_message(timeout=None)
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                self._set_connected(False, str(exc))
-                await asyncio.sleep(backoff.next_delay())
+                connection = await self._connect()
+            except (ConnectionError, TimeoutError) as exc:
+                log.debug("redis subscriber cannot connect: %s", exc)
+                await self._pause(backoff.next_delay())
                 continue
-            except Exception as exc:  # a bug below us must not end delivery for good
-                log.exception("subscriber failed; reconnecting")
-                self._set_connected(False, repr(exc))
-                await self._pubsub.aclose()  # a fresh connection: the old one's state is unknown
-                await asyncio.sleep(backoff.next_delay())
+            except Exception:  # a bug below us must not end delivery for good
+                log.exception("redis subscriber failed; reconnecting")
+                await self._pause(backoff.next_delay())
                 continue
-            if not self._connected:
-                backoff.reset()
-                self._set_connected(True, "subscriber connected")
-            if message is not None:
-                self._on_message(message)
+            backoff.reset()
+            self._set_connected(connection)
+            await connection.watch(COMMAND_TIMEOUT)
+            self._set_connected(None)
 
-    def _on_message(self, message: dict[str, object]) -> None:
-        kind, channel, data = message["type"], message["channel"], message["data"]
-        if kind == "message":
-            self._channels.deliver(data, channel)  # type: ignore[arg-type]
-        elif kind == "subscribe":
-            self._confirmations.confirm(channel)  # type: ignore[arg-type]
-
-    def _set_connected(self, connected: bool, why: str) -> None:
-        """Record a transition (logged once each way); a (re)connect re-announces state."""
-        if connected == self._connected:
-            return
-        self._connected = connected
-        if connected:
-            log.info("redis connected")
-            self._connected_once.set()
-            self._tasks.spawn(self._reconnected())
-        else:
-            log.warning("redis unavailable: %s", why)
-
-    async def _reconnected(self) -> None:
-        """Subscribe exactly the channels the broker wants, then tell it.
-
-        redis-py re-subscribes the channels it knew; a subscribe or unsubscribe that failed
-        during the outage is repaired here.
-        """
-        own = self._own_channel.encode()
-        wanted = self._channels.wanted_channels()
-        current = set(self._pubsub.channels) - {own}
+    async def _connect(self) -> PushConnection:
+        """A connection subscribed to the node's own channel: confirmed, it is live."""
+        connection = await PushConnection.open(self._endpoint, self._on_push)
         try:
-            if stale := current - wanted:
-                await self._pubsub.unsubscribe(*stale)
-            if missing := wanted - current:
-                await self._pubsub.subscribe(*missing)
+            await self._confirmations.subscribe(
+                self._own_channel, functools.partial(connection.send, b"SUBSCRIBE"))
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    async def _pause(self, delay: float) -> None:
+        """Sleep `delay` before the next attempt; a subscribe waiting cuts it short (but not
+        below the backoff's base, so that a burst of joins is not a burst of connects)."""
+        await asyncio.sleep(MIN_PAUSE)
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(0.0, delay - MIN_PAUSE))
+
+    def _on_push(self, push: list[Any]) -> None:
+        kind = push[0]
+        if kind == b"message":
+            self._channels.deliver(push[2], push[1])
+        elif kind == b"subscribe":
+            self._confirmations.confirm(push[1])
+
+    def _set_connected(self, connection: PushConnection | None) -> None:
+        """Record a transition (logged once each way); a (re)connect re-announces state."""
+        self._connection = connection
+        if connection is not None:
+            log.info("redis connected")
+            self._up.set()
+            self._tasks.spawn(self._reconnected(connection))
+        else:
+            self._up.clear()
+            log.warning("redis unavailable: subscriber connection lost")
+
+    async def _reconnected(self, connection: PushConnection) -> None:
+        """Subscribe the channels the broker wants on the fresh connection, then tell it."""
+        try:
+            if wanted := self._channels.wanted_channels():
+                connection.send(b"SUBSCRIBE", *wanted)
             await self._channels.reconnected()
         except Exception:
             log.exception("re-announcing after a redis reconnect failed")

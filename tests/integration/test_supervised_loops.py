@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from node.redis_connection import PushConnection
 from node.runtime import NODE
 
 
@@ -15,24 +16,23 @@ def backend() -> str:
     return "redis"
 
 
-async def test_the_subscriber_survives_an_unexpected_error(make_node, connect) -> None:
+async def test_the_subscriber_survives_an_unexpected_error(make_node, connect,
+                                                          monkeypatch) -> None:
     node = await make_node()
-    broker = node.server.app[NODE].broker
-    pubsub = broker._subscriber._pubsub  # the loop's own reader: where a redis-py bug would surface
-    real = pubsub.get_message
+    subscriber = node.server.app[NODE].broker._subscriber
+    real = PushConnection.open
     mended = asyncio.Event()
 
     async def broken_until_mended(*args, **kwargs):  # type: ignore[no-untyped-def]
         if not mended.is_set():
-            raise RuntimeError("injected")
+            raise RuntimeError("injected")  # where a bug below the loop would surface
         return await real(*args, **kwargs)
 
     alice = await connect(node)
     await alice.auth("alice")
     await alice.join("general")
-    pubsub.get_message = broken_until_mended
-    await alice.say("before")  # wakes the reader (still in the real read): its next one fails
-    assert (await alice.expect("message"))["text"] == "before"
+    monkeypatch.setattr(PushConnection, "open", broken_until_mended)
+    subscriber._connection.close()  # the connection is lost: reconnecting now fails
     assert await _readiness_until(node, 503) == "broker unavailable"
     mended.set()
     await _readiness_until(node, 200)  # the loop lived on, with backoff, and reconnected

@@ -1,0 +1,149 @@
+"""The lean Redis connections of the hot paths (node.redis_connection), against a real
+redis-server: replies in call order, errors as redis-py raises them, a silent or lost Redis
+noticed, Pub/Sub pushes delivered."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
+
+from gateway.processes import Service, redis_url, start_redis
+from node.redis_connection import Endpoint, PipelinedConnection, PushConnection
+from tests.conftest import REDIS_PASSWORD
+
+
+def _endpoint(url: str) -> Endpoint:
+    return Endpoint.of(aioredis.BlockingConnectionPool.from_url(url, socket_connect_timeout=2))
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Service]:
+    """A redis-server of this test's own, to stop and kill."""
+    service = start_redis(tmp_path, password=REDIS_PASSWORD)
+    yield service
+    service.process.send_signal(signal.SIGCONT)
+    service.stop()
+
+
+@pytest.fixture
+async def connection(redis_url: str) -> AsyncIterator[PipelinedConnection]:
+    connection = PipelinedConnection(_endpoint(redis_url), timeout=5.0)
+    yield connection
+    await connection.close()
+
+
+async def test_calls_made_together_are_answered_in_order(connection: PipelinedConnection,
+                                                        redis_prefix: str) -> None:
+    key = f"{redis_prefix}:n"
+    replies = await asyncio.gather(*(connection.call("INCR", key) for _ in range(50)))
+    assert replies == list(range(1, 51))
+
+
+async def test_an_error_reply_fails_only_its_own_call(connection: PipelinedConnection,
+                                                     redis_prefix: str) -> None:
+    key = f"{redis_prefix}:k"
+    results = await asyncio.gather(connection.call("SET", key, "v"),
+                                   connection.call("EVALSHA", "0" * 40, 0),
+                                   connection.call("INCR", key),
+                                   connection.call("GET", key), return_exceptions=True)
+    assert results[0] == b"OK" and results[3] == b"v"
+    assert isinstance(results[1], NoScriptError), "as redis-py would raise it"
+    assert isinstance(results[2], ResponseError)
+
+
+async def test_a_wrong_password_fails_the_calls_with_a_connection_error(
+        redis_server: Service) -> None:
+    connection = PipelinedConnection(_endpoint(redis_url(redis_server.port, "wrong")), 5.0)
+    try:
+        with pytest.raises(ConnectionError, match="refused"):
+            await connection.call("PING")
+    finally:
+        await connection.close()
+
+
+async def test_a_redis_that_stops_answering_fails_the_calls_in_flight(
+        own_redis: Service) -> None:
+    connection = PipelinedConnection(_endpoint(redis_url(own_redis.port, REDIS_PASSWORD)),
+                                     timeout=0.5)
+    try:
+        assert await connection.call("PING") == b"PONG"
+        own_redis.process.send_signal(signal.SIGSTOP)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(connection.call("PING"), 5)
+        own_redis.process.send_signal(signal.SIGCONT)
+        assert await connection.call("PING") == b"PONG", "a fresh connection"
+    finally:
+        await connection.close()
+
+
+async def test_a_restarted_redis_is_reached_on_a_fresh_connection(tmp_path: Path) -> None:
+    service = start_redis(tmp_path, password=REDIS_PASSWORD)
+    connection = PipelinedConnection(_endpoint(redis_url(service.port, REDIS_PASSWORD)), 5.0)
+    try:
+        assert await connection.call("PING") == b"PONG"
+        service.kill()
+        with pytest.raises(ConnectionError):
+            await connection.call("PING")
+        service = start_redis(tmp_path, port=service.port, password=REDIS_PASSWORD)
+        assert await connection.call("PING") == b"PONG"
+    finally:
+        await connection.close()
+        service.stop()
+
+
+async def test_the_prologue_runs_on_every_connection_before_the_calls(
+        own_redis: Service) -> None:
+    admin = aioredis.from_url(redis_url(own_redis.port, REDIS_PASSWORD))
+    script = "return 7"
+    sha = await admin.script_load(script)
+    await admin.script_flush()
+    connection = PipelinedConnection(_endpoint(redis_url(own_redis.port, REDIS_PASSWORD)), 5.0,
+                                     prologue=(("SCRIPT", "LOAD", script),))
+    try:
+        assert await connection.call("EVALSHA", sha, 0) == 7
+    finally:
+        await connection.close()
+        await admin.aclose()
+
+
+async def test_pushes_arrive_in_order_after_the_subscribe_confirmation(
+        redis_url: str, redis_prefix: str) -> None:
+    pushes: list[list[Any]] = []
+    subscribed, arrived = asyncio.Event(), asyncio.Event()
+
+    def on_push(push: list[Any]) -> None:
+        pushes.append(push)
+        subscribed.set()
+        if len(pushes) == 4:
+            arrived.set()
+
+    channel = f"{redis_prefix}:c".encode()
+    subscriber = await PushConnection.open(_endpoint(redis_url), on_push)
+    publisher = aioredis.from_url(redis_url)
+    try:
+        subscriber.send(b"SUBSCRIBE", channel)
+        async with asyncio.timeout(5):
+            await subscribed.wait()
+            for n in range(3):
+                await publisher.publish(channel, b"m%d" % n)
+            await arrived.wait()
+        assert pushes == [[b"subscribe", channel, 1], [b"message", channel, b"m0"],
+                          [b"message", channel, b"m1"], [b"message", channel, b"m2"]]
+    finally:
+        subscriber.close()
+        await publisher.aclose()
+
+
+async def test_a_push_connection_reports_its_loss(own_redis: Service) -> None:
+    connection = await PushConnection.open(
+        _endpoint(redis_url(own_redis.port, REDIS_PASSWORD)), lambda push: None)
+    own_redis.kill()
+    async with asyncio.timeout(5):
+        await connection.lost
