@@ -33,7 +33,7 @@ class Hub:
     def __init__(self, broker: Broker, history_capacity: int, metrics: Metrics) -> None:
         self._broker = broker
         self._metrics = metrics
-        self._sequencer = Sequencer(broker, self._fan_out, history_capacity)
+        self._sequencer = Sequencer(broker, self._fan_out, self._restart_seqs, history_capacity)
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         self.sessions: set[Session] = set()
         self._rooms: dict[str, set[Session]] = {}
@@ -143,6 +143,10 @@ class Hub:
         for session in recipients:
             session.deliver(data, publication)
         self._metrics.delivered += len(recipients)
+
+    def _restart_seqs(self, room: str) -> None:
+        for session in self._rooms.get(room, ()):
+            session.restart_seqs()
 
     @property
     def room_count(self) -> int:

@@ -20,6 +20,7 @@ from node.errors import Unavailable
 log = logging.getLogger("node.sequencer")
 
 Emit = Callable[[Publication], None]
+Restart = Callable[[str], None]
 
 
 @dataclass(slots=True)
@@ -32,9 +33,10 @@ class _Cursor:
 
 
 class Sequencer:
-    def __init__(self, broker: Broker, emit: Emit, capacity: int) -> None:
+    def __init__(self, broker: Broker, emit: Emit, restart: Restart, capacity: int) -> None:
         self._broker = broker
         self._emit = emit
+        self._restart = restart  # told when a room's seqs start again from 1
         self._capacity = capacity
         self._cursors: dict[str, _Cursor] = {}
         self._repairs = Background()
@@ -98,6 +100,7 @@ class Sequencer:
                 and window.seq < cursor.seq:
             log.warning("history of %s was reset; delivery restarts from its first seq", room)
             cursor.seq = 0
+            self._restart(room)
             window = await self._fetch(room, 0)
         if self._cursors.get(room) is not cursor:
             return  # the room emptied meanwhile

@@ -42,7 +42,7 @@ class Session:
         "id", "address", "member", "claims", "name_forms", "budgets", "room", "last_pong",
         "drained", "_expiry", "_metrics", "_ws", "_dispatch",
         "_on_end", "_bucket", "_flood", "_held", "_closing", "_closer",
-        "_inbox", "_worker", "_lost", "_finished",
+        "_inbox", "_worker", "_lost", "_finished", "_floor",
     )
 
     def __init__(self, ws: WebSocket, settings: Settings, dispatch: Dispatch, on_end: OnEnd,
@@ -65,6 +65,7 @@ class Session:
         self._bucket = TokenBucket(settings.rate, settings.burst, now)
         self._flood = FloodGuard(settings.flood_limit, settings.flood_window)
         self._held: list[tuple[int, bytes]] | None = None
+        self._floor = 0  # the newest seq its room_joined gave: never delivered again
         self._closing = False
         self._closer: asyncio.Task[None] | None = None  # keeps `close_soon`'s task alive
         self._inbox: deque[str] | None = None
@@ -158,6 +159,8 @@ class Session:
         The fan-out's hottest line: `send` inlined."""
         if self._held is not None:
             self._held.append((publication, frame))
+        elif publication.seq <= self._floor and publication.seq:
+            return  # in its room_joined already: a live copy slower than the history read
         elif not self._closing and not self._ws.send(frame):
             self.close_soon(disconnect.SLOW_CONSUMER)
 
@@ -169,10 +172,15 @@ class Session:
         """Send what was held, less what `room_joined` already gave: messages up to
         `seen_seq`, membership changes up to presence version `seen_presence`."""
         held, self._held = self._held or [], None
+        self._floor = seen_seq
         for publication, frame in held:
             if (publication.seq > seen_seq if publication.seq
                     else publication.presence > seen_presence):
                 self.send(frame)
+
+    def restart_seqs(self) -> None:
+        """Its room's history restarted from seq 1 (Redis lost it): deliver them all."""
+        self._floor = 0
 
     # --- closing ---------------------------------------------------------------------
 

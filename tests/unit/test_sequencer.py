@@ -6,12 +6,14 @@ ROOM = "r"
 
 
 async def _setup(stored: int, capacity: int = 100) -> tuple[MemoryBroker, Sequencer, list[int]]:
-    """A room whose history holds messages 1..stored, and a sequencer recording what it emits."""
+    """A room whose history holds messages 1..stored, and a sequencer recording what it emits
+    (a restart of the room's seqs as -1)."""
     broker = MemoryBroker(capacity=capacity)
     for _ in range(stored):
         await broker.publish_message(ROOM, b'{"seq":', (), 0)
     emitted: list[int] = []
-    sequencer = Sequencer(broker, lambda p: emitted.append(p.seq), capacity)
+    sequencer = Sequencer(broker, lambda p: emitted.append(p.seq),
+                          lambda room: emitted.append(-1), capacity)
     return broker, sequencer, emitted
 
 
@@ -62,7 +64,7 @@ async def test_a_reset_history_is_delivered_from_its_first_seq() -> None:
     await sequencer.idle()
     sequencer.accept(_message(2))
     sequencer.accept(_message(3))
-    assert emitted == [1, 2, 3]
+    assert emitted == [-1, 1, 2, 3], "the sessions are told before seq 1 comes again"
 
 
 async def test_a_history_that_numbered_on_in_a_new_epoch_is_not_delivered_again() -> None:
