@@ -109,10 +109,15 @@ class ChatClient:
         await self.close()
 
     async def start(self, timeout: float = 10.0) -> None:
-        """Connect and join; returns once the first `room_joined` arrived."""
+        """Connect and join; returns once the first `room_joined` arrived. A start that fails
+        (or times out) leaves nothing open."""
         self._http = aiohttp.ClientSession()
         self._task = asyncio.create_task(self._run())
-        await self._wait_joined(timeout)
+        try:
+            await self._wait_joined(timeout)
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         self._stop("closed by the caller")
