@@ -25,7 +25,8 @@ from typing import Any, Protocol, cast
 
 import hiredis
 from redis.asyncio.connection import AbstractConnection, UnixDomainSocketConnection
-from redis.exceptions import ConnectionError, InvalidResponse, TimeoutError
+from redis.exceptions import ConnectionError, InvalidResponse
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis._parsers.base import BaseParser
 
 from node.background import Background
@@ -33,6 +34,11 @@ from node.background import Background
 log = logging.getLogger("node.broker")
 
 Arg = bytes | str | int
+
+# A subscriber connection that heard nothing for PING_INTERVAL sends a PING; one that then
+# hears nothing for PONG_TIMEOUT more is dropped and opened again.
+PING_INTERVAL = 1.0
+PONG_TIMEOUT = 2.0
 
 
 class ConnectionSettings(Protocol):
@@ -101,7 +107,7 @@ async def connect(endpoint: Endpoint, protocol: asyncio.Protocol) -> None:
             else:
                 await loop.create_connection(lambda: protocol, endpoint.host, endpoint.port,
                                              ssl=endpoint.ssl)
-    except (OSError, TimeoutError) as exc:
+    except OSError as exc:  # TimeoutError included
         raise ConnectionError(f"Error connecting to {endpoint}: {exc!r}") from exc
 
 
@@ -110,7 +116,7 @@ class PipelinedConnection:
     first use and again after a loss, sending `prologue` after the handshake (SCRIPT LOAD of
     the scripts it runs: an EVALSHA refused as NOSCRIPT would have to run again, out of the
     order the calls were made in). Calls in flight when it is lost fail with
-    ConnectionError; calls unanswered for `timeout` seconds fail with TimeoutError (the
+    ConnectionError; calls unanswered for `timeout` seconds fail with redis-py's TimeoutError (the
     connection is dropped)."""
 
     def __init__(self, endpoint: Endpoint, timeout: float,
@@ -224,7 +230,7 @@ class _Socket(asyncio.Protocol):
             return
         silent = time.monotonic() - self._heard
         if silent >= self._timeout:
-            self.drop(TimeoutError(f"no reply from {self._endpoint} in {silent:.1f}s"))
+            self.drop(RedisTimeoutError(f"no reply from {self._endpoint} in {silent:.1f}s"))
         else:
             self._watchdog = asyncio.get_running_loop().call_later(
                 self._timeout - silent, self._watch)
@@ -288,20 +294,21 @@ class PushConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.write(encode(args))
 
-    async def watch(self, interval: float) -> None:
+    async def watch(self) -> None:
         """Return once the connection is lost. A PING goes out whenever Redis was quiet for
-        `interval` (its answer is a push too); quiet for two, the connection is dropped: a
-        Redis that stopped answering is noticed even with no traffic."""
+        PING_INTERVAL (its answer is a push too); quiet for PING_INTERVAL + PONG_TIMEOUT,
+        the connection is dropped: a Redis gone without a FIN (a container restarted, a
+        network cut) is noticed within seconds, with no traffic to show it."""
         while not self.lost.done():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.lost), interval)
+                await asyncio.wait_for(asyncio.shield(self.lost), PING_INTERVAL)
             quiet = time.monotonic() - self.heard
-            if quiet >= 2 * interval:
-                log.warning("redis %s quiet for %.0fs; dropping the subscriber connection",
+            if quiet >= PING_INTERVAL + PONG_TIMEOUT:
+                log.warning("redis %s quiet for %.1fs; dropping the subscriber connection",
                             self._endpoint, quiet)
                 self.close()
                 await self.lost
-            elif quiet >= interval:
+            elif quiet >= PING_INTERVAL:
                 self.send(b"PING")
 
     def close(self) -> None:

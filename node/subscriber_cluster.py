@@ -55,8 +55,12 @@ class Shard:
 
     async def subscribe(self, channel: bytes) -> None:
         connection = await self._connected()
-        await self._confirmations.subscribe(
-            channel, functools.partial(connection.send, b"SSUBSCRIBE"))
+        try:
+            await self._confirmations.subscribe(
+                channel, functools.partial(connection.send, b"SSUBSCRIBE"))
+        except TimeoutError:
+            connection.close()  # unconfirmed: the shard fails, its rooms are routed anew
+            raise
         self.channels.add(channel)
 
     async def unsubscribe(self, channel: bytes) -> None:
@@ -80,7 +84,11 @@ class Shard:
             return self._connection
 
     async def _watch(self, connection: PushConnection) -> None:
-        await connection.watch(COMMAND_TIMEOUT)
+        try:
+            await connection.watch()
+        except Exception:  # a bug below us: the connection's state is unknown
+            log.exception("watching redis shard %s failed", self.name)
+            connection.close()
         self._owner.shard_failed(self, ConnectionError(f"connection to {self.name} lost"))
 
     def _on_push(self, push: list[Any]) -> None:

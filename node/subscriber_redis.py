@@ -121,8 +121,12 @@ class ChannelSubscriber:
         connection = self._connection
         if connection is None:
             raise ConnectionError("redis subscriber not connected")
-        await self._confirmations.subscribe(channel,
-                                            functools.partial(connection.send, b"SUBSCRIBE"))
+        try:
+            await self._confirmations.subscribe(channel,
+                                                functools.partial(connection.send, b"SUBSCRIBE"))
+        except TimeoutError:
+            connection.close()  # unconfirmed: the connection is not what it seems; open anew
+            raise
 
     async def unsubscribe(self, channel: bytes) -> None:
         """Sent if connected; a fresh connection subscribes only what is wanted anyway."""
@@ -135,18 +139,17 @@ class ChannelSubscriber:
         while True:
             try:
                 connection = await self._connect()
+                backoff.reset()
+                self._set_connected(connection)
+                await connection.watch()
             except (ConnectionError, TimeoutError) as exc:
                 log.debug("redis subscriber cannot connect: %s", exc)
-                await self._pause(backoff.next_delay())
-                continue
             except Exception:  # a bug below us must not end delivery for good
                 log.exception("redis subscriber failed; reconnecting")
-                await self._pause(backoff.next_delay())
-                continue
-            backoff.reset()
-            self._set_connected(connection)
-            await connection.watch(COMMAND_TIMEOUT)
-            self._set_connected(None)
+            if self._connection is not None:
+                self._connection.close()
+                self._set_connected(None)
+            await self._pause(backoff.next_delay())
 
     async def _connect(self) -> PushConnection:
         """A connection subscribed to the node's own channel: confirmed, it is live."""

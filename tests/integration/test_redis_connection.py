@@ -15,7 +15,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
 from gateway.processes import Service, redis_url, start_redis
-from node.redis_connection import Endpoint, PipelinedConnection, PushConnection
+from node.redis_connection import (
+    PING_INTERVAL, PONG_TIMEOUT, Endpoint, PipelinedConnection, PushConnection,
+)
 from tests.conftest import REDIS_PASSWORD
 
 
@@ -147,3 +149,12 @@ async def test_a_push_connection_reports_its_loss(own_redis: Service) -> None:
     own_redis.kill()
     async with asyncio.timeout(5):
         await connection.lost
+
+
+async def test_a_push_connection_drops_a_redis_that_stopped_answering(own_redis: Service) -> None:
+    connection = await PushConnection.open(
+        _endpoint(redis_url(own_redis.port, REDIS_PASSWORD)), lambda push: None)
+    own_redis.process.send_signal(signal.SIGSTOP)  # no FIN, no RST: only silence
+    async with asyncio.timeout(PING_INTERVAL + PONG_TIMEOUT + 3):
+        await connection.watch()
+    assert connection.lost.done()
