@@ -2,7 +2,8 @@
 
 It connects, authenticates and joins one room; answers server pings; on any close or error
 it reconnects with capped exponential backoff and full jitter (at least `retryAfterMs` after
-a `server_shutdown`, at least `Retry-After` after a refused upgrade), re-authenticates and re-joins with `since`/`epoch`, so that the caller
+a `server_shutdown`, at least `Retry-After` after a refused upgrade, and likewise after a join
+refused as `unavailable`), re-authenticates and re-joins with `since`/`epoch`, so that the caller
 sees every message of the room exactly once and in seq order. A `room_joined` with
 `"recovered": false` is passed to the caller: messages were lost and the client says so.
 `members` is the room's member list, kept by the presence rule of docs/protocol.md: the
@@ -222,6 +223,8 @@ class ChatClient:
             await self._on_presence(ws, event)
         elif kind == "error" and self._pending is not None:
             self._settle(error=SendFailed(event["code"], event["message"]))
+        elif kind == "error" and event["code"] == "unavailable" and not self._joined.is_set():
+            await ws.close()  # the join failed for now: connect again, with backoff
         else:
             if kind == "server_shutdown":
                 self._retry_after = event.get("retryAfterMs", 0) / 1000

@@ -9,7 +9,9 @@ import pytest
 
 from gateway.cluster import Cluster
 from node.client import ChatClient, ClientClosed, SendFailed
+from node.errors import Unavailable
 from node.jwt_tokens import mint
+from node.runtime import NODE
 from tests.chat_client import ChatClient as RawClient
 from tests.conftest import unlimited_flags
 
@@ -120,3 +122,22 @@ async def test_a_redis_restart_that_loses_history_is_reported_not_hidden(make_cl
             assert resumed["recovered"] is False and resumed["epoch"] != old_epoch
             assert [m["text"] for m in resumed["history"]][-1] == "after"
             await late.close()
+
+
+async def test_a_join_refused_as_unavailable_is_retried_on_a_new_connection(node,
+                                                                           monkeypatch) -> None:
+    presence = node.server.app[NODE].presence
+    real = presence.join
+    refusals = 0
+
+    async def unavailable_once(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal refusals
+        if refusals == 0:
+            refusals += 1
+            raise Unavailable("injected")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(presence, "join", unavailable_once)
+    async with ChatClient(_ws_url(node), "alice", "general") as alice:
+        assert refusals == 1 and alice.connections == 2
+        assert await alice.send("joined after all") == 1
