@@ -1,12 +1,13 @@
-"""A lean pipelined Redis connection for the publish path.
+"""Lean Redis connections for the two hot paths: publishing and receiving room messages.
 
-Every message a node accepts is one script call. Through redis-py each call took a pooled
-connection, a retry wrapper, a task for its socket timeout and a stream read: about 30 % of a
-node's CPU at 60,000 deliveries/s with senders on both nodes, more than the fan-out's writes
-(docs/performance.md, "A lean publish connection"). This connection is an asyncio protocol
-with hiredis's reply parser: calls made in one loop iteration go out in one write, replies
-complete their futures in order as they arrive, and one timer per connection (not one per
-call) notices a Redis that went silent. redis-py still parses the URL, builds the TLS
+Every message a node accepts is one script call, and every message of its rooms one Pub/Sub
+push. Through redis-py each call took a pooled connection, a retry wrapper, a task for its
+socket timeout and a stream read: about 30 % of a node's CPU at 60,000 deliveries/s with
+senders on both nodes, more than the fan-out's writes (docs/performance.md, "Lean Redis
+connections"). Here both are asyncio protocols with hiredis's reply parser: calls made in
+one loop iteration go out in one write, replies complete their futures in order as they
+arrive, pushes are handed on as each read is parsed, and one timer per connection (not one
+per call) notices a Redis that went silent. redis-py still parses the URL, builds the TLS
 context and turns error replies into its exception classes, so a call fails exactly as it
 would through redis-py.
 """
