@@ -98,6 +98,11 @@ def encode(args: tuple[Arg, ...]) -> bytes:
     return b"".join(parts)
 
 
+def reply_parser() -> hiredis.Reader:
+    """hiredis's RESP parser, error replies made into redis-py's exception classes."""
+    return hiredis.Reader(protocolError=InvalidResponse, replyError=BaseParser.parse_error)
+
+
 async def connect(endpoint: Endpoint, protocol: asyncio.Protocol) -> None:
     """Open a socket to `endpoint` for `protocol`, within the endpoint's connect timeout."""
     loop = asyncio.get_running_loop()
@@ -158,8 +163,7 @@ class _Socket(asyncio.Protocol):
         self._timeout = timeout
         self._prologue = prologue
         self._transport: asyncio.Transport | None = None
-        self._reader = hiredis.Reader(protocolError=InvalidResponse,
-                                      replyError=BaseParser.parse_error)
+        self._reader = reply_parser()
         self._waiting: deque[asyncio.Future[Any]] = deque()
         self._outgoing: list[bytes] = []
         self._heard = 0.0  # when Redis last answered, or a call went out after a quiet spell
@@ -264,8 +268,7 @@ class PushConnection(asyncio.Protocol):
         self._endpoint = endpoint
         self._on_push = on_push
         self._transport: asyncio.Transport | None = None
-        self._reader = hiredis.Reader(protocolError=InvalidResponse,
-                                      replyError=BaseParser.parse_error)
+        self._reader = reply_parser()
         self._introductions: deque[asyncio.Future[Any]] = deque()
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.heard = time.monotonic()  # when Redis last sent anything
