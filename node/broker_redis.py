@@ -166,7 +166,9 @@ class PublishPipeline:
         except ConnectionError:
             if self._cluster is None:  # once more, on a fresh connection
                 return await self._call(b"EVALSHA", self._script.sha, keys, args)
-            return await self._script(keys=keys, args=args)  # reloads the slot map
+            reply = await self._script(keys=keys, args=args)  # reloads the slot map
+            await self._close_replaced(self._cluster)
+            return reply
         except REDIRECTED:
             return await self._script(keys=keys, args=args)
 
@@ -177,6 +179,12 @@ class PublishPipeline:
     async def close(self) -> None:
         for connection in self._connections.values():
             await connection.close()
+
+    async def _close_replaced(self, cluster: RedisCluster) -> None:
+        """Close the connections to nodes that are no longer primaries (failed over)."""
+        primaries = {node.name for node in cluster.get_primaries()}
+        for name in [name for name in self._connections if name not in primaries]:
+            await self._connections.pop(name).close()
 
     def _connection(self, key: str) -> PipelinedConnection:
         """The connection to the Redis that holds `key`: the one Redis, or its shard's primary."""
