@@ -19,7 +19,6 @@ same address; what it lacks here is a reader per shard and rerouting on failure.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 
 from typing import Any
@@ -55,12 +54,7 @@ class Shard:
 
     async def subscribe(self, channel: bytes) -> None:
         connection = await self._connected()
-        try:
-            await self._confirmations.subscribe(
-                channel, functools.partial(connection.send, b"SSUBSCRIBE"))
-        except TimeoutError:
-            connection.close()  # unconfirmed: the shard fails, its rooms are routed anew
-            raise
+        await self._confirmations.subscribe(channel, connection, b"SSUBSCRIBE")
         self.channels.add(channel)
 
     async def unsubscribe(self, channel: bytes) -> None:

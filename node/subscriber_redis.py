@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from redis.exceptions import ConnectionError
@@ -61,13 +59,19 @@ class Confirmations:
     def __init__(self) -> None:
         self._waiting: dict[bytes, asyncio.Future[None]] = {}
 
-    async def subscribe(self, channel: bytes, send: Callable[[bytes], None]) -> None:
-        """`send` the subscribe for `channel`, and wait until Redis confirms it."""
+    async def subscribe(self, channel: bytes, connection: PushConnection, command: bytes
+                        ) -> None:
+        """Send `command` (SUBSCRIBE, SSUBSCRIBE) for `channel` on `connection` and wait until
+        Redis confirms it; unconfirmed, the connection is not what it seems: it is dropped
+        (and opened anew by its owner)."""
         confirmed = asyncio.get_running_loop().create_future()
         self._waiting[channel] = confirmed
         try:
-            send(channel)
+            connection.send(command, channel)
             await asyncio.wait_for(confirmed, COMMAND_TIMEOUT)
+        except TimeoutError:
+            connection.close()
+            raise
         finally:
             self._waiting.pop(channel, None)
 
@@ -121,12 +125,7 @@ class ChannelSubscriber:
         connection = self._connection
         if connection is None:
             raise ConnectionError("redis subscriber not connected")
-        try:
-            await self._confirmations.subscribe(channel,
-                                                functools.partial(connection.send, b"SUBSCRIBE"))
-        except TimeoutError:
-            connection.close()  # unconfirmed: the connection is not what it seems; open anew
-            raise
+        await self._confirmations.subscribe(channel, connection, b"SUBSCRIBE")
 
     async def unsubscribe(self, channel: bytes) -> None:
         """Sent if connected; a fresh connection subscribes only what is wanted anyway."""
@@ -155,8 +154,7 @@ class ChannelSubscriber:
         """A connection subscribed to the node's own channel: confirmed, it is live."""
         connection = await PushConnection.open(self._endpoint, self._on_push)
         try:
-            await self._confirmations.subscribe(
-                self._own_channel, functools.partial(connection.send, b"SUBSCRIBE"))
+            await self._confirmations.subscribe(self._own_channel, connection, b"SUBSCRIBE")
         except BaseException:
             connection.close()
             raise
