@@ -20,6 +20,7 @@ from node.drain import shutdown_notice
 from node.heartbeat import run_heartbeat
 from node.runtime import NODE, Node, build_node
 from node.origins import OriginPolicy
+from node.ratelimit import Rate
 from node.server import (
     CHAT_PATH, ECHO_PATH, Accept, ChatServer, ClientErrorsWithoutTraceback, NodeRunner, Upgrade,
     answered, respond,
@@ -132,13 +133,14 @@ def make_runner(app: web.Application, **kwargs: Any) -> NodeRunner:
 
 def websocket_limits(settings: Settings) -> Limits:
     return Limits(max_message=settings.max_frame, max_fragments=settings.max_fragments,
-                  frame_rate=settings.frame_rate, frame_burst=settings.frame_burst,
+                  frames=Rate(settings.frame_rate, settings.frame_burst),
                   max_buffer=settings.max_buffer, close_timeout=CLOSE_HANDSHAKE_TIMEOUT)
 
 
 def acceptor(node: Node) -> Accept:
     """Accepts WebSocket upgrades; chat is refused with 503 when the node is not ready."""
     limits = websocket_limits(node.settings)
+    dispatch = node.handlers.dispatch  # one bound method for every session, not one each
 
     def accept(transport: asyncio.Transport, upgrade: Upgrade) -> WebSocket | None:
         reason = node.unserving_reason()
@@ -157,7 +159,7 @@ def acceptor(node: Node) -> Accept:
         if upgrade.path == ECHO_PATH:
             node.echoes.start(ws, upgrade.rest)
             return ws
-        session = Session(ws, node.settings, node.handlers.dispatch, ended, upgrade.address,
+        session = Session(ws, node.settings, dispatch, ended, upgrade.address,
                           node.metrics)
         node.admission.admit(session)
         node.hub.connect(session)

@@ -25,7 +25,7 @@ from node.hub import Hub
 from node.identity import sign, verify
 from node.jwt_tokens import Claims, TokenRefused
 from node.metrics import Metrics
-from node.names import HeldNames, canonical
+from node.names import canonical
 from node.coordination import Coordination
 from node.presence import Member, Presence, RoomLimit, RoomPage, Roster
 from node.protocol import (
@@ -78,12 +78,11 @@ class Handlers:
     """The chat behaviour of a node, above the hub, the broker and presence."""
 
     def __init__(self, settings: Settings, hub: Hub, broker: Broker, presence: Presence,
-                 coordination: Coordination, directory: Directory, names: HeldNames,
+                 coordination: Coordination, directory: Directory,
                  metrics: Metrics, admission: Admission) -> None:
         self._node_id = settings.node_id
         self._metrics = metrics
         self._jwt = jwt_verifier(settings)
-        self._names = names
         self._history_window = min(settings.history_window, settings.history)
         self._hub = hub
         self._broker = broker
@@ -129,12 +128,13 @@ class Handlers:
         """
         member, room = session.member, session.room
         held = session.drained and self._presence_grace > 0
-        if member is not None and session.name_forms:
-            self._names.remove(session.name_forms, member.id)
+        if member is not None and session.holds_name:
+            session.holds_name = False  # out of the node's names from now (see Hub.named)
+            forms = canonical(member.name)
             if held:
-                self._departing.spawn(self._release_after_grace(session.name_forms))
+                self._departing.spawn(self._release_after_grace(forms))
             else:
-                await self._release_name(session.name_forms)
+                await self._release_name(forms)
         if member is None or room is None:
             return
         if held:
@@ -190,8 +190,7 @@ class Handlers:
         if await self._presence.claim_name(forms, user_id) is not None:
             raise ChatError(ErrorCode.NAME_TAKEN,
                             f"{name!r}, or a name that looks like it, is in use; choose another")
-        self._names.add(forms, user_id)
-        session.name_forms = forms
+        session.holds_name = True
 
     def _auth_by_token(self, session: Session, message: Auth) -> None:
         claims = self._verified(message.token)

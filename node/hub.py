@@ -60,6 +60,11 @@ class Hub:
         """(room, member) of every local session in a room: this node's share of presence."""
         return [(s.room, s.member) for s in self.sessions if s.room and s.member]
 
+    def named(self) -> list[tuple[str, str]]:
+        """(display name, user id) of every local session holding its name (anonymous mode)."""
+        return [(s.member.name, s.member.id) for s in self.sessions
+                if s.holds_name and s.member]
+
     async def add(self, room: str, session: Session) -> None:
         """Make the session a local member; returns once the room's deliveries flow here."""
         members = self._rooms.setdefault(room, set())

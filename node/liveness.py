@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 import logging
 
+from node import names
 from node.backoff import Backoff
 from node.coordination import Coordination
 from node.errors import Unavailable
 from node.hub import Hub
-from node.names import HeldNames
 from node.presence import Presence
 
 log = logging.getLogger("node.liveness")
@@ -21,10 +21,9 @@ class Liveness:
     tells rooms about the members of nodes that died."""
 
     def __init__(self, presence: Presence, coordination: Coordination, hub: Hub,
-                 names: HeldNames, node_ttl: float) -> None:
+                 node_ttl: float) -> None:
         self._presence = presence
         self._coordination = coordination
-        self._names = names
         self._hub = hub
         self._interval = node_ttl / 4
         self._stop = asyncio.Event()
@@ -32,7 +31,7 @@ class Liveness:
 
     async def resync(self) -> None:
         """Write this node's members into presence again (after a reconnect or a lapse)."""
-        await self._presence.resync(self._hub.held(), self._names.held())
+        await self._presence.resync(self._hub.held(), names.held(self._hub.named()))
 
     async def run(self) -> None:
         """Tick until `stop`; stopped by a flag because redis-py can swallow a cancel. A

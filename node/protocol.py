@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
+import sys
 from typing import Annotated, Any
 
 import msgspec
@@ -192,7 +193,7 @@ def checked_room(room: str | None) -> str:
         raise ChatError(
             ErrorCode.INVALID_ROOM, "Room name must be 1-64 characters of A-Z a-z 0-9 . _ -"
         )
-    return room
+    return sys.intern(room)  # every member's session shares one copy of the name
 
 
 # --- server -> client ------------------------------------------------------------------

@@ -1,49 +1,56 @@
-"""Per-connection rate limiting: a token bucket, and a flood guard for clients that ignore it."""
+"""Per-connection rate limiting: token buckets, and a flood guard for clients that ignore them."""
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 
-class TokenBucket:
-    """Allows `burst` frames at once and `rate` frames per second after that."""
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """`burst` events at once and `per_second` after that: a token bucket kept as the
+    generic cell rate algorithm, whose whole state is one number, the time at which the
+    bucket is full again. The owner keeps that number and one shared `Rate` holds the
+    rest: every connection has two buckets, and an object for each would cost ~100 bytes."""
 
-    __slots__ = ("_rate", "_burst", "_tokens", "_updated")
+    per_second: float
+    burst: int
 
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._updated = now
+    def take(self, full_at: float, now: float) -> float | None:
+        """Take a token from the bucket that is full at `full_at`: when it is full again
+        after this, or None when it is empty (nothing taken)."""
+        start = full_at if full_at > now else now
+        if (start - now) * self.per_second > self.burst - 1 + _ROUNDING:
+            return None
+        return start + 1.0 / self.per_second
 
-    def allow(self, now: float) -> bool:
-        """Take one token if there is one."""
-        elapsed = max(0.0, now - self._updated)
-        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
-        self._updated = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
+
+# A thousandth of a token: times are large floats (seconds of a monotonic clock) and sums of
+# 1/rate drift, and the last token of a burst must not be lost to rounding.
+_ROUNDING = 1e-3
+
+
+@functools.cache
+def shared_rate(per_second: float, burst: int) -> Rate:
+    """The one `Rate` of these figures, which every connection refers to."""
+    return Rate(per_second, burst)
 
 
 class FloodGuard:
-    """Counts rejected frames; more than `limit` within `window` seconds means closing."""
+    """Counts rejected frames; more than `limit` within `window` seconds means closing.
+    Made at a client's first rejected frame: most never have one."""
 
     __slots__ = ("_limit", "_window", "_rejections")
 
     def __init__(self, limit: int, window: float) -> None:
         self._limit = limit
         self._window = window
-        self._rejections: deque[float] | None = None  # made at the first rejection: most
-        # clients never get one, and an empty deque costs ~700 bytes per connection
+        self._rejections: deque[float] = deque(maxlen=limit + 1)
 
     def reject(self, now: float) -> bool:
         """Record one rejection; True when the client has flooded past the limit."""
-        if self._rejections is None:
-            self._rejections = deque(maxlen=self._limit + 1)
         self._rejections.append(now)
         return (
             len(self._rejections) > self._limit

@@ -23,7 +23,6 @@ from node.handlers import Handlers
 from node.hub import Hub
 from node.liveness import Liveness
 from node.metrics import Metrics
-from node.names import HeldNames
 from node.envelope import Template
 from node.presence import Member, Presence, RoomPolicy
 from node.presence_memory import MemoryPresence
@@ -94,13 +93,12 @@ def build_node(settings: Settings) -> Node:
         coordination = RedisCoordination(url, prefix, node_id, settings.node_ttl, cluster)
     metrics = Metrics()
     hub = Hub(broker, settings.history, metrics)
-    names = HeldNames()
-    liveness = Liveness(presence, coordination, hub, names, settings.node_ttl)
+    liveness = Liveness(presence, coordination, hub, settings.node_ttl)
     hub.on_reconnect(liveness.resync)  # shared state may have forgotten this node's members
     directory = Directory(presence)
     admission = Admission(settings.handshake_backlog, settings.handshake_timeout)
-    handlers = Handlers(settings, hub, broker, presence, coordination, directory, names,
-                        metrics, admission)
+    handlers = Handlers(settings, hub, broker, presence, coordination, directory, metrics,
+                        admission)
     drain = Drainer(settings, hub, coordination, handlers.departures)
     connections = Connections(settings.max_connections, settings.max_connections_per_address)
     node = Node(settings, broker, presence, coordination, hub, handlers, liveness, drain,

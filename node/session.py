@@ -17,7 +17,7 @@ from node.jwt_tokens import Claims
 from node.metrics import Metrics
 from node.presence import Member
 from node.protocol import ChatError, Error, ErrorCode, event_frame
-from node.ratelimit import Budget, FloodGuard, TokenBucket
+from node.ratelimit import Budget, FloodGuard, shared_rate
 from node.websocket import WebSocket
 
 log = logging.getLogger("node.session")
@@ -39,9 +39,9 @@ class Session:
     """
 
     __slots__ = (
-        "id", "address", "member", "claims", "name_forms", "budgets", "room", "last_pong",
+        "id", "address", "member", "claims", "holds_name", "budgets", "room", "last_pong",
         "drained", "_expiry", "_metrics", "_ws", "_dispatch",
-        "_on_end", "_bucket", "_flood", "_held", "_closing", "_closer",
+        "_on_end", "_settings", "_rate", "_full_at", "_flood", "_held", "_closing", "_closer",
         "_inbox", "_worker", "_lost", "_finished", "_floor",
     )
 
@@ -52,7 +52,7 @@ class Session:
         self.address = address  # the client's, for its address's share of the limits
         self.member: Member | None = None
         self.claims: Claims | None = None  # JWT mode: what its token allows, until when
-        self.name_forms: tuple[str, ...] = ()  # anonymous mode: the name it holds
+        self.holds_name = False  # anonymous mode: it holds its member's display name
         self._expiry: asyncio.TimerHandle | None = None
         self._metrics = metrics
         self.budgets: tuple[Budget, ...] = ()  # what its messages are charged to, from auth
@@ -62,8 +62,10 @@ class Session:
         self._ws = ws
         self._dispatch = dispatch
         self._on_end = on_end
-        self._bucket = TokenBucket(settings.rate, settings.burst, now)
-        self._flood = FloodGuard(settings.flood_limit, settings.flood_window)
+        self._rate = shared_rate(settings.rate, settings.burst)
+        self._full_at = now  # its chat frames' token bucket (see Rate)
+        self._settings = settings
+        self._flood: FloodGuard | None = None  # made at the first rate-limited frame
         self._held: list[tuple[int, bytes]] | None = None
         self._floor = 0  # the newest seq its room_joined gave: never delivered again
         self._closing = False
@@ -136,12 +138,20 @@ class Session:
             self.send(event_frame(Error(code=error.code, message=error.message)))
             if error.close is not None:
                 self.close_soon(error.close)
-            elif error.code is ErrorCode.RATE_LIMITED and self._flood.reject(time.monotonic()):
+            elif error.code is ErrorCode.RATE_LIMITED and self._flooded():
                 self.close_soon(disconnect.FLOOD)
 
+    def _flooded(self) -> bool:
+        """Count a rate-limited frame; True when the client is past the flood limit."""
+        if self._flood is None:
+            self._flood = FloodGuard(self._settings.flood_limit, self._settings.flood_window)
+        return self._flood.reject(time.monotonic())
+
     def _check_rate(self) -> None:
-        if not self._bucket.allow(time.monotonic()):
+        full_at = self._rate.take(self._full_at, time.monotonic())
+        if full_at is None:
             raise ChatError(ErrorCode.RATE_LIMITED, "Too many messages; this one was dropped")
+        self._full_at = full_at
 
     # --- outbound --------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from typing import Protocol, cast
 
 from aiohttp._websocket.helpers import websocket_mask  # aiohttp's C masking, when built
 
-from node.ratelimit import TokenBucket
+from node.ratelimit import Rate
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -56,8 +56,7 @@ class Limits:
 
     max_message: int  # bytes of one message, its fragments together
     max_fragments: int  # frames of one fragmented message
-    frame_rate: float  # frames per second, control frames included (token bucket refill)
-    frame_burst: int  # frames at once
+    frames: Rate  # frames per second and at once, control frames included
     max_buffer: int  # bytes queued to the peer before it is closed as too slow
     close_timeout: float  # seconds a close waits for the peer's answer
 
@@ -163,7 +162,7 @@ class WebSocket(asyncio.Protocol):
     """
 
     __slots__ = ("_transport", "_peer", "_limits", "_buffer", "_need", "_skip", "_fragments",
-                 "_budget", "_holds", "_close_sent",
+                 "_full_at", "_holds", "_close_sent",
                  "_discarding", "_disconnected", "_gone", "close_code")
 
     def __init__(self, transport: asyncio.BaseTransport, limits: Limits, now: float) -> None:
@@ -174,7 +173,7 @@ class WebSocket(asyncio.Protocol):
         self._need = 2  # bytes the buffer must hold before the next frame can be parsed
         self._skip = 0  # bytes of an oversized frame still to discard
         self._fragments: _Fragmented | None = None
-        self._budget = TokenBucket(limits.frame_rate, limits.frame_burst, now)
+        self._full_at = now  # its frames' token bucket (see Rate)
         self._holds = 0
         self._close_sent = False
         self._discarding = False  # framing is lost: read and drop until the peer goes
@@ -391,8 +390,10 @@ class WebSocket(asyncio.Protocol):
         self._on_data(fin, opcode, unmask(payload, mask))
 
     def _spend_frame(self) -> None:
-        if not self._budget.allow(time.monotonic()):
+        full_at = self._limits.frames.take(self._full_at, time.monotonic())
+        if full_at is None:
             raise Flood()
+        self._full_at = full_at
 
     def _on_data(self, fin: bool, opcode: int, payload: bytearray) -> None:
         message = self._fragments

@@ -10,10 +10,11 @@ import pytest
 
 from node.server import bad_request, parse_head
 from tests.frames import client
+from node.ratelimit import Rate
 from node.websocket import Limits, WebSocket, accept_key, close_frame, frame
 
 MAX = 100
-LIMITS = Limits(max_message=MAX, max_fragments=8, frame_rate=1000.0, frame_burst=1000,
+LIMITS = Limits(max_message=MAX, max_fragments=8, frames=Rate(1000.0, 1000),
                 max_buffer=1000, close_timeout=1.0)
 
 
@@ -134,7 +135,7 @@ async def test_fragments_count_up_to_the_limit_empty_ones_included() -> None:
 
 
 async def test_every_frame_takes_from_the_frame_budget_pings_included() -> None:
-    ws, transport, peer = await connection(frame_rate=0.001, frame_burst=3)
+    ws, transport, peer = await connection(frames=Rate(0.001, 3))
     ws.data_received(client(0x9, b"") + client(0x1, b"", fin=False) + client(0x0, b"a"))
     assert peer.texts == ["a"]
     ws.data_received(client(0x9, b""))
@@ -145,7 +146,7 @@ async def test_every_frame_takes_from_the_frame_budget_pings_included() -> None:
 async def test_a_fragment_flood_costs_linear_time() -> None:
     """Thousands of tiny fragments: each is counted once, never re-summed."""
     ws, transport, peer = await connection(max_message=1 << 20, max_fragments=100_000,
-                                           frame_burst=1_000_000)
+                                           frames=Rate(1000.0, 1_000_000))
     flood = client(0x1, b"x", fin=False) + client(0x0, b"x", fin=False) * 50_000
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -344,7 +345,7 @@ async def test_a_character_split_across_fragments_is_whole() -> None:
 
 
 async def test_a_flood_past_the_frame_budget_stops_being_read() -> None:
-    ws, transport, _ = await connection(frame_rate=0.001, frame_burst=3, close_timeout=0.05)
+    ws, transport, _ = await connection(frames=Rate(0.001, 3), close_timeout=0.05)
     ws.data_received(client(0x9, b"") * 10_000)  # one read of many pings
     assert closed_with(transport, 1008) and not transport.reading
     assert transport.written.count(b"\x8a") == 3  # only the budget's worth was answered
@@ -352,6 +353,6 @@ async def test_a_flood_past_the_frame_budget_stops_being_read() -> None:
 
 
 async def test_frames_passed_over_after_a_close_take_from_the_budget_too() -> None:
-    ws, transport, _ = await connection(frame_rate=0.001, frame_burst=20, max_fragments=4)
+    ws, transport, _ = await connection(frames=Rate(0.001, 20), max_fragments=4)
     ws.data_received(client(0x1, b"", fin=False) + client(0x0, b"", fin=False) * 10_000)
     assert closed_with(transport, 1009) and not transport.reading  # too many, then a flood
