@@ -265,6 +265,8 @@ class ChatUser(User):
             self.joined(event)
         elif kind in ("user_joined", "user_left"):
             self.presence_changed(event)
+        elif kind == "user_count":
+            self.count_changed(event)
         if kind in self.waiting:
             self.waiting[kind].set(event)
 
@@ -289,6 +291,11 @@ class ChatUser(User):
             self.fail("missing_presence", f"{self.room} presence "
                       f"{self.presence + 1}..{event['presence'] - 1} missing")
         self.presence, self.user_count = event["presence"], event["userCount"]
+
+    def count_changed(self, event: dict[str, Any]) -> None:
+        """A large room's newest count: versions skip by design, they only never go back."""
+        if event["presence"] > self.presence:
+            self.presence, self.user_count = event["presence"], event["userCount"]
 
     def delivered(self, message: dict[str, Any]) -> None:
         """One delivery: check the room's seq for gaps and repeats, record the latency."""

@@ -8,7 +8,8 @@ sees every message of the room exactly once and in seq order. A `room_joined` wi
 `"recovered": false` is passed to the caller: messages were lost and the client says so.
 `members` is the room's member list, kept by the presence rule of docs/protocol.md: the
 snapshot of each `room_joined`, then only announcements with a newer presence version (older
-ones are not passed on), and a fresh snapshot when a version was skipped.
+ones are not passed on), and a fresh snapshot when a version was skipped. In a room larger
+than the server lists (`large`), `members` stays empty and `user_count` keeps the count.
 Close codes that mean "do not come back" (1003, 1008, 1009, 4000-4999) end it.
 
     async with ChatClient("ws://127.0.0.1:8080/ws", "alice", "general") as chat:
@@ -88,6 +89,7 @@ class ChatClient:
         self.epoch: str | None = None
         self.members: dict[str, str] = {}  # user id -> name, by the presence rule
         self.user_count = 0
+        self.large = False  # the room has more members than the server lists
         self.presence = 0  # the presence version `members` reflects
         self.connections = 0
         self._backoff = backoff or Backoff()
@@ -221,6 +223,8 @@ class ChatClient:
             await self._on_message(ws, event)
         elif kind in ("user_joined", "user_left"):
             await self._on_presence(ws, event)
+        elif kind == "user_count":
+            self._on_count(event)
         elif kind == "error" and self._pending is not None:
             self._settle(error=SendFailed(event["code"], event["message"]))
         elif kind == "error" and event["code"] == "unavailable" and not self._joined.is_set():
@@ -236,6 +240,7 @@ class ChatClient:
         self.epoch = event["epoch"]
         self.members = {m["userId"]: m["name"] for m in event["members"]}
         self.presence, self.user_count = event["presence"], event["userCount"]
+        self.large = event.get("large", False)
         self._events.put_nowait(event)
         for message in event["history"]:
             self._accept(message)
@@ -257,6 +262,15 @@ class ChatClient:
             self.members[event["userId"]] = event["user"]
         else:
             self.members.pop(event["userId"], None)
+        self.presence, self.user_count = event["presence"], event["userCount"]
+        self._events.put_nowait(event)
+
+    def _on_count(self, event: dict[str, Any]) -> None:
+        """A large room's newest count: versions skip (changes come together), and the
+        member list is no longer kept."""
+        if event["presence"] <= self.presence:
+            return
+        self.members, self.large = {}, True
         self.presence, self.user_count = event["presence"], event["userCount"]
         self._events.put_nowait(event)
 

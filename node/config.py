@@ -133,6 +133,14 @@ class Settings:
         3600.0, "seconds an empty created room is kept before it expires with its history"
     )
     history_window: int = _setting(50, "newest messages sent to a joiner")
+    presence_limit: int = _setting(
+        1000, "most members a room lists: past it a joiner's room_joined lists none (\"large\": "
+        "true) and members get user_count, at most every --presence-interval, instead of "
+        "user_joined / user_left"
+    )
+    presence_interval: float = _setting(
+        1.0, "seconds between user_count updates to the members of a large room"
+    )
     shutdown_timeout: float = _setting(10.0, "seconds a stopping node waits for its clients")
     drain_window: float = _setting(10.0, "seconds over which a draining node closes its clients")
     presence_grace: float = _setting(
@@ -289,7 +297,8 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
                 "handshake_backlog",
                 "frame_burst", "user_rate", "user_burst", "address_rate", "address_burst",
                 "max_fragments", "max_connections_per_address", "max_head",
-                "keepalive_timeout", "max_rooms", "user_rooms_per_hour", "room_ttl")
+                "keepalive_timeout", "max_rooms", "user_rooms_per_hour", "room_ttl",
+                "presence_limit", "presence_interval")
     for name in positive:
         if getattr(settings, name) <= 0:
             parser.error(f"{_flag(name)} must be positive")

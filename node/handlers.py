@@ -265,25 +265,28 @@ class Handlers:
         """Send `room_joined`, then whatever the room said after its history was read and
         its roster taken."""
         seen = 0
+        room = _joined_room(join)
         try:
             window, recovered = await self._history_for(join)
             members = roster.members
             session.send(event_frame(RoomJoined(
-                room=_joined_room(join),
+                room=room,
                 history=stored_messages(window.messages),
                 users=[m.name for m in members],
                 members=[MemberInfo(user_id=m.id, name=m.name) for m in members],
-                user_count=len(members),
+                user_count=roster.count,
                 seq=window.seq,
                 epoch=window.epoch,
                 presence=roster.version,
                 recovered=recovered,
+                large=True if roster.large else UNSET,
             )))
             seen = window.seq
-            self._hub.track(_joined_room(join), window.epoch, window.seq)
+            self._hub.track(room, window.epoch, window.seq)
+            self._hub.joined(room, session, roster.large)
             self._admission.finished(session)  # its handshake is done
         finally:
-            session.release(seen, roster.version)
+            session.release(seen, roster.version, counted=roster.large)
 
     async def _history_for(self, join: Join) -> tuple[HistoryWindow, bool | UnsetType]:
         """Everything after `since` when history still covers it, else the newest window."""

@@ -12,6 +12,7 @@ from node.broker import Broker
 from node.envelope import Publication
 from node.metrics import Metrics
 from node.presence import Member
+from node.room_counts import RoomCounts
 from node.sequencer import Sequencer
 from node.session import Session
 
@@ -30,13 +31,15 @@ class Hub:
     once and the same bytes go to every local member.
     """
 
-    def __init__(self, broker: Broker, history_capacity: int, metrics: Metrics) -> None:
+    def __init__(self, broker: Broker, history_capacity: int, metrics: Metrics,
+                 presence_limit: int, presence_interval: float) -> None:
         self._broker = broker
         self._metrics = metrics
         self._sequencer = Sequencer(broker, self._fan_out, self._restart_seqs, history_capacity)
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         self.sessions: set[Session] = set()
         self._rooms: dict[str, set[Session]] = {}
+        self._counts = RoomCounts(presence_limit, presence_interval, self._members)
         self._users: dict[str, Counter[str]] = {}  # room -> member id -> its local sessions
         self._subscribed: set[str] = set()
         self._subscription_lock = asyncio.Lock()
@@ -71,7 +74,13 @@ class Hub:
         if session not in members:
             members.add(session)
             self._users.setdefault(room, Counter())[_member_id(session)] += 1
+            self._counts.added(room, session)
         await self._sync_subscription(room)
+
+    def joined(self, room: str, session: Session, large: bool) -> None:
+        """The session's `room_joined` went out: in a large room it gets the room's count
+        from now on, not each change."""
+        self._counts.joined(room, session, large)
 
     def has_member(self, room: str, member_id: str) -> bool:
         """Whether a local session of the member is in the room."""
@@ -82,6 +91,7 @@ class Hub:
         if members is None or session not in members:
             return
         members.discard(session)
+        self._counts.removed(room, session)
         users = self._users[room]
         users[_member_id(session)] -= 1
         if users[_member_id(session)] <= 0:
@@ -138,8 +148,13 @@ class Hub:
 
     # ---------------------------------------------------------------------------------------
 
+    def _members(self, room: str) -> set[Session]:
+        return self._rooms.get(room, set())
+
     def _fan_out(self, publication: Publication) -> None:
-        members = self._rooms.get(publication.room)
+        members: Collection[Session] | None = self._rooms.get(publication.room)
+        if members and publication.presence:  # a membership change
+            members = self._counts.recipients(publication)
         if not members:
             return
         data = websocket.frame(websocket.OP_TEXT, publication.payload)

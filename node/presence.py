@@ -41,10 +41,16 @@ Announcements = Callable[[str, Member], tuple[Template, Template]]
 
 @dataclass(frozen=True, slots=True)
 class Roster:
-    """Everyone in a room, as of the room's presence version `version`."""
+    """Everyone in a room, as of the room's presence version `version`: `count` members,
+    listed in `members` unless there are more than a room lists (then it is `large`)."""
 
     members: list[Member]
     version: int
+    count: int
+
+    @property
+    def large(self) -> bool:
+        return len(self.members) < self.count
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,7 @@ class RoomPolicy:
     max_rooms: int  # rooms created by joining, cluster-wide
     rooms_per_hour: int  # rooms one user may create per hour
     ttl: float  # seconds an emptied created room is kept
+    listed: int  # the most members a roster lists (node.room_counts)
 
     def creations(self, user_id: str) -> Budget:
         """The user's allowance of rooms to create."""
@@ -135,7 +142,8 @@ class Presence(Protocol):
         ...
 
     async def roster(self, room: str) -> Roster:
-        """Everyone in the room, and the presence version that reflects."""
+        """Everyone in the room (listed up to the policy's `listed`), and the presence
+        version that reflects."""
         ...
 
     async def rooms(self, offset: int, limit: int) -> RoomPage:

@@ -67,7 +67,9 @@ class MemoryPresence:
         self._publish(Publication(room, UNSEQUENCED, payload, exclude, version))
 
     def _roster(self, room: str) -> Roster:
-        return Roster(list(self._members.get(room, {}).values()), self._versions.get(room, 0))
+        members = self._members.get(room, {})
+        listed = list(members.values()) if len(members) <= self._policy.listed else []
+        return Roster(listed, self._versions.get(room, 0), len(members))
 
     def _allow_creation(self, member: Member, now: float) -> None:
         if len(self._created) >= self._policy.max_rooms:

@@ -36,10 +36,11 @@ log = logging.getLogger("node.presence")
 
 # A room's scripts: KEYS[1] is one of the room's keys (a Redis Cluster routes the call to the
 # room's shard by it); ARGV[1] is the key prefix, ARGV[2] the publish command
-# (node.redis_support.publish_command), ARGV[3] the room. Key names as `RedisKeys` gives them
+# (node.redis_support.publish_command), ARGV[3] the room, ARGV[4] the most members a roster
+# lists. Key names as `RedisKeys` gives them
 # (tests/integration/test_presence_keys.py holds the two together).
 ROOM_LUA = envelope.LUA + r"""
-local P, PUBLISH, ROOM = ARGV[1], ARGV[2], ARGV[3]
+local P, PUBLISH, ROOM, LISTED = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local function key(kind) return P .. ':{' .. ROOM .. '}:' .. kind end
 local MEMBERS, HOLDERS, HOLDS = key('members'), key('holders'), key('holds')
 local FAREWELLS, VERSION = key('farewells'), key('presence')
@@ -61,10 +62,15 @@ local function version()
   return start
 end
 
--- `head`, then the room's presence version and every member's info. Appended one by one:
--- Lua's unpack() fails past about 8,000 values, and rooms may be larger.
+-- `head`, then the room's presence version, its count and, unless there are more than
+-- LISTED, every member's info: a large room's list is no use to anyone, and reading it at
+-- every join would cost filling the room the square of its size. Appended one by one: Lua's
+-- unpack() fails past about 8,000 values.
 local function roster(head)
   table.insert(head, version())
+  local count = redis.call('HLEN', MEMBERS)
+  table.insert(head, count)
+  if count > LISTED then return head end
   for _, info in ipairs(redis.call('HVALS', MEMBERS)) do table.insert(head, info) end
   return head
 end
@@ -117,28 +123,28 @@ local function release(id, node, ttl_ms, fixed)
 end
 """
 
-# ARGV[4...]: member id, member info, node, the member's user_joined and user_left templates
+# ARGV[5...]: member id, member info, node, the member's user_joined and user_left templates
 # (fragments joined by NUL), the session not to tell, fixed (1/0). Returns {1 new / 0 not,
-# presence version, member infos...}.
+# presence version, count, member infos...}.
 JOIN_ROOM = ROOM_LUA + r"""
-keep(ARGV[10])
-return roster({hold(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])})
+keep(ARGV[11])
+return roster({hold(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10])})
 """
 
-# Returns the presence version, then every member's info.
+# Returns the presence version, the count, then the member infos (see `roster`).
 ROSTER = ROOM_LUA + r"""
 return roster({})
 """
 
-# ARGV[4...]: node, room ttl (ms), fixed, the number of members the node releases, their
+# ARGV[5...]: node, room ttl (ms), fixed, the number of members the node releases, their
 # ids, then id, info, user_joined and user_left templates of every member it holds. For each
 # release, returns the member's info ('' when unknown) and the room's count after it (-1:
 # the member stays).
 SETTLE_ROOM = ROOM_LUA + r"""
-local node, ttl_ms, fixed = ARGV[4], tonumber(ARGV[5]), ARGV[6]
-local holds_from = 8 + tonumber(ARGV[7])
+local node, ttl_ms, fixed = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local holds_from = 9 + tonumber(ARGV[8])
 local released = {}
-for i = 8, holds_from - 1 do
+for i = 9, holds_from - 1 do
   table.insert(released, redis.call('HGET', MEMBERS, ARGV[i]) or '')
   table.insert(released, release(ARGV[i], node, ttl_ms, fixed))
 end
@@ -370,8 +376,8 @@ def _member(info: bytes) -> Member:
 
 
 def _roster(reply: list[bytes]) -> Roster:
-    version, *infos = reply
-    return Roster([_member(info) for info in infos], int(version))
+    version, count, *infos = reply
+    return Roster([_member(info) for info in infos], int(version), int(count))
 
 
 def _info(member: Member) -> bytes:
@@ -433,7 +439,8 @@ class RedisPresence:
     async def _room(self, script: str, room: str, *args: object) -> Any:
         """Run a script of the room's (on the room's shard)."""
         return await self._scripts[script](
-            keys=[self._keys.members(room)], args=[self._keys.prefix, self._publish, room, *args])
+            keys=[self._keys.members(room)],
+            args=[self._keys.prefix, self._publish, room, self._policy.listed, *args])
 
     async def _shared(self, script: str, *args: object) -> Any:
         """Run a script over cluster-wide keys."""

@@ -230,7 +230,8 @@ class RoomInfo(msgspec.Struct, frozen=True, rename="camel"):
 class RoomJoined(_Event, tag="room_joined"):
     """`recovered` answers a join with `since`: whether `history` holds everything after it.
     `presence` is the room's presence version of the `users` snapshot: presence events with
-    a version up to it are already in the snapshot."""
+    a version up to it are already in the snapshot. `large`: the room has more members than
+    a room lists (`users` and `members` are empty, `user_count` events follow)."""
 
     room: str
     history: list[msgspec.Raw]
@@ -241,6 +242,7 @@ class RoomJoined(_Event, tag="room_joined"):
     epoch: str
     presence: int
     recovered: bool | msgspec.UnsetType = msgspec.UNSET
+    large: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 def stored_messages(payloads: list[bytes]) -> list[msgspec.Raw]:
@@ -262,6 +264,15 @@ class UserJoined(_Event, tag="user_joined"):
 class UserLeft(_Event, tag="user_left"):
     user: str
     user_id: str
+    room: str
+    user_count: int
+    presence: int
+
+
+class UserCount(_Event, tag="user_count"):
+    """A large room's member count and presence version, newest first: the changes since
+    the last one, in one (see node.room_counts)."""
+
     room: str
     user_count: int
     presence: int
@@ -310,7 +321,8 @@ class Error(_Event, tag="error"):
 
 
 Event = (
-    AuthSuccess | Refreshed | RoomJoined | UserJoined | UserLeft | RoomLeft | ChatMessage | RoomList
+    AuthSuccess | Refreshed | RoomJoined | UserJoined | UserLeft | UserCount | RoomLeft
+    | ChatMessage | RoomList
     | ServerPing | ServerPong | ServerShutdown | Error
 )
 
@@ -346,6 +358,24 @@ def presence_templates(room: str, member_id: str, name: str) -> tuple[Template, 
 def _open_at_count(data: bytes) -> Template:
     assert data.endswith(_OPEN_AT_COUNT)
     return data[:-len(_OPEN_AT_COUNT)] + b'"userCount":', b',"presence":'
+
+
+class _Count(msgspec.Struct, rename="camel"):
+    user_count: int
+
+
+_decode_count = msgspec.json.Decoder(_Count).decode
+
+
+def presence_count(payload: bytes) -> int:
+    """The member count a presence event (`user_joined`, `user_left`, `user_count`) carries."""
+    return _decode_count(payload).user_count
+
+
+def count_frame(room: str, count: int, presence: int) -> tuple[bytes, bytes]:
+    """A `user_count` event: its JSON and its frame."""
+    payload = _encode(UserCount(room=room, user_count=count, presence=presence))
+    return payload, frame(payload)
 
 
 def frame(payload: bytes) -> bytes:

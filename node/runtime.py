@@ -73,7 +73,7 @@ def build_node(settings: Settings) -> Node:
     presence: Presence
     coordination: Coordination
     policy = RoomPolicy(settings.fixed_rooms, settings.max_rooms,
-                        settings.user_rooms_per_hour, settings.room_ttl)
+                        settings.user_rooms_per_hour, settings.room_ttl, settings.presence_limit)
 
     def announcements(room: str, member: Member) -> tuple[Template, Template]:
         """The client protocol's presence events, which the backends complete."""
@@ -92,7 +92,8 @@ def build_node(settings: Settings) -> Node:
                                  announcements, cluster)
         coordination = RedisCoordination(url, prefix, node_id, settings.node_ttl, cluster)
     metrics = Metrics()
-    hub = Hub(broker, settings.history, metrics)
+    hub = Hub(broker, settings.history, metrics, settings.presence_limit,
+              settings.presence_interval)
     liveness = Liveness(presence, coordination, hub, settings.node_ttl)
     hub.on_reconnect(liveness.resync)  # shared state may have forgotten this node's members
     directory = Directory(presence)

@@ -16,7 +16,7 @@ from node.envelope import Publication
 from node.jwt_tokens import Claims
 from node.metrics import Metrics
 from node.presence import Member
-from node.protocol import ChatError, Error, ErrorCode, event_frame
+from node.protocol import ChatError, Error, ErrorCode, count_frame, event_frame, presence_count
 from node.ratelimit import Budget, FloodGuard, shared_rate
 from node.websocket import WebSocket
 
@@ -178,15 +178,25 @@ class Session:
         """Start holding room deliveries (a join is about to read history and roster)."""
         self._held = []
 
-    def release(self, seen_seq: int, seen_presence: int) -> None:
+    def release(self, seen_seq: int, seen_presence: int, counted: bool = False) -> None:
         """Send what was held, less what `room_joined` already gave: messages up to
-        `seen_seq`, membership changes up to presence version `seen_presence`."""
+        `seen_seq`, membership changes up to presence version `seen_presence`. A `counted`
+        session (its room is large) gets the newest count of the changes instead."""
         held, self._held = self._held or [], None
         self._floor = seen_seq
+        newest: Publication | None = None
         for publication, frame in held:
-            if (publication.seq > seen_seq if publication.seq
-                    else publication.presence > seen_presence):
-                self.send(frame)
+            if publication.seq:
+                if publication.seq > seen_seq:
+                    self.send(frame)
+            elif publication.presence > seen_presence:
+                if not counted:
+                    self.send(frame)
+                elif newest is None or publication.presence > newest.presence:
+                    newest = publication
+        if newest is not None:
+            self.send(count_frame(newest.room, presence_count(newest.payload),
+                                  newest.presence)[1])
 
     def restart_seqs(self) -> None:
         """Its room's history restarted from seq 1 (Redis lost it): deliver them all."""

@@ -32,6 +32,8 @@ async def chat(args: argparse.Namespace) -> None:
                         print(f"[{event['seq']}] {event['user']}: {event['text']}")
                     elif event["type"] in ("user_joined", "user_left"):
                         print(f"* {event['user']} {event['type'].split('_')[1]}")
+                    elif event["type"] == "user_count":
+                        print(f"* {event['userCount']} members")
                     elif event["type"] == "closed":
                         print(f"closed: {event['reason']}")
                         return

@@ -13,6 +13,7 @@ const chat = {
   state: "offline", name: null, jwt: null, userId: null, token: null, node: null,
   room: "general", epoch: null, lastSeq: 0, messages: [], members: new Map(),
   presenceVersion: 0,  // the room's presence version that `members` reflects
+  userCount: 0, large: false,  // large: more members than the server lists (only the count)
   connections: 0, ws: null, retryAfterMs: 0, backoffMs: BACKOFF_MS.first, stopped: null,
   pending: new Map(),  // ref -> text: sent, not yet seen stored; sent again after a resume
   presence: [],  // user_joined / user_left events seen
@@ -58,6 +59,8 @@ function accept(message) {
 }
 
 function showMembers() {
+  $("member-count").textContent = chat.large ? `${chat.userCount}, too many to list`
+    : String(chat.members.size);
   const list = $("members");
   list.replaceChildren(...[...chat.members.values()].sort().map((name) => {
     const li = document.createElement("li");
@@ -92,6 +95,7 @@ function applies(event) {
   if (event.presence <= chat.presenceVersion) return false;
   if (event.presence > chat.presenceVersion + 1) join();
   chat.presenceVersion = event.presence;
+  chat.userCount = event.userCount;
   chat.presence.push(event);
   return true;
 }
@@ -114,7 +118,8 @@ function onJoined(event) {
   event.history.forEach(accept);
   chat.lastSeq = Math.max(chat.lastSeq, event.seq);
   chat.members = new Map(event.members.map((m) => [m.userId, m.name]));
-  chat.presenceVersion = event.presence;
+  Object.assign(chat, {presenceVersion: event.presence, userCount: event.userCount,
+                       large: Boolean(event.large)});
   showMembers();
   chat.backoffMs = BACKOFF_MS.first;
   setState("online", `${chat.room} on ${chat.node}`);
@@ -141,6 +146,13 @@ const handlers = {
   },
   user_left(event) {
     if (applies(event)) chat.members.delete(event.userId);
+    showMembers();
+  },
+  user_count(event) {  // a large room: the newest count, versions may skip
+    if (event.presence <= chat.presenceVersion) return;
+    Object.assign(chat, {presenceVersion: event.presence, userCount: event.userCount,
+                         large: true});
+    chat.members.clear();
     showMembers();
   },
   room_list(event) { showRooms(event.rooms); },

@@ -51,6 +51,24 @@ async def test_a_refused_message_raises_and_a_final_close_stops_the_client(make_
         assert alice.connections == 1, "a policy close is not retried"
 
 
+async def test_in_a_large_room_the_client_keeps_the_count_and_no_member_list(make_node
+                                                                            ) -> None:
+    node = await make_node(presence_limit=2, presence_interval=0.1)
+    async with ChatClient(_ws_url(node), "alice", "general") as alice:
+        assert (await alice.next_event())["type"] == "room_joined"
+        async with ChatClient(_ws_url(node), "bob", "general") as bob:
+            assert (await _until(alice, "user_joined"))["user"] == "bob"
+            assert set(alice.members.values()) == {"alice", "bob"} and not alice.large
+            async with ChatClient(_ws_url(node), "carol", "general") as carol:
+                joined = await carol.next_event()
+                assert (joined["large"], carol.members, carol.user_count) == (True, {}, 3)
+                count = await _until(alice, "user_count")
+                assert (alice.large, alice.members, alice.user_count) == (True, {}, 3)
+                assert alice.presence == count["presence"]
+                await _until(bob, "user_count")
+                assert bob.large and bob.members == {}
+
+
 @pytest.mark.parametrize("identity", ["anonymous", "jwt"])
 async def test_a_drained_node_costs_the_client_nothing(make_cluster, identity: str) -> None:
     """Resumed on another node with nothing lost, and the room never sees it leave."""

@@ -21,7 +21,8 @@ from node.protocol import presence_templates
 from tests.broker_events import Recorder
 from tests.conftest import REDIS_BACKENDS, redis_endpoint
 
-POLICY = RoomPolicy(("general",), max_rooms=2, rooms_per_hour=10, ttl=60)
+LISTED = 20
+POLICY = RoomPolicy(("general",), max_rooms=2, rooms_per_hour=10, ttl=60, listed=LISTED)
 ALICE, BOB = Member("u-alice", "alice"), Member("u-bob", "bob")
 
 
@@ -116,6 +117,25 @@ async def test_concurrent_changes_replayed_in_version_order_give_the_roster(
     assert [h[2] for h in heard] == sorted(h[2] for h in heard), "published in version order"
     roster = await backend.presence.roster("general")
     assert view == {m.id for m in roster.members} == {m.id for m in members[1::2]}
+
+
+async def test_a_roster_lists_members_up_to_the_limit_and_past_it_only_counts_them(
+        backend: Backend) -> None:
+    members = [Member(f"u{n}", f"user{n}") for n in range(LISTED + 1)]
+    for member in members[:-1]:
+        joined = await backend.presence.join("general", member, exclude="")
+    assert len(joined.roster.members) == joined.roster.count == LISTED
+    assert not joined.roster.large
+    joined = await backend.presence.join("general", members[-1], exclude="")
+    assert (joined.roster.members, joined.roster.count, joined.roster.large) == (
+        [], LISTED + 1, True)
+    assert (await backend.presence.roster("general")).members == []
+    heard = await backend.heard(LISTED + 1)
+    assert heard[-1][0]["userCount"] == LISTED + 1, "every change is still announced"
+    await backend.presence.leave("general", members[0])
+    roster = await backend.presence.roster("general")
+    assert {m.id for m in roster.members} == {m.id for m in members[1:]}
+    assert roster.count == LISTED and not roster.large
 
 
 async def test_joining_creates_rooms_up_to_the_limit_and_the_directory_lists_them(

@@ -13,7 +13,7 @@ from node.presence_redis import RedisPresence
 from node.protocol import presence_templates
 from node.redis_support import RedisKeys
 
-POLICY = RoomPolicy(("general",), max_rooms=10, rooms_per_hour=10, ttl=60)
+POLICY = RoomPolicy(("general",), max_rooms=10, rooms_per_hour=10, ttl=60, listed=100_000)
 
 
 @pytest.fixture

@@ -27,10 +27,17 @@ def test_environment_twins_set_values_and_flags_win() -> None:
 
 @pytest.mark.parametrize("argv", [["--burst", "0"], ["--max-frame", "-1"], ["--port", "x"],
                                   ["--log-level", "LOUD"], ["--redis-prefix", "a{b}"],
-                                  ["--redis-prefix", ""], ["--redis-cluster"]])
+                                  ["--redis-prefix", ""], ["--redis-cluster"],
+                                  ["--presence-limit", "0"], ["--presence-interval", "0"]])
 def test_invalid_values_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         load_settings(argv, env={})
+
+
+def test_the_presence_limit_is_a_flag_or_a_variable() -> None:
+    assert load_settings(["--presence-limit", "1"], env={}).presence_limit == 1
+    assert load_settings([], env={"CHAT_PRESENCE_LIMIT": "5000"}).presence_limit == 5000
+    assert load_settings([], env={}).presence_limit == 1000
 
 
 def test_cluster_mode_is_a_flag_or_a_variable_beside_a_redis_url() -> None:
