@@ -139,11 +139,11 @@ REDIRECTED: tuple[type[Exception], ...] = (MovedError, AskError, TryAgainError,
                                            ClusterDownError)
 
 
-class PublishPipeline:
-    """Publishes go to Redis over a lean pipelined connection (node.redis_connection): the
-    calls of one loop iteration as one write, replies completing them in order
-    (auto-pipelining, as in ioredis). Redis runs them in arrival order; each caller gets its
-    own seq or error.
+class ScriptPipeline:
+    """The hot scripts (a publish, a budget slice) go to Redis over a lean pipelined
+    connection (node.redis_connection): the calls of one loop iteration as one write,
+    replies completing them in order (auto-pipelining, as in ioredis). Redis runs them in
+    arrival order; each caller gets its own reply or error.
 
     On a Redis Cluster there is such a connection to each primary, the one owning the room's
     slot; a call the shard no longer serves, or whose connection failed, runs again through
@@ -151,26 +151,27 @@ class PublishPipeline:
     a fresh one (as redis-py's client would), and a script Redis forgot is sent whole (EVAL)
     on the same connection, so that the calls keep their order."""
 
-    def __init__(self, redis: Client, script: AsyncScript) -> None:
+    def __init__(self, redis: Client, scripts: Sequence[AsyncScript]) -> None:
         self._redis = redis
-        self._script = script
+        self._loads = tuple(("SCRIPT", "LOAD", script.script) for script in scripts)
         self._cluster = redis if isinstance(redis, RedisCluster) else None
         self._connections: dict[str, PipelinedConnection] = {}
 
-    async def publish(self, keys: list[str], args: list[Any]) -> Any:
-        """The script's reply for this call."""
+    async def run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """The script's reply for this call (one of the scripts the pipeline was made for:
+        every fresh connection loads them)."""
         try:
-            return await self._call(b"EVALSHA", self._script.sha, keys, args)
+            return await self._call(b"EVALSHA", script.sha, keys, args)
         except NoScriptError:
-            return await self._call(b"EVAL", self._script.script, keys, args)
+            return await self._call(b"EVAL", script.script, keys, args)
         except ConnectionError:
             if self._cluster is None:  # once more, on a fresh connection
-                return await self._call(b"EVALSHA", self._script.sha, keys, args)
-            reply = await self._script(keys=keys, args=args)  # reloads the slot map
+                return await self._call(b"EVALSHA", script.sha, keys, args)
+            reply = await script(keys=keys, args=args)  # reloads the slot map
             await self._close_replaced(self._cluster)
             return reply
         except REDIRECTED:
-            return await self._script(keys=keys, args=args)
+            return await script(keys=keys, args=args)
 
     def _call(self, command: bytes, script: str | bytes, keys: list[str], args: list[Any]
               ) -> asyncio.Future[Any]:
@@ -195,7 +196,7 @@ class PublishPipeline:
             settings = self._redis.connection_pool if node is None else node
             connection = self._connections[name] = PipelinedConnection(
                 Endpoint.of(settings),
-                COMMAND_TIMEOUT, prologue=(("SCRIPT", "LOAD", self._script.script),))
+                COMMAND_TIMEOUT, prologue=self._loads)
         return connection
 
 
@@ -210,9 +211,9 @@ class RedisBroker:
         self._publish = publish_command(cluster).encode()  # encoded once: the hot path
         self._capacity = capacity
         self._ledger = Ledger()
-        self._publisher = PublishPipeline(self._redis,
-                                          self._redis.register_script(PUBLISH_MESSAGE))
+        self._publish_message = self._redis.register_script(PUBLISH_MESSAGE)
         self._take_budgets = self._redis.register_script(TAKE_BUDGETS)
+        self._scripts = ScriptPipeline(self._redis, (self._publish_message, self._take_budgets))
         self._read_history = self._redis.register_script(READ_HISTORY)
         self._epoch_prefix = uuid.uuid4().hex[:16]
         self._epochs = itertools.count()
@@ -232,7 +233,7 @@ class RedisBroker:
 
     async def close(self) -> None:
         await self._subscriber.close()
-        await self._publisher.close()
+        await self._scripts.close()
         await self._redis.aclose()
 
     async def subscribe(self, room: str) -> None:
@@ -267,7 +268,8 @@ class RedisBroker:
         try:
             if asks:
                 grants = await self._take(asks)
-            return int(await self._publisher.publish(
+            return int(await self._scripts.run(
+                self._publish_message,
                 [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room)],
                 [template, self._capacity, self._keys.channel(room), room, self._fresh_epoch(),
                  self._publish, seen]))
@@ -280,9 +282,9 @@ class RedisBroker:
 
     async def _take(self, asks: list[tuple[str, Budget, int]]) -> list[int]:
         """Take slices of the budgets from Redis: what each granted, or BudgetSpent."""
-        spent, *granted = await self._take_budgets(
-            keys=[self._keys.budget(key) for key, _, _ in asks],
-            args=[_limits(tuple((budget, take) for _, budget, take in asks))])
+        spent, *granted = await self._scripts.run(
+            self._take_budgets, [self._keys.budget(key) for key, _, _ in asks],
+            [_limits(tuple((budget, take) for _, budget, take in asks))])
         if spent:
             raise BudgetSpent(asks[spent - 1][1])
         return [int(n) for n in granted]
