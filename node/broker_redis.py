@@ -3,28 +3,21 @@ history and seq in one atomic script on the room's keys."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import itertools
 import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from redis.asyncio import RedisCluster
-from redis.commands.core import AsyncScript
-from redis.exceptions import (
-    AskError, ClusterDownError, ConnectionError, MovedError, NoScriptError, TryAgainError,
-)
 
 from node import envelope
 from node.broker import BrokerEvents, BudgetSpent, HistoryWindow
 from node.ratelimit import Budget
-from node.redis_connection import Endpoint, PipelinedConnection
-from node.redis_support import (
-    COMMAND_TIMEOUT, LUA_BUDGET, Client, RedisKeys, connect, publish_command, translate_errors,
-)
+from node.redis_connection import Endpoint
+from node.redis_support import LUA_BUDGET, RedisKeys, connect, publish_command, translate_errors
+from node.script_pipeline import ScriptPipeline
 from node.subscriber_cluster import ShardedSubscriber
 from node.subscriber_redis import ChannelSubscriber, Subscriber
 
@@ -131,73 +124,6 @@ class Ledger:
 def _limits(asks: tuple[tuple[Budget, int], ...]) -> bytes:
     """Budget limits and what to take, as the publish script reads them, encoded once."""
     return " ".join(f"{b.limit} {int(b.window * 1000)} {take}" for b, take in asks).encode()
-
-
-# Replies of a Redis Cluster's shard that no longer serves the slot (or not yet): the call
-# runs again through redis-py's cluster client, which follows the slot map.
-REDIRECTED: tuple[type[Exception], ...] = (MovedError, AskError, TryAgainError,
-                                           ClusterDownError)
-
-
-class ScriptPipeline:
-    """The hot scripts (a publish, a budget slice) go to Redis over a lean pipelined
-    connection (node.redis_connection): the calls of one loop iteration as one write,
-    replies completing them in order (auto-pipelining, as in ioredis). Redis runs them in
-    arrival order; each caller gets its own reply or error.
-
-    On a Redis Cluster there is such a connection to each primary, the one owning the room's
-    slot; a call the shard no longer serves, or whose connection failed, runs again through
-    redis-py's cluster client. On one Redis a call whose connection failed runs once more on
-    a fresh one (as redis-py's client would), and a script Redis forgot is sent whole (EVAL)
-    on the same connection, so that the calls keep their order."""
-
-    def __init__(self, redis: Client, scripts: Sequence[AsyncScript]) -> None:
-        self._redis = redis
-        self._loads = tuple(("SCRIPT", "LOAD", script.script) for script in scripts)
-        self._cluster = redis if isinstance(redis, RedisCluster) else None
-        self._connections: dict[str, PipelinedConnection] = {}
-
-    async def run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-        """The script's reply for this call (one of the scripts the pipeline was made for:
-        every fresh connection loads them)."""
-        try:
-            return await self._call(b"EVALSHA", script.sha, keys, args)
-        except NoScriptError:
-            return await self._call(b"EVAL", script.script, keys, args)
-        except ConnectionError:
-            if self._cluster is None:  # once more, on a fresh connection
-                return await self._call(b"EVALSHA", script.sha, keys, args)
-            reply = await script(keys=keys, args=args)  # reloads the slot map
-            await self._close_replaced(self._cluster)
-            return reply
-        except REDIRECTED:
-            return await script(keys=keys, args=args)
-
-    def _call(self, command: bytes, script: str | bytes, keys: list[str], args: list[Any]
-              ) -> asyncio.Future[Any]:
-        return self._connection(keys[0]).call(command, script, len(keys), *keys, *args)
-
-    async def close(self) -> None:
-        for connection in self._connections.values():
-            await connection.close()
-
-    async def _close_replaced(self, cluster: RedisCluster) -> None:
-        """Close the connections to nodes that are no longer primaries (failed over)."""
-        primaries = {node.name for node in cluster.get_primaries()}
-        for name in [name for name in self._connections if name not in primaries]:
-            await self._connections.pop(name).close()
-
-    def _connection(self, key: str) -> PipelinedConnection:
-        """The connection to the Redis that holds `key`: the one Redis, or its shard's primary."""
-        node = None if self._cluster is None else self._cluster.get_node_from_key(key)
-        name = "" if node is None else node.name
-        connection = self._connections.get(name)
-        if connection is None:
-            settings = self._redis.connection_pool if node is None else node
-            connection = self._connections[name] = PipelinedConnection(
-                Endpoint.of(settings),
-                COMMAND_TIMEOUT, prologue=self._loads)
-        return connection
 
 
 class RedisBroker:

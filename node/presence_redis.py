@@ -31,6 +31,7 @@ from node.presence import (
 from node.redis_support import (
     LUA_BUDGET, RedisKeys, connect, publish_command, translate_errors,
 )
+from node.script_pipeline import ScriptPipeline
 
 log = logging.getLogger("node.presence")
 
@@ -247,17 +248,21 @@ return 1
 """
 
 # ARGV: prefix, the dead node, this node, settling time (ms). Returns the "room NUL member id"
-# fields the dead node held, when this node is the one to release them; else nothing.
+# fields the dead node held, when this node is the one to release them; else nothing. The
+# dead node's names are free from here: before its members are announced gone, so that who
+# hears them leave may take their names (a node that comes back holds its names again,
+# unless somebody took them meanwhile).
 CLAIM_DEAD = SHARED_LUA + r"""
 local node = ARGV[2]
 if redis.call('EXISTS', shared('alive:' .. node)) == 1 then return {} end
 if redis.call('SISMEMBER', NODES, node) == 0 then return {} end
 if not redis.call('SET', settling(node), ARGV[3], 'NX', 'PX', ARGV[4]) then return {} end
+drop_node_names(node)
 return redis.call('HKEYS', node_members(node))
 """
 
-# ARGV: prefix, the dead node, this node. Its members released (FORGET), the node and its
-# names go, unless it came back meanwhile.
+# ARGV: prefix, the dead node, this node. Its members released (FORGET), the node goes,
+# unless it came back meanwhile.
 BURY = SHARED_LUA + r"""
 local node = ARGV[2]
 if redis.call('GET', settling(node)) ~= ARGV[3] then return 0 end
@@ -265,7 +270,6 @@ redis.call('DEL', settling(node))
 if redis.call('EXISTS', shared('alive:' .. node)) == 1 then return 0 end
 if redis.call('HLEN', node_members(node)) > 0 then return 0 end
 redis.call('SREM', NODES, node)
-drop_node_names(node)
 return 1
 """
 
@@ -420,6 +424,7 @@ class RedisPresence:
             ("claim_name", CLAIM_NAME), ("release_name", RELEASE_NAME), ("resync", RESYNC),
             ("resynced", RESYNCED), ("list_rooms", LIST_ROOMS),
             ("register_fixed", REGISTER_FIXED))}
+        self._pipeline = ScriptPipeline(self._redis, list(self._scripts.values()))
 
     async def start(self) -> None:
         """Register the fixed rooms; a Redis that is down now gets them at the first resync
@@ -434,18 +439,19 @@ class RedisPresence:
         await self._shared("register_fixed", *self._policy.fixed)
 
     async def close(self) -> None:
+        await self._pipeline.close()
         await self._redis.aclose()
 
     async def _room(self, script: str, room: str, *args: object) -> Any:
         """Run a script of the room's (on the room's shard)."""
-        return await self._scripts[script](
-            keys=[self._keys.members(room)],
-            args=[self._keys.prefix, self._publish, room, self._policy.listed, *args])
+        return await self._pipeline.run(
+            self._scripts[script], [self._keys.members(room)],
+            [self._keys.prefix, self._publish, room, self._policy.listed, *args])
 
     async def _shared(self, script: str, *args: object) -> Any:
         """Run a script over cluster-wide keys."""
-        return await self._scripts[script](keys=[self._keys.nodes],
-                                           args=[self._keys.prefix, *args])
+        return await self._pipeline.run(self._scripts[script], [self._keys.nodes],
+                                        [self._keys.prefix, *args])
 
     def _templates(self, room: str, member: Member) -> list[bytes]:
         """The member's announcements in the room, as the scripts store them."""

@@ -56,11 +56,11 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         prefix = request.getfixturevalue("redis_prefix")
         broker = RedisBroker(url, prefix, "node-a", 10, cluster)
         presence = RedisPresence(url, prefix, "node-a", 10, POLICY, _announcements, cluster)
-    await broker.start(events)
-    await presence.start()
-    for room in ("general", "made"):
-        await broker.subscribe(room)
-    try:
+    try:  # closed whatever fails: an open connection would hang the loop's close
+        await broker.start(events)
+        await presence.start()
+        for room in ("general", "made"):
+            await broker.subscribe(room)
         yield Backend(presence, broker, events)
     finally:
         await presence.close()
