@@ -139,8 +139,9 @@ class RedisBroker:
         self._ledger = Ledger()
         self._publish_message = self._redis.register_script(PUBLISH_MESSAGE)
         self._take_budgets = self._redis.register_script(TAKE_BUDGETS)
-        self._scripts = ScriptPipeline(self._redis, (self._publish_message, self._take_budgets))
         self._read_history = self._redis.register_script(READ_HISTORY)
+        self._scripts = ScriptPipeline(
+            self._redis, (self._publish_message, self._take_budgets, self._read_history))
         self._epoch_prefix = uuid.uuid4().hex[:16]
         self._epochs = itertools.count()
         self._events: BrokerEvents | None = None
@@ -236,7 +237,8 @@ class RedisBroker:
 
     @translate_errors
     async def history(self, room: str, limit: int, after: int | None = None) -> HistoryWindow:
-        epoch, last, first, messages = await self._read_history(
-            keys=[self._keys.seq(room), self._keys.history(room), self._keys.epoch(room)],
-            args=["" if after is not None else limit, after or 0, uuid.uuid4().hex])
+        epoch, last, first, messages = await self._scripts.run(
+            self._read_history,
+            [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room)],
+            ["" if after is not None else limit, after or 0, uuid.uuid4().hex])
         return HistoryWindow(list(messages), int(last), epoch.decode(), int(first))
