@@ -72,11 +72,13 @@ def load(paths: list[Path]) -> Results:
 
 def _chat_runs(data: dict[str, Any]) -> list[dict[str, Any]]:
     """The chat cluster's runs of a fan-out file, each as one run (a file holds several:
-    sender placements, and a peer's runs with --compare, which plan nothing here)."""
+    sender placements, room shapes, and a peer's runs with --compare, which plan nothing
+    here), each with the arguments it ran with."""
     if "runs" not in data:
         return [data]  # one run per file, as written before --compare
     shared = {k: v for k, v in data.items() if k != "runs"}
-    return [shared | run | {"args": shared["args"] | {"spread": run["spread"]}}
+    return [shared | run | {"args": shared["args"] | {"spread": run["spread"]}
+                            | run.get("shape", {})}
             for run in data["runs"] if run["system"] == "chat"]
 
 
@@ -323,6 +325,34 @@ def _fanout_section(results: Results) -> list[str]:
     return lines
 
 
+def _node_cores(model: Model, run: dict[str, Any], step: dict[str, Any]) -> float:
+    """The model's node CPU (cores, all nodes) for a measured step."""
+    return sum(model.per_delivery * step["achieved_per_s"] * share["members"]
+               + model.per_publish * step["published_per_s"] * share["senders"]
+               + model.node_idle for share in run["placement"].values())
+
+
+def _shapes_section(results: Results, model: Model) -> list[str]:
+    """Measured against modelled node CPU at each room shape's top passing step: where the
+    linear model holds, and by how much it errs, from rooms of 2 to rooms of thousands."""
+    lines = ["## Room shapes: measured against the model", "",
+             "| members × rooms | top passing deliveries/s | node CPU per delivery, measured | "
+             "modelled | model ÷ measured | p99 ms |", "|---|---|---|---|---|---|"]
+    for run in sorted(results.fanout, key=lambda r: r["args"]["members"]):
+        steps = [s for s in run["steps"] if s["passed"]]
+        if run["args"]["gateway"] or run["args"].get("redis_cluster") or not steps:
+            continue
+        top = steps[-1]
+        measured = sum(v for k, v in top["cpu_s"].items() if k.startswith("node")
+                       ) / load_seconds(run)
+        modelled = _node_cores(model, run, top)
+        per = 1e6 / top["achieved_per_s"]
+        lines.append(f"| {run['args']['members']} × {run['args']['rooms']} | "
+                     f"{top['achieved_per_s']:,} | {measured * per:.1f} µs | "
+                     f"{modelled * per:.1f} µs | {modelled / measured:.2f} | {top['p99_ms']} |")
+    return [*lines, ""]
+
+
 def _locust_section(results: Results) -> list[str]:
     lines = []
     for name, rows in results.locust.items():
@@ -424,6 +454,7 @@ def report(results: Results, demand: Demand, out: Path) -> Path:
     lines = ["# Capacity report", "",
              *_plan_section(model, demand, plan(model, demand)),
              *_model_section(model),
+             *_shapes_section(results, model),
              "## Plots", "", *[f"![{name}]({name})" for name in figures], "",
              "## Fan-out runs", "", *_fanout_section(results),
              "## Idle connections", "",

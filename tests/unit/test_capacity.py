@@ -92,3 +92,13 @@ def test_the_report_is_written_from_measured_results(tmp_path: Path) -> None:
     for name in ("node_cpu.png", "latency.png", "memory.png", "redis.png"):
         assert (tmp_path / name).stat().st_size > 1000
         assert f"]({name})" in text
+
+
+def test_room_shape_runs_keep_their_shape_and_the_report_checks_the_model_on_each(
+        tmp_path: Path) -> None:
+    results = Path(__file__).parents[2] / "docs" / "results"
+    runs = load([results / "fanout-shapes.json"]).fanout
+    assert {(r["args"]["members"], r["args"]["rooms"]) for r in runs} >= {(2, 2000), (10000, 1)}
+    text = report(load(sorted(results.glob("*.json"))), demand(), tmp_path).read_text()
+    shapes = text.split("## Room shapes")[1].split("##")[0]
+    assert "| 2 × 2000 |" in shapes and "| 10000 × 1 |" in shapes
