@@ -164,7 +164,8 @@ def _p99(values: list[float]) -> float | None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     procstats.raise_fd_limit()
     flags = [*limits.node_flags({k: v for k, v in limits.BENCHMARK_LIMITS.items()
-                                 if k != "handshake_backlog"}), "--log-level", "WARNING"]
+                                 if k != "handshake_backlog"}), "--log-level", "WARNING",
+             *args.node_arg]
     cluster = Cluster(Path(tempfile.mkdtemp(prefix="storm-")), args.nodes, node_args=flags,
                       gateway_limits={"ws_per_address": 65_000})
     workers: list[tuple[multiprocessing.Process, Connection]] = []
@@ -256,6 +257,8 @@ def main() -> None:
                         help="seconds to wait for the last deliveries")
     parser.add_argument("--deadline", type=float, default=120.0,
                         help="seconds any phase may take before the run is given up")
+    parser.add_argument("--node-arg", action="append", default=[],
+                        help="an extra `python -m node` flag (e.g. --handshake-backlog=100)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     if args.nodes < 2 or args.clients < args.rooms:
