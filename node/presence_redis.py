@@ -38,8 +38,8 @@ log = logging.getLogger("node.presence")
 # A room's scripts: KEYS[1] is one of the room's keys (a Redis Cluster routes the call to the
 # room's shard by it); ARGV[1] is the key prefix, ARGV[2] the publish command
 # (node.redis_support.publish_command), ARGV[3] the room, ARGV[4] the most members a roster
-# lists. Key names as `RedisKeys` gives them
-# (tests/integration/test_presence_keys.py holds the two together).
+# lists. Key names as `RedisKeys` gives them (tests/integration/test_presence_keys.py holds
+# the two together).
 ROOM_LUA = envelope.LUA + r"""
 local P, PUBLISH, ROOM, LISTED = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local function key(kind) return P .. ':{' .. ROOM .. '}:' .. kind end

@@ -16,7 +16,7 @@ import msgspec
 
 from node import names, websocket
 from node.disconnect import Disconnect
-from node.envelope import Template
+from node.envelope import UNSEQUENCED, Publication, Template
 
 
 class ErrorCode(enum.StrEnum):
@@ -270,8 +270,8 @@ class UserLeft(_Event, tag="user_left"):
 
 
 class UserCount(_Event, tag="user_count"):
-    """A large room's member count and presence version, newest first: the changes since
-    the last one, in one (see node.room_counts)."""
+    """A large room's newest member count and presence version: every change since the
+    last one, in one (see node.room_counts)."""
 
     room: str
     user_count: int
@@ -372,10 +372,12 @@ def presence_count(payload: bytes) -> int:
     return _decode_count(payload).user_count
 
 
-def count_frame(room: str, count: int, presence: int) -> tuple[bytes, bytes]:
-    """A `user_count` event: its JSON and its frame."""
-    payload = _encode(UserCount(room=room, user_count=count, presence=presence))
-    return payload, frame(payload)
+def count_update(change: Publication) -> tuple[Publication, bytes]:
+    """The `user_count` that sums a room's membership changes up to `change` (the newest):
+    as a publication (what a session holds while it joins) and as a frame."""
+    payload = _encode(UserCount(room=change.room, user_count=presence_count(change.payload),
+                                presence=change.presence))
+    return Publication(change.room, UNSEQUENCED, payload, presence=change.presence), frame(payload)
 
 
 def frame(payload: bytes) -> bytes:

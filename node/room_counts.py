@@ -22,8 +22,8 @@ import asyncio
 import time
 from collections.abc import Callable, Collection
 
-from node.envelope import UNSEQUENCED, Publication
-from node.protocol import count_frame, presence_count
+from node.envelope import Publication
+from node.protocol import count_update, presence_count
 from node.session import Session
 
 Members = Callable[[str], set[Session]]
@@ -123,7 +123,6 @@ class RoomCounts:
         if change is None or not counted:
             return
         self._last_sent[room] = time.monotonic()
-        payload, frame = count_frame(room, presence_count(change.payload), change.presence)
-        update = Publication(room, UNSEQUENCED, payload, presence=change.presence)
+        update, frame = count_update(change)
         for session in counted:
             session.deliver(frame, update)

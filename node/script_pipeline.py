@@ -26,9 +26,8 @@ REDIRECTED: tuple[type[Exception], ...] = (MovedError, AskError, TryAgainError,
 
 class ScriptPipeline:
     """Scripts go to Redis over a lean pipelined connection: the calls of one loop
-    iteration as one write,
-    replies completing them in order (auto-pipelining, as in ioredis). Redis runs them in
-    arrival order; each caller gets its own reply or error.
+    iteration as one write, replies completing them in order (auto-pipelining, as in
+    ioredis). Redis runs them in arrival order; each caller gets its own reply or error.
 
     On a Redis Cluster there is such a connection to each primary, the one owning the room's
     slot; a call the shard no longer serves, or whose connection failed, runs again through

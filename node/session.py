@@ -16,7 +16,7 @@ from node.envelope import Publication
 from node.jwt_tokens import Claims
 from node.metrics import Metrics
 from node.presence import Member
-from node.protocol import ChatError, Error, ErrorCode, count_frame, event_frame, presence_count
+from node.protocol import ChatError, Error, ErrorCode, count_update, event_frame
 from node.ratelimit import Budget, FloodGuard, shared_rate
 from node.websocket import WebSocket
 
@@ -195,8 +195,7 @@ class Session:
                 elif newest is None or publication.presence > newest.presence:
                     newest = publication
         if newest is not None:
-            self.send(count_frame(newest.room, presence_count(newest.payload),
-                                  newest.presence)[1])
+            self.send(count_update(newest)[1])
 
     def restart_seqs(self) -> None:
         """Its room's history restarted from seq 1 (Redis lost it): deliver them all."""
