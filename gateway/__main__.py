@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import resource
 import signal
 import sys
 import threading
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cluster import STATE_FILE, SUPERVISE_EVERY, Cluster
-from gateway.nginx import MAX_FILES, GatewayConfig
+from gateway.nginx import GatewayConfig
 from gateway.processes import LOOPBACK, MissingBinary, Stopped, http_ok
 from gateway.redis_cluster import MIN_SHARDS
 from gateway.rolling import ClusterState, rolling_restart
@@ -171,9 +170,8 @@ def serve_gateway(args: argparse.Namespace) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
     # Logs to the container's stderr; file descriptors up to the container's hard limit.
-    max_files = min(MAX_FILES, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
     gateway = Gateway(lambda upstreams: _gateway_config(
-        args, args.listen, upstreams, error_log="stderr", max_files=max_files), args.run_dir)
+        args, args.listen, upstreams, error_log="stderr"), args.run_dir)
     sys.exit(serve(gateway, lambda: replicas(host, int(port)), args.resolve_every, stopping))
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import resource
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.config import DEFAULT_MAX_HEAD
@@ -11,13 +12,21 @@ TEMPLATE = Path(__file__).with_name("nginx.conf.template")
 MAX_FILES = 65536  # nginx's worker_rlimit_nofile unless the hard limit is lower
 
 
+def max_files() -> int:
+    """Files an nginx worker may open: MAX_FILES, or the hard limit it runs under if lower
+    (raising that needs privileges a container or an unprivileged user lacks)."""
+    return min(MAX_FILES, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     listen: str
     upstreams: list[str]
     run_dir: Path
     workers: str = "auto"  # one nginx worker per core
-    max_files: int = MAX_FILES  # at most the hard limit nginx runs under
+    # Each worker opens up to this many files and holds as many connections: a WebSocket
+    # through the gateway takes two (the client's and the node's).
+    max_files: int = field(default_factory=max_files)
     proxy_timeout: int = 120
     max_fails: int = 3
     fail_timeout: int = 5

@@ -27,3 +27,4 @@ def test_a_small_storm_brings_every_client_of_the_killed_node_back(tmp_path: Pat
     assert result["resumed"] == result["moved"] == result["recovered_true"], result
     assert result["accepted"] > 0 and result["clients_missing_or_misordered"] == 0, result
     assert "resumed on the others" in run.stdout
+    assert "in the observer's 10 rooms (a process of their own)" in run.stdout

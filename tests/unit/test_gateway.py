@@ -1,6 +1,8 @@
+import resource
+
 import pytest
 
-from gateway.nginx import GatewayConfig
+from gateway.nginx import MAX_FILES, GatewayConfig
 from gateway.processes import MissingBinary, find_binary
 
 
@@ -19,3 +21,11 @@ def test_the_config_balances_least_conn_with_passive_health(tmp_path) -> None:
     assert "proxy_next_upstream error timeout http_502 http_503;" in text
     assert "map $http_upgrade $connection_upgrade" in text
     assert "{{" not in text
+
+
+def test_each_worker_holds_as_many_connections_as_it_may_open_files(tmp_path) -> None:
+    hard_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    text = GatewayConfig("127.0.0.1:8080", ["127.0.0.1:1"], tmp_path).render()
+    files = min(MAX_FILES, hard_limit)
+    assert f"worker_rlimit_nofile {files};" in text
+    assert f"worker_connections {files};" in text
