@@ -10,6 +10,7 @@ from node.config import DEFAULT_MAX_HEAD
 
 TEMPLATE = Path(__file__).with_name("nginx.conf.template")
 MAX_FILES = 65536  # nginx's worker_rlimit_nofile unless the hard limit is lower
+MAX_CONN_LIMIT = 65535  # the largest limit_conn nginx takes
 
 
 def max_files() -> int:
@@ -39,6 +40,11 @@ class GatewayConfig:
     instance: str = "gateway"  # /gateway-health answers "ok <instance>"
     ws_path: str = "/ws"  # where WebSockets are upgraded (a benchmark peer has its own)
     error_log: str | None = None  # default run_dir/nginx-error.log; "stderr" in a container
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ws_per_address <= MAX_CONN_LIMIT:  # nginx would refuse to start
+            raise ValueError(f"ws_per_address must be 1 to {MAX_CONN_LIMIT}, "
+                             f"not {self.ws_per_address}")
 
     def render(self) -> str:
         """The nginx.conf text: least_conn over the nodes, passive health checks for HTTP."""

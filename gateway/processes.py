@@ -125,7 +125,7 @@ def die_with_parent(signum: int = signal.SIGTERM) -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signum)
 
 
-def _die_with_launcher(launcher: int) -> Callable[[], None]:
+def die_with_launcher(launcher: int) -> Callable[[], None]:
     """Run in the child before exec: SIGTERM it when the thread that started it ends — the
     launcher killed outright (SIGKILL) included, where no handler of ours runs."""
 
@@ -158,7 +158,7 @@ class Children:
             process = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env={**os.environ, **(env or {})},
-                preexec_fn=_die_with_launcher(os.getpid()),
+                preexec_fn=die_with_launcher(os.getpid()),
             )
             service = Service(name, process, port, log_path)
             self._services.append(service)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -22,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 import aiohttp
 import uvloop
 
+from gateway.processes import die_with_launcher
 from loadtest.stats import percentile
 
 
@@ -33,6 +36,26 @@ class Report:
     p99_ms: float = 0.0
     max_ms: float = 0.0
     problems: list[str] = field(default_factory=list)
+
+
+def start(url: str, seconds: float, interval: float, source: str) -> subprocess.Popen[str]:
+    """The canary in a process of its own, chatting on `url` for `seconds` (and stopped if
+    this process ends first)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "loadtest.canary", "--url", url, "--duration", str(seconds),
+         "--interval", str(interval), "--source", source], stdout=subprocess.PIPE, text=True,
+        preexec_fn=die_with_launcher(os.getpid()))
+
+
+def result(canary: subprocess.Popen[str], timeout: float) -> dict[str, object]:
+    """The report a canary `start`ed prints when its time is up (killed past `timeout`)."""
+    try:
+        out = canary.communicate(timeout=timeout)[0]
+    finally:
+        if canary.poll() is None:
+            canary.kill()
+            canary.wait()
+    return dict(json.loads(out))
 
 
 async def chat(url: str, duration: float, interval: float, source: str | None,

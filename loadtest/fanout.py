@@ -39,9 +39,12 @@ import uvloop
 from gateway.cluster import Cluster
 from gateway.processes import die_with_parent
 from gateway.redis_cluster import MIN_SHARDS
+from loadtest import canary as canary_process
 from loadtest import limits, procstats, scrape
 from loadtest.peers import PEER_SYSTEMS, PeerCluster
-from loadtest.rawclient import OnStamp, RawMember, connect_member, stamp_text
+from loadtest.rawclient import (
+    OnStamp, RawMember, connect_member, loopback_source, stamp_text,
+)
 from loadtest.results import save
 from loadtest.stats import percentile
 
@@ -51,6 +54,9 @@ DRAIN_SECONDS = 1.5
 CONNECT_BATCH = 50
 WAIT_TIMEOUT = 300.0
 SETTLE_SECONDS = 3.0
+SPARE_FILES = 100  # a generator process's files besides its sockets
+CANARY_INTERVAL = 0.02  # seconds between the idle run's canary messages
+CANARY_SOURCE = "127.0.0.1"  # the clients come from 127.0.0.2 on (rawclient.loopback_source)
 DEFAULT_RATES = "10000,20000,40000,60000,80000,100000,120000,140000,160000,180000,200000"
 CHAT = "chat"
 M = TypeVar("M")  # a room's member: a client, or its index
@@ -106,7 +112,7 @@ async def _connect_room(topology: Topology, room: int, on_stamp: OnStamp) -> lis
     for first in range(0, topology.members, CONNECT_BATCH):
         members += await asyncio.gather(*(
             connect_member(kind, urls[i % len(urls)], f"{name}-m{i}", name, on_stamp,
-                           WAIT_TIMEOUT)
+                           WAIT_TIMEOUT, loopback_source(room * topology.members + i))
             for i in range(first, min(first + CONNECT_BATCH, topology.members))))
     return members
 
@@ -347,9 +353,21 @@ def _connections(cluster: Cluster, index: int) -> int:
         return int(json.load(reply)["connections"])
 
 
-def _idle(cluster: Cluster, before: dict[str, int]) -> dict[str, Any]:
-    """RSS growth per connection of each node, once the connections have settled."""
+def _idle(cluster: Cluster, before: dict[str, int], args: argparse.Namespace
+          ) -> dict[str, Any]:
+    """What the idle connections cost once settled: memory, CPU (the heartbeat is the idle
+    work), and the latency of a client chatting beside them."""
     time.sleep(SETTLE_SECONDS)
+    nodes = _idle_memory(cluster, before)
+    cpu = _idle_cpu(cluster, args)
+    for name, share in cpu.items():
+        if name in nodes:
+            nodes[name]["idle_cpu_percent"] = share
+    return {"nodes": nodes, "cpu_percent": cpu, "canary": _idle_canary(cluster, args)}
+
+
+def _idle_memory(cluster: Cluster, before: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Each node's connections and RSS growth per connection."""
     nodes = {}
     for index, node in enumerate(cluster.nodes, start=1):
         after = procstats.memory_kib(node.process.pid, "VmRSS")
@@ -358,8 +376,36 @@ def _idle(cluster: Cluster, before: dict[str, int]) -> dict[str, Any]:
                             "rss_after_kib": after,
                             "kib_per_connection": round((after - before[node.name]) / count, 2)}
         print(f"{node.name}: {count} connections, RSS {before[node.name]} -> {after} KiB, "
-              f"{nodes[node.name]['kib_per_connection']} KiB per connection")
-    return {"nodes": nodes}
+              f"{nodes[node.name]['kib_per_connection']} KiB per connection", flush=True)
+    return nodes
+
+
+def _idle_cpu(cluster: Cluster, args: argparse.Namespace) -> dict[str, float]:
+    """Percent of a core each node (and nginx through the gateway) used over
+    `--idle-seconds`, with nothing but the idle connections on the cluster."""
+    pids = {name: group for name, group in _watched(cluster, args.gateway).items()
+            if not name.startswith(("redis", "replica"))}
+    started, before = time.monotonic(), _cpu_marks(pids)
+    time.sleep(args.idle_seconds)
+    seconds = time.monotonic() - started
+    cpu = {name: round(100 * (used - before[name]) / seconds, 2)
+           for name, used in _cpu_marks(pids).items()}
+    print(f"CPU over {seconds:.0f} s, % of a core: "
+          + ", ".join(f"{name} {share}" for name, share in cpu.items()), flush=True)
+    return cpu
+
+
+def _idle_canary(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
+    """The round trips of a canary chatting on node1 (or the gateway) for `--idle-seconds`:
+    what the idle crowd's heartbeat costs a client that talks."""
+    url = cluster.ws_url if args.gateway else cluster.node_ws_url(1)
+    canary = canary_process.start(url, args.idle_seconds, CANARY_INTERVAL, CANARY_SOURCE)
+    report = canary_process.result(canary, args.idle_seconds + 60)
+    print(f"then a canary beside them for {args.idle_seconds:g} s (a message every "
+          f"{CANARY_INTERVAL * 1000:g} ms): p99 {report['p99_ms']} ms, max {report['max_ms']} "
+          f"ms, {report['received']}/{report['sent']} back, problems {report['problems']}",
+          flush=True)
+    return report
 
 
 def _topologies(cluster: Cluster | PeerCluster, args: argparse.Namespace, rooms: int
@@ -375,15 +421,27 @@ def _cluster(args: argparse.Namespace) -> Cluster | PeerCluster:
     run_dir = Path(tempfile.mkdtemp(prefix="fanout-"))
     if args.system == CHAT:
         print(limits.describe(), flush=True)
+        if args.gateway:
+            print(f"the gateway's too: {limits.GATEWAY_LIMITS}", flush=True)
         return Cluster(run_dir, args.nodes, node_args=[*limits.node_flags(),
                                                        "--log-level", "WARNING"],
-                       redis_shards=args.shards if args.redis_cluster else 0)
+                       redis_shards=args.shards if args.redis_cluster else 0,
+                       gateway_limits=limits.GATEWAY_LIMITS)
     return PeerCluster(run_dir, PEER_SYSTEMS[args.system], args.nodes)
 
 
+def _enough_workers(args: argparse.Namespace, rooms: int, files: int) -> int:
+    """`--workers`, or more if one generator process could not open its share of sockets."""
+    needed = -(-rooms * args.members // (files - SPARE_FILES))
+    if needed > args.workers:
+        print(f"{needed} generator processes: one may open {files} files", flush=True)
+    return max(args.workers, needed)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    procstats.raise_fd_limit()  # the nodes inherit it
+    files = procstats.raise_fd_limit()  # the nodes inherit it
     rooms = -(-args.idle // args.members) if args.idle else args.rooms
+    args.workers = _enough_workers(args, rooms, files)
     cluster = _cluster(args)
     generators = Generators()
     try:
@@ -395,7 +453,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError(f"a generator did not connect its clients: {answers}")
         if args.idle:
             assert isinstance(cluster, Cluster), "--idle measures the chat nodes"
-            return _idle(cluster, rss_before)
+            return _idle(cluster, rss_before, args)
         return _steps(cluster, generators, args)
     finally:
         generators.stop()
@@ -532,6 +590,8 @@ def main() -> None:
     parser.add_argument("--idle", type=int, nargs="?", const=5000, default=0, metavar="N",
                         help="hold N idle authenticated connections (default 5000) and "
                              "measure memory per connection instead")
+    parser.add_argument("--idle-seconds", type=float, default=30.0,
+                        help="how long --idle measures CPU: at least the nodes' ping interval")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     if args.shards < MIN_SHARDS:
@@ -545,7 +605,8 @@ def main() -> None:
             {"comparison": _compare(runs, args.system, args.compare)} if args.compare else {})
     if args.json:
         save(args.json, "idle" if args.idle else "fanout", "loadtest.fanout", args,
-             {"node_limits": limits.BENCHMARK_LIMITS} | results)
+             {"node_limits": limits.BENCHMARK_LIMITS, "gateway_limits": limits.GATEWAY_LIMITS}
+             | results)
 
 
 if __name__ == "__main__":

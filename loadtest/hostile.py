@@ -20,12 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import os
 import socket
 import struct
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +34,7 @@ import aiohttp
 import uvloop
 
 from gateway.processes import LOOPBACK, Service, start_node
+from loadtest import canary as canary_process
 from loadtest import procstats
 from loadtest.results import save
 from node.config import Settings
@@ -187,14 +185,6 @@ async def _count_delivered(ws: aiohttp.ClientWebSocketResponse) -> int:
         return delivered
 
 
-def _canary(port: int, seconds: float) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "loadtest.canary", "--url", f"ws://{LOOPBACK}:{port}/ws",
-         "--duration", str(seconds), "--interval", str(CANARY_INTERVAL),
-         "--source", "127.0.0.2"],
-        stdout=subprocess.PIPE, text=True)
-
-
 async def _sample_rss(pid: int, stop: asyncio.Event, peak: list[int]) -> None:
     while not stop.is_set():
         peak[0] = max(peak[0], procstats.memory_kib(pid, "VmRSS"))
@@ -204,7 +194,8 @@ async def _sample_rss(pid: int, stop: asyncio.Event, peak: list[int]) -> None:
 async def _run_attack(node: Service, attack: Attack, seconds: float) -> dict[str, Any]:
     pid = node.process.pid
     rss_before = procstats.memory_kib(pid, "VmRSS")
-    canary = _canary(node.port, seconds + 2)
+    canary = canary_process.start(f"ws://{LOOPBACK}:{node.port}/ws", seconds + 2,
+                                  CANARY_INTERVAL, "127.0.0.2")
     await asyncio.sleep(1.0)  # the canary is chatting before the attack starts
     cpu_before, started = procstats.cpu_seconds([pid]), time.monotonic()
     peak, stop = [rss_before], asyncio.Event()
@@ -216,7 +207,7 @@ async def _run_attack(node: Service, attack: Attack, seconds: float) -> dict[str
         stop.set()
         await sampler
     cpu = (procstats.cpu_seconds([pid]) - cpu_before) / (time.monotonic() - started)
-    report = json.loads(await asyncio.to_thread(lambda: canary.communicate(timeout=60)[0]))
+    report = await asyncio.to_thread(canary_process.result, canary, 60)
     return {"canary p99 ms": report["p99_ms"], "canary sent/received":
             f"{report['sent']}/{report['received']}", "canary problems": report["problems"],
             "node CPU s/s": round(cpu, 2), "RSS before MiB": round(rss_before / 1024, 1),

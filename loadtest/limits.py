@@ -1,8 +1,9 @@
 """The node limits the load tools run with, raised explicitly and printed with every result.
 
-A benchmark's generator sends for hundreds of users from one address (127.0.0.1) as fast as
+A benchmark's generator sends for thousands of users from a few loopback addresses as fast as
 a step asks: the defaults, made for real users behind real addresses, would refuse it. The
-tools raise exactly these limits, say so, and leave every other default as shipped.
+tools raise exactly these limits (the nodes' and the gateway's WebSockets per address), say
+so, and leave every other default as shipped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ BENCHMARK_LIMITS: dict[str, int] = {
     "handshake_backlog": 200_000,  # the tools connect thousands of members at once
     "max_rooms": 200_000,  # and make thousands of rooms
 }
+
+GATEWAY_LIMITS: dict[str, int] = {"ws_per_address": 65_535}  # nginx's most, when in front
 
 
 def node_flags(limits: dict[str, int] = BENCHMARK_LIMITS) -> list[str]:

@@ -23,6 +23,7 @@ JOINED = b'"type":"room_joined"'
 REFUSED = b'"type":"error"'
 HEAD_END = b"\r\n\r\n"
 KEEP = max(len(MARKER), len(PING), len(JOINED)) - 1  # a marker may straddle two reads
+LOOPBACK_SOURCES = 64  # 127.0.0.2 on: each has its own ~28,000 ephemeral ports
 
 OnStamp = Callable[[int, int], None]  # (step, the sender's clock in ns)
 
@@ -145,12 +146,22 @@ class RawMember(asyncio.Protocol):
             self._transport.close()
 
 
+def loopback_source(index: int) -> str:
+    """The source address of client `index`: a connection is four numbers, and from one
+    address to one listener only the source port varies, so past ~28,000 clients a
+    benchmark spreads its clients over several loopback addresses."""
+    return f"127.0.0.{2 + index % LOOPBACK_SOURCES}"
+
+
 async def connect_member(kind: type[RawMember], url: str, name: str, room: str,
-                         on_stamp: OnStamp, timeout: float) -> RawMember:
-    """A member of the `kind`'s protocol that has joined `room`."""
+                         on_stamp: OnStamp, timeout: float, source: str | None = None
+                         ) -> RawMember:
+    """A member of the `kind`'s protocol that has joined `room`, connected from `source`
+    (an address of this host) if given."""
     parts = urlsplit(url)
     loop = asyncio.get_running_loop()
-    _, member = await loop.create_connection(lambda: kind(url, name, room, on_stamp),
-                                             parts.hostname, parts.port)
+    _, member = await loop.create_connection(
+        lambda: kind(url, name, room, on_stamp), parts.hostname, parts.port,
+        local_addr=(source, 0) if source else None)
     await asyncio.wait_for(member.joined, timeout)
     return member

@@ -27,6 +27,31 @@ async def test_server_pings_and_a_client_that_answers_stays(make_node, connect) 
     assert (await client.expect("room_list"))["rooms"]
 
 
+async def test_pings_spread_over_the_interval_reach_every_client_once_each(make_node, connect
+                                                                          ) -> None:
+    node = await make_node(ping_interval=0.6, ping_timeout=1.3)  # six slices of 0.1 s
+    clients = [await connect(node) for _ in range(12)]
+
+    async def answer_pings(client) -> list[float]:
+        """When each of three pings came; answered, so that the client stays."""
+        arrivals = []
+        for _ in range(3):
+            ping = json.loads((await client.next_frame(timeout=2)).data)
+            assert ping["type"] == "ping"
+            arrivals.append(asyncio.get_running_loop().time())
+            await client.send(type="pong", timestamp=ping["timestamp"])
+        return arrivals
+
+    arrivals = await asyncio.gather(*(answer_pings(client) for client in clients))
+    gaps = [later - earlier for times in arrivals for earlier, later in zip(times, times[1:])]
+    assert all(0.3 < gap < 1.0 for gap in gaps), gaps  # once an interval: none skipped or doubled
+    firsts = sorted(times[0] for times in arrivals)
+    assert firsts[-1] - firsts[0] > 0.15, "the clients were pinged in more than one slice"
+    for client in clients:
+        await client.send(type="list_rooms")
+        assert (await client.expect("room_list"))["rooms"] is not None
+
+
 async def test_a_client_that_never_pongs_is_closed_with_1000(make_node, connect) -> None:
     node = await make_node(ping_interval=0.1, ping_timeout=0.3)
     client = await connect(node)

@@ -2,7 +2,7 @@ import resource
 
 import pytest
 
-from gateway.nginx import MAX_FILES, GatewayConfig
+from gateway.nginx import MAX_CONN_LIMIT, MAX_FILES, GatewayConfig
 from gateway.processes import MissingBinary, find_binary
 
 
@@ -29,3 +29,9 @@ def test_each_worker_holds_as_many_connections_as_it_may_open_files(tmp_path) ->
     files = min(MAX_FILES, hard_limit)
     assert f"worker_rlimit_nofile {files};" in text
     assert f"worker_connections {files};" in text
+
+
+@pytest.mark.parametrize("limit", [0, MAX_CONN_LIMIT + 1])
+def test_a_per_address_limit_nginx_would_refuse_is_refused_first(tmp_path, limit: int) -> None:
+    with pytest.raises(ValueError, match="ws_per_address must be 1 to 65535"):
+        GatewayConfig("127.0.0.1:8080", ["127.0.0.1:1"], tmp_path, ws_per_address=limit)
