@@ -101,6 +101,9 @@ class Model:
     # Full sessions (upgrade, auth, join, room_joined) one node admits per second
     # (`python -m loadtest.admission`); None when not measured.
     sessions_per_s: float | None = None
+    # Node cores an idle connection costs (its pings and pongs), from idle runs that
+    # measured CPU; 0 when none did.
+    per_connection: float = 0.0
 
 
 def load_seconds(run: dict[str, Any]) -> float:
@@ -153,7 +156,15 @@ def fit(results: Results) -> Model:
         nginx_per_delivery=float(np.median(nginx)) if nginx else None,
         kib_per_connection=float(np.mean([n["kib_per_connection"] for n in idle_nodes])),
         node_base_kib=float(np.mean([n["rss_before_kib"] for n in idle_nodes])),
+        per_connection=_per_connection(idle_nodes),
     )
+
+
+def _per_connection(idle_nodes: list[dict[str, Any]]) -> float:
+    """Median node cores per idle connection over the idle runs that measured CPU."""
+    shares = [n["idle_cpu_percent"] / 100 / n["connections"] for n in idle_nodes
+              if "idle_cpu_percent" in n and n["connections"]]
+    return float(np.median(shares)) if shares else 0.0
 
 
 def _sessions_per_s(files: list[dict[str, Any]]) -> float | None:
@@ -201,8 +212,9 @@ def subscribed_nodes(nodes: int, rooms: dict[int, float]) -> float:
 
 def plan(model: Model, demand: Demand) -> dict[str, Any]:
     usable = 1 - demand.headroom
-    cpu_nodes = (model.per_delivery * demand.deliveries + model.per_publish * demand.publishes
-                 ) / max(1e-9, usable - model.node_idle)
+    work = (model.per_delivery * demand.deliveries + model.per_publish * demand.publishes
+            + model.per_connection * demand.users)  # cores, all nodes together
+    cpu_nodes = work / max(1e-9, usable - model.node_idle)
     memory_budget = usable * demand.node_memory_mib * MIB - model.node_base_kib
     memory_nodes = demand.users * model.kib_per_connection / memory_budget
     connection_nodes = demand.users / (usable * demand.max_connections)
@@ -218,8 +230,7 @@ def plan(model: Model, demand: Demand) -> dict[str, Any]:
     return {
         "publishes_per_s": demand.publishes, "deliveries_per_s": demand.deliveries,
         "needs": needs, "binding": binding, "nodes": nodes, "nodes_n_plus_1": nodes + 1,
-        "node_cpu": (model.per_delivery * demand.deliveries + model.per_publish
-                     * demand.publishes) / nodes + model.node_idle,
+        "node_cpu": work / nodes + model.node_idle,
         "node_rss_mib": (model.node_base_kib + demand.users / nodes
                          * model.kib_per_connection) / MIB,
         "redis_cores": redis_cores, "redis_fits": redis_cores <= usable,
@@ -431,6 +442,8 @@ def _model_section(model: Model) -> list[str]:
         f"| node CPU per delivery | {model.per_delivery * 1e6:.2f} µs |",
         f"| node CPU per publish (beyond its deliveries) | {model.per_publish * 1e6:.2f} µs |",
         f"| node idle CPU | {model.node_idle:.3f} cores |",
+        f"| node CPU per idle connection (pings, pongs) | {model.per_connection * 1e6:.2f} "
+        "µs/s |",
         f"| Redis CPU per publish ({model.redis_nodes} subscribed nodes) | "
         f"{model.redis_per_publish * 1e6:.2f} µs |",
         *([f"| Redis Cluster: shard primary CPU per publish | "
@@ -460,6 +473,7 @@ def report(results: Results, demand: Demand, out: Path) -> Path:
              "## Idle connections", "",
              *[f"- {run['file']}: " + ", ".join(
                  f"{node} {n['connections']} connections, {n['kib_per_connection']} KiB each"
+                 + (f", {n['idle_cpu_percent']} % of a core" if "idle_cpu_percent" in n else "")
                  for node, n in run["nodes"].items()) for run in results.idle], "",
              *_locust_section(results)]
     path = out / "report.md"

@@ -80,3 +80,28 @@ def test_a_run_on_a_redis_cluster_reports_each_redis_process(tmp_path: Path) -> 
     replicas = [name for name in cpu if name.startswith("replica:")]
     assert len(primaries) == 3 and len(replicas) == 3 and "redis" not in cpu, cpu
     assert results["args"]["redis_cluster"] is True
+
+
+@pytest.mark.timeout(120)
+def test_idle_connections_report_memory_cpu_and_a_canary_through_the_gateway(
+        tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "loadtest.fanout", "--idle", "40", "--nodes",
+                          "1", "--gateway", "--idle-seconds", "1", "--json",
+                          str(tmp_path / "idle.json")],
+                         capture_output=True, text=True, timeout=110)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((tmp_path / "idle.json").read_text())
+    node = results["nodes"]["node1"]
+    assert node["connections"] == 40 and node["kib_per_connection"] > 0, node
+    assert "idle_cpu_percent" in node and set(results["cpu_percent"]) == {"node1", "nginx"}
+    canary = results["canary"]
+    assert canary["received"] == canary["sent"] > 0 and not canary["problems"], canary
+    assert "then a canary beside them" in run.stdout
+
+
+@pytest.mark.timeout(30)
+def test_more_connections_than_a_process_may_open_are_refused_before_starting() -> None:
+    run = subprocess.run([sys.executable, "-m", "loadtest.fanout", "--idle", "5000000",
+                          "--nodes", "1"], capture_output=True, text=True, timeout=25)
+    assert run.returncode != 0
+    assert "a process may open" in run.stderr and "ulimit -Hn" in run.stderr, run.stderr

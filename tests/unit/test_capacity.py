@@ -53,6 +53,15 @@ def test_cpu_binds_when_users_talk_a_lot() -> None:
     assert result["node_cpu"] <= 0.7
 
 
+def test_idle_connections_cost_cpu_when_an_idle_run_measured_it() -> None:
+    pinged = Model(**{**MODEL.__dict__, "per_connection": 1e-6})  # 1 µs/s each
+    quiet, busy = plan(MODEL, demand(users=20000, per_minute=60)), plan(pinged, demand(
+        users=20000, per_minute=60))
+    assert busy["needs"]["CPU"] - quiet["needs"]["CPU"] == pytest.approx(
+        1e-6 * 20000 / (0.7 - 0.01))
+    assert busy["node_cpu"] - quiet["node_cpu"] == pytest.approx(1e-6 * 20000 / busy["nodes"])
+
+
 def test_redis_runs_out_when_one_instance_cannot_carry_the_publishes() -> None:
     assert plan(MODEL, demand(users=50000))["redis_fits"]
     assert not plan(MODEL, demand(users=2000000, per_minute=10))["redis_fits"]
