@@ -29,7 +29,7 @@ import signal
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,6 +55,7 @@ CONNECT_BATCH = 50
 WAIT_TIMEOUT = 300.0
 SETTLE_SECONDS = 3.0
 SPARE_FILES = 100  # a generator process's files besides its sockets
+VISITORS = 20  # connections per generator that come and go between rooms (--churn)
 CANARY_INTERVAL = 0.02  # seconds between the idle run's canary messages
 CANARY_SOURCE = "127.0.0.1"  # the clients come from 127.0.0.2 on (rawclient.loopback_source)
 DEFAULT_RATES = "10000,20000,40000,60000,80000,100000,120000,140000,160000,180000,200000"
@@ -74,6 +75,7 @@ class Topology:
     senders: int
     total_rooms: int
     spread: bool  # room r's senders start at member r % nodes (else at member 0, node1)
+    churn: float = 0.0  # this generator's visitor joins per second during a step
 
     def senders_of(self, room: int, members: Sequence[M]) -> list[M]:
         """Member i is on node i % nodes: spread senders alternate nodes from room to room."""
@@ -117,23 +119,53 @@ async def _connect_room(topology: Topology, room: int, on_stamp: OnStamp) -> lis
     return members
 
 
-async def _send(member: RawMember, step: Step, per_second: float, tally: Tally) -> None:
-    """Send at `per_second` for the step, on a fixed schedule (late sends catch up) that
+def _count(expected: float) -> int:
+    """A whole number of events with `expected` as its mean: a sender of 0.25 messages/s
+    sends one in a 5 s step, or two one time in four."""
+    return int(expected) + (random.random() < expected - int(expected))
+
+
+async def _on_schedule(per_second: float, step: Step, act: Callable[[int], None]) -> None:
+    """`act(n)` at `per_second` for the step, on a fixed schedule (late ones catch up) that
     starts at a random phase: senders in step with each other would send in bursts."""
     phase = random.random() / per_second
-    for n in range(int(per_second * step.seconds)):
+    for n in range(_count(per_second * step.seconds)):
         delay = step.start_at + phase + n / per_second - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        act(n)
+
+
+async def _send(member: RawMember, step: Step, per_second: float, tally: Tally) -> None:
+    def say(n: int) -> None:
         member.say(stamp_text(step.index, time.time_ns(), n))
         tally.sent += 1
 
+    await _on_schedule(per_second, step, say)
 
-async def _run_step(senders: list[RawMember], topology: Topology, step: Step, tally: Tally
-                    ) -> None:
+
+def _visit_room(visitor: str, n: int) -> str:
+    """Each visitor has two rooms of its own and goes back and forth: every join leaves the
+    other room, so its node unsubscribes from one channel and subscribes to another."""
+    return f"{visitor}-r{n % 2}"
+
+
+async def _churn(visitors: list[tuple[str, RawMember]], step: Step, per_second: float
+                 ) -> None:
+    def visit(n: int) -> None:
+        name, member = visitors[n % len(visitors)]
+        member.send(f'{{"type":"join","room":"{_visit_room(name, n // len(visitors) + 1)}"}}')
+
+    await _on_schedule(per_second, step, visit)
+
+
+async def _run_step(senders: list[RawMember], visitors: list[tuple[str, RawMember]],
+                    topology: Topology, step: Step, tally: Tally) -> None:
     cpu_before = procstats.own_cpu_seconds()
     per_sender = step.rate / topology.members / topology.total_rooms / topology.senders
-    await asyncio.gather(*(_send(member, step, per_sender, tally) for member in senders))
+    churn = [_churn(visitors, step, topology.churn)] if visitors else []
+    await asyncio.gather(*(_send(member, step, per_sender, tally) for member in senders),
+                         *churn)
     await asyncio.sleep(max(0.0, step.start_at + step.seconds + DRAIN_SECONDS - time.time()))
     tally.cpu_s = procstats.own_cpu_seconds() - cpu_before
 
@@ -155,6 +187,7 @@ async def _generator_main(topology: Topology, control: Any, out: Any) -> None:
         for batch in range(0, len(topology.rooms), rooms_per_batch):
             names = topology.rooms[batch:batch + rooms_per_batch]
             rooms += await asyncio.gather(*(_connect_room(topology, r, on_stamp) for r in names))
+        visitors = await _visitors(topology) if topology.churn else []
     except (OSError, TimeoutError) as error:  # the coordinator says so and stops
         out.put(f"failed: {error!r}")
         return
@@ -163,11 +196,22 @@ async def _generator_main(topology: Topology, control: Any, out: Any) -> None:
                for member in topology.senders_of(index, room)]
     while (step := await loop.run_in_executor(None, control.get)) is not None:
         tally = tallies[step.index] = Tally()
-        await _run_step(senders, topology, step, tally)
+        await _run_step(senders, visitors, topology, step, tally)
         del tallies[step.index]
         out.put(tally)
-    for member in (member for room in rooms for member in room):
+    for member in [*(member for room in rooms for member in room),
+                   *(member for _, member in visitors)]:
         member.close()
+
+
+async def _visitors(topology: Topology) -> list[tuple[str, RawMember]]:
+    """The generator's visitors, spread over the nodes, each in the first of its rooms."""
+    names = [f"visitor{topology.rooms[0]}-{k}" for k in range(VISITORS)]
+    return list(zip(names, await asyncio.gather(*(
+        connect_member(RawMember, topology.urls[k % len(topology.urls)], name,
+                       _visit_room(name, 0), lambda step, sent_ns: None, WAIT_TIMEOUT,
+                       loopback_source(k))
+        for k, name in enumerate(names))), strict=True))
 
 
 def _generator(topology: Topology, control: Any, out: Any) -> None:
@@ -324,14 +368,16 @@ def _steps(cluster: Cluster | PeerCluster, generators: Generators, args: argpars
     print(f"max passing: {max(passed, default=0)} deliveries/s; peak RSS KiB {rss}")
     return {"steps": rows, "peak_rss_kib": rss, "max_passing_per_s": max(passed, default=0),
             "placement": None if args.gateway else _placement(args),
-            "rooms_per_node": _rooms_per_node(cluster)}
+            "rooms_per_node": _per_node(cluster, "chat_rooms_local"),
+            "joins_per_node": _per_node(cluster, "chat_room_joins")}
 
 
-def _rooms_per_node(cluster: Cluster | PeerCluster) -> list[int] | None:
-    """Each node's subscribed rooms (rooms with a local member), from its /metrics."""
+def _per_node(cluster: Cluster | PeerCluster, metric: str) -> list[int] | None:
+    """A figure of each node's /metrics: its subscribed rooms (rooms with a local member),
+    the room joins it accepted."""
     if not isinstance(cluster, Cluster):
         return None
-    return [int(scrape.gauge(cluster.node_url(i), "chat_rooms_local") or 0)
+    return [int(scrape.gauge(cluster.node_url(i), metric) or 0)
             for i in range(1, len(cluster.nodes) + 1)]
 
 
@@ -413,7 +459,7 @@ def _topologies(cluster: Cluster | PeerCluster, args: argparse.Namespace, rooms:
     urls = [cluster.ws_url] if args.gateway else [
         cluster.node_ws_url(i) for i in range(1, args.nodes + 1)]
     return [Topology(args.system, urls, list(range(rooms))[w::args.workers], args.members,
-                     args.senders, rooms, args.spread)
+                     args.senders, rooms, args.spread, args.churn / args.workers)
             for w in range(args.workers)]
 
 
@@ -441,7 +487,7 @@ def _enough_workers(args: argparse.Namespace, rooms: int, files: int) -> int:
 def _check_files(args: argparse.Namespace, rooms: int, files: int) -> None:
     """Refuse a run that a node (or an nginx worker, two files a WebSocket) could not hold
     under this machine's open-files limit, rather than fail halfway with EMFILE."""
-    per_node = -(-rooms * args.members // args.nodes)
+    per_node = rooms * -(-args.members // args.nodes)  # member i is on node i % nodes
     per_nginx_worker = 2 * rooms * args.members // (os.cpu_count() or 1) if args.gateway else 0
     if max(per_node, per_nginx_worker) > files - SPARE_FILES:
         raise SystemExit(
@@ -495,9 +541,10 @@ def _runs(args: argparse.Namespace) -> list[dict[str, Any]]:
                     this = argparse.Namespace(**{**vars(args), "system": system, "spread": spread,
                                                  "members": members, "rooms": rooms})
                     where = "senders spread over the nodes" if spread else "senders on node1"
+                    churn = f", {args.churn:g} visitor joins/s" if args.churn else ""
                     print(f"\n== {system}, {rooms} rooms of {members}, {where}, "
-                          f"{'through nginx' if args.gateway else 'direct'}, round {round_ + 1}",
-                          flush=True)
+                          f"{'through nginx' if args.gateway else 'direct'}{churn}, "
+                          f"round {round_ + 1}", flush=True)
                     results.append({"system": system, "spread": spread, "round": round_ + 1,
                                     "shape": {"members": members, "rooms": rooms}} | run(this))
     if args.shapes:
@@ -601,6 +648,10 @@ def main() -> None:
     parser.add_argument("--step-seconds", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=2, help="generator processes")
     parser.add_argument("--gateway", action="store_true", help="connect through nginx")
+    parser.add_argument("--churn", type=float, default=0.0, metavar="JOINS_PER_S",
+                        help="during each step, visitors (20 a generator) join rooms at this "
+                             "rate in all, each join leaving the visitor's other room: "
+                             "subscribe, unsubscribe and presence churn")
     parser.add_argument("--idle", type=int, nargs="?", const=5000, default=0, metavar="N",
                         help="hold N idle authenticated connections (default 5000) and "
                              "measure memory per connection instead")
@@ -610,6 +661,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.shards < MIN_SHARDS:
         parser.error(f"--shards must be at least {MIN_SHARDS}")
+    if args.churn and (args.system != CHAT or args.compare or args.idle):
+        parser.error("--churn runs the chat cluster's steps (its visitors speak our protocol)")
     if args.idle:
         args.placement, args.spread = "spread", True
         results: dict[str, Any] = run(args)

@@ -259,6 +259,7 @@ class Handlers:
                 raise ChatError(ErrorCode.ROOM_LIMIT, str(refused)) from None
             raise
         await self._welcome(session, message, joined.roster)
+        self._metrics.joins += 1
         log.info("join session=%s room=%s", session.id, room)
 
     async def _welcome(self, session: Session, join: Join, roster: Roster) -> None:

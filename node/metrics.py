@@ -55,6 +55,7 @@ class Metrics:
         self.received = 0  # valid chat messages, before budgets
         self.published = 0  # chat messages stored and published
         self.delivered = 0  # room frames written to local members
+        self.joins = 0  # room joins accepted (a switch of rooms is one)
         self.redis_reconnects = 0
         self.upgrades_shed = 0  # chat upgrades answered 503: the handshake backlog was full
         self.publish_seconds = Latency()  # a message's handling to stored and published
@@ -84,6 +85,9 @@ class Metrics:
                                   "and published", value=self.published)
         yield CounterMetricFamily("chat_frames_delivered", "Room frames (messages and presence "
                                   "events) written to this node's members", value=self.delivered)
+        yield CounterMetricFamily("chat_room_joins", "Room joins this node accepted (each "
+                                  "switch of rooms is one; with the sessions gauge, the churn "
+                                  "of subscriptions)", value=self.joins)
         yield CounterMetricFamily("chat_redis_reconnects", "Times the node got its Redis "
                                   "subscription back after losing it",
                                   value=self.redis_reconnects)

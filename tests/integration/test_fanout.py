@@ -105,3 +105,14 @@ def test_more_connections_than_a_process_may_open_are_refused_before_starting() 
                           "--nodes", "1"], capture_output=True, text=True, timeout=25)
     assert run.returncode != 0
     assert "a process may open" in run.stderr and "ulimit -Hn" in run.stderr, run.stderr
+
+
+@pytest.mark.timeout(120)
+def test_visitors_churn_between_rooms_during_the_steps(tmp_path: Path) -> None:
+    stdout, results = _fanout("--placement", "spread", "--churn", "20",
+                              out=tmp_path / "churn.json")
+    assert "20 visitor joins/s" in stdout
+    run = results["runs"][0]
+    assert run["max_passing_per_s"] == 300, stdout  # the members' deliveries are unaffected
+    # 12 members and 20 visitors joined once each, then ~20 visits in the 1 s step
+    assert sum(run["joins_per_node"]) >= 12 + 20 + 10, run["joins_per_node"]

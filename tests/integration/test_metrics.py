@@ -42,6 +42,7 @@ async def test_metrics_count_messages_deliveries_errors_and_read_live_state(node
     assert metrics["chat_sessions", ()] == 2
     assert metrics["chat_sockets", (("kind", "chat"),)] == 2
     assert metrics["chat_rooms_local", ()] == 1
+    assert metrics["chat_room_joins_total", ()] == 2  # alice's and bob's
     assert metrics["chat_broker_ready", ()] == 1
     assert (metrics["chat_draining", ()], metrics["chat_ready", ()]) == (0, 1)
 
