@@ -104,6 +104,10 @@ class Model:
     # Node cores an idle connection costs (its pings and pongs), from idle runs that
     # measured CPU; 0 when none did.
     per_connection: float = 0.0
+    # Node and Redis core-seconds per room join (a switch of rooms: a subscribe, an
+    # unsubscribe, presence out and in), from fan-out runs with --churn; 0 when none ran.
+    per_join: float = 0.0
+    redis_per_join: float = 0.0
 
 
 def load_seconds(run: dict[str, Any]) -> float:
@@ -116,9 +120,14 @@ def passing_steps(runs: list[dict[str, Any]], gateway: bool) -> list[tuple[dict,
             if step["passed"] and bool(run["args"]["gateway"]) == gateway]
 
 
+def churn(run: dict[str, Any]) -> float:
+    """The visitor joins per second a fan-out run had during its steps (--churn)."""
+    return float(run["args"].get("churn", 0.0))
+
+
 def node_samples(runs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """One row per node and passing direct step on one Redis: (deliveries/s, publishes/s, 1)
-    -> cores. Redis Cluster runs measure the shards; they are made for that, not in the
+    """One row per node and passing direct step on one Redis: (deliveries/s, publishes/s,
+    joins/s, 1) -> cores (the visitors of --churn are spread evenly over the nodes). Redis Cluster runs measure the shards; they are made for that, not in the
     room shapes the node model is fitted on."""
     features, cores = [], []
     for run, step in passing_steps(runs, gateway=False):
@@ -126,7 +135,8 @@ def node_samples(runs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
             continue
         for node, share in run["placement"].items():
             features.append([step["achieved_per_s"] * share["members"],
-                             step["published_per_s"] * share["senders"], 1.0])
+                             step["published_per_s"] * share["senders"],
+                             churn(run) / run["args"]["nodes"], 1.0])
             cores.append(step["cpu_s"][node] / load_seconds(run))
     return np.array(features), np.array(cores)
 
@@ -135,8 +145,11 @@ def fit(results: Results) -> Model:
     if not passing_steps(results.fanout, gateway=False):
         raise SystemExit("no passing step of a direct fan-out run: nothing to plan from")
     features, cores = node_samples(results.fanout)
-    (per_delivery, per_publish, idle), *_ = np.linalg.lstsq(features, cores, rcond=None)
+    (per_delivery, per_publish, per_join, idle), *_ = np.linalg.lstsq(features, cores,
+                                                                        rcond=None)
     direct = passing_steps(results.fanout, gateway=False)
+    churned = [(run, step) for run, step in direct if churn(run)]
+    direct = [(run, step) for run, step in direct if not churn(run)]
     single = [(run, step) for run, step in direct if not run["args"].get("redis_cluster")]
     sharded = [(run, step) for run, step in direct if run["args"].get("redis_cluster")]
     gateway = passing_steps(results.fanout, gateway=True)
@@ -145,10 +158,11 @@ def fit(results: Results) -> Model:
     idle_nodes = [node for run in results.idle for node in run["nodes"].values()]
     if not idle_nodes:
         raise SystemExit("no idle run (python -m loadtest.fanout --idle): memory is unknown")
+    redis_per_publish = _per_publish(single or sharded, "redis")
     return Model(
         per_delivery=max(0.0, float(per_delivery)), per_publish=max(0.0, float(per_publish)),
         node_idle=max(0.0, float(idle)),
-        redis_per_publish=_per_publish(single or sharded, "redis"),
+        redis_per_publish=redis_per_publish,
         redis_nodes=min(direct[0][0]["args"]["nodes"], direct[0][0]["args"]["members"]),
         shard_per_publish=_per_publish(sharded, "redis") if sharded else None,
         sessions_per_s=_sessions_per_s(results.admission),
@@ -157,7 +171,18 @@ def fit(results: Results) -> Model:
         kib_per_connection=float(np.mean([n["kib_per_connection"] for n in idle_nodes])),
         node_base_kib=float(np.mean([n["rss_before_kib"] for n in idle_nodes])),
         per_connection=_per_connection(idle_nodes),
+        per_join=max(0.0, float(per_join)),
+        redis_per_join=_redis_per_join(churned, redis_per_publish),
     )
+
+
+def _redis_per_join(steps: list[tuple[dict, dict]], per_publish: float) -> float:
+    """Median Redis core-seconds per join over the --churn steps, beyond their publishes."""
+    if not steps:
+        return 0.0
+    return max(0.0, float(np.median([
+        (redis_cpu(step["cpu_s"], "redis") / load_seconds(run)
+         - per_publish * step["published_per_s"]) / churn(run) for run, step in steps])))
 
 
 def _per_connection(idle_nodes: list[dict[str, Any]]) -> float:
@@ -190,6 +215,11 @@ class Demand:
     headroom: float
     node_memory_mib: int
     max_connections: int
+    joins_per_minute: float = 0.0  # room joins (or switches) per user per minute
+
+    @property
+    def joins(self) -> float:
+        return self.users * self.joins_per_minute / 60
 
     @property
     def publishes(self) -> float:
@@ -213,7 +243,8 @@ def subscribed_nodes(nodes: int, rooms: dict[int, float]) -> float:
 def plan(model: Model, demand: Demand) -> dict[str, Any]:
     usable = 1 - demand.headroom
     work = (model.per_delivery * demand.deliveries + model.per_publish * demand.publishes
-            + model.per_connection * demand.users)  # cores, all nodes together
+            + model.per_connection * demand.users
+            + model.per_join * demand.joins)  # cores, all nodes together
     cpu_nodes = work / max(1e-9, usable - model.node_idle)
     memory_budget = usable * demand.node_memory_mib * MIB - model.node_base_kib
     memory_nodes = demand.users * model.kib_per_connection / memory_budget
@@ -223,10 +254,11 @@ def plan(model: Model, demand: Demand) -> dict[str, Any]:
     nodes = max(1, math.ceil(needs[binding]))
     spread = subscribed_nodes(nodes, demand.rooms)
     redis_per_publish = model.redis_per_publish * spread / model.redis_nodes
-    redis_cores = redis_per_publish * demand.publishes
+    joins_redis = model.redis_per_join * demand.joins
+    redis_cores = redis_per_publish * demand.publishes + joins_redis
     shard_per_publish = (model.shard_per_publish or model.redis_per_publish
                          ) * spread / model.redis_nodes
-    shards = max(1, math.ceil(shard_per_publish * demand.publishes / usable))
+    shards = max(1, math.ceil((shard_per_publish * demand.publishes + joins_redis) / usable))
     return {
         "publishes_per_s": demand.publishes, "deliveries_per_s": demand.deliveries,
         "needs": needs, "binding": binding, "nodes": nodes, "nodes_n_plus_1": nodes + 1,
@@ -237,7 +269,7 @@ def plan(model: Model, demand: Demand) -> dict[str, Any]:
         "redis_ceiling_publishes": usable / redis_per_publish,
         # Redis Cluster: rooms hash evenly over the shards, each publish costs one shard
         "redis_shards": shards,
-        "shard_cores": shard_per_publish * demand.publishes / shards,
+        "shard_cores": (shard_per_publish * demand.publishes + joins_redis) / shards,
         "replica_cores": (model.replica_per_publish * spread / model.redis_nodes
                           * demand.publishes / shards
                           if model.replica_per_publish is not None else None),
@@ -386,11 +418,12 @@ def _plan_section(model: Model, demand: Demand, result: dict[str, Any]) -> list[
     return [
         "## Plan", "",
         f"Demand: {demand.users:,} concurrent users; {rooms}; "
-        f"{demand.messages_per_minute:g} messages per user per minute; headroom "
+        f"{demand.messages_per_minute:g} messages and {demand.joins_per_minute:g} room "
+        f"joins per user per minute; headroom "
         f"{demand.headroom:.0%} (each resource planned to at most "
         f"{1 - demand.headroom:.0%} use).", "",
         f"- Messages: {result['publishes_per_s']:,.0f} publishes/s, "
-        f"{result['deliveries_per_s']:,.0f} deliveries/s.",
+        f"{result['deliveries_per_s']:,.0f} deliveries/s; {demand.joins:,.0f} room joins/s.",
         f"- Nodes needed for CPU {needs['CPU']:.2f}, for memory {needs['memory']:.2f} "
         f"({demand.node_memory_mib} MiB per node), for the connection limit "
         f"{needs['connections']:.2f} ({demand.max_connections:,} per node: a setting, "
@@ -444,6 +477,8 @@ def _model_section(model: Model) -> list[str]:
         f"| node idle CPU | {model.node_idle:.3f} cores |",
         f"| node CPU per idle connection (pings, pongs) | {model.per_connection * 1e6:.2f} "
         "µs/s |",
+        f"| node CPU per room join (fan-out runs with --churn) | {model.per_join * 1e6:.0f} µs |",
+        f"| Redis CPU per room join | {model.redis_per_join * 1e6:.0f} µs |",
         f"| Redis CPU per publish ({model.redis_nodes} subscribed nodes) | "
         f"{model.redis_per_publish * 1e6:.2f} µs |",
         *([f"| Redis Cluster: shard primary CPU per publish | "
@@ -502,6 +537,9 @@ def main() -> None:
                         help="room sizes and the share of users in each: 20 or 20:0.8,500:0.2")
     parser.add_argument("--messages-per-minute", type=float, default=2.0,
                         help="messages each user sends per minute")
+    parser.add_argument("--joins-per-minute", type=float, default=0.0,
+                        help="rooms each user joins (or switches to) per minute (costed from "
+                             "fan-out runs with --churn)")
     parser.add_argument("--headroom", type=float, default=0.3,
                         help="share of every resource kept free (default 0.3)")
     parser.add_argument("--node-memory-mib", type=int, default=1024,
@@ -510,7 +548,8 @@ def main() -> None:
                         help="the nodes' --max-connections (default 10000)")
     args = parser.parse_args()
     demand = Demand(args.users, parse_rooms(args.room_size), args.messages_per_minute,
-                    args.headroom, args.node_memory_mib, args.max_connections)
+                    args.headroom, args.node_memory_mib, args.max_connections,
+                    args.joins_per_minute)
     path = report(load(args.results), demand, args.out)
     print(path.read_text().split("## Cost model")[0])
     print(f"report: {path}")

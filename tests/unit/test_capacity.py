@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.capacity import Demand, Model, load, parse_rooms, plan, report, subscribed_nodes
+from loadtest.capacity import (
+    Demand, Model, fit, load, parse_rooms, plan, report, subscribed_nodes,
+)
 
 MODEL = Model(per_delivery=5e-6, per_publish=50e-6, node_idle=0.01, redis_per_publish=20e-6,
               redis_nodes=2, nginx_per_delivery=4e-6, kib_per_connection=16.0,
@@ -62,6 +64,15 @@ def test_idle_connections_cost_cpu_when_an_idle_run_measured_it() -> None:
     assert busy["node_cpu"] - quiet["node_cpu"] == pytest.approx(1e-6 * 20000 / busy["nodes"])
 
 
+def test_room_joins_cost_node_and_redis_cpu_at_their_measured_rates() -> None:
+    joining = Model(**{**MODEL.__dict__, "per_join": 400e-6, "redis_per_join": 300e-6})
+    still = demand(users=20000, per_minute=60)
+    moving = Demand(**{**still.__dict__, "joins_per_minute": 3.0})  # 1,000 joins/s
+    before, after = plan(joining, still), plan(joining, moving)
+    assert after["needs"]["CPU"] - before["needs"]["CPU"] == pytest.approx(0.4 / (0.7 - 0.01))
+    assert after["redis_cores"] - before["redis_cores"] == pytest.approx(0.3)
+
+
 def test_redis_runs_out_when_one_instance_cannot_carry_the_publishes() -> None:
     assert plan(MODEL, demand(users=50000))["redis_fits"]
     assert not plan(MODEL, demand(users=2000000, per_minute=10))["redis_fits"]
@@ -98,6 +109,9 @@ def test_the_report_is_written_from_measured_results(tmp_path: Path) -> None:
     text = path.read_text()
     assert "## Plan" in text and "runs out first" in text
     assert "users resume on the other" in text, "docs/results holds an admission run"
+    model = fit(load(results))
+    assert model.per_join > 0 and model.redis_per_join > 0, "docs/results holds a --churn run"
+    assert model.per_connection > 0, "and idle runs that measured CPU"
     for name in ("node_cpu.png", "latency.png", "memory.png", "redis.png"):
         assert (tmp_path / name).stat().st_size > 1000
         assert f"]({name})" in text
