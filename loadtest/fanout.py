@@ -144,22 +144,31 @@ async def _send(member: RawMember, step: Step, per_second: float, tally: Tally) 
     await _on_schedule(per_second, step, say)
 
 
-def _visit_room(visitor: str, n: int) -> str:
-    """Each visitor has two rooms of its own and goes back and forth: every join leaves the
-    other room, so its node unsubscribes from one channel and subscribes to another."""
-    return f"{visitor}-r{n % 2}"
+@dataclass
+class Visitor:
+    """A connection that goes back and forth between two rooms of its own (--churn): every
+    join leaves the other room, so its node unsubscribes from one channel and subscribes to
+    another."""
+
+    name: str
+    member: RawMember | None = None
+    joins: int = 0
+
+    @property
+    def room(self) -> str:
+        return f"{self.name}-r{self.joins % 2}"
+
+    def move(self) -> None:
+        assert self.member is not None
+        self.joins += 1
+        self.member.send(f'{{"type":"join","room":"{self.room}"}}')
 
 
-async def _churn(visitors: list[tuple[str, RawMember]], step: Step, per_second: float
-                 ) -> None:
-    def visit(n: int) -> None:
-        name, member = visitors[n % len(visitors)]
-        member.send(f'{{"type":"join","room":"{_visit_room(name, n // len(visitors) + 1)}"}}')
-
-    await _on_schedule(per_second, step, visit)
+async def _churn(visitors: list[Visitor], step: Step, per_second: float) -> None:
+    await _on_schedule(per_second, step, lambda n: visitors[n % len(visitors)].move())
 
 
-async def _run_step(senders: list[RawMember], visitors: list[tuple[str, RawMember]],
+async def _run_step(senders: list[RawMember], visitors: list[Visitor],
                     topology: Topology, step: Step, tally: Tally) -> None:
     cpu_before = procstats.own_cpu_seconds()
     per_sender = step.rate / topology.members / topology.total_rooms / topology.senders
@@ -200,18 +209,21 @@ async def _generator_main(topology: Topology, control: Any, out: Any) -> None:
         del tallies[step.index]
         out.put(tally)
     for member in [*(member for room in rooms for member in room),
-                   *(member for _, member in visitors)]:
+                   *(visitor.member for visitor in visitors if visitor.member)]:
         member.close()
 
 
-async def _visitors(topology: Topology) -> list[tuple[str, RawMember]]:
+async def _visitors(topology: Topology) -> list[Visitor]:
     """The generator's visitors, spread over the nodes, each in the first of its rooms."""
-    names = [f"visitor{topology.rooms[0]}-{k}" for k in range(VISITORS)]
-    return list(zip(names, await asyncio.gather(*(
-        connect_member(RawMember, topology.urls[k % len(topology.urls)], name,
-                       _visit_room(name, 0), lambda step, sent_ns: None, WAIT_TIMEOUT,
-                       loopback_source(k))
-        for k, name in enumerate(names))), strict=True))
+    visitors = [Visitor(f"visitor{topology.rooms[0]}-{k}") for k in range(VISITORS)]
+
+    async def connect(k: int, visitor: Visitor) -> None:
+        visitor.member = await connect_member(
+            RawMember, topology.urls[k % len(topology.urls)], visitor.name, visitor.room,
+            lambda step, sent_ns: None, WAIT_TIMEOUT, loopback_source(k))
+
+    await asyncio.gather(*(connect(k, visitor) for k, visitor in enumerate(visitors)))
+    return visitors
 
 
 def _generator(topology: Topology, control: Any, out: Any) -> None:
