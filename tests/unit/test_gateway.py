@@ -29,6 +29,7 @@ def test_each_worker_holds_as_many_connections_as_it_may_open_files(tmp_path) ->
     files = min(MAX_FILES, hard_limit)
     assert f"worker_rlimit_nofile {files};" in text
     assert f"worker_connections {files};" in text
+    assert "listen 127.0.0.1:8080 reuseport;" in text, "the kernel spreads the connections"
 
 
 @pytest.mark.parametrize("limit", [0, MAX_CONN_LIMIT + 1])
