@@ -13,8 +13,8 @@ Printed: how long until the last of node1's clients had resumed (its `room_joine
 the kill), how many resumed with `recovered` true or false, the delivery p99 of the other
 nodes' clients (in rooms whose sender stayed) before and during the storm, in the
 observer's rooms (the cluster's latency) and in all rooms (with the workers' own loop
-delay), and whether every client got every accepted message of its room once, in order. Bounded: the storm is given up
-after `--deadline` seconds; every process stops on any exit.
+delay), and whether every client got every accepted message of its room once, in order.
+Bounded: the storm is given up after `--deadline` seconds; every process stops on any exit.
 """
 
 from __future__ import annotations
