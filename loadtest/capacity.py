@@ -127,8 +127,9 @@ def churn(run: dict[str, Any]) -> float:
 
 def node_samples(runs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     """One row per node and passing direct step on one Redis: (deliveries/s, publishes/s,
-    joins/s, 1) -> cores (the visitors of --churn are spread evenly over the nodes). Redis Cluster runs measure the shards; they are made for that, not in the
-    room shapes the node model is fitted on."""
+    joins/s, 1) -> cores (the visitors of --churn are spread evenly over the nodes). Redis
+    Cluster runs measure the shards; they are made for that, not in the room shapes the
+    node model is fitted on."""
     features, cores = [], []
     for run, step in passing_steps(runs, gateway=False):
         if run["args"].get("redis_cluster"):
