@@ -150,9 +150,9 @@ def fit(results: Results) -> Model:
                                                                         rcond=None)
     direct = passing_steps(results.fanout, gateway=False)
     churned = [(run, step) for run, step in direct if churn(run)]
-    direct = [(run, step) for run, step in direct if not churn(run)]
-    single = [(run, step) for run, step in direct if not run["args"].get("redis_cluster")]
-    sharded = [(run, step) for run, step in direct if run["args"].get("redis_cluster")]
+    publishing = [(run, step) for run, step in direct if not churn(run)]  # Redis: publishes
+    single = [(run, step) for run, step in publishing if not run["args"].get("redis_cluster")]
+    sharded = [(run, step) for run, step in publishing if run["args"].get("redis_cluster")]
     gateway = passing_steps(results.fanout, gateway=True)
     nginx = [step["cpu_s"]["nginx"] / load_seconds(run) / step["achieved_per_s"]
              for run, step in gateway]
@@ -164,7 +164,7 @@ def fit(results: Results) -> Model:
         per_delivery=max(0.0, float(per_delivery)), per_publish=max(0.0, float(per_publish)),
         node_idle=max(0.0, float(idle)),
         redis_per_publish=redis_per_publish,
-        redis_nodes=min(direct[0][0]["args"]["nodes"], direct[0][0]["args"]["members"]),
+        redis_nodes=min(publishing[0][0]["args"]["nodes"], publishing[0][0]["args"]["members"]),
         shard_per_publish=_per_publish(sharded, "redis") if sharded else None,
         sessions_per_s=_sessions_per_s(results.admission),
         replica_per_publish=_per_publish(sharded, "replica") if sharded else None,
