@@ -224,7 +224,7 @@ def _summary(reports: list[dict[str, Any]], killed_at: float, shed: int,
              args: argparse.Namespace) -> dict[str, Any]:
     resumed = [t for r in reports for t in r["resumed_at"]]
     recovered = [v for r in reports for v in r["recovered"]]
-    observed = _before_and_during(reports[0]["stayed_latencies"], killed_at)
+    observed = _before_and_during(reports[0]["stayed_latencies"], killed_at)  # 0: observer
     everyone = _before_and_during([lat for r in reports for lat in r["stayed_latencies"]],
                                   killed_at)
     moved = sum(r["moved"] for r in reports)
