@@ -301,8 +301,12 @@ def _print_row(row: dict[str, Any]) -> None:
     inside = "; ".join(
         f"{node} publish {_bound(p99['publish'])} fan-out {_bound(p99['fanout'])}"
         for node, p99 in row.get("node_p99_ms", {}).items())
+    batching = ", ".join(f"{node} {per_write:.1f}"
+                         for node, per_write in row.get("frames_per_write", {}).items()
+                         if per_write is not None)
     if inside:
-        print(f"{'':>9} inside the nodes, p99 at most (ms, /metrics buckets): {inside}")
+        print(f"{'':>9} inside the nodes, p99 at most (ms, /metrics buckets): {inside}"
+              + (f"; frames per write {batching}" if batching else ""))
 
 
 def _bound(ms: float | None) -> str:
@@ -368,8 +372,11 @@ def _steps(cluster: Cluster | PeerCluster, generators: Generators, args: argpars
         after = _cpu_marks(pids)
         cpu = {name: round(after[name] - before[name], 2) for name in pids}
         rows.append(_step_row(step, tallies, args.members, cpu))
-        rows[-1]["node_p99_ms"] = {node: scrape.p99_between(inside[node], latest)
-                                   for node, latest in _latency_marks(cluster).items()}
+        latest = _latency_marks(cluster)
+        rows[-1]["node_p99_ms"] = {node: scrape.p99_between(inside[node], marks)
+                                   for node, marks in latest.items()}
+        rows[-1]["frames_per_write"] = {node: scrape.frames_per_write(inside[node], marks)
+                                        for node, marks in latest.items()}
         _print_row(rows[-1])
         if (warning := _box_warning(rows[-1], step)) is not None:
             print(warning, flush=True)

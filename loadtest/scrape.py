@@ -1,6 +1,6 @@
 """Reading the nodes' Prometheus metrics from the load tools: the latency inside each node
 (publish: a message's handling to stored; fan-out: an envelope's arrival to written), beside
-the end-to-end latency the clients measure."""
+the end-to-end latency the clients measure, and how many frames a write carried."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 HISTOGRAMS = {"publish": "chat_publish_seconds", "fanout": "chat_fanout_seconds"}
+WRITES = ("chat_frames_delivered", "chat_batched_frames", "chat_batched_writes")
 Buckets = dict[str, list[tuple[float, float]]]  # histogram -> (upper bound s, cumulative count)
 
 
@@ -26,13 +27,16 @@ def gauge(node_url: str, name: str) -> float | None:
 
 
 def buckets(node_url: str) -> Buckets:
-    """The node's latency histograms now."""
-    found: Buckets = {name: [] for name in HISTOGRAMS}
+    """The node's latency histograms now, and its counts of frames and writes (as buckets
+    of one bound each, so that they travel together)."""
+    found: Buckets = {name: [] for name in (*HISTOGRAMS, *WRITES)}
     names = {metric: name for name, metric in HISTOGRAMS.items()}
     for family in _families(node_url):
         if family.name in names:
             found[names[family.name]] = [(float(s.labels["le"]), s.value) for s in family.samples
                                          if s.name.endswith("_bucket")]
+        elif family.name in WRITES:
+            found[family.name] = [(0.0, family.samples[0].value)]
     return found
 
 
@@ -52,3 +56,13 @@ def quantile_ms(before: list[tuple[float, float]], after: list[tuple[float, floa
 
 def p99_between(before: Buckets, after: Buckets) -> dict[str, float | None]:
     return {name: quantile_ms(before[name], after[name], 0.99) for name in HISTOGRAMS}
+
+
+def frames_per_write(before: Buckets, after: Buckets) -> float | None:
+    """Room frames per write to a client between two scrapes (1 when nothing was batched);
+    None when nothing was delivered or the node counts no batches."""
+    if not all(before[name] and after[name] for name in WRITES):
+        return None
+    delivered, batched, batches = (after[name][0][1] - before[name][0][1] for name in WRITES)
+    writes = delivered - batched + batches
+    return delivered / writes if writes > 0 else None

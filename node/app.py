@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler
 from node import api, disconnect
 from node.addresses import trusted_networks
 from node.config import Settings
+from node.delivery_batches import DeliveryBatches
 from node.drain import shutdown_notice
 from node.heartbeat import run_heartbeat
 from node.runtime import NODE, Node, build_node
@@ -141,6 +142,7 @@ def acceptor(node: Node) -> Accept:
     """Accepts WebSocket upgrades; chat is refused with 503 when the node is not ready."""
     limits = websocket_limits(node.settings)
     dispatch = node.handlers.dispatch  # one bound method for every session, not one each
+    batches = DeliveryBatches(node.settings.write_delay)
 
     def accept(transport: asyncio.Transport, upgrade: Upgrade) -> WebSocket | None:
         reason = node.unserving_reason()
@@ -160,7 +162,7 @@ def acceptor(node: Node) -> Accept:
             node.echoes.start(ws, upgrade.rest)
             return ws
         session = Session(ws, node.settings, dispatch, ended, upgrade.address,
-                          node.metrics)
+                          node.metrics, batches)
         node.admission.admit(session)
         node.hub.connect(session)
         log.info("connect session=%s client=%s", session.id, upgrade.address)

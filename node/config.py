@@ -17,6 +17,7 @@ from node.protocol import ROOM_PATTERN
 
 ENV_PREFIX = "CHAT_"
 MIN_JWT_SECRET = 32  # bytes: HS256's key is at least as long as its hash
+MAX_WRITE_DELAY = 1.0  # seconds: past it, batching would be felt as lag, not save writes
 DEFAULT_MAX_HEAD = 16384  # the gateway renders its header buffers from it too
 
 
@@ -120,6 +121,11 @@ class Settings:
     echo: bool = _setting(False, "serve the diagnostic echo WebSocket at /ws/echo")
     max_buffer: int = _setting(
         4 * 1024 * 1024, "bytes queued to one client before it is closed as too slow"
+    )
+    write_delay: float = _setting(
+        0.02, "seconds a busy client's room events may wait to share one write: a client "
+        "sent more than a few within this time gets them batched, at most this late; 0 writes "
+        "each at once"
     )
     history: int = _setting(100, "messages kept per room")
     rooms: str = _setting("general,random", "comma list of fixed rooms, which always exist")
@@ -302,6 +308,8 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
     for name in positive:
         if getattr(settings, name) <= 0:
             parser.error(f"{_flag(name)} must be positive")
+    if not 0 <= settings.write_delay <= MAX_WRITE_DELAY:
+        parser.error(f"--write-delay must be 0 to {MAX_WRITE_DELAY:g} seconds")
     if not settings.fixed_rooms or not all(map(ROOM_PATTERN.fullmatch, settings.fixed_rooms)):
         parser.error("--rooms must name at least one room of 1-64 characters of A-Za-z0-9._-")
     if not settings.redis_prefix or any(char in settings.redis_prefix for char in "{}"):

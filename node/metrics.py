@@ -56,6 +56,8 @@ class Metrics:
         self.published = 0  # chat messages stored and published
         self.delivered = 0  # room frames written to local members
         self.joins = 0  # room joins accepted (a switch of rooms is one)
+        self.batches = 0  # writes that carried a busy client's batch of frames
+        self.batched = 0  # frames in those writes
         self.redis_reconnects = 0
         self.upgrades_shed = 0  # chat upgrades answered 503: the handshake backlog was full
         self.publish_seconds = Latency()  # a message's handling to stored and published
@@ -88,6 +90,11 @@ class Metrics:
         yield CounterMetricFamily("chat_room_joins", "Room joins this node accepted (each "
                                   "switch of rooms is one; with the sessions gauge, the churn "
                                   "of subscriptions)", value=self.joins)
+        yield CounterMetricFamily("chat_batched_writes", "Writes that carried a busy client's "
+                                  "room events gathered over --write-delay",
+                                  value=self.batches)
+        yield CounterMetricFamily("chat_batched_frames", "Frames in those writes (÷ "
+                                  "chat_batched_writes: frames per batch)", value=self.batched)
         yield CounterMetricFamily("chat_redis_reconnects", "Times the node got its Redis "
                                   "subscription back after losing it",
                                   value=self.redis_reconnects)
@@ -101,7 +108,7 @@ class Metrics:
             "chat_publish_seconds", "From a message's handling to its being stored and published")
         yield self.fanout_seconds.family(
             "chat_fanout_seconds", "From an envelope's arrival to its frame written to every "
-            "local member")
+            "local member (or added to a busy member's batch)")
         for name, help, read in self._gauges:
             yield GaugeMetricFamily(name, help, value=read())
         for name, help, label, reads in self._labelled:

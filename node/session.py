@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from node import disconnect
 from node.config import Settings
+from node.delivery_batches import DeliveryBatches
 from node.disconnect import Disconnect
 from node.envelope import Publication
 from node.jwt_tokens import Claims
@@ -34,19 +35,21 @@ class Session:
     by a task that exists only while there is something to handle: an idle session holds no
     task. Outbound frames are written straight to the transport: the transport's buffer is
     the outbound queue, bounded by `max_buffer`, and a client that lets it overflow is
-    closed. While a join is in progress, room deliveries are held back so that the joiner
-    sees `room_joined` first and then every later event exactly once.
+    closed; a busy client's room events may wait for the next tick to share one write
+    (`DeliveryBatches`). While a join is in progress, room deliveries are held back so that
+    the joiner sees `room_joined` first and then every later event exactly once.
     """
 
     __slots__ = (
         "id", "address", "member", "claims", "holds_name", "budgets", "room", "last_pong",
         "drained", "_expiry", "_metrics", "_ws", "_dispatch",
         "_on_end", "_settings", "_rate", "_full_at", "_flood", "_held", "_closing", "_closer",
-        "_inbox", "_worker", "_lost", "_finished", "_floor",
+        "_inbox", "_worker", "_lost", "_finished", "_floor", "_batches", "_batch",
+        "_writes_full_at",
     )
 
     def __init__(self, ws: WebSocket, settings: Settings, dispatch: Dispatch, on_end: OnEnd,
-                 address: str, metrics: Metrics) -> None:
+                 address: str, metrics: Metrics, batches: DeliveryBatches) -> None:
         now = time.monotonic()
         self.id = uuid.uuid4().hex
         self.address = address  # the client's, for its address's share of the limits
@@ -74,6 +77,9 @@ class Session:
         self._worker: asyncio.Task[None] | None = None
         self._lost = False
         self._finished: asyncio.Future[None] | None = None
+        self._batches = batches
+        self._batch: list[bytes] | None = None  # room events waiting for the next tick
+        self._writes_full_at = now  # its room events' writes (see DeliveryBatches)
 
     # --- inbound: callbacks from the WebSocket ----------------------------------------
 
@@ -160,18 +166,47 @@ class Session:
         return self._ws.close_code
 
     def send(self, frame: bytes) -> None:
-        """Queue one complete WebSocket frame; never blocks."""
-        if not self._closing and not self._ws.send(frame):
+        """Queue one complete WebSocket frame now, after any room events waiting for the
+        tick; never blocks."""
+        if self._batch is not None:
+            self._batch.append(frame)
+            self.flush()
+        elif not self._closing and not self._ws.send(frame):
             self.close_soon(disconnect.SLOW_CONSUMER)
 
     def deliver(self, frame: bytes, publication: Publication) -> None:
-        """A room event: sent now, or held while this session's join is in progress.
-        The fan-out's hottest line: `send` inlined."""
+        """A room event: sent now, added to the batch of a busy session, or held while this
+        session's join is in progress. The fan-out's hottest line: `send` inlined."""
         if self._held is not None:
             self._held.append((publication, frame))
         elif publication.seq <= self._floor and publication.seq:
             return  # in its room_joined already: a live copy slower than the history read
-        elif not self._closing and not self._ws.send(frame):
+        elif self._batch is not None:
+            self._batch.append(frame)
+        elif self._closing:
+            return
+        elif (writes := self._batches.writes) is None:
+            if not self._ws.send(frame):
+                self.close_soon(disconnect.SLOW_CONSUMER)
+        elif (full_at := writes.take(self._writes_full_at, time.monotonic())) is None:
+            self._batch = [frame]
+            self._batches.add(self)
+        else:
+            self._writes_full_at = full_at
+            if not self._ws.send(frame):
+                self.close_soon(disconnect.SLOW_CONSUMER)
+
+    def flush(self) -> None:
+        """Write the batch of room events in one go (the tick, or a frame that may not wait)."""
+        batch, self._batch = self._batch, None
+        if batch is None or self._closing:
+            return
+        writes = self._batches.writes
+        assert writes is not None, "batches exist only with a write delay"
+        self._writes_full_at = writes.spend(self._writes_full_at, time.monotonic())
+        self._metrics.batches += 1
+        self._metrics.batched += len(batch)
+        if not self._ws.send_all(batch):
             self.close_soon(disconnect.SLOW_CONSUMER)
 
     def hold(self) -> None:
@@ -207,6 +242,7 @@ class Session:
         """Close the WebSocket with the reason's code (queued frames go out first) and wait
         until the session has ended. Not from the session's own handling: use close_soon."""
         if not self._closing:
+            self.flush()
             self._closing = True
             log.info("close session=%s code=%d reason=%s", self.id, reason.code, reason.reason)
             self._metrics.closes[str(reason.code)] += 1

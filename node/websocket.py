@@ -203,7 +203,18 @@ class WebSocket(asyncio.Protocol):
         if self._close_sent or transport.is_closing():
             return True
         transport.write(data)
-        if transport.get_write_buffer_size() > self._limits.max_buffer:
+        return self._within_buffer()
+
+    def send_all(self, frames: list[bytes]) -> bool:
+        """`send` for several frames, in one write."""
+        transport = self._transport
+        if self._close_sent or transport.is_closing():
+            return True
+        transport.writelines(frames)
+        return self._within_buffer()
+
+    def _within_buffer(self) -> bool:
+        if self._transport.get_write_buffer_size() > self._limits.max_buffer:
             self.close(TRY_AGAIN_LATER, "Slow consumer")
             return False
         return True

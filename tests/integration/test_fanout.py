@@ -37,6 +37,8 @@ def test_a_small_fanout_run_passes_for_both_sender_placements(tmp_path: Path) ->
     for p99 in step["node_p99_ms"].values():  # read from each node's /metrics
         assert p99["publish"] is not None or p99["fanout"] is not None
     assert "inside the nodes, p99 at most" in stdout
+    assert all(per_write >= 1 for per_write in step["frames_per_write"].values())
+    assert "frames per write" in stdout
 
 
 @pytest.mark.timeout(190)

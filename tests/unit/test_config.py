@@ -28,10 +28,16 @@ def test_environment_twins_set_values_and_flags_win() -> None:
 @pytest.mark.parametrize("argv", [["--burst", "0"], ["--max-frame", "-1"], ["--port", "x"],
                                   ["--log-level", "LOUD"], ["--redis-prefix", "a{b}"],
                                   ["--redis-prefix", ""], ["--redis-cluster"],
-                                  ["--presence-limit", "0"], ["--presence-interval", "0"]])
+                                  ["--presence-limit", "0"], ["--presence-interval", "0"],
+                                  ["--write-delay", "-0.01"], ["--write-delay", "1.01"]])
 def test_invalid_values_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         load_settings(argv, env={})
+
+
+@pytest.mark.parametrize("delay", ["0", "1"])
+def test_a_write_delay_from_none_to_a_second_is_taken(delay: str) -> None:
+    assert load_settings(["--write-delay", delay], env={}).write_delay == float(delay)
 
 
 def test_the_presence_limit_is_a_flag_or_a_variable() -> None:

@@ -1,8 +1,9 @@
-"""Quantiles of what a node observed between two scrapes of its histograms."""
+"""Quantiles of what a node observed between two scrapes of its histograms, and how many
+frames its writes carried."""
 
 from __future__ import annotations
 
-from loadtest.scrape import quantile_ms
+from loadtest.scrape import frames_per_write, quantile_ms
 
 
 def test_the_quantile_is_the_bound_of_the_bucket_that_holds_it() -> None:
@@ -16,3 +17,20 @@ def test_the_quantile_is_the_bound_of_the_bucket_that_holds_it() -> None:
 def test_nothing_observed_has_no_quantile() -> None:
     same = [(0.001, 3.0), (float("inf"), 3.0)]
     assert quantile_ms(same, same, 0.99) is None
+
+
+def _writes(delivered: float, batched: float, batches: float) -> dict[str, list[tuple[float, float]]]:
+    return {"chat_frames_delivered": [(0.0, delivered)], "chat_batched_frames": [(0.0, batched)],
+            "chat_batched_writes": [(0.0, batches)]}
+
+
+def test_frames_per_write_counts_a_batch_as_one_write() -> None:
+    # 100 frames: 40 written alone, 60 in 10 batches -> 50 writes
+    assert frames_per_write(_writes(7, 3, 1), _writes(107, 63, 11)) == 2.0
+    assert frames_per_write(_writes(0, 0, 0), _writes(50, 0, 0)) == 1.0
+
+
+def test_no_frames_or_a_node_without_the_counts_has_no_figure() -> None:
+    assert frames_per_write(_writes(5, 0, 0), _writes(5, 0, 0)) is None
+    assert frames_per_write({"chat_frames_delivered": [], "chat_batched_frames": [],
+                             "chat_batched_writes": []}, _writes(5, 0, 0)) is None

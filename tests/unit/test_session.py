@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from node.config import Settings
+from node.delivery_batches import DeliveryBatches
 from node.envelope import UNSEQUENCED, Publication
 from node.metrics import Metrics
 from node.session import Session
@@ -28,7 +29,7 @@ async def _unused(*_: object) -> None:
 def _session() -> tuple[Session, RecordingSocket]:
     socket = RecordingSocket()
     session = Session(socket, Settings(), _unused, _unused,  # type: ignore[arg-type]
-                      "127.0.0.1", Metrics())
+                      "127.0.0.1", Metrics(), DeliveryBatches(0))
     return session, socket
 
 
