@@ -31,8 +31,8 @@ from node.presence import Member, Presence, RoomLimit, RoomPage, Roster
 from node.protocol import (
     DEFAULT_NAME, Auth, AuthSuccess, ChatError, ChatMessage, ClientMessage, ErrorCode, Join,
     Leave, ListRooms, MemberInfo, Parser, Ping, Pong, Refresh, Refreshed, RoomInfo,
-    RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong, event_frame, message_template,
-    stored_messages,
+    RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong, event_frame, message_id,
+    message_template, stored_messages,
 )
 from node.ratelimit import per_second
 from node.session import Session
@@ -332,7 +332,7 @@ class Handlers:
         assert message.text is not None, "the parser validated the text"
         template = message_template(ChatMessage(
             room=room, user=member.name, user_id=member.id, text=message.text,
-            timestamp=iso_timestamp(), id=uuid.uuid4().hex,
+            timestamp=iso_timestamp(), id=message_id(),
             ref=UNSET if message.ref is None else message.ref,
         ))
         if not session.budgets:  # made at the first message: most sessions stay idle

@@ -5,7 +5,7 @@ import pytest
 from node.envelope import close
 from node.protocol import (
     Auth, ChatError, ChatMessage, ErrorCode, Join, Parser, Pong, SendMessage, frame,
-    message_template, presence_templates,
+    message_id, message_template, presence_templates,
 )
 
 
@@ -60,3 +60,9 @@ def test_presence_templates_close_into_the_presence_events() -> None:
         assert json.loads(close(template, 3, 1_800_000_000_001)) == {
             "type": kind, "user": 'Al "the" ice', "userId": "u1", "room": "r",
             "userCount": 3, "presence": 1_800_000_000_001}
+
+
+def test_a_message_id_is_32_hex_digits_and_new_each_time() -> None:
+    ids = {message_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(len(id_) == 32 and int(id_, 16) >= 0 for id_ in ids)
