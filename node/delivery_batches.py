@@ -4,7 +4,7 @@ Writing one frame costs a node about as much in the kernel as the rest of a deli
 `send` on the client's socket, which on loopback also runs the client's TCP receive). A
 connection that receives a message now and then gets each at once; one that receives more
 than a write every `--write-delay` gets its room events gathered and written together once
-per tick, as Centrifugo's `client_message_write_delay` does, only without delaying the
+per tick, as Centrifugo PRO's `client.write_delay` does, only without delaying the
 connections that are not busy. Replies to a client's own requests are never held.
 """
 
