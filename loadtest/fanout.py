@@ -612,27 +612,50 @@ def _compare(results: list[dict[str, Any]], ours: str, peer: str) -> dict[str, A
         cost = {system: _cost_by_rate(runs[system]) for system in runs}
         common = sorted(set(cost[ours]) & set(cost[peer]))
         where = "spread" if spread else "concentrated"
+        by_round = ratios_by_round(runs[ours], runs[peer])
         summary[where] = {
             "max_passing": best,
             "max_passing_ratio": round(best[ours] / best[peer], 2) if best[peer] else None,
             "node_us_per_delivery": {rate: {s: cost[s][rate] for s in runs} for rate in common},
+            "node_us_ratio_by_round": by_round,
         }
         print(f"\n{where}: max passing {ours} {best[ours]:,} vs {peer} {best[peer]:,} "
               f"= {summary[where]['max_passing_ratio']}x")
         for rate in common:
             ratio = cost[ours][rate] / cost[peer][rate]
+            rounds = ", ".join(f"{r:.2f}" for r in by_round.get(rate, []))
             print(f"  at {rate:>9,.0f}/s node CPU per delivery: {ours} {cost[ours][rate]:.1f} µs, "
-                  f"{peer} {cost[peer][rate]:.1f} µs = {ratio:.2f}x")
+                  f"{peer} {cost[peer][rate]:.1f} µs = {ratio:.2f}x (each round: {rounds})")
     return summary
+
+
+def ratios_by_round(ours: list[dict[str, Any]], peer: list[dict[str, Any]]
+                    ) -> dict[float, list[float]]:
+    """Ours ÷ the peer's node CPU per delivery at each rate, one ratio per round: the two
+    runs of a round ran back to back, so the box drifts less within a round than between
+    rounds (a rate counts in the rounds where both passed it)."""
+    ratios: dict[float, list[float]] = {}
+    peers = {run_["round"]: _costs(run_) for run_ in peer}
+    for run_ in ours:
+        theirs = peers.get(run_["round"], {})
+        for rate, cost in _costs(run_).items():
+            if rate in theirs:
+                ratios.setdefault(rate, []).append(round(cost / theirs[rate], 2))
+    return ratios
+
+
+def _costs(run_: dict[str, Any]) -> dict[float, float]:
+    """Node µs per delivery at each rate the run passed."""
+    return {row["target_per_s"]: _node_us_per_delivery(row)
+            for row in run_["steps"] if row["passed"]}
 
 
 def _cost_by_rate(runs: list[dict[str, Any]]) -> dict[float, float]:
     """Median node µs per delivery at each target rate passed in every one of `runs`."""
     by_rate: dict[float, list[float]] = {}
     for run_ in runs:
-        for row in run_["steps"]:
-            if row["passed"]:
-                by_rate.setdefault(row["target_per_s"], []).append(_node_us_per_delivery(row))
+        for rate, cost in _costs(run_).items():
+            by_rate.setdefault(rate, []).append(cost)
     return {rate: round(sorted(costs)[len(costs) // 2], 2) for rate, costs in by_rate.items()
             if len(costs) == len(runs)}
 

@@ -54,7 +54,8 @@ def test_a_peer_runs_beside_the_chat_cluster_and_the_ratios_are_printed(
     spread = results["comparison"]["spread"]
     assert spread["max_passing_ratio"] == 1.0
     assert set(spread["node_us_per_delivery"]["300.0"]) == {"chat", peer}
-    assert "node CPU per delivery" in stdout
+    assert len(spread["node_us_ratio_by_round"]["300.0"]) == 1  # one round
+    assert "node CPU per delivery" in stdout and "(each round: " in stdout
 
 
 @pytest.mark.timeout(120)
