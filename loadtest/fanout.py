@@ -503,10 +503,13 @@ def _enough_workers(args: argparse.Namespace, rooms: int, files: int) -> int:
     return max(args.workers, needed)
 
 
-def _check_files(args: argparse.Namespace, rooms: int, files: int) -> None:
+def check_files(args: argparse.Namespace, rooms: int, files: int) -> None:
     """Refuse a run that a node (or an nginx worker, two files a WebSocket) could not hold
     under this machine's open-files limit, rather than fail halfway with EMFILE."""
-    per_node = rooms * -(-args.members // args.nodes)  # member i is on node i % nodes
+    if args.gateway:  # nginx balances the connections over the nodes
+        per_node = -(-rooms * args.members // args.nodes)
+    else:  # member i of every room is on node i % nodes
+        per_node = rooms * -(-args.members // args.nodes)
     per_nginx_worker = 2 * rooms * args.members // (os.cpu_count() or 1) if args.gateway else 0
     if max(per_node, per_nginx_worker) > files - SPARE_FILES:
         raise SystemExit(
@@ -519,7 +522,7 @@ def _check_files(args: argparse.Namespace, rooms: int, files: int) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     files = procstats.raise_fd_limit()  # the nodes inherit it
     rooms = -(-args.idle // args.members) if args.idle else args.rooms
-    _check_files(args, rooms, files)
+    check_files(args, rooms, files)
     args.workers = _enough_workers(args, rooms, files)
     cluster = _cluster(args)
     generators = Generators()
