@@ -330,11 +330,11 @@ def _watched(cluster: Cluster | PeerCluster, gateway: bool) -> dict[str, list[in
     return pids
 
 
-def _latency_marks(cluster: Cluster | PeerCluster) -> dict[str, scrape.Buckets]:
-    """Each node's latency histograms (from its /metrics); none for a peer."""
+def _latency_marks(cluster: Cluster | PeerCluster) -> dict[str, scrape.Marks]:
+    """Each node's latency histograms and write counts (from its /metrics); none for a peer."""
     if not isinstance(cluster, Cluster):
         return {}
-    return {node.name: scrape.buckets(cluster.node_url(index))
+    return {node.name: scrape.marks(cluster.node_url(index))
             for index, node in enumerate(cluster.nodes, start=1)}
 
 
@@ -373,10 +373,12 @@ def _steps(cluster: Cluster | PeerCluster, generators: Generators, args: argpars
         cpu = {name: round(after[name] - before[name], 2) for name in pids}
         rows.append(_step_row(step, tallies, args.members, cpu))
         latest = _latency_marks(cluster)
-        rows[-1]["node_p99_ms"] = {node: scrape.p99_between(inside[node], marks)
-                                   for node, marks in latest.items()}
-        rows[-1]["frames_per_write"] = {node: scrape.frames_per_write(inside[node], marks)
-                                        for node, marks in latest.items()}
+        rows[-1]["node_p99_ms"] = {
+            node: scrape.p99_between(inside[node].histograms, marks.histograms)
+            for node, marks in latest.items()}
+        rows[-1]["frames_per_write"] = {
+            node: scrape.frames_per_write(inside[node].counts, marks.counts)
+            for node, marks in latest.items()}
         _print_row(rows[-1])
         if (warning := _box_warning(rows[-1], step)) is not None:
             print(warning, flush=True)

@@ -5,6 +5,7 @@ the end-to-end latency the clients measure, and how many frames a write carried.
 from __future__ import annotations
 
 import urllib.request
+from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -26,18 +27,32 @@ def gauge(node_url: str, name: str) -> float | None:
     return None
 
 
-def buckets(node_url: str) -> Buckets:
-    """The node's latency histograms now, and its counts of frames and writes (as buckets
-    of one bound each, so that they travel together)."""
-    found: Buckets = {name: [] for name in (*HISTOGRAMS, *WRITES)}
+@dataclass(frozen=True)
+class Marks:
+    """One scrape of a node: its latency histograms and its counts of frames and writes."""
+
+    histograms: Buckets
+    counts: dict[str, float]
+
+
+def marks(node_url: str) -> Marks:
+    """The node's latency histograms and write counts now (one scrape)."""
+    histograms: Buckets = {name: [] for name in HISTOGRAMS}
+    counts: dict[str, float] = {}
     names = {metric: name for name, metric in HISTOGRAMS.items()}
     for family in _families(node_url):
         if family.name in names:
-            found[names[family.name]] = [(float(s.labels["le"]), s.value) for s in family.samples
-                                         if s.name.endswith("_bucket")]
+            histograms[names[family.name]] = [(float(s.labels["le"]), s.value)
+                                              for s in family.samples
+                                              if s.name.endswith("_bucket")]
         elif family.name in WRITES:
-            found[family.name] = [(0.0, family.samples[0].value)]
-    return found
+            counts[family.name] = family.samples[0].value
+    return Marks(histograms, counts)
+
+
+def buckets(node_url: str) -> Buckets:
+    """The node's latency histograms now."""
+    return marks(node_url).histograms
 
 
 def quantile_ms(before: list[tuple[float, float]], after: list[tuple[float, float]],
@@ -58,11 +73,11 @@ def p99_between(before: Buckets, after: Buckets) -> dict[str, float | None]:
     return {name: quantile_ms(before[name], after[name], 0.99) for name in HISTOGRAMS}
 
 
-def frames_per_write(before: Buckets, after: Buckets) -> float | None:
-    """Room frames per write to a client between two scrapes (1 when nothing was batched);
-    None when nothing was delivered or the node counts no batches."""
-    if not all(before[name] and after[name] for name in WRITES):
+def frames_per_write(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """Room frames per write to a client between two scrapes' counts (1 when nothing was
+    batched); None when nothing was delivered or the node counts no batches."""
+    if not all(name in before and name in after for name in WRITES):
         return None
-    delivered, batched, batches = (after[name][0][1] - before[name][0][1] for name in WRITES)
+    delivered, batched, batches = (after[name] - before[name] for name in WRITES)
     writes = delivered - batched + batches
     return delivered / writes if writes > 0 else None

@@ -19,18 +19,17 @@ def test_nothing_observed_has_no_quantile() -> None:
     assert quantile_ms(same, same, 0.99) is None
 
 
-def _writes(delivered: float, batched: float, batches: float) -> dict[str, list[tuple[float, float]]]:
-    return {"chat_frames_delivered": [(0.0, delivered)], "chat_batched_frames": [(0.0, batched)],
-            "chat_batched_writes": [(0.0, batches)]}
+def _counts(delivered: float, batched: float, batches: float) -> dict[str, float]:
+    return {"chat_frames_delivered": delivered, "chat_batched_frames": batched,
+            "chat_batched_writes": batches}
 
 
 def test_frames_per_write_counts_a_batch_as_one_write() -> None:
     # 100 frames: 40 written alone, 60 in 10 batches -> 50 writes
-    assert frames_per_write(_writes(7, 3, 1), _writes(107, 63, 11)) == 2.0
-    assert frames_per_write(_writes(0, 0, 0), _writes(50, 0, 0)) == 1.0
+    assert frames_per_write(_counts(7, 3, 1), _counts(107, 63, 11)) == 2.0
+    assert frames_per_write(_counts(0, 0, 0), _counts(50, 0, 0)) == 1.0
 
 
 def test_no_frames_or_a_node_without_the_counts_has_no_figure() -> None:
-    assert frames_per_write(_writes(5, 0, 0), _writes(5, 0, 0)) is None
-    assert frames_per_write({"chat_frames_delivered": [], "chat_batched_frames": [],
-                             "chat_batched_writes": []}, _writes(5, 0, 0)) is None
+    assert frames_per_write(_counts(5, 0, 0), _counts(5, 0, 0)) is None
+    assert frames_per_write({}, _counts(5, 0, 0)) is None
