@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from msgspec import UNSET, UnsetType
@@ -31,8 +30,8 @@ from node.presence import Member, Presence, RoomLimit, RoomPage, Roster
 from node.protocol import (
     DEFAULT_NAME, Auth, AuthSuccess, ChatError, ChatMessage, ClientMessage, ErrorCode, Join,
     Leave, ListRooms, MemberInfo, Parser, Ping, Pong, Refresh, Refreshed, RoomInfo,
-    RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong, event_frame, message_id,
-    message_template, stored_messages,
+    RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong, event_frame, iso_timestamp,
+    message_id, message_template, stored_messages,
 )
 from node.ratelimit import per_second
 from node.session import Session
@@ -45,11 +44,6 @@ RESERVED_FORMS = frozenset(canonical(DEFAULT_NAME))  # the shared name of namele
 class _Route:
     handle: Callable[[Session, Any], Awaitable[None]]
     requires_auth: bool
-
-
-def iso_timestamp() -> str:
-    """Now in ISO 8601 UTC with milliseconds, e.g. 2026-11-25T20:51:24.123Z."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def room_list(page: RoomPage, offset: int) -> RoomList:

@@ -8,9 +8,11 @@ is the same bytes for every recipient.
 from __future__ import annotations
 
 import enum
+import functools
 import random
 import re
 import sys
+import time
 from typing import Annotated, Any
 
 import msgspec
@@ -130,8 +132,17 @@ class Parser:
     def __init__(self, max_text: int) -> None:
         self._max_text = max_text
         self._decode = msgspec.json.Decoder().decode
+        self._decode_message = msgspec.json.Decoder(ClientMessage).decode
 
     def parse(self, data: str) -> ClientMessage:
+        """A valid frame decodes straight into its type; any other is decoded again, step by
+        step, to name what is wrong with it (a sixth of the cost, on every chat message)."""
+        try:
+            return self._checked(self._decode_message(data))
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            return self._parse_stepwise(data)
+
+    def _parse_stepwise(self, data: str) -> ClientMessage:
         raw = self._decode_object(data)
         kind = raw.get("type")
         if not isinstance(kind, str):
@@ -163,17 +174,16 @@ class Parser:
             case Join(room=room):
                 return msgspec.structs.replace(message, room=checked_room(room))
             case SendMessage(text=text):
-                return msgspec.structs.replace(message, text=self._checked_text(text))
+                self._check_text(text)
         return message
 
-    def _checked_text(self, text: str | None) -> str:
+    def _check_text(self, text: str | None) -> None:
         if text is None or not text.strip():
             raise ChatError(ErrorCode.TEXT_REQUIRED, "Message text is required")
         if len(text) > self._max_text:
             raise ChatError(
                 ErrorCode.TEXT_TOO_LONG, f"Message text exceeds {self._max_text} characters"
             )
-        return text
 
 
 def checked_name(name: str) -> str:
@@ -333,6 +343,19 @@ _encode = msgspec.json.Encoder().encode
 def encode(event: Event) -> bytes:
     """The JSON payload of one event."""
     return _encode(event)
+
+
+@functools.lru_cache(maxsize=1)
+def _iso_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+def iso_timestamp() -> str:
+    """Now in ISO 8601 UTC with milliseconds, e.g. 2026-11-25T20:51:24.123Z. The date and
+    time of day are formatted once a second: datetime's isoformat was 1.7 µs of every
+    message."""
+    second, nanos = divmod(time.time_ns(), 1_000_000_000)
+    return f"{_iso_second(second)}.{nanos // 1_000_000:03d}Z"
 
 
 def message_id() -> str:

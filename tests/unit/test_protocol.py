@@ -5,7 +5,7 @@ import pytest
 from node.envelope import close
 from node.protocol import (
     Auth, ChatError, ChatMessage, ErrorCode, Join, Parser, Pong, SendMessage, frame,
-    message_id, message_template, presence_templates,
+    iso_timestamp, message_id, message_template, presence_templates,
 )
 
 
@@ -31,6 +31,8 @@ def test_parses_each_type_into_a_typed_message(parser: Parser) -> None:
     ('{"type":"message","text":null}', ErrorCode.TEXT_REQUIRED),
     ('{"type":"message","text":"123456"}', ErrorCode.TEXT_TOO_LONG),
     ('{"type":"message","text":7}', ErrorCode.INVALID_FORMAT),
+    ('{"type":"message","text":" \\n "}', ErrorCode.TEXT_REQUIRED),
+    ('{"type":"pong","timestamp":' + "[" * 5000 + "]" * 5000 + "}", ErrorCode.INVALID_FORMAT),
 ])
 def test_each_bad_frame_has_one_code(parser: Parser, raw: str, code: ErrorCode) -> None:
     with pytest.raises(ChatError) as error:
@@ -66,3 +68,15 @@ def test_a_message_id_is_32_hex_digits_and_new_each_time() -> None:
     ids = {message_id() for _ in range(10_000)}
     assert len(ids) == 10_000
     assert all(len(id_) == 32 and int(id_, 16) >= 0 for id_ in ids)
+
+
+@pytest.mark.parametrize(("nanos", "text"), [
+    (1_700_000_000_000_000_000, "2023-11-14T22:13:20.000Z"),
+    (1_700_000_000_999_999_999, "2023-11-14T22:13:20.999Z"),  # truncated, as isoformat does
+    (1_700_000_001_000_999_999, "2023-11-14T22:13:21.000Z"),  # the next second, not cached
+    (1_700_000_000_042_000_000, "2023-11-14T22:13:20.042Z"),  # and back
+])
+def test_a_timestamp_is_iso_utc_with_milliseconds(monkeypatch: pytest.MonkeyPatch, nanos: int,
+                                                  text: str) -> None:
+    monkeypatch.setattr("node.protocol.time.time_ns", lambda: nanos)
+    assert iso_timestamp() == text
