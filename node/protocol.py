@@ -136,7 +136,7 @@ class Parser:
 
     def parse(self, data: str) -> ClientMessage:
         """A valid frame decodes straight into its type; any other is decoded again, step by
-        step, to name what is wrong with it (a sixth of the cost, on every chat message)."""
+        step, to name what is wrong with it (about half the cost, on every chat message)."""
         try:
             return self._checked(self._decode_message(data))
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
