@@ -142,7 +142,7 @@ def acceptor(node: Node) -> Accept:
     """Accepts WebSocket upgrades; chat is refused with 503 when the node is not ready."""
     limits = websocket_limits(node.settings)
     dispatch = node.handlers.dispatch  # one bound method for every session, not one each
-    batches = DeliveryBatches(node.settings.write_delay)
+    batches = DeliveryBatches(node.settings.write_delay, node.settings.busy_rate)
 
     def accept(transport: asyncio.Transport, upgrade: Upgrade) -> WebSocket | None:
         reason = node.unserving_reason()

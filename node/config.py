@@ -123,9 +123,13 @@ class Settings:
         4 * 1024 * 1024, "bytes queued to one client before it is closed as too slow"
     )
     write_delay: float = _setting(
-        0.02, "seconds a busy client's room events may wait to share one write: a client "
-        "sent more than a few within this time gets them batched, at most this late; 0 writes "
-        "each at once"
+        0.05, "seconds a busy client's room events may wait to share one write: its events "
+        "are gathered and written once per this tick, each at most this late; 0 writes each "
+        "at once"
+    )
+    busy_rate: float = _setting(
+        50.0, "room events per second a client is written one by one (after a burst of 4); "
+        "a client sent more is busy and gets them every --write-delay"
     )
     history: int = _setting(100, "messages kept per room")
     rooms: str = _setting("general,random", "comma list of fixed rooms, which always exist")
@@ -304,7 +308,7 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
                 "frame_burst", "user_rate", "user_burst", "address_rate", "address_burst",
                 "max_fragments", "max_connections_per_address", "max_head",
                 "keepalive_timeout", "max_rooms", "user_rooms_per_hour", "room_ttl",
-                "presence_limit", "presence_interval")
+                "presence_limit", "presence_interval", "busy_rate")
     for name in positive:
         if getattr(settings, name) <= 0:
             parser.error(f"{_flag(name)} must be positive")

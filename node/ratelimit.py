@@ -26,11 +26,6 @@ class Rate:
             return None
         return start + 1.0 / self.per_second
 
-    def spend(self, full_at: float, now: float) -> float:
-        """Take a token whether or not the bucket has one: what `take` would return, with
-        the debt carried into the next tokens."""
-        return (full_at if full_at > now else now) + 1.0 / self.per_second
-
 
 # A thousandth of a token: times are large floats (seconds of a monotonic clock) and sums of
 # 1/rate drift, and the last token of a burst must not be lost to rounding.

@@ -170,7 +170,7 @@ class Session:
         tick; never blocks."""
         if self._batch is not None:
             self._batch.append(frame)
-            self.flush()
+            self._write_batch(self._batch)
         elif not self._closing and not self._ws.send(frame):
             self.close_soon(disconnect.SLOW_CONSUMER)
 
@@ -197,13 +197,20 @@ class Session:
                 self.close_soon(disconnect.SLOW_CONSUMER)
 
     def flush(self) -> None:
-        """Write the batch of room events in one go (the tick, or a frame that may not wait)."""
-        batch, self._batch = self._batch, None
-        if batch is None or self._closing:
+        """The tick: write the room events gathered since the last one in one go and stay
+        on the tick; a tick with none gathered (or a closing session) ends the busy spell."""
+        batch = self._batch
+        if not batch or self._closing:
+            self._batch = None
             return
-        writes = self._batches.writes
-        assert writes is not None, "batches exist only with a write delay"
-        self._writes_full_at = writes.spend(self._writes_full_at, time.monotonic())
+        self._write_batch(batch)
+        self._batches.add(self)
+
+    def _write_batch(self, batch: list[bytes]) -> None:
+        """Write `batch` in one go; an empty batch takes its place until the next tick."""
+        self._batch = []
+        if self._closing:
+            return
         self._metrics.batches += 1
         self._metrics.batched += len(batch)
         if not self._ws.send_all(batch):

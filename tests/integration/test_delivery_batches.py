@@ -59,6 +59,17 @@ async def test_without_a_write_delay_each_event_is_written_at_once(make_node, co
     assert (await _scrape(node))["chat_batched_writes_total", ()] == 0
 
 
+async def test_below_the_busy_rate_each_event_is_written_at_once_whatever_the_delay(
+    make_node, connect
+) -> None:
+    node = await make_node(write_delay=1.0, busy_rate=1_000_000)  # a token every microsecond
+    alice, bob = await _alice_and_bob(node, connect)
+    for text in TEXTS:
+        await alice.say(text)
+    assert await _texts(bob, len(TEXTS)) == TEXTS
+    assert (await _scrape(node))["chat_batched_writes_total", ()] == 0
+
+
 async def test_a_drain_notice_comes_after_the_events_waiting_for_the_tick(make_node, connect
                                                                          ) -> None:
     node = await make_node(write_delay=1.0, admin_token=TOKEN, drain_window=0.5,

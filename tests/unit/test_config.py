@@ -29,7 +29,8 @@ def test_environment_twins_set_values_and_flags_win() -> None:
                                   ["--log-level", "LOUD"], ["--redis-prefix", "a{b}"],
                                   ["--redis-prefix", ""], ["--redis-cluster"],
                                   ["--presence-limit", "0"], ["--presence-interval", "0"],
-                                  ["--write-delay", "-0.01"], ["--write-delay", "1.01"]])
+                                  ["--write-delay", "-0.01"], ["--write-delay", "1.01"],
+                                  ["--busy-rate", "0"]])
 def test_invalid_values_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         load_settings(argv, env={})
@@ -38,6 +39,12 @@ def test_invalid_values_are_refused(argv: list[str]) -> None:
 @pytest.mark.parametrize("delay", ["0", "1"])
 def test_a_write_delay_from_none_to_a_second_is_taken(delay: str) -> None:
     assert load_settings(["--write-delay", delay], env={}).write_delay == float(delay)
+
+
+def test_a_client_is_busy_past_fifty_events_a_second_and_then_written_every_50_ms() -> None:
+    settings = load_settings([], env={})
+    assert (settings.busy_rate, settings.write_delay) == (50.0, 0.05)
+    assert load_settings([], env={"CHAT_BUSY_RATE": "0.5"}).busy_rate == 0.5
 
 
 def test_the_presence_limit_is_a_flag_or_a_variable() -> None:

@@ -15,6 +15,7 @@ from node.metrics import Metrics
 from node.session import Session
 
 DELAY = 0.05
+RATE = 1000.0  # a spent burst is whole again in 4 ms, long before a tick
 pytestmark = pytest.mark.timeout(10)
 
 
@@ -54,11 +55,11 @@ async def _unused(*_: object) -> None:
     raise AssertionError("not called here")
 
 
-def _session(delay: float = DELAY, socket: CountingSocket | None = None
-             ) -> tuple[ClosingSession, CountingSocket]:
+def _session(delay: float = DELAY, socket: CountingSocket | None = None,
+             batches: DeliveryBatches | None = None) -> tuple[ClosingSession, CountingSocket]:
     socket = socket or CountingSocket()
     session = ClosingSession(socket, Settings(), _unused, _unused,  # type: ignore[arg-type]
-                             "127.0.0.1", Metrics(), DeliveryBatches(delay))
+                             "127.0.0.1", Metrics(), batches or DeliveryBatches(delay, RATE))
     session.reasons = []
     return session, socket
 
@@ -92,6 +93,29 @@ async def test_a_busy_client_gets_about_one_write_per_tick() -> None:
         _deliver(session, 10 * tick + 11, 10 * tick + 12, 10 * tick + 13)
         assert await socket.next_write() == [b"%d" % (10 * tick + n) for n in (11, 12, 13)]
     assert len(socket.writes) == BURST + 3
+
+
+async def test_a_busy_client_stays_on_the_tick_though_its_burst_is_whole_again() -> None:
+    session, socket = _session()
+    _deliver(session, *range(1, BURST + 2))
+    assert await socket.next_write() == [b"%d" % (BURST + 1)]  # 50 ms: the burst is back
+    _deliver(session, 11, 12)
+    assert len(socket.writes) == BURST + 1  # still waiting for the tick
+    assert await socket.next_write() == [b"11", b"12"]
+
+
+async def test_a_tick_with_nothing_to_write_ends_the_busy_spell() -> None:
+    batches = DeliveryBatches(DELAY, RATE)
+    session, socket = _session(batches=batches)
+    pacer, paced = _session(batches=batches)  # busy after `session`: flushed after it
+    _deliver(session, *range(1, BURST + 2))
+    _deliver(pacer, *range(1, BURST + 2))
+    await paced.next_write()  # the tick that wrote both batches
+    _deliver(pacer, 11)
+    assert await paced.next_write() == [b"11"]  # the next tick: nothing for `session`
+    writes = len(socket.writes)
+    _deliver(session, 11)
+    assert socket.writes[writes:] == [[b"11"]]  # at once
 
 
 async def test_a_reply_takes_the_waiting_events_with_it_at_once() -> None:

@@ -29,13 +29,6 @@ def test_a_whole_burst_passes_at_large_clock_values_and_high_rates() -> None:
     assert allowed == [True] * 1000 + [False]
 
 
-def test_spending_an_empty_bucket_carries_the_debt_into_the_next_tokens() -> None:
-    _, full_at = _takes(Rate(10, 3), 0.0, [0.0] * 3)
-    full_at = Rate(10, 3).spend(full_at, 0.0)  # a fourth, which take refuses
-    assert Rate(10, 3).take(full_at, 0.1) is None  # the token of 0.1 s paid the debt
-    assert _takes(Rate(10, 3), full_at, [0.2])[0] == [True]
-
-
 def test_one_rate_object_serves_every_connection_with_the_same_figures() -> None:
     assert shared_rate(10.0, 20) is shared_rate(10.0, 20)
 

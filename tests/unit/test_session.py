@@ -29,7 +29,7 @@ async def _unused(*_: object) -> None:
 def _session() -> tuple[Session, RecordingSocket]:
     socket = RecordingSocket()
     session = Session(socket, Settings(), _unused, _unused,  # type: ignore[arg-type]
-                      "127.0.0.1", Metrics(), DeliveryBatches(0))
+                      "127.0.0.1", Metrics(), DeliveryBatches(0, 50))
     return session, socket
 
 
