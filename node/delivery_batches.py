@@ -34,8 +34,8 @@ class DeliveryBatches:
     long as every tick has something to write. Two figures, not one: the rate says who is
     busy, so that a client sent 25 events a second still gets each at once, and the delay
     says how often a busy client is written to, so that one sent 150 a second costs the node
-    20 writes a second instead of 50 (docs/performance.md, *Busy clients*). The timer runs
-    only while some connection is busy.
+    20 writes a second instead of 50 (docs/performance.md, *Who is busy, and how often a
+    busy client is written*). The timer runs only while some connection is busy.
     """
 
     __slots__ = ("writes", "_delay", "_waiting", "_timer")
@@ -50,10 +50,9 @@ class DeliveryBatches:
         """Have `connection.flush()` called at the next tick."""
         self._waiting.append(connection)
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._delay, self.tick)
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self._tick)
 
-    def tick(self) -> None:
-        """Have every waiting connection write (the timer's callback)."""
+    def _tick(self) -> None:
         waiting, self._waiting = self._waiting, []
         self._timer = None
         for connection in waiting:

@@ -249,7 +249,8 @@ class Session:
         """Close the WebSocket with the reason's code (queued frames go out first) and wait
         until the session has ended. Not from the session's own handling: use close_soon."""
         if not self._closing:
-            self.flush()
+            if self._batch:
+                self._write_batch(self._batch)
             self._closing = True
             log.info("close session=%s code=%d reason=%s", self.id, reason.code, reason.reason)
             self._metrics.closes[str(reason.code)] += 1
