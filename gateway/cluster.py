@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import signal
 import tempfile
@@ -11,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.nginx import GatewayConfig
+from gateway.nginx import GatewayConfig, max_files
 from gateway.processes import (
     LOOPBACK,
     Children,
@@ -27,6 +28,7 @@ from gateway.processes import (
 )
 from gateway.redis_cluster import RedisCluster, start_redis_cluster
 from gateway.tokens import new_secret
+from node.config import load_settings
 
 log = logging.getLogger("gateway")
 STATE_FILE = "cluster.json"
@@ -47,7 +49,9 @@ class Cluster:
     redis_shards: int = 0
     node_args: list[str] = field(default_factory=list)
     node_env: dict[str, str] = field(default_factory=dict)  # secrets for the nodes (JWT)
-    gateway_limits: dict[str, int] = field(default_factory=dict)  # GatewayConfig fields
+    # GatewayConfig fields; `websockets` (what nginx's workers are sized for) is by default
+    # what the nodes may hold, and a load tool that knows its clients says how many
+    gateway_limits: dict[str, int] = field(default_factory=dict)
     redis: Service | None = None
     redis_cluster: RedisCluster | None = None
     nodes: list[Service] = field(default_factory=list)
@@ -152,10 +156,16 @@ class Cluster:
             run_dir=self.run_dir,
             temp_dir=self.public_dir,
             instance=self.public_dir.name if self.public_dir else "gateway",
-            **self.gateway_limits,
+            **{"websockets": len(self.nodes) * self.node_capacity(), **self.gateway_limits},
         )
         config.prepare_run_dir()
         return config
+
+    def node_capacity(self) -> int:
+        """Sockets one node may hold: its --max-connections (from `node_args` and the
+        environment, as the node reads them), or the open-files limit it runs under if lower."""
+        settings = load_settings(self.node_args, env={**os.environ, **self.node_env})
+        return min(settings.max_connections, max_files())
 
     def stop(self) -> None:
         """Nodes first (SIGTERM: they tell their clients), then nginx, then Redis; then the

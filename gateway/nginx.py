@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import resource
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +13,9 @@ from node.config import DEFAULT_MAX_HEAD
 TEMPLATE = Path(__file__).with_name("nginx.conf.template")
 MAX_FILES = 65536  # nginx's worker_rlimit_nofile unless the hard limit is lower
 MAX_CONN_LIMIT = 65535  # the largest limit_conn nginx takes
+# reuseport spreads connections over the workers only about evenly (15,926 and 16,096 files
+# of two workers at 16,000 WebSockets): workers are sized for a tenth more than they carry
+WORKER_SPARE = 1.1
 
 
 def max_files() -> int:
@@ -24,10 +29,11 @@ class GatewayConfig:
     listen: str
     upstreams: list[str]
     run_dir: Path
-    workers: str = "auto"  # one nginx worker per core
+    workers: str = "auto"  # one nginx worker per core, or more for `websockets`
     # Each worker opens up to this many files and holds as many connections: a WebSocket
     # through the gateway takes two (the client's and the node's).
     max_files: int = field(default_factory=max_files)
+    websockets: int = 0  # WebSockets the nodes behind may hold together (0: not known)
     proxy_timeout: int = 120
     max_fails: int = 3
     fail_timeout: int = 5
@@ -49,7 +55,7 @@ class GatewayConfig:
     def render(self) -> str:
         """The nginx.conf text: least_conn over the nodes, passive health checks for HTTP."""
         values = {
-            "workers": self.workers,
+            "workers": self.worker_processes,
             "max_files": str(self.max_files),
             "run_dir": str(self.run_dir),
             "temp_dir": str(self._temp_dir),
@@ -71,6 +77,16 @@ class GatewayConfig:
         for name, value in values.items():
             text = text.replace("{{" + name + "}}", value)
         return text
+
+    @property
+    def worker_processes(self) -> str:
+        """`workers`; for "auto", one per core, or more when that many workers' files could
+        not carry the `websockets` the nodes may hold (two files each: the client's and the
+        node's), as on a machine whose open-files limit is low."""
+        if self.workers != "auto":
+            return self.workers
+        needed = math.ceil(2 * self.websockets * WORKER_SPARE / self.max_files)
+        return str(needed) if needed > len(os.sched_getaffinity(0)) else "auto"
 
     def _servers(self, options: str) -> str:
         return "\n".join(f"        server {upstream} {options};" for upstream in self.upstreams)

@@ -484,7 +484,7 @@ def _topologies(cluster: Cluster | PeerCluster, args: argparse.Namespace, rooms:
             for w in range(args.workers)]
 
 
-def _cluster(args: argparse.Namespace) -> Cluster | PeerCluster:
+def _cluster(args: argparse.Namespace, connections: int) -> Cluster | PeerCluster:
     run_dir = Path(tempfile.mkdtemp(prefix="fanout-"))
     if args.system == CHAT:
         print(limits.describe(), flush=True)
@@ -493,7 +493,8 @@ def _cluster(args: argparse.Namespace) -> Cluster | PeerCluster:
         return Cluster(run_dir, args.nodes, node_args=[*limits.node_flags(),
                                                        "--log-level", "WARNING"],
                        redis_shards=args.shards if args.redis_cluster else 0,
-                       gateway_limits=limits.GATEWAY_LIMITS)
+                       gateway_limits={**limits.GATEWAY_LIMITS,
+                                       "websockets": connections + VISITORS * args.workers})
     return PeerCluster(run_dir, PEER_SYSTEMS[args.system], args.nodes)
 
 
@@ -506,19 +507,17 @@ def _enough_workers(args: argparse.Namespace, rooms: int, files: int) -> int:
 
 
 def check_files(args: argparse.Namespace, rooms: int, files: int) -> None:
-    """Refuse a run that a node (or an nginx worker, two files a WebSocket) could not hold
-    under this machine's open-files limit, rather than fail halfway with EMFILE."""
+    """Refuse a run that a node could not hold under this machine's open-files limit,
+    rather than fail halfway with EMFILE (nginx starts as many workers as the run needs)."""
     if args.gateway:  # nginx balances the connections over the nodes
         per_node = -(-rooms * args.members // args.nodes)
     else:  # member i of every room is on node i % nodes
         per_node = rooms * -(-args.members // args.nodes)
-    per_nginx_worker = 2 * rooms * args.members // (os.cpu_count() or 1) if args.gateway else 0
-    if max(per_node, per_nginx_worker) > files - SPARE_FILES:
+    if per_node > files - SPARE_FILES:
         raise SystemExit(
-            f"{rooms * args.members} connections need {per_node} sockets a node"
-            + (f" and about {per_nginx_worker} an nginx worker" if args.gateway else "")
-            + f", but a process may open {files} files here (`ulimit -Hn`): fewer "
-            "connections, more nodes, or a higher hard limit")
+            f"{rooms * args.members} connections need {per_node} sockets a node, but a "
+            f"process may open {files} files here (`ulimit -Hn`): fewer connections, more "
+            "nodes, or a higher hard limit")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -526,7 +525,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rooms = -(-args.idle // args.members) if args.idle else args.rooms
     check_files(args, rooms, files)
     args.workers = _enough_workers(args, rooms, files)
-    cluster = _cluster(args)
+    cluster = _cluster(args, rooms * args.members)
     generators = Generators()
     try:
         cluster.start()

@@ -1,8 +1,11 @@
+import os
 import resource
+from pathlib import Path
 
 import pytest
 
-from gateway.nginx import MAX_CONN_LIMIT, MAX_FILES, GatewayConfig
+from gateway.cluster import Cluster
+from gateway.nginx import MAX_CONN_LIMIT, MAX_FILES, GatewayConfig, max_files
 from gateway.processes import MissingBinary, find_binary
 
 
@@ -36,3 +39,35 @@ def test_each_worker_holds_as_many_connections_as_it_may_open_files(tmp_path) ->
 def test_a_per_address_limit_nginx_would_refuse_is_refused_first(tmp_path, limit: int) -> None:
     with pytest.raises(ValueError, match="ws_per_address must be 1 to 65535"):
         GatewayConfig("127.0.0.1:8080", ["127.0.0.1:1"], tmp_path, ws_per_address=limit)
+
+
+def _workers(tmp_path: Path, websockets: int, **options: object) -> str:
+    return GatewayConfig("127.0.0.1:8080", ["127.0.0.1:1"], tmp_path, max_files=1000,
+                         websockets=websockets, **options).worker_processes  # type: ignore[arg-type]
+
+
+def test_workers_are_one_per_core_while_that_carries_what_the_nodes_may_hold(tmp_path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert _workers(tmp_path, 0) == "auto"
+    assert _workers(tmp_path, cores * 450) == "auto"  # 900 files a worker, a tenth spare
+
+
+def test_more_workers_start_when_their_files_could_not_carry_the_nodes_websockets(
+    tmp_path,
+) -> None:
+    cores = len(os.sched_getaffinity(0))
+    websockets = cores * 5000  # 10,000 files a core's worker: ten workers' worth, plus spare
+    assert _workers(tmp_path, websockets) == str(cores * 11)
+    config = GatewayConfig("127.0.0.1:8080", ["127.0.0.1:1"], tmp_path, max_files=1000,
+                           websockets=websockets)
+    assert f"worker_processes {cores * 11};" in config.render()
+    assert _workers(tmp_path, websockets, workers="3") == "3"  # asked for: as asked
+
+
+def test_the_launcher_sizes_nginx_for_what_its_nodes_may_hold(tmp_path) -> None:
+    assert Cluster(tmp_path, 3).node_capacity() == min(10_000, max_files())  # the default
+    assert Cluster(tmp_path, 3, node_args=["--max-connections=50"]).node_capacity() == 50
+    from_env = Cluster(tmp_path, 3, node_env={"CHAT_MAX_CONNECTIONS": "70"})
+    assert from_env.node_capacity() == 70
+    assert Cluster(tmp_path, 1, node_args=["--max-connections=10000000"]).node_capacity() == (
+        max_files())  # its open-files limit holds it first
