@@ -39,6 +39,7 @@ from loadtest.stats import percentile
 from node.client import ChatClient, SendFailed
 
 STARTING = 200  # clients a worker starts at once
+JOIN_TIMEOUT = 60.0  # seconds a client may take to join before the run is given up
 
 
 @dataclass
@@ -75,7 +76,7 @@ class Worker:
 
         async def start(member: Member) -> None:
             async with gate:
-                await member.client.start(timeout=60)
+                await member.client.start(timeout=JOIN_TIMEOUT)
 
         await asyncio.gather(*(start(m) for m in self.everyone))
         self._tasks = [asyncio.create_task(self._collect(m)) for m in self.everyone]
@@ -146,7 +147,12 @@ def _work(conn: Connection, url: str, rooms: list[str], per_room: int, interval:
 
     async def main() -> None:
         worker = Worker(url, rooms, per_room, interval)
-        await worker.start()
+        try:
+            await worker.start()
+        except TimeoutError:
+            conn.send(f"its {len(worker.everyone)} clients did not all join within "
+                      f"{JOIN_TIMEOUT:g} s")
+            return
         conn.send("ready")
         loop = asyncio.get_running_loop()
         at, node = await loop.run_in_executor(None, conn.recv)
@@ -155,6 +161,14 @@ def _work(conn: Connection, url: str, rooms: list[str], per_room: int, interval:
         conn.send(await worker.finish(drain))
 
     asyncio.run(main())
+
+
+def _answer(conn: Connection, timeout: float) -> str:
+    """What a client process said first: "ready", why it could not be, or what went wrong."""
+    try:
+        return conn.recv() if conn.poll(timeout) else f"nothing in {timeout:g} s"
+    except EOFError:
+        return "it exited (its traceback is above)"
 
 
 def _p99(values: list[float]) -> float | None:
@@ -195,8 +209,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             process.start()
             workers.append((process, parent))
         for _, conn in workers:
-            if not conn.poll(args.deadline) or conn.recv() != "ready":
-                raise RuntimeError("a worker did not connect its clients in time")
+            if (answer := _answer(conn, args.deadline)) != "ready":
+                raise SystemExit(f"a client process could not start: {answer} (fewer "
+                                 "--clients, or more --workers)")
         print(f"{per_room * args.rooms} clients in {args.rooms} rooms, "
               f"{args.rate:g} messages/s; killing node1 in {args.settle:g} s", flush=True)
         time.sleep(args.settle)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 import pytest
 
@@ -25,7 +24,6 @@ def test_direct_rooms_of_4_on_3_nodes_put_half_of_every_room_on_node1() -> None:
 
 def test_through_the_gateway_the_nodes_share_the_connections_evenly() -> None:
     with pytest.raises(SystemExit, match="1334 sockets a node"):  # 4,000 over 3 nodes
-        check_files(_args(nodes=3, gateway=True), ROOMS_OF_4, 1000)
-    per_nginx_worker = 2 * 4000 // (os.cpu_count() or 1)
-    check_files(_args(nodes=3, gateway=True), ROOMS_OF_4,
-                max(1334, per_nginx_worker) + SPARE_FILES)
+        check_files(_args(nodes=3, gateway=True), ROOMS_OF_4, 1333 + SPARE_FILES)
+    # nginx's two files a WebSocket do not count: it starts as many workers as they need
+    check_files(_args(nodes=3, gateway=True), ROOMS_OF_4, 1334 + SPARE_FILES)
