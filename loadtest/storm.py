@@ -163,8 +163,9 @@ def _work(conn: Connection, url: str, rooms: list[str], per_room: int, interval:
     asyncio.run(main())
 
 
-def _answer(conn: Connection, timeout: float) -> str:
-    """What a client process said first: "ready", why it could not be, or what went wrong."""
+def _answer(conn: Connection, timeout: float) -> Any:
+    """What a client process sends next ("ready", why it could not be, its report), or, as
+    a string, why nothing came: silence or its exit."""
     try:
         return conn.recv() if conn.poll(timeout) else f"nothing in {timeout:g} s"
     except EOFError:
@@ -222,9 +223,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(args.storm)
         for _, conn in workers:
             conn.send("finish")
-        reports = [conn.recv() if conn.poll(args.deadline) else None for _, conn in workers]
-        if None in reports:
-            raise RuntimeError("a worker did not report in time")
+        reports = [_answer(conn, args.deadline) for _, conn in workers]
+        if missing := [report for report in reports if isinstance(report, str)]:
+            raise SystemExit(f"a client process did not report: {missing[0]}")
         shed = sum(scrape.gauge(cluster.node_url(index), "chat_upgrades_shed") or 0
                    for index in range(2, args.nodes + 1))
         return _summary(reports, killed_at, int(shed), args)
