@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A Debian bookworm base image made from Debian packages with debootstrap, for a machine that
 # reaches a Debian mirror but no image registry. It has what compose/Dockerfile would otherwise
-# install (python3 with venv and headers, the compilers PyICU needs, nginx-light), redis-server
+# install (python3 with venv, nginx-light), redis-server
 # and prometheus, so one image serves as BASE_IMAGE and as the Redis and Prometheus images.
 #   sudo compose/debian-base.sh [IMAGE]        (default chat-debian-base:bookworm)
 # Needs root, debootstrap and docker ($DOCKER, default `docker`). The root filesystem is cached
@@ -10,7 +10,7 @@ set -euo pipefail
 image=${1:-chat-debian-base:bookworm}
 docker=${DOCKER:-docker}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-packages=python3,python3-venv,python3-dev,ca-certificates,g++,pkg-config,libicu-dev,nginx-light,redis-server,prometheus
+packages=python3,python3-venv,ca-certificates,nginx-light,redis-server,prometheus
 recipe=$(echo "bookworm $packages" | sha256sum | cut -c1-16)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/chat-compose
 tarball=$cache/debian-base-$recipe.tar
