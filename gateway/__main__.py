@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"primaries of the Redis Cluster (default and least {MIN_SHARDS})")
     up.add_argument("--run-dir", type=Path,
                     help="logs, configs and state (default /tmp/chat-cluster-PORT)")
+    _add_client_limits(up)
     rolling = commands.add_parser(
         "rolling-restart", help="drain and restart every node of a running `up`, one at a time")
     rolling.add_argument("--port", type=int, default=8080, help="gateway port of that `up`")
@@ -75,6 +76,12 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
                         help="nginx worker processes (default auto: one per core)")
     parser.add_argument("--max-head", type=int, default=defaults.max_head,
                         help="the nodes' --max-head: nginx's header buffers follow it")
+    _add_client_limits(parser)
+
+
+def _add_client_limits(parser: argparse.ArgumentParser) -> None:
+    """What one client address may hold and ask of the gateway (`up` takes these too)."""
+    defaults = GatewayConfig("", [], Path())
     parser.add_argument("--ws-per-address", type=int, default=defaults.ws_per_address,
                         help="WebSockets one client address may hold (limit_conn)")
     parser.add_argument("--api-rate", type=int, default=defaults.api_rate,
@@ -95,7 +102,9 @@ def up(args: argparse.Namespace) -> None:
     if args.shards < MIN_SHARDS:
         sys.exit(f"--shards must be at least {MIN_SHARDS} (Redis Cluster's minimum)")
     cluster = Cluster(run_dir, args.nodes, args.port, args.redis_url,
-                      args.shards if args.redis_cluster else 0, admin_token=new_secret())
+                      args.shards if args.redis_cluster else 0, admin_token=new_secret(),
+                      gateway_limits={"ws_per_address": args.ws_per_address,
+                                      "api_rate": args.api_rate, "api_burst": args.api_burst})
     stopping = cluster.children.stopping
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # closing the terminal too
         signal.signal(signum, lambda *_: stopping.set())
@@ -126,8 +135,12 @@ def _print_banner(cluster: Cluster) -> None:
               f"{LOOPBACK} ports {ports}  (password: {cluster.redis_config})")
     for index in range(1, len(cluster.nodes) + 1):
         print(f"  node{index}  {cluster.node_url(index)}")
-    print("Ctrl-C stops everything; `.venv/bin/python -m gateway status` shows it, "
-          "`.venv/bin/python -m gateway rolling-restart` restarts the nodes.", flush=True)
+    where = f"--port {cluster.gateway_port}" + (
+        "" if cluster.run_dir == _default_run_dir(cluster.gateway_port)
+        else f" --run-dir {cluster.run_dir}")
+    print(f"Ctrl-C stops everything; `.venv/bin/python -m gateway status {where}` shows it, "
+          f"`.venv/bin/python -m gateway rolling-restart {where}` restarts the nodes.",
+          flush=True)
 
 
 def _running(args: argparse.Namespace) -> ClusterState:

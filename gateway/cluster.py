@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from gateway.processes import (
     Stopped,
     ensure_free,
     free_port,
+    stop_all,
     redis_config_path,
     redis_url,
     start_nginx,
@@ -27,12 +26,16 @@ from gateway.processes import (
     start_redis,
 )
 from gateway.redis_cluster import RedisCluster, start_redis_cluster
+from gateway.run_dir import RunDir
 from gateway.tokens import new_secret
 from node.config import load_settings
 
 log = logging.getLogger("gateway")
 STATE_FILE = "cluster.json"
 SUPERVISE_EVERY = 0.2
+# A node's drain for shutdown: its window (10 s), the last closes, the grace of presence.
+NODE_STOP_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
 
 
 @dataclass
@@ -59,17 +62,19 @@ class Cluster:
     admin_token: str | None = None
     # For the Redis this cluster starts itself: no local process may use it unasked.
     redis_password: str | None = field(default_factory=new_secret)
-    public_dir: Path | None = None
+    # A load tool's run directory of its own: it goes, logs and all, when the cluster stops.
+    temporary: bool = False
     children: Children = field(default_factory=Children)
+    # Tells this launch's nginx from any other left on the port.
+    instance: str = field(default_factory=lambda: f"gateway-{new_secret()[:12]}")
+
+    def __post_init__(self) -> None:
+        self.run = RunDir(self.run_dir, self.temporary)
 
     def start(self) -> None:
-        """Start everything, or stop what started and raise (`Stopped` when `stop` came)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.run_dir.chmod(0o700)  # logs, the state file and Redis's config hold secrets
-        # nginx's workers may run as another user: the nodes' Unix sockets and nginx's temp
-        # files live in a directory of their own that they may enter.
-        self.public_dir = Path(tempfile.mkdtemp(prefix="chat-gateway-"))
-        self.public_dir.chmod(0o755)
+        """Start everything, or stop what started and raise (`Stopped` when `stop` came).
+        A run directory held by a running launcher is refused before anything changes."""
+        self.run.claim()
         try:
             if self.gateway_port:
                 ensure_free(self.gateway_port)
@@ -111,8 +116,7 @@ class Cluster:
 
     def node_socket(self, index: int) -> Path:
         """The Unix socket node `index` (1-based) listens on for the gateway."""
-        assert self.public_dir is not None
-        return self.public_dir / f"node{index}.sock"
+        return self.run.public / f"node{index}.sock"
 
     def supervise(self) -> None:
         """Restart every node that exited (a drained node exits 0), on its own port."""
@@ -154,8 +158,8 @@ class Cluster:
             listen=f"{LOOPBACK}:{self.gateway_port}",
             upstreams=[f"unix:{self.node_socket(i)}" for i in range(1, len(self.nodes) + 1)],
             run_dir=self.run_dir,
-            temp_dir=self.public_dir,
-            instance=self.public_dir.name if self.public_dir else "gateway",
+            temp_dir=self.run.public,
+            instance=self.instance,
             **{"websockets": len(self.nodes) * self.node_capacity(), **self.gateway_limits},
         )
         config.prepare_run_dir()
@@ -168,24 +172,17 @@ class Cluster:
         return min(settings.max_connections, max_files())
 
     def stop(self) -> None:
-        """Nodes first (SIGTERM: they tell their clients), then nginx, then Redis; then the
-        state file goes, so that nothing later mistakes a stopped cluster for a running one."""
+        """Nodes first, all at once (SIGTERM: they tell their clients), then nginx, then Redis,
+        each within a bound and killed past it; then the state file goes, so that nothing
+        later mistakes a stopped cluster for a running one."""
         started = self.children.stop()
         nodes = [service for service in started if service.name not in ("nginx", "redis")]
-        for node in nodes:  # all at once: each takes its drain time
-            if node.running:
-                node.process.send_signal(signal.SIGTERM)
-        for node in nodes:
-            node.stop()
-        for service in started:
-            if service.name == "nginx":
-                service.stop(signal.SIGQUIT)
-        for service in started:
-            if service.name == "redis":
-                service.stop()
-        (self.run_dir / STATE_FILE).unlink(missing_ok=True)
-        if self.public_dir is not None:
-            shutil.rmtree(self.public_dir, ignore_errors=True)
+        stop_all(nodes, signal.SIGTERM, NODE_STOP_TIMEOUT)
+        stop_all([s for s in started if s.name == "nginx"], signal.SIGQUIT, STOP_TIMEOUT)
+        stop_all([s for s in started if s.name == "redis"], signal.SIGTERM, STOP_TIMEOUT)
+        if self.run.held:
+            (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+        self.run.release()
 
     @property
     def redis_config(self) -> Path:

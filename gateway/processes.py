@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from gateway.nginx import GatewayConfig
 
+log = logging.getLogger("gateway")
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 20.0
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -100,24 +102,50 @@ class Service:
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Signal the process, wait for it, kill it if it will not go; returns its exit code."""
+        self.signal(signum)
+        return self.wait_or_kill(time.monotonic() + timeout)
+
+    def signal(self, signum: int) -> None:
         if self.running:
             self.process.send_signal(signum)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+
+    def wait_or_kill(self, deadline: float) -> int:
+        """Wait for the process until `deadline`; past it, say so and SIGKILL it with its
+        process group (nginx's workers outlive a master killed alone)."""
+        try:
+            self.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s (pid %d) did not stop in time; killing it (its log: %s)",
+                        self.name, self.process.pid, self.log_path)
+            self.kill_group()
+            self.process.wait()
         return self.process.returncode
 
+    def kill_group(self) -> None:
+        """SIGKILL the process and every process of its group (each child of `Children`
+        leads a group of its own), while it is not reaped: its pid is still ours."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+
     def kill(self) -> None:
-        """SIGKILL: the process gets no chance to clean up."""
-        self.stop(signal.SIGKILL)
+        """SIGKILL: the process (and its group) gets no chance to clean up."""
+        self.kill_group()
+        self.process.wait()
 
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def stop_all(services: Sequence[Service], signum: int, timeout: float) -> None:
+    """Signal every service at once and give them all the same `timeout` to exit."""
+    for service in services:
+        service.signal(signum)
+    deadline = time.monotonic() + timeout
+    for service in services:
+        service.wait_or_kill(deadline)
 
 
 def die_with_parent(signum: int = signal.SIGTERM) -> None:

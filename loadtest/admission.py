@@ -89,7 +89,7 @@ def main() -> None:
     procstats.raise_fd_limit()
     print(limits.describe(), *args.node_arg, flush=True)
     cluster = Cluster(Path(tempfile.mkdtemp(prefix="admission-")), 1, node_args=[
-        *limits.node_flags(), "--log-level", "WARNING", *args.node_arg])
+        *limits.node_flags(), "--log-level", "WARNING", *args.node_arg], temporary=True)
     results = []
     try:
         cluster.start()

@@ -494,8 +494,9 @@ def _cluster(args: argparse.Namespace, connections: int) -> Cluster | PeerCluste
                                                        "--log-level", "WARNING"],
                        redis_shards=args.shards if args.redis_cluster else 0,
                        gateway_limits={**limits.GATEWAY_LIMITS,
-                                       "websockets": connections + VISITORS * args.workers})
-    return PeerCluster(run_dir, PEER_SYSTEMS[args.system], args.nodes)
+                                       "websockets": connections + VISITORS * args.workers},
+                       temporary=True)
+    return PeerCluster(run_dir, PEER_SYSTEMS[args.system], args.nodes, temporary=True)
 
 
 def _enough_workers(args: argparse.Namespace, rooms: int, files: int) -> int:

@@ -219,12 +219,12 @@ async def run(attacks: list[str], seconds: float) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     procstats.raise_fd_limit()
     for name in attacks:
-        run_dir = Path(tempfile.mkdtemp(prefix=f"hostile-{name}-"))
-        node = start_node(run_dir, f"hostile-{name}", None, ["--log-level", "WARNING"])
-        try:
-            results[name] = await _run_attack(node, ATTACKS[name], seconds)
-        finally:
-            node.stop()
+        with tempfile.TemporaryDirectory(prefix=f"hostile-{name}-") as run_dir:
+            node = start_node(Path(run_dir), f"hostile-{name}", None, ["--log-level", "WARNING"])
+            try:
+                results[name] = await _run_attack(node, ATTACKS[name], seconds)
+            finally:
+                node.stop()
         print(f"{name:10} " + "  ".join(f"{k}: {v}" for k, v in results[name].items()),
               flush=True)
     return results

@@ -18,6 +18,7 @@ from gateway.nginx import GatewayConfig
 from gateway.processes import (
     LOOPBACK, Children, Service, free_port, redis_url, start_nginx, start_redis, wait_until,
 )
+from gateway.run_dir import RunDir
 from gateway.tokens import new_secret
 from loadtest.rawclient import RawMember
 from loadtest.rawsocketio import SocketIOMember
@@ -86,14 +87,16 @@ class PeerCluster:
     nginx: Service | None = None
     gateway_port: int = 0
     children: Children = field(default_factory=Children)
-    public_dir: Path | None = None
+    temporary: bool = False  # as Cluster's: the run directory goes when the cluster stops
 
     metrics = False  # no /metrics to read the nodes' own latencies from
 
+    def __post_init__(self) -> None:
+        self.run = RunDir(self.run_dir, self.temporary)
+
     def start(self) -> None:
         self.peer.install()
-        self.public_dir = Path(tempfile.mkdtemp(prefix="peer-gateway-"))
-        self.public_dir.chmod(0o755)
+        self.run.claim()
         try:
             password = new_secret()
             self.redis = start_redis(self.run_dir, password=password, children=self.children)
@@ -103,7 +106,7 @@ class PeerCluster:
             config = GatewayConfig(
                 f"{LOOPBACK}:{self.gateway_port}",
                 [f"unix:{self._socket(i)}" for i in range(1, self.node_count + 1)],
-                self.run_dir, temp_dir=self.public_dir, instance=self.public_dir.name,
+                self.run_dir, temp_dir=self.run.public, instance=f"peer-{new_secret()[:12]}",
                 ws_path=WS_PATH)
             config.prepare_run_dir()
             self.nginx = start_nginx(self.run_dir, config, self.gateway_port, self.children)
@@ -123,14 +126,12 @@ class PeerCluster:
         return service
 
     def _socket(self, index: int) -> Path:
-        assert self.public_dir is not None
-        return self.public_dir / f"node{index}.sock"
+        return self.run.public / f"node{index}.sock"
 
     def stop(self) -> None:
         for service in reversed(self.children.stop()):  # nginx, the nodes, then Redis
             service.stop()
-        if self.public_dir is not None:
-            shutil.rmtree(self.public_dir, ignore_errors=True)
+        self.run.release()
 
     @property
     def ws_url(self) -> str:

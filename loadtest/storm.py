@@ -190,7 +190,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                  if k != "handshake_backlog"}), "--log-level", "WARNING",
              *args.node_arg]
     cluster = Cluster(Path(tempfile.mkdtemp(prefix="storm-")), args.nodes, node_args=flags,
-                      gateway_limits={**limits.GATEWAY_LIMITS, "websockets": args.clients})
+                      gateway_limits={**limits.GATEWAY_LIMITS, "websockets": args.clients},
+                      temporary=True)
     workers: list[tuple[multiprocessing.Process, Connection]] = []
     try:
         cluster.start()

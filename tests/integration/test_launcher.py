@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cluster import STOP_TIMEOUT
 from gateway.processes import LOOPBACK, free_port
+from gateway.run_dir import RunDir
 
 WATCH_EVERY = 0.01  # far shorter than any process here takes to start
 
@@ -103,11 +105,14 @@ class Launcher:
         return self.descendants.alive()
 
     def wait_up(self) -> str:
-        """Block until the launcher prints its banner; returns that line."""
+        """Block until the launcher has printed its banner; returns it."""
         assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line.startswith("chat cluster up:"), line + self.stderr()
-        return line
+        banner = [self.process.stdout.readline()]
+        assert banner[0].startswith("chat cluster up:"), banner[0] + self.stderr()
+        while "Ctrl-C stops everything" not in banner[-1]:
+            banner.append(self.process.stdout.readline())
+            assert banner[-1], "".join(banner)
+        return "".join(banner)
 
     def command(self, name: str) -> subprocess.CompletedProcess[str]:
         """`python -m gateway NAME` for this launcher's cluster."""
@@ -146,8 +151,9 @@ class Launcher:
 def launcher(tmp_path: Path) -> Iterator[Callable[[], Launcher]]:
     started: list[Launcher] = []
 
-    def start() -> Launcher:
-        started.append(Launcher(tmp_path / f"run{len(started)}", free_port()))
+    def start(run_dir: Path | None = None, port: int | None = None) -> Launcher:
+        started.append(Launcher(run_dir or tmp_path / f"run{len(started)}",
+                                port or free_port()))
         return started[-1]
 
     yield start
@@ -158,7 +164,9 @@ def launcher(tmp_path: Path) -> Iterator[Callable[[], Launcher]]:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_stop_signal_stops_every_process_and_exits_0(launcher, signum: int) -> None:
     cluster = launcher()
-    cluster.wait_up()
+    banner = cluster.wait_up()
+    where = f"--port {cluster.port} --run-dir {cluster.run_dir}"
+    assert f"gateway status {where}`" in banner and f"rolling-restart {where}`" in banner
     names = " ".join(cluster.processes().values())
     assert "redis-server" in names and "nginx: master" in names and "--node-id node2" in names
     shown = cluster.command("status")
@@ -228,3 +236,50 @@ def test_the_run_directory_and_its_secrets_are_the_owners_alone(launcher) -> Non
         assert "token" not in cmdline.lower() and "redis://" not in cmdline, cmdline
     cluster.process.send_signal(signal.SIGINT)
     cluster.assert_nothing_left()
+
+
+def test_a_second_start_is_refused_and_leaves_the_running_cluster_alone(launcher) -> None:
+    cluster = launcher()
+    cluster.wait_up()
+    same_dir = launcher(cluster.run_dir, free_port())
+    same_port = launcher(port=cluster.port)
+    for refused in (same_dir, same_port):
+        assert refused.process.wait(30) != 0
+    assert (f"a cluster is already running from {cluster.run_dir} (launcher pid "
+            f"{cluster.process.pid})") in same_dir.stderr()
+    assert f"port {cluster.port} on {LOOPBACK} is in use" in same_port.stderr()
+    assert not same_dir.processes() and not same_port.processes()
+    shown = cluster.command("status")
+    assert shown.returncode == 0 and shown.stdout.count(" ready ") == 2, shown
+    cluster.process.send_signal(signal.SIGINT)
+    cluster.assert_nothing_left()
+
+
+def test_a_start_clears_what_the_previous_run_left(launcher) -> None:
+    first = launcher()
+    first.wait_up()
+    left = {path.name for path in first.run_dir.iterdir()}
+    first.process.kill()  # as a killed launcher would, it leaves its files
+    first.process.wait()
+    _eventually(lambda: not first.processes(), 20, "the first run's processes to go")
+    second = launcher(first.run_dir)
+    second.wait_up()
+    now = {path.name for path in first.run_dir.iterdir()}
+    stale = {name for name in left - now if name.startswith("redis-")}
+    assert stale and not {n for n in now if n.startswith("redis-")} & stale, (left, now)
+    assert len(now) <= len(left)
+    second.process.send_signal(signal.SIGINT)
+    second.assert_nothing_left()
+    assert not RunDir(first.run_dir).public.exists()
+
+
+def test_a_process_that_will_not_stop_is_killed_in_bounded_time(launcher) -> None:
+    cluster = launcher()
+    cluster.wait_up()
+    nginx = next(pid for pid, cmd in cluster.processes().items() if "nginx: master" in cmd)
+    os.kill(nginx, signal.SIGSTOP)  # it can no longer act on the launcher's SIGQUIT
+    started = time.monotonic()
+    cluster.process.send_signal(signal.SIGINT)
+    cluster.assert_nothing_left()  # its workers too, though their master was killed
+    assert time.monotonic() - started < STOP_TIMEOUT + 15
+    assert f"nginx (pid {nginx}) did not stop in time; killing it" in cluster.stderr()
