@@ -3,7 +3,9 @@
 A draining node fails readiness and refuses new upgrades at once (nginx retries them on
 another node), then tells its clients to reconnect and closes them one by one, spread over
 the drain window, so that the rest of the cluster sees a ramp and not a spike. Only one node
-drains at a time: the drain takes an expiring cluster lock.
+drains at a time on request (a rolling restart): the drain takes an expiring cluster lock. A
+node stopping for good (SIGTERM) drains at once, so that a whole cluster stops in one drain
+window.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ RETRY_SPREAD_MS = 1000
 # How long the last closes may take after the window, and how long the lock outlives it.
 CLOSE_MARGIN = 5.0
 LOCK_MARGIN = 30.0
-LOCK_POLL = 0.5
 
 
 class DrainRefused(Exception):
@@ -74,28 +75,20 @@ class Drainer:
         self._task = asyncio.create_task(self._drain())
 
     async def drain_for_shutdown(self) -> None:
-        """Drain because the process is stopping: wait (bounded) for the lock, then go."""
+        """Drain because the process is stopping, at once: when the whole cluster stops,
+        every node tells its clients in parallel instead of waiting for the others' drains.
+        The lock is taken when free, so that no admin drain starts elsewhere meanwhile."""
         if self._task is None:
-            await self._wait_for_lock()
+            with contextlib.suppress(Unavailable):  # nobody can coordinate: stop anyway
+                holder = await self._coordination.lock_drain(self._lock_ttl)
+                if holder not in (None, self._node_id):
+                    log.info("node %s is draining too; draining at once", holder)
             self._task = asyncio.create_task(self._drain())
         await self._task
 
     @property
     def _lock_ttl(self) -> float:
         return self._window + LOCK_MARGIN
-
-    async def _wait_for_lock(self) -> None:
-        deadline = asyncio.get_running_loop().time() + self._lock_ttl
-        while asyncio.get_running_loop().time() < deadline:
-            try:
-                holder = await self._coordination.lock_drain(self._lock_ttl)
-            except Unavailable:
-                return  # nobody can coordinate; stopping must still stop
-            if holder in (None, self._node_id):
-                return
-            log.info("waiting for node %s to finish draining", holder)
-            await asyncio.sleep(LOCK_POLL)
-        log.warning("drain lock still held after %.0fs; draining anyway", self._lock_ttl)
 
     async def _drain(self) -> None:
         self.active = True

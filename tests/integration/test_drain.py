@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import aiohttp
 import pytest
@@ -99,3 +100,27 @@ async def test_upgrades_during_a_drain_land_on_other_nodes_and_the_node_exits(
     assert (await early.expect_close())[0] == 1001
     exit_code = await asyncio.to_thread(cluster.nodes[0].process.wait, 15)
     assert exit_code == 0
+
+
+async def test_a_whole_cluster_stopping_drains_every_node_at_once(make_cluster,
+                                                                   open_ws) -> None:
+    """Each node stopping for good drains at once; waiting for the drain lock in turn would
+    stop three nodes in three windows and bounce clients from one dying node to the next."""
+    window = 3.0
+    cluster: Cluster = make_cluster(nodes=3, node_args=["--drain-window", str(window),
+                                                        "--presence-grace", "0.5"])
+    clients = []
+    for index in (1, 2, 3):
+        client = await open_ws(cluster.node_ws_url(index))
+        await client.auth(f"member{index}")
+        clients.append(client)
+    started = asyncio.get_running_loop().time()
+    for node in cluster.nodes:
+        node.process.send_signal(signal.SIGTERM)
+    for client in clients:
+        await client.skip_to("server_shutdown")
+        assert (await client.expect_close())[0] == 1001
+    codes = await asyncio.gather(*(asyncio.to_thread(node.process.wait, 30)
+                                   for node in cluster.nodes))
+    assert codes == [0, 0, 0]
+    assert asyncio.get_running_loop().time() - started < 2 * window  # one window, not three
