@@ -2,12 +2,14 @@
 
     .venv/bin/python -m tests.autobahn [--cases 1-10] [--report DIR]
 
-Autobahn's PyPI package is Python 2.7 code (autobahntestsuite 0.8 on Twisted): it is
-installed once into a virtualenv of its own (`AUTOBAHN_VENV`, default /tmp/autobahn-venv)
-with a Python 2.7 interpreter (`PYTHON2`, default pyenv's 2.7.18). The node runs with
-`--echo` and limits raised for the suite's floods (its case 9 sends up to 16 MiB messages and
-thousands of frames); everything else is as shipped. Prints the count of each outcome and
-every case that did not pass; exits 1 on a FAILED case.
+Autobahn's PyPI package is Python 2.7 code (autobahntestsuite 0.8 on Twisted), and Debian 12
+has no Python 2.7: point `PYTHON2` at one (by default pyenv's 2.7.18 at
+~/.pyenv/versions/2.7.18/bin/python, else `python2.7` on PATH). The suite is installed once
+into a virtualenv of its own (`AUTOBAHN_VENV`, default ~/.cache/chat-autobahn/venv). The node
+runs with `--echo` and limits raised for the suite's floods (its case 9 sends up to 16 MiB
+messages and thousands of frames); everything else is as shipped. Prints the count of each
+outcome and every case that did not pass; exits 1 on a FAILED case. The report goes to
+results/autobahn/ (untracked) unless --report says otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,8 +26,16 @@ from pathlib import Path
 
 from gateway.processes import LOOPBACK, start_node
 
-PYTHON2 = os.environ.get("PYTHON2", "/root/.pyenv/versions/2.7.18/bin/python")
-VENV = Path(os.environ.get("AUTOBAHN_VENV", "/tmp/autobahn-venv"))
+ROOT = Path(__file__).parents[1]
+PYENV_PYTHON2 = Path.home() / ".pyenv" / "versions" / "2.7.18" / "bin" / "python"
+PYTHON2 = os.environ.get("PYTHON2") or (
+    str(PYENV_PYTHON2) if PYENV_PYTHON2.exists() else shutil.which("python2.7") or "")
+VENV = Path(os.environ.get("AUTOBAHN_VENV",
+                           Path.home() / ".cache" / "chat-autobahn" / "venv"))
+NO_PYTHON2 = (
+    "Autobahn|Testsuite runs on Python 2.7, which Debian 12 does not package: build one with "
+    "pyenv (https://github.com/pyenv/pyenv#installation, then `pyenv install 2.7.18`) and run "
+    "again, or set PYTHON2 to any Python 2.7 interpreter")
 LIMITS = ["--max-frame", str(17 * 2**20), "--max-fragments", "100000", "--frame-rate",
           "1000000", "--frame-burst", "1000000", "--max-buffer", str(64 * 2**20)]
 
@@ -32,6 +43,8 @@ LIMITS = ["--max-frame", str(17 * 2**20), "--max-fragments", "100000", "--frame-
 def wstest() -> Path:
     """The suite's `wstest`, installed on first use."""
     binary = VENV / "bin" / "wstest"
+    if not binary.exists() and not os.access(PYTHON2, os.X_OK):
+        raise SystemExit(NO_PYTHON2)
     if not binary.exists():
         print(f"installing autobahntestsuite into {VENV} (once) ...", flush=True)
         subprocess.run([PYTHON2, "-m", "pip", "install", "-q", "--user", "virtualenv"],
@@ -43,19 +56,22 @@ def wstest() -> Path:
 
 
 def run(cases: list[str], report_dir: Path) -> Counter[str]:
-    run_dir = Path(tempfile.mkdtemp(prefix="autobahn-"))
-    node = start_node(run_dir, "autobahn", None, ["--echo", *LIMITS, "--log-level", "WARNING"])
-    try:
-        spec = run_dir / "fuzzingclient.json"
-        spec.write_text(json.dumps({
-            "outdir": str(report_dir),
-            "servers": [{"agent": "chat-node", "url": f"ws://{LOOPBACK}:{node.port}/ws/echo"}],
-            "cases": cases, "exclude-cases": ["12.*", "13.*"], "exclude-agent-cases": {},
-        }))
-        subprocess.run([str(wstest()), "-m", "fuzzingclient", "-s", str(spec)], check=True,
-                       cwd=run_dir, stdout=subprocess.DEVNULL)
-    finally:
-        node.stop()
+    with tempfile.TemporaryDirectory(prefix="autobahn-") as scratch:
+        run_dir = Path(scratch)
+        node = start_node(run_dir, "autobahn", None,
+                          ["--echo", *LIMITS, "--log-level", "WARNING"])
+        try:
+            spec = run_dir / "fuzzingclient.json"
+            spec.write_text(json.dumps({
+                "outdir": str(report_dir),
+                "servers": [{"agent": "chat-node",
+                             "url": f"ws://{LOOPBACK}:{node.port}/ws/echo"}],
+                "cases": cases, "exclude-cases": ["12.*", "13.*"], "exclude-agent-cases": {},
+            }))
+            subprocess.run([str(wstest()), "-m", "fuzzingclient", "-s", str(spec)],
+                           check=True, cwd=run_dir, stdout=subprocess.DEVNULL)
+        finally:
+            node.stop()
     results = json.loads((report_dir / "index.json").read_text())["chat-node"]
     outcomes: Counter[str] = Counter()
     for case, result in sorted(results.items(), key=lambda item: _case_key(item[0])):
@@ -74,7 +90,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default="1-10",
                         help="case groups: 1-10, or a comma list such as 1,2,5.*")
-    parser.add_argument("--report", type=Path, default=Path(tempfile.mkdtemp(prefix="ab-")),
+    parser.add_argument("--report", type=Path, default=ROOT / "results" / "autobahn",
                         help="where the suite writes its HTML and JSON report")
     args = parser.parse_args()
     if "-" in args.cases:
