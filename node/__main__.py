@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Coroutine
@@ -71,6 +72,16 @@ async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
         task.cancel()
 
 
+def raise_open_files_limit() -> int:
+    """Raise the soft open-files limit to the hard one, as Go programs do at start: every
+    client is a file, and a service manager's or a container's soft default (often 1,024)
+    would otherwise cap the node near that many clients. Returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 def main() -> None:
     if sys.argv[1:2] == ["token"]:
         return mint.main(sys.argv[2:])
@@ -80,6 +91,10 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    files = raise_open_files_limit()
+    if files < settings.max_connections:
+        log.warning("%d open files allowed: fewer than --max-connections %d; raise the hard "
+                    "limit (ulimit -Hn)", files, settings.max_connections)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(settings))
 

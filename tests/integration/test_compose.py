@@ -1,11 +1,14 @@
-"""compose/ for real: the images built from compose/Dockerfile on a base made from Debian
-packages, `docker-compose up --scale node=3`, clients through the gateway, `docker stop`
-draining, scaling, a rolling update and Redis's AOF volume.
+"""compose/ for real: compose/README.md's commands run as written (tests/docs_blocks.py picks
+the blocks marked for this module): the base image from Debian packages, the images built with
+the host's CA bundle as a build secret, `docker-compose up --scale node=3`, clients through the
+gateway, `docker stop` draining, scaling up and down, a rolling update, Redis's AOF volume,
+the logs, and `down` draining the nodes before the gateway goes.
 
 The test starts its own Docker daemon (Debian's docker.io; no service manager here) and stops
-it by PID. No image registry is reachable from this machine type, so the base image comes
-from compose/debian-base.sh (debootstrap, cached) and is passed as the BASE_IMAGE build
-argument. Where any of that cannot run, the module is skipped with the reason."""
+it by PID; its commands reach it through DOCKER_HOST, and COMPOSE_PROJECT_NAME keeps its
+project apart. No image registry is reachable from this machine type: the README's
+registry-free build is the one run. Where any of that cannot run, the module is skipped with
+the reason in one line."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import pytest
 
 from gateway.processes import LOOPBACK, die_with_parent, free_port, http_body
 from node.client import ChatClient
+from tests.docs_blocks import Block, blocks_run_by
 from tests.zero_loss_load import Load
 
 ROOT = Path(__file__).parents[2]
@@ -37,8 +41,6 @@ DOCKERD = "/usr/sbin/dockerd"
 COMPOSE = "/usr/bin/docker-compose"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "chat-compose"
 BASE_IMAGE = "chat-debian-base:bookworm"
-NODE_IMAGE = "chat-node:test"
-GATEWAY_IMAGE = "chat-gateway:test"
 DRAIN_WINDOW = 2
 
 pytestmark = [pytest.mark.slow,
@@ -60,9 +62,30 @@ if (reason := _why_not()) is not None:
 
 
 def _run(argv: list[str], env: dict[str, str], timeout: float = 180) -> str:
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT)
     assert done.returncode == 0, f"{' '.join(argv)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
+
+
+def _readme_block(holding: str) -> Block:
+    """The block of compose/README.md, marked for this module, that holds `holding`."""
+    found = [block for block in blocks_run_by("tests/integration/test_compose.py")
+             if holding in block.text]
+    assert len(found) == 1, f"{holding!r} in {len(found)} blocks"
+    return found[0]
+
+
+def run_block(holding: str, env: dict[str, str], timeout: float = 600) -> str:
+    """That block as typed into bash at the repository's root (it starts with `cd compose`)."""
+    return _run(["bash", "-euo", "pipefail", "-c", _readme_block(holding).text], env, timeout)
+
+
+def _last_line(log: Path) -> str:
+    """The last line of a log that says why (a Go daemon ends in stack traces)."""
+    lines = [line for line in log.read_text(errors="replace").splitlines()
+             if "level=error" in line or "level=fatal" in line or "failed" in line]
+    return lines[-1].strip() if lines else "(nothing in its log)"
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +105,8 @@ def docker_env() -> Iterator[dict[str, str]]:
         deadline = time.monotonic() + 60
         while subprocess.run([DOCKER, "info"], env=env, capture_output=True).returncode != 0:
             if daemon.poll() is not None or time.monotonic() > deadline:
-                tail = (run_dir / "dockerd.log").read_text(errors="replace")[-1500:]
-                pytest.skip(f"the Docker daemon does not run on this machine:\n{tail}")
+                pytest.skip("the Docker daemon does not run on this machine: "
+                            + _last_line(run_dir / "dockerd.log"))
             time.sleep(0.2)
         yield env
     finally:
@@ -99,27 +122,12 @@ def docker_env() -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def images(docker_env: dict[str, str]) -> dict[str, str]:
-    """The base from Debian packages, then the node and gateway images built on it. Package
-    access inside the build (this machine's CA bundle) goes in as build secrets."""
-    base = subprocess.run(["bash", str(COMPOSE_DIR / "debian-base.sh"), BASE_IMAGE],
-                          env=docker_env, capture_output=True, text=True, timeout=600)
-    if base.returncode != 0:
-        pytest.skip(f"no base image from Debian packages on this machine:\n{base.stderr[-1500:]}")
-    secrets = Path(tempfile.mkdtemp(prefix="chat-build-secrets-"))
-    try:
-        (secrets / "pip.conf").write_text("[global]\ncert = /run/secrets/ca.crt\n")
-        shutil.copy(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"),
-                    secrets / "ca.crt")
-        for target, tag in (("node", NODE_IMAGE), ("gateway", GATEWAY_IMAGE)):
-            _run([DOCKER, "build", "-q", "-f", str(COMPOSE_DIR / "Dockerfile"),
-                  "--target", target, "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
-                  "--secret", f"id=pip.conf,src={secrets / 'pip.conf'}",
-                  "--secret", f"id=ca.crt,src={secrets / 'ca.crt'}", "-t", tag, str(ROOT)],
-                 docker_env, timeout=600)
-    finally:
-        shutil.rmtree(secrets)
-    return {"CHAT_NODE_IMAGE": NODE_IMAGE, "CHAT_GATEWAY_IMAGE": GATEWAY_IMAGE,
-            "CHAT_REDIS_IMAGE": BASE_IMAGE, "CHAT_PROMETHEUS_IMAGE": BASE_IMAGE}
+    """The README's registry-free build: the base from Debian packages, both images on it."""
+    env = {**docker_env, "PATH": f"/usr/bin:{os.environ['PATH']}"}  # Debian's docker first
+    run_block("./debian-base.sh", env, timeout=900)
+    # What the block exports stays set in the shell where the other commands are typed.
+    return {"PATH": env["PATH"], "CHAT_BASE_IMAGE": BASE_IMAGE, "CHAT_REDIS_IMAGE": BASE_IMAGE,
+            "CHAT_PROMETHEUS_IMAGE": BASE_IMAGE}
 
 
 @dataclass
@@ -175,13 +183,13 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(docker_env: dict[str, str], images: dict[str, str]) -> Iterator[Deployment]:
-    hard_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    env = {**docker_env, **images, "CHAT_GATEWAY_PORT": str(free_port()),
-           "CHAT_PROMETHEUS_PORT": str(free_port()),
-           "CHAT_DRAIN_WINDOW": str(DRAIN_WINDOW), "CHAT_NOFILE": str(min(65536, hard_limit))}
-    deployment = Deployment(env, f"chattest{os.getpid()}", int(env["CHAT_GATEWAY_PORT"]))
+    project = f"chattest{os.getpid()}"
+    env = {**docker_env, **images, "COMPOSE_PROJECT_NAME": project,
+           "CHAT_GATEWAY_PORT": str(free_port()), "CHAT_PROMETHEUS_PORT": str(free_port()),
+           "CHAT_DRAIN_WINDOW": str(DRAIN_WINDOW)}
+    deployment = Deployment(env, project, int(env["CHAT_GATEWAY_PORT"]))
     try:
-        deployment.compose("up", "-d", "--no-build", "--scale", "node=3")
+        run_block("docker-compose up -d --scale node=3", env)
         deployment.wait_healthy(deployment.nodes())
         yield deployment
     finally:
@@ -261,25 +269,42 @@ async def _next_of(client: ChatClient, kind: str) -> dict[str, object]:
     return event
 
 
-def test_a_replica_added_by_scaling_gets_clients(deployment: Deployment) -> None:
+async def test_scaling_up_adds_replicas_with_clients_and_down_drains_the_newest(
+        deployment: Deployment) -> None:
     before = set(deployment.nodes())
-    deployment.compose("up", "-d", "--no-build", "--no-recreate", "--scale", "node=4")
+    run_block("--no-recreate --scale node=5", deployment.env)
     added = [c for c in deployment.nodes() if c not in before]
-    assert len(added) == 4 - len(before)
+    assert len(added) == 5 - len(before)
     deployment.wait_healthy(added)
-    deployment.wait_nodes_behind_gateway(added)  # the gateway reloaded for it
+    deployment.wait_nodes_behind_gateway(added)  # the gateway reloaded for them
+    clients = [ChatClient(deployment.ws_url, f"scaled{i}", "scaling") for i in range(10)]
+    await asyncio.gather(*(client.start(timeout=20) for client in clients))
+    try:
+        on_replica = {client: str(client.node)[:12] for client in clients}
+        await asyncio.to_thread(run_block, "--no-recreate --scale node=3", deployment.env)
+        kept = {container[:12] for container in deployment.nodes()}
+        assert len(kept) == 3
+        moved = [client for client, replica in on_replica.items() if replica not in kept]
+        assert moved, "least_conn put some of the clients on the newest replicas"
+        for client in moved:  # drained, not cut: told before their replica went
+            assert (await _next_of(client, "server_shutdown"))["retryAfterMs"] >= 0
+        seq = await clients[0].send("after scaling down")
+        for client in clients:
+            assert (await _next_of(client, "message"))["seq"] == seq
+        now_on = {str(client.node)[:12] for client in clients}
+        assert now_on <= kept, (now_on, kept)
+    finally:
+        await asyncio.gather(*(client.close() for client in clients))
 
 
 async def test_a_rolling_update_loses_nothing(deployment: Deployment) -> None:
     old = set(deployment.nodes())
-    env = {**deployment.env, "COMPOSE": COMPOSE}
-    update = ["bash", str(COMPOSE_DIR / "rolling-update.sh"), "-p", deployment.project]
     load = Load(deployment)
     await load.start()
     try:
         await asyncio.sleep(1.0)
         load.presence_changes.clear()  # the initial joins
-        out = await asyncio.to_thread(_run, update, env, 600)
+        out = await asyncio.to_thread(run_block, "./rolling-update.sh", deployment.env)
         assert f"rolling update complete: {len(old)} nodes replaced" in out
         await asyncio.sleep(1.0)
         await load.finish()
@@ -302,3 +327,22 @@ async def test_redis_keeps_history_on_its_volume_across_a_restart(
         joined = await _next_of(client, "room_joined")
     assert joined["epoch"] == epoch
     assert [(m["seq"], m["text"]) for m in joined["history"]] == [(seq, "kept in the AOF")]
+
+
+def test_the_logs_show_each_service(deployment: Deployment) -> None:
+    logs = run_block("docker-compose logs --tail 20 node", deployment.env)
+    assert "node.access: GET /readyz 200" in logs and "gateway_1 " in logs, logs[-2000:]
+
+
+async def test_down_drains_the_nodes_while_the_gateway_carries_their_clients(
+        deployment: Deployment, open_ws) -> None:
+    """Last in this module: it stops the deployment."""
+    clients = []
+    for index in range(6):
+        client = await open_ws(deployment.ws_url)
+        await client.auth(f"down{index}")
+        clients.append(client)
+    await asyncio.to_thread(run_block, "docker-compose down", deployment.env)
+    for client in clients:
+        await client.skip_to("server_shutdown")
+        assert (await client.expect_close())[0] == 1001
