@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -161,3 +163,26 @@ async def member(connect: ClientFactory) -> Callable[..., Awaitable[ChatClient]]
         return client
 
     return join
+
+
+# No litter: what the suite leaves in the temporary directory fails the run (pytest's own
+# tmp_path folder, pytest-of-<user>, keeps the last runs by design).
+_TMP = Path(tempfile.gettempdir())
+_BEFORE = pytest.StashKey[set[str]]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_BEFORE] = set(os.listdir(_TMP))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(_BEFORE, None)
+    if before is None:
+        return
+    left = sorted(name for name in set(os.listdir(_TMP)) - before
+                  if not name.startswith("pytest-of-"))
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"the suite left in {_TMP}: {', '.join(left)}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
