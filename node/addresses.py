@@ -34,14 +34,23 @@ class TrustedProxies:
         """The client's address: from the forwarding headers when `peer` is trusted."""
         if not self.trusts(peer):
             return peer or UNIX
-        real = headers.get("x-real-ip", "").strip()
+        real = _address(headers.get("x-real-ip", ""))
         if real:
             return real
-        hops = [hop.strip() for hop in headers.get("x-forwarded-for", "").split(",")]
+        hops = [_address(hop) for hop in headers.get("x-forwarded-for", "").split(",")]
         for hop in reversed(hops):  # the nearest hop the trusted proxies did not add
             if hop and not self.trusts(hop):
                 return hop
         return peer or UNIX
+
+
+def _address(text: str) -> str:
+    """`text` as an IP address in its canonical form, or "" when it is not one: a client
+    address is a key of per-address budgets, never free text."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return ""
 
 
 def trusted_networks(text: str) -> TrustedProxies:

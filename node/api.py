@@ -10,7 +10,7 @@ from aiohttp.typedefs import Handler
 
 from node.drain import DrainRefused
 from node.errors import Unavailable
-from node.protocol import MAX_PAGE
+from node.protocol import MAX_OFFSET, MAX_PAGE
 from node.metrics import CONTENT_TYPE
 from node.runtime import NODE
 
@@ -49,10 +49,10 @@ async def rooms(request: web.Request) -> web.Response:
         limit = int(request.query.get("limit", str(MAX_PAGE)))
     except ValueError:
         offset = limit = -1
-    if offset < 0 or not 1 <= limit <= MAX_PAGE:
+    if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= MAX_PAGE:
         return web.json_response(
-            {"error": "invalid_format", "message": f"offset >= 0, 1 <= limit <= {MAX_PAGE}"},
-            status=400)
+            {"error": "invalid_format",
+             "message": f"0 <= offset <= {MAX_OFFSET}, 1 <= limit <= {MAX_PAGE}"}, status=400)
     page = await request.app[NODE].directory.page(offset, limit)
     return web.json_response({
         "rooms": [room.name for room in page.rooms],

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import secrets
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ DEFAULT_MAX_HEAD = 16384  # the gateway renders its header buffers from it too
 
 
 def _default_node_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """Unique per process without telling clients the process id."""
+    return f"{socket.gethostname()}-{secrets.token_hex(4)}"
 
 
 def _setting(default: Any, help: str, **kwargs: Any) -> Any:
@@ -49,7 +51,7 @@ class Settings:
     )
     node_id: str = field(
         default_factory=_default_node_id,
-        metadata={"help": "this node's id in the cluster (default: hostname-pid)"},
+        metadata={"help": "this node's id in the cluster (default: hostname-<random hex>)"},
     )
     redis_url: str | None = _setting(
         None, "Redis URL for cluster mode; absent = embedded single-node mode"

@@ -97,12 +97,22 @@ class SendMessage(_Incoming, tag="message"):
 
 
 MAX_PAGE = 100
+# Past any directory a cluster can hold (--max-rooms); bounded so that no backend is asked
+# for an index it cannot represent (Redis answers an error past 2**63).
+MAX_OFFSET = 2**31 - 1
+# Input quoted back in an error is cut to this many characters.
+MAX_QUOTED = 32
+
+
+def quoted(text: str) -> str:
+    """`text` as an error may quote it: its first MAX_QUOTED characters, repr'd."""
+    return repr(text[:MAX_QUOTED]) + ("..." if len(text) > MAX_QUOTED else "")
 
 
 class ListRooms(_Incoming, tag="list_rooms"):
     """A page of the room directory, in name order."""
 
-    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    offset: Annotated[int, msgspec.Meta(ge=0, le=MAX_OFFSET)] = 0
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)] = MAX_PAGE
 
 
@@ -149,7 +159,7 @@ class Parser:
             raise ChatError(ErrorCode.INVALID_FORMAT, "Field 'type' must be a string")
         cls = INCOMING_TYPES.get(kind)
         if cls is None:
-            raise ChatError(ErrorCode.UNKNOWN_TYPE, f"Unknown message type: {kind}")
+            raise ChatError(ErrorCode.UNKNOWN_TYPE, f"Unknown message type: {quoted(kind)}")
         try:
             message = msgspec.convert(raw, cls)
         except msgspec.ValidationError as exc:

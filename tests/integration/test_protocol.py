@@ -246,7 +246,15 @@ async def test_unknown_type_names_the_type(connect: ClientFactory) -> None:
     client = await connect()
     await client.send(type="dance")
     error = await client.expect_error("unknown_type")
-    assert error["message"] == "Unknown message type: dance"
+    assert error["message"] == "Unknown message type: 'dance'"
+
+
+async def test_an_error_quotes_no_more_than_a_few_dozen_characters(
+        connect: ClientFactory) -> None:
+    client = await connect()
+    await client.send(type="x" * 60_000)
+    error = await client.expect_error("unknown_type")
+    assert error["message"] == f"Unknown message type: {'x' * 32!r}..."
 
 
 # --- ordering ----------------------------------------------------------------------------

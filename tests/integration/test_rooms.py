@@ -7,6 +7,8 @@ import asyncio
 
 import pytest
 
+from node.protocol import MAX_OFFSET
+
 from tests.chat_client import ChatClient
 
 
@@ -41,6 +43,19 @@ async def test_the_directory_is_paged_in_name_order(node, connect) -> None:
     body = await (await node.get("/api/rooms?offset=1&limit=3")).json()
     assert (body["rooms"], body["total"], body["next"]) == (["r1", "r2", "r3"], 6, 4)
     assert (await node.get("/api/rooms?limit=0")).status == 400
+
+
+async def test_an_offset_past_any_directory_is_refused_at_its_bound(node, connect) -> None:
+    client = await _user(connect, node, "pager")
+    await client.send(type="list_rooms", offset=MAX_OFFSET)
+    assert (await client.expect("room_list"))["rooms"] == []
+    await client.send(type="list_rooms", offset=MAX_OFFSET + 1)
+    await client.expect_error("invalid_format")
+    edge = await node.get(f"/api/rooms?offset={MAX_OFFSET}")
+    assert edge.status == 200 and (await edge.json())["rooms"] == []
+    for offset in (MAX_OFFSET + 1, 2**63, -1, "x"):
+        refused = await node.get(f"/api/rooms?offset={offset}")
+        assert refused.status == 400 and (await refused.json())["error"] == "invalid_format"
 
 
 async def test_rooms_created_by_joining_stop_at_the_cluster_limit(make_node, connect) -> None:

@@ -1,3 +1,5 @@
+import socket
+
 import pytest
 
 from gateway.tokens import new_secret
@@ -93,3 +95,10 @@ def test_a_missing_or_empty_secret_file_is_refused(tmp_path, content: str | None
         path.write_text(content)
     with pytest.raises(SystemExit):
         load_settings([f"--admin-token-file={path}"], {})
+
+
+def test_the_default_node_id_tells_no_process_id() -> None:
+    first, second = load_settings([], env={}), load_settings([], env={})
+    host, _, suffix = first.node_id.rpartition("-")
+    assert host == socket.gethostname() and len(suffix) == 8 and int(suffix, 16) >= 0
+    assert first.node_id != second.node_id  # random, not the pid
