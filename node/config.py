@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.addresses import trusted_networks
-from node.jwt_tokens import JwtVerifier
+from node.jwt_tokens import DEFAULT_MAX_TTL, JwtVerifier
 from node.protocol import ROOM_PATTERN
 
 ENV_PREFIX = "CHAT_"
@@ -169,6 +169,9 @@ class Settings:
     )
     jwt_audience: str | None = _setting(None, "the `aud` every JWT must carry")
     jwt_issuer: str | None = _setting(None, "the `iss` every JWT must carry")
+    jwt_max_ttl: float = _setting(
+        DEFAULT_MAX_TTL, "seconds a JWT may still live when presented: a token valid for longer "
+        "(a leaked one would be usable for as long) is refused")
     allowed_origins: str = _setting(
         "", "comma list of browser origins (scheme://host[:port]) that may open WebSockets, or "
         "'*' for any; requests without Origin and same-origin requests always may"
@@ -295,10 +298,10 @@ def jwt_verifier(settings: Settings) -> JwtVerifier | None:
     """The verifier of the configured identity provider's tokens; None in anonymous mode."""
     if settings.jwt_secret is not None:
         return JwtVerifier.with_secret(settings.jwt_secret, settings.jwt_audience,
-                                       settings.jwt_issuer)
+                                       settings.jwt_issuer, settings.jwt_max_ttl)
     if settings.jwt_public_key is not None:
         return JwtVerifier.with_public_key(settings.jwt_public_key, settings.jwt_audience,
-                                           settings.jwt_issuer)
+                                           settings.jwt_issuer, settings.jwt_max_ttl)
     return None
 
 
@@ -310,7 +313,7 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
                 "frame_burst", "user_rate", "user_burst", "address_rate", "address_burst",
                 "max_fragments", "max_connections_per_address", "max_head",
                 "keepalive_timeout", "max_rooms", "user_rooms_per_hour", "room_ttl",
-                "presence_limit", "presence_interval", "busy_rate")
+                "presence_limit", "presence_interval", "busy_rate", "jwt_max_ttl")
     for name in positive:
         if getattr(settings, name) <= 0:
             parser.error(f"{_flag(name)} must be positive")

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from node.protocol import ChatError, checked_name, checked_room
 
 MAX_SUBJECT = 128
+DEFAULT_MAX_TTL = 86400.0  # --jwt-max-ttl
 MAX_ROOMS_CLAIMED = 1000
 
 
@@ -47,21 +48,24 @@ class JwtVerifier:
     algorithms: tuple[str, ...]
     audience: str | None = None
     issuer: str | None = None
+    max_ttl: float = DEFAULT_MAX_TTL  # seconds a token may still live when presented
 
     @classmethod
     def with_secret(cls, secret: str, audience: str | None = None,
-                    issuer: str | None = None) -> JwtVerifier:
-        return cls(secret, ("HS256",), audience, issuer)
+                    issuer: str | None = None,
+                    max_ttl: float = DEFAULT_MAX_TTL) -> JwtVerifier:
+        return cls(secret, ("HS256",), audience, issuer, max_ttl)
 
     @classmethod
     def with_public_key(cls, path: str, audience: str | None = None,
-                        issuer: str | None = None) -> JwtVerifier:
+                        issuer: str | None = None,
+                        max_ttl: float = DEFAULT_MAX_TTL) -> JwtVerifier:
         """RS256 for an RSA key, ES256 for an EC key; anything else is a configuration error."""
         key = serialization.load_pem_public_key(Path(path).read_bytes())
         if isinstance(key, rsa.RSAPublicKey):
-            return cls(key, ("RS256",), audience, issuer)
+            return cls(key, ("RS256",), audience, issuer, max_ttl)
         if isinstance(key, ec.EllipticCurvePublicKey):
-            return cls(key, ("ES256",), audience, issuer)
+            return cls(key, ("ES256",), audience, issuer, max_ttl)
         raise ValueError(f"{path}: an RSA or EC public key is needed (RS256 or ES256)")
 
     def verify(self, token: str) -> Claims:
@@ -75,7 +79,11 @@ class JwtVerifier:
             raise TokenRefused("Token expired") from None
         except jwt.PyJWTError as error:
             raise TokenRefused(f"Invalid token: {error}") from None
-        return _claims(payload)
+        claims = _claims(payload)
+        if claims.expires - time.time() > self.max_ttl:
+            raise TokenRefused(f"Token lives longer than the {self.max_ttl:g} s this cluster "
+                               "allows (--jwt-max-ttl)")
+        return claims
 
 
 def _claims(payload: dict[str, Any]) -> Claims:

@@ -59,3 +59,16 @@ def test_the_jwt_secret_comes_from_the_environment_or_its_flag() -> None:
     assert load_settings([], {"CHAT_JWT_SECRET": SECRET}).jwt_secret == SECRET
     assert load_settings(["--jwt-secret", SECRET], {}).jwt_secret == SECRET
     assert jwt_verifier(load_settings([], {})) is None
+
+
+def test_a_token_living_longer_than_jwt_max_ttl_is_refused_at_its_edge(capsys) -> None:
+    verifier = jwt_verifier(load_settings(["--jwt-max-ttl", "600"],
+                                          env={"CHAT_JWT_SECRET": SECRET}))
+    assert verifier is not None and verifier.max_ttl == 600
+    mint.main(["--sub", "short", "--ttl", "595"], {"CHAT_JWT_SECRET": SECRET})
+    assert verifier.verify(capsys.readouterr().out.strip()).user_id == "short"
+    for ttl in ("605", str(10**12)):  # just past the edge, and a token for ever
+        mint.main(["--sub", "long", "--ttl", ttl], {"CHAT_JWT_SECRET": SECRET})
+        with pytest.raises(TokenRefused, match="--jwt-max-ttl"):
+            verifier.verify(capsys.readouterr().out.strip())
+    assert JwtVerifier.with_secret(SECRET).max_ttl == 86400  # the default: a day
