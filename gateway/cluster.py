@@ -67,6 +67,10 @@ class Cluster:
     children: Children = field(default_factory=Children)
     # Tells this launch's nginx from any other left on the port.
     instance: str = field(default_factory=lambda: f"gateway-{new_secret()[:12]}")
+    # In the nodes' socket names: the public directory cannot be listed, so only who reads
+    # the nginx configuration (in the owner-only run directory) can reach a node's socket,
+    # where X-Real-IP is believed.
+    socket_token: str = field(default_factory=new_secret)
 
     def __post_init__(self) -> None:
         self.run = RunDir(self.run_dir, self.temporary)
@@ -116,7 +120,7 @@ class Cluster:
 
     def node_socket(self, index: int) -> Path:
         """The Unix socket node `index` (1-based) listens on for the gateway."""
-        return self.run.public / f"node{index}.sock"
+        return self.run.public / f"node{index}-{self.socket_token}.sock"
 
     def supervise(self) -> None:
         """Restart every node that exited (a drained node exits 0), on its own port."""

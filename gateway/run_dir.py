@@ -3,7 +3,8 @@
 The directory is owner-only (it holds the admin token and Redis's password); nginx's workers
 may run as another user, so the nodes' Unix sockets and nginx's temp files live in a public
 directory of the run's, /tmp/chat-gateway-<digest of the run directory's path>, which they may
-enter (and whose path is short enough for Unix sockets). It names its launcher's pid: a
+enter but not list (and whose path is short enough for Unix sockets): a socket is reachable
+only by whoever knows its name. It names its launcher's pid: a
 launcher that finds one whose launcher is gone removes it (and the run directory too when that
 was temporary), so that even a launcher killed outright leaves nothing for long.
 
@@ -81,8 +82,8 @@ class RunDir:
             else:
                 entry.unlink()
         shutil.rmtree(self.public, ignore_errors=True)
-        self.public.mkdir(mode=0o755)
-        self.public.chmod(0o755)  # whatever the umask
+        self.public.mkdir(mode=0o711)
+        self.public.chmod(0o711)  # whatever the umask: others may enter, not list
         (self.public / OWNER_FILE).write_text(
             f"{os.getpid()}\n{int(self.temporary)}\n{self.path.resolve()}\n")
 

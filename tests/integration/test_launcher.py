@@ -234,6 +234,10 @@ def test_the_run_directory_and_its_secrets_are_the_owners_alone(launcher) -> Non
         assert path.stat().st_mode & 0o777 == 0o600, path
     for pid, cmdline in cluster.processes().items():
         assert "token" not in cmdline.lower() and "redis://" not in cmdline, cmdline
+    public = RunDir(cluster.run_dir).public  # where nginx's workers reach the nodes
+    assert public.stat().st_mode & 0o777 == 0o711  # no other user may list it ...
+    sockets = [path.name for path in public.glob("node*.sock")]
+    assert len(sockets) == 2 and all(len(name) > 40 for name in sockets), sockets  # ... or guess
     cluster.process.send_signal(signal.SIGINT)
     cluster.assert_nothing_left()
 

@@ -36,7 +36,7 @@ def test_a_new_run_starts_clean_and_the_public_directory_goes_with_the_run(
     try:
         assert [p.name for p in again.path.iterdir()] == ["launcher.pid"]
         assert again.path.stat().st_mode & 0o777 == 0o700
-        assert again.public.stat().st_mode & 0o777 == 0o755
+        assert again.public.stat().st_mode & 0o777 == 0o711  # entered, not listed
     finally:
         again.release()
 
