@@ -34,6 +34,7 @@ class ErrorCode(enum.StrEnum):
     INVALID_ROOM = "invalid_room"
     TEXT_REQUIRED = "text_required"
     TEXT_TOO_LONG = "text_too_long"
+    INVALID_TEXT = "invalid_text"
     RATE_LIMITED = "rate_limited"
     INVALID_TOKEN = "invalid_token"
     UNAVAILABLE = "unavailable"
@@ -97,6 +98,9 @@ class SendMessage(_Incoming, tag="message"):
 
 
 MAX_PAGE = 100
+# Control characters (Unicode Cc) but tab and newline: invisible, and JSON writes each as six
+# bytes (\u0001), so a text of them would be six times its size in every frame and in Redis.
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Past any directory a cluster can hold (--max-rooms); bounded so that no backend is asked
 # for an index it cannot represent (Redis answers an error past 2**63).
 MAX_OFFSET = 2**31 - 1
@@ -194,6 +198,9 @@ class Parser:
             raise ChatError(
                 ErrorCode.TEXT_TOO_LONG, f"Message text exceeds {self._max_text} characters"
             )
+        if CONTROL.search(text):
+            raise ChatError(ErrorCode.INVALID_TEXT, "Message text may hold no control "
+                            "character but tab and newline")
 
 
 def checked_name(name: str) -> str:

@@ -198,6 +198,16 @@ async def test_text_longer_than_max_text_is_rejected_at_the_edge(make_node, conn
     assert (await client.expect("message"))["text"] == "y" * 20
 
 
+@pytest.mark.parametrize("control", ["\x00", "\x01", "\r", "\x1b", "\x7f", "\x85", "\x9f"])
+async def test_a_control_character_in_text_is_refused(member, control: str) -> None:
+    """Escaped, each would be six bytes in every frame and in Redis."""
+    alice = await member("alice")
+    await alice.say(f"before{control}after")
+    await alice.expect_error("invalid_text")
+    await alice.say("tab\tand\nnewline stay, as do ünïcödé and emoji 🎉")
+    assert (await alice.expect("message"))["text"].startswith("tab\tand\nnewline")
+
+
 async def test_unicode_text_is_counted_in_characters(make_node, connect) -> None:
     node = await make_node(max_text=3)
     client = await connect(node)
