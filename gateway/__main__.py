@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from gateway.cluster import STATE_FILE, SUPERVISE_EVERY, Cluster
+from gateway.cluster import DEFAULT_REDIS_MAXMEMORY, STATE_FILE, SUPERVISE_EVERY, Cluster
 from gateway.nginx import GatewayConfig
 from gateway.processes import LOOPBACK, MissingBinary, Stopped, http_ok
 from gateway.redis_cluster import MIN_SHARDS
@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--redis-cluster", action="store_true",
                     help="start a Redis Cluster (--shards primaries with a replica each) "
                     "instead of one Redis; with --redis-url, that URL is a cluster's seed node")
+    up.add_argument("--redis-maxmemory", default=DEFAULT_REDIS_MAXMEMORY,
+                    help="memory of the Redis it starts (default 512mb); past it, writes are "
+                    "refused (noeviction) and clients get `unavailable`")
     up.add_argument("--shards", type=int, default=3,
                     help=f"primaries of the Redis Cluster (default and least {MIN_SHARDS})")
     up.add_argument("--run-dir", type=Path,
@@ -104,7 +107,8 @@ def up(args: argparse.Namespace) -> None:
     cluster = Cluster(run_dir, args.nodes, args.port, args.redis_url,
                       args.shards if args.redis_cluster else 0, admin_token=new_secret(),
                       gateway_limits={"ws_per_address": args.ws_per_address,
-                                      "api_rate": args.api_rate, "api_burst": args.api_burst})
+                                      "api_rate": args.api_rate, "api_burst": args.api_burst},
+                      redis_maxmemory=args.redis_maxmemory)
     stopping = cluster.children.stopping
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # closing the terminal too
         signal.signal(signum, lambda *_: stopping.set())

@@ -36,6 +36,7 @@ SUPERVISE_EVERY = 0.2
 # A node's drain for shutdown: its window (10 s), the last closes, the grace of presence.
 NODE_STOP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+DEFAULT_REDIS_MAXMEMORY = "512mb"
 
 
 @dataclass
@@ -62,6 +63,9 @@ class Cluster:
     admin_token: str | None = None
     # For the Redis this cluster starts itself: no local process may use it unasked.
     redis_password: str | None = field(default_factory=new_secret)
+    # Its memory, bounded: past it, writes are refused (nodes answer `unavailable`) rather
+    # than keys evicted, which would silently lose history and presence.
+    redis_maxmemory: str = DEFAULT_REDIS_MAXMEMORY
     # A load tool's run directory of its own: it goes, logs and all, when the cluster stops.
     temporary: bool = False
     children: Children = field(default_factory=Children)
@@ -84,11 +88,12 @@ class Cluster:
                 ensure_free(self.gateway_port)
             if self.redis_url is None and self.redis_shards:
                 self.redis_cluster = start_redis_cluster(self.run_dir, self.redis_shards,
-                                                         self.redis_password, self.children)
+                                                         self.redis_password, self.children,
+                                                         self.redis_limits)
                 self.redis_url = self.redis_cluster.seed_url
             elif self.redis_url is None:
                 self.redis = start_redis(self.run_dir, password=self.redis_password,
-                                         children=self.children)
+                                         children=self.children, settings=self.redis_limits)
                 self.redis_url = redis_url(self.redis.port, self.redis_password)
             for index in range(1, self.node_count + 1):
                 self.nodes.append(self.start_node(index))
@@ -116,7 +121,12 @@ class Cluster:
         assert self.redis is not None
         self.redis.stop()
         self.redis = start_redis(self.run_dir, self.redis.port, self.redis_password,
-                                 self.children)
+                                 self.children, self.redis_limits)
+
+    @property
+    def redis_limits(self) -> list[str]:
+        """Config lines of the Redis this cluster starts."""
+        return [f"maxmemory {self.redis_maxmemory}", "maxmemory-policy noeviction"]
 
     def node_socket(self, index: int) -> Path:
         """The Unix socket node `index` (1-based) listens on for the gateway."""

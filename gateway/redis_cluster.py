@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,12 +119,13 @@ def cluster_info(port: int, password: str) -> dict[str, str]:
 
 
 def start_redis_cluster(run_dir: Path, shards: int, password: str,
-                        children: Children) -> RedisCluster:
-    """Start 2 × `shards` nodes, create the cluster (a replica for each primary) and return
-    once every node says the cluster is ok."""
+                        children: Children, extra: Sequence[str] = ()) -> RedisCluster:
+    """Start 2 × `shards` nodes (with the `extra` config lines), create the cluster (a
+    replica for each primary) and return once every node says the cluster is ok."""
     settings = ["cluster-enabled yes", f"masterauth {password}",
                 f"cluster-node-timeout {NODE_TIMEOUT_MS}",
-                "cluster-require-full-coverage no"]  # other shards serve through a failover
+                "cluster-require-full-coverage no",  # other shards serve through a failover
+                *extra]
     nodes = [start_redis(run_dir, free_cluster_port(), password, children, settings)
              for _ in range(2 * shards)]
     create = subprocess.run(

@@ -49,6 +49,7 @@ class Results:
     fanout: list[dict[str, Any]] = field(default_factory=list)
     idle: list[dict[str, Any]] = field(default_factory=list)
     admission: list[dict[str, Any]] = field(default_factory=list)
+    redis_memory: list[dict[str, Any]] = field(default_factory=list)
     locust: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
 
@@ -65,6 +66,8 @@ def load(paths: list[Path]) -> Results:
             results.idle.append(data)
         elif data["benchmark"] == "admission":
             results.admission.append(data)
+        elif data["benchmark"] == "redis_memory":
+            results.redis_memory.append(data)
         elif data["benchmark"] == "fanout":  # other benchmarks plan nothing
             results.fanout += _chat_runs(data)
     return results
@@ -108,6 +111,9 @@ class Model:
     # unsubscribe, presence out and in), from fan-out runs with --churn; 0 when none ran.
     per_join: float = 0.0
     redis_per_join: float = 0.0
+    # Redis memory (`python -m loadtest.redis_memory`): bytes of a room with one member, of
+    # each further member, and of a stored message beyond its text; None when not measured.
+    redis_memory: tuple[float, float, float] | None = None
 
 
 def load_seconds(run: dict[str, Any]) -> float:
@@ -174,7 +180,17 @@ def fit(results: Results) -> Model:
         per_connection=_per_connection(idle_nodes),
         per_join=max(0.0, float(per_join)),
         redis_per_join=_redis_per_join(churned, redis_per_publish),
+        redis_memory=_redis_memory(results.redis_memory),
     )
+
+
+def _redis_memory(runs: list[dict[str, Any]]) -> tuple[float, float, float] | None:
+    """(room, member, message beyond its text) bytes, averaged over the runs."""
+    if not runs:
+        return None
+    return (float(np.mean([run["bytes per room"] for run in runs])),
+            float(np.mean([run["bytes per member"] for run in runs])),
+            float(np.mean([run["bytes per message"] - run["text"] for run in runs])))
 
 
 def _redis_per_join(steps: list[tuple[dict, dict]], per_publish: float) -> float:
@@ -217,6 +233,9 @@ class Demand:
     node_memory_mib: int
     max_connections: int
     joins_per_minute: float = 0.0  # room joins (or switches) per user per minute
+    text_bytes: float = 100.0  # a message's text, in UTF-8
+    history: int = 100  # the nodes' --history and --history-bytes: what a room keeps
+    history_bytes: int = 262144
 
     @property
     def joins(self) -> float:
@@ -234,6 +253,22 @@ class Demand:
     @property
     def deliveries(self) -> float:
         return self.publishes * self.room_size
+
+    @property
+    def rooms_held(self) -> float:
+        """Rooms the users are in (each user in one room)."""
+        return sum(self.users * share / size for size, share in self.rooms.items())
+
+
+def redis_memory_bytes(model: Model, demand: Demand) -> float | None:
+    """Redis memory for the users' rooms, their members and full histories."""
+    if model.redis_memory is None:
+        return None
+    room, member, overhead = model.redis_memory
+    message = overhead + demand.text_bytes
+    kept = min(demand.history, max(1, int(demand.history_bytes // message)))
+    rooms = demand.rooms_held
+    return rooms * (room + kept * message) + (demand.users - rooms) * member
 
 
 def subscribed_nodes(nodes: int, rooms: dict[int, float]) -> float:
@@ -283,6 +318,7 @@ def plan(model: Model, demand: Demand) -> dict[str, Any]:
                                if model.sessions_per_s else None),
         "gateway_cores": (model.nginx_per_delivery * demand.deliveries
                           if model.nginx_per_delivery is not None else None),
+        "redis_memory_bytes": redis_memory_bytes(model, demand),
     }
 
 
@@ -450,9 +486,19 @@ def _plan_section(model: Model, demand: Demand, result: dict[str, Any]) -> list[
         f"{result['redis_ceiling_publishes']:,.0f} publishes/s "
         f"({result['redis_ceiling_publishes'] * demand.room_size:,.0f} deliveries/s) before "
         "one Redis core passes the headroom.",
+        f"- Redis memory: {_redis_memory_line(result, demand)}",
         f"- Gateway: {gateway}.",
         f"- Reconnect storm: {_storm(model, result, demand)}", "",
     ]
+
+
+def _redis_memory_line(result: dict[str, Any], demand: Demand) -> str:
+    if result["redis_memory_bytes"] is None:
+        return "not planned (no run of `python -m loadtest.redis_memory --json ...`)."
+    return (f"about {result['redis_memory_bytes'] / MIB / MIB:,.0f} MiB for "
+            f"{demand.rooms_held:,.0f} rooms, their members and full histories "
+            f"({demand.history} messages of {demand.text_bytes:g}-byte texts, at most "
+            f"{demand.history_bytes:,} bytes a room); keep Redis's `maxmemory` above it.")
 
 
 def _storm(model: Model, result: dict[str, Any], demand: Demand) -> str:
@@ -547,10 +593,16 @@ def main() -> None:
                         help="memory each node may use (default 1024)")
     parser.add_argument("--max-connections", type=int, default=10000,
                         help="the nodes' --max-connections (default 10000)")
+    parser.add_argument("--text-bytes", type=float, default=100.0,
+                        help="bytes of a message's text (default 100)")
+    parser.add_argument("--history", type=int, default=100,
+                        help="the nodes' --history (default 100)")
+    parser.add_argument("--history-bytes", type=int, default=262144,
+                        help="the nodes' --history-bytes (default 262144)")
     args = parser.parse_args()
     demand = Demand(args.users, parse_rooms(args.room_size), args.messages_per_minute,
                     args.headroom, args.node_memory_mib, args.max_connections,
-                    args.joins_per_minute)
+                    args.joins_per_minute, args.text_bytes, args.history, args.history_bytes)
     path = report(load(args.results), demand, args.out)
     print(path.read_text().split("## Cost model")[0])
     print(f"report: {path}")

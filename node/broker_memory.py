@@ -20,13 +20,16 @@ class _RoomLog:
     seq: int
     messages: deque[bytes]
     epoch: str = field(default_factory=lambda: uuid.uuid4().hex)
+    size: int = 0  # bytes of `messages`
 
 
 @dataclass(slots=True)
 class MemoryBroker:
-    """Delivers synchronously to the one local node; keeps `capacity` messages per room."""
+    """Delivers synchronously to the one local node; keeps `capacity` messages per room, and
+    of them no more than `capacity_bytes` (but always the newest)."""
 
     capacity: int
+    capacity_bytes: int
     _events: BrokerEvents | None = None
     _subscribed: set[str] = field(default_factory=set)
     _logs: dict[str, _RoomLog] = field(default_factory=dict)
@@ -56,11 +59,20 @@ class MemoryBroker:
         if log.seq < seen:  # never so in memory, but the contract says what would happen
             log.seq, log.epoch = seen, uuid.uuid4().hex
             log.messages.clear()
+            log.size = 0
         log.seq += 1
         payload = close((template,), log.seq)
-        log.messages.append(payload)
+        self._keep(log, payload)
         self.deliver(Publication(room, log.seq, payload))
         return log.seq
+
+    def _keep(self, log: _RoomLog, payload: bytes) -> None:
+        """Append, then let the oldest go past either capacity (as the Redis script does)."""
+        log.messages.append(payload)
+        log.size += len(payload)
+        while len(log.messages) > self.capacity or (
+                log.size > self.capacity_bytes and len(log.messages) > 1):
+            log.size -= len(log.messages.popleft())
 
     def _spend(self, budgets: Sequence[Budget]) -> None:
         """Take one message from every budget, or from none (raising `BudgetSpent`)."""
@@ -81,7 +93,7 @@ class MemoryBroker:
     def _log(self, room: str) -> _RoomLog:
         log = self._logs.get(room)
         if log is None:
-            log = self._logs[room] = _RoomLog(0, deque(maxlen=self.capacity))
+            log = self._logs[room] = _RoomLog(0, deque())
         return log
 
     def deliver(self, publication: Publication) -> None:

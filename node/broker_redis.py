@@ -23,10 +23,11 @@ from node.subscriber_redis import ChannelSubscriber, Subscriber
 
 log = logging.getLogger("node.broker")
 
-# KEYS: seq, history, epoch (one slot: the room's). ARGV: message template, history
-# capacity, channel, room, a fresh epoch, publish command, the newest seq the node saw.
-# Assigns the next seq, closes the template with it, stores it and publishes its envelope
-# (node.envelope) atomically. Returns the seq.
+# KEYS: seq, history, epoch, history bytes (one slot: the room's). ARGV: message template,
+# history capacity, channel, room, a fresh epoch, publish command, the newest seq the node
+# saw, history capacity in bytes. Assigns the next seq, closes the template with it, stores
+# it (the oldest going past either capacity, the newest always kept) and publishes its
+# envelope (node.envelope) atomically. Returns the seq.
 PUBLISH_MESSAGE = envelope.LUA + """
 local seq = redis.call('INCR', KEYS[1])
 if seq <= tonumber(ARGV[7]) then  -- Redis lost messages the node saw: a new incarnation,
@@ -39,7 +40,15 @@ elseif seq == 1 then
 end
 local payload = close({ARGV[1]}, {seq})
 redis.call('ZADD', KEYS[2], seq, payload)
-redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[2]) + 1))
+local count = redis.call('ZCARD', KEYS[2])
+local size = #payload  -- alone in the history (new, or lost): its size is the total
+if count > 1 then size = size + tonumber(redis.call('GET', KEYS[4]) or '0') end
+local most, most_bytes = tonumber(ARGV[2]), tonumber(ARGV[8])
+while count > most or (size > most_bytes and count > 1) do
+  size = size - #redis.call('ZPOPMIN', KEYS[2])[1]
+  count = count - 1
+end
+redis.call('SET', KEYS[4], size, 'KEEPTTL')
 redis.call(ARGV[6], ARGV[3], envelope(ARGV[4], seq, '', payload, 0))
 return seq
 """
@@ -131,11 +140,12 @@ class RedisBroker:
     to a single Redis, one per shard of a Redis Cluster."""
 
     def __init__(self, url: str, prefix: str, node_id: str, capacity: int,
-                 cluster: bool = False) -> None:
+                 capacity_bytes: int, cluster: bool = False) -> None:
         self._redis = connect(url, cluster)
         self._keys = RedisKeys(prefix)
         self._publish = publish_command(cluster).encode()  # encoded once: the hot path
         self._capacity = capacity
+        self._capacity_bytes = capacity_bytes
         self._ledger = Ledger()
         self._publish_message = self._redis.register_script(PUBLISH_MESSAGE)
         self._take_budgets = self._redis.register_script(TAKE_BUDGETS)
@@ -197,9 +207,10 @@ class RedisBroker:
                 grants = await self._take(asks)
             return int(await self._scripts.run(
                 self._publish_message,
-                [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room)],
+                [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room),
+                 self._keys.history_bytes(room)],
                 [template, self._capacity, self._keys.channel(room), room, self._fresh_epoch(),
-                 self._publish, seen]))
+                 self._publish, seen, self._capacity_bytes]))
         except BaseException:
             self._ledger.refund(charged)
             raise

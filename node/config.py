@@ -145,6 +145,9 @@ class Settings:
         3600.0, "seconds an empty created room is kept before it expires with its history"
     )
     history_window: int = _setting(50, "newest messages sent to a joiner")
+    history_bytes: int = _setting(
+        262144, "bytes of messages a room's history keeps, its newest message always: with "
+        "--max-rooms, it bounds what history may take of Redis's memory")
     presence_limit: int = _setting(
         1000, "most members a room lists: past it a joiner's room_joined lists none (\"large\": "
         "true) and members get user_count, at most every --presence-interval, instead of "
@@ -313,7 +316,8 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
                 "frame_burst", "user_rate", "user_burst", "address_rate", "address_burst",
                 "max_fragments", "max_connections_per_address", "max_head",
                 "keepalive_timeout", "max_rooms", "user_rooms_per_hour", "room_ttl",
-                "presence_limit", "presence_interval", "busy_rate", "jwt_max_ttl")
+                "presence_limit", "presence_interval", "busy_rate", "jwt_max_ttl",
+                "history_bytes")
     for name in positive:
         if getattr(settings, name) <= 0:
             parser.error(f"{_flag(name)} must be positive")

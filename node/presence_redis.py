@@ -45,7 +45,7 @@ local P, PUBLISH, ROOM, LISTED = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local function key(kind) return P .. ':{' .. ROOM .. '}:' .. kind end
 local MEMBERS, HOLDERS, HOLDS = key('members'), key('holders'), key('holds')
 local FAREWELLS, VERSION = key('farewells'), key('presence')
-local HISTORY_KEYS = {key('seq'), key('history'), key('epoch'), VERSION}
+local HISTORY_KEYS = {key('seq'), key('history'), key('epoch'), key('history-bytes'), VERSION}
 
 local function now_ms()
   local t = redis.call('TIME')

@@ -165,6 +165,10 @@ class RedisKeys:
         """Sorted set of message JSON scored by seq."""
         return self._room(room, "history")
 
+    def history_bytes(self, room: str) -> str:
+        """The bytes of the messages in `history`, kept with it by the publish script."""
+        return self._room(room, "history-bytes")
+
     def members(self, room: str) -> str:
         """Hash member id -> JSON [id, name]: who is in the room."""
         return self._room(room, "members")

@@ -80,14 +80,15 @@ def build_node(settings: Settings) -> Node:
         return presence_templates(room, member.id, member.name)
 
     if settings.redis_url is None:
-        memory = MemoryBroker(capacity=settings.history)
+        memory = MemoryBroker(capacity=settings.history, capacity_bytes=settings.history_bytes)
         broker = memory
         presence = MemoryPresence(policy, announcements, memory.deliver, memory.drop_room)
         coordination = MemoryCoordination(settings.node_id)
     else:
         url, prefix, node_id = settings.redis_url, settings.redis_prefix, settings.node_id
         cluster = settings.redis_cluster
-        broker = RedisBroker(url, prefix, node_id, settings.history, cluster)
+        broker = RedisBroker(url, prefix, node_id, settings.history, settings.history_bytes,
+                             cluster)
         presence = RedisPresence(url, prefix, node_id, settings.node_ttl, policy,
                                  announcements, cluster)
         coordination = RedisCoordination(url, prefix, node_id, settings.node_ttl, cluster)

@@ -45,6 +45,12 @@ class ChatClient:
             pass
         return event
 
+    async def skip_to_any(self, *kinds: str, timeout: float = WAIT) -> dict[str, Any]:
+        """The next event of any of these kinds, skipping others."""
+        while (event := await self.recv(timeout))["type"] not in kinds:
+            pass
+        return event
+
     async def expect_error(self, code: str) -> dict[str, Any]:
         event = await self.expect("error")
         assert event["code"] == code, event

@@ -13,7 +13,7 @@ from tests.broker_events import Recorder
 
 
 async def started(redis_url: str, prefix: str, events: Recorder | None = None) -> RedisBroker:
-    broker = RedisBroker(redis_url, prefix, "node-a", 100)
+    broker = RedisBroker(redis_url, prefix, "node-a", 100, 2**20)
     await broker.start(events or Recorder())
     return broker
 

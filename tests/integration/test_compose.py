@@ -203,6 +203,9 @@ def test_three_healthy_replicas_answer_through_the_gateway(deployment: Deploymen
     assert len(nodes) == 3
     deployment.wait_nodes_behind_gateway(nodes)
     assert deployment.docker("exec", nodes[0], "id", "-u").strip() == "10001"  # not root
+    policy = deployment.compose("exec", "-T", "redis", "redis-cli", "config", "get",
+                                "maxmemory-policy")
+    assert policy.split() == ["maxmemory-policy", "noeviction"]
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{deployment.http_url}/metrics", timeout=5)
     refused.value.close()

@@ -17,6 +17,7 @@ from tests.broker_events import Recorder
 from tests.conftest import REDIS_BACKENDS, redis_endpoint
 
 CAPACITY = 3
+CAPACITY_BYTES = 4096
 TEMPLATE = b'{"type":"message","text":"hi","seq":'
 
 
@@ -24,11 +25,11 @@ TEMPLATE = b'{"type":"message","text":"hi","seq":'
 async def started(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Broker, Recorder]]:
     broker: Broker
     if request.param == "memory":
-        broker = MemoryBroker(capacity=CAPACITY)
+        broker = MemoryBroker(capacity=CAPACITY, capacity_bytes=CAPACITY_BYTES)
     else:
         url, cluster = redis_endpoint(request, request.param)
         broker = RedisBroker(url, request.getfixturevalue("redis_prefix"), "node-a", CAPACITY,
-                             cluster)
+                             CAPACITY_BYTES, cluster)
     events = Recorder()
     await broker.start(events)
     try:
@@ -82,6 +83,31 @@ async def test_history_keeps_the_newest_and_tells_whether_it_covers_a_resume(
     assert not after.covers(1, newest.epoch), "message 2 is no longer kept"
     assert not after.covers(2, "another-incarnation")
     assert not after.covers(6, newest.epoch), "beyond the room's seq"
+
+
+def _text(size: int) -> bytes:
+    """A message template whose payload, closed with a one-digit seq, is `size` bytes."""
+    return b'{"type":"message","text":"' + b"x" * (size - 36) + b'","seq":'
+
+
+async def test_history_keeps_no_more_bytes_than_its_capacity_but_always_the_newest(
+        started: tuple[Broker, Recorder]) -> None:
+    broker, _ = started
+    for _ in range(2):  # two of 1,500 bytes fit in 4,096; a third does not
+        await broker.publish_message("r", _text(1500), (), 0)
+    assert [len(m) for m in (await broker.history("r", 10)).messages] == [1500, 1500]
+    await broker.publish_message("r", _text(1500), (), 0)
+    kept = await broker.history("r", 10)
+    assert sum(map(len, kept.messages)) <= CAPACITY_BYTES and kept.first_seq == 2
+    await broker.publish_message("r", _text(CAPACITY_BYTES * 2), (), 0)  # alone over it
+    alone = await broker.history("r", 10)
+    assert ([len(m) for m in alone.messages], alone.first_seq) == ([CAPACITY_BYTES * 2], 4)
+    for seq in (5, 6):  # the count still holds as well, and the total is kept right
+        assert await broker.publish_message("r", _text(1000), (), 0) == seq
+    assert [len(m) for m in (await broker.history("r", 10)).messages] == [1000, 1000]
+    await broker.publish_message("r", _text(1000), (), 0)
+    await broker.publish_message("r", _text(1000), (), 0)
+    assert [len(m) for m in (await broker.history("r", 10)).messages] == [1000] * CAPACITY
 
 
 async def test_a_spent_budget_refuses_the_message_and_stores_nothing(

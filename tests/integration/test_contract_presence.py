@@ -48,13 +48,13 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     broker: Broker
     presence: Presence
     if request.param == "memory":
-        memory = MemoryBroker(capacity=10)
+        memory = MemoryBroker(capacity=10, capacity_bytes=2**20)
         broker = memory
         presence = MemoryPresence(POLICY, _announcements, memory.deliver, memory.drop_room)
     else:
         url, cluster = redis_endpoint(request, request.param)
         prefix = request.getfixturevalue("redis_prefix")
-        broker = RedisBroker(url, prefix, "node-a", 10, cluster)
+        broker = RedisBroker(url, prefix, "node-a", 10, 2**20, cluster)
         presence = RedisPresence(url, prefix, "node-a", 10, POLICY, _announcements, cluster)
     try:  # closed whatever fails: an open connection would hang the loop's close
         await broker.start(events)

@@ -43,14 +43,15 @@ async def test_the_scripts_write_the_keys_redis_keys_names(started) -> None:
     assert await client.hkeys(keys.farewells("made")) == [b"u1"]
     version = int(await client.get(keys.presence_version("made")))
     assert await client.sismember(keys.nodes, "node-a")
-    for key in (keys.seq("made"), keys.history("made"), keys.epoch("made")):
+    for key in (keys.seq("made"), keys.history("made"), keys.epoch("made"),
+                keys.history_bytes("made")):
         await client.set(key, b"1")
     assert await presence.leave("made", Member("u1", "alice"))
     assert int(await client.get(keys.presence_version("made"))) == version + 1
     assert not await client.exists(keys.farewells("made"))
     assert 0 < await client.zscore(keys.room_expiry, "made") < float("inf")
     for key in (keys.seq("made"), keys.history("made"), keys.epoch("made"),
-                keys.presence_version("made")):
+                keys.history_bytes("made"), keys.presence_version("made")):
         assert 0 < await client.pttl(key) <= 60_000  # the room's state expires with it
 
 

@@ -125,3 +125,14 @@ def test_room_shape_runs_keep_their_shape_and_the_report_checks_the_model_on_eac
     text = report(load(sorted(results.glob("*.json"))), demand(), tmp_path).read_text()
     shapes = text.split("## Room shapes")[1].split("##")[0]
     assert "| 2 × 2000 |" in shapes and "| 10000 × 1 |" in shapes
+
+
+def test_redis_memory_counts_rooms_members_and_histories_within_their_byte_cap() -> None:
+    assert plan(MODEL, demand(40_000, "20", 1.0))["redis_memory_bytes"] is None  # unmeasured
+    measured = Model(**{**MODEL.__dict__, "redis_memory": (5000.0, 500.0, 300.0)})
+    wanted = demand(40_000, "20", 1.0)  # 2,000 rooms of 20; 100-byte texts, 100 kept
+    expected = 2000 * (5000 + 100 * 400) + 38_000 * 500
+    assert plan(measured, wanted)["redis_memory_bytes"] == expected
+    long_texts = Demand(**{**wanted.__dict__, "text_bytes": 9700.0})  # 10,000 bytes stored
+    capped = 2000 * (5000 + 26 * 10_000) + 38_000 * 500  # 26 fit in 262,144 bytes
+    assert plan(measured, long_texts)["redis_memory_bytes"] == capped

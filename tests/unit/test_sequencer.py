@@ -8,7 +8,7 @@ ROOM = "r"
 async def _setup(stored: int, capacity: int = 100) -> tuple[MemoryBroker, Sequencer, list[int]]:
     """A room whose history holds messages 1..stored, and a sequencer recording what it emits
     (a restart of the room's seqs as -1)."""
-    broker = MemoryBroker(capacity=capacity)
+    broker = MemoryBroker(capacity=capacity, capacity_bytes=2**20)
     for _ in range(stored):
         await broker.publish_message(ROOM, b'{"seq":', (), 0)
     emitted: list[int] = []
