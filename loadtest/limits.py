@@ -9,7 +9,7 @@ so, and leave every other default as shipped.
 from __future__ import annotations
 
 BENCHMARK_LIMITS: dict[str, int] = {
-    "rate": 100_000, "burst": 100_000,
+    "rate": 100_000, "burst": 100_000, "join_rate": 100_000, "join_burst": 100_000,
     "frame_rate": 100_000, "frame_burst": 100_000,
     "user_rate": 100_000, "user_burst": 100_000,
     "address_rate": 1_000_000, "address_burst": 1_000_000,

@@ -68,6 +68,10 @@ class Settings:
     rate: float = _setting(10.0, "chat frames per second one connection may send (token "
                            "bucket refill); more get error rate_limited")
     burst: int = _setting(20, "chat frames one connection may send at once (token bucket size)")
+    join_rate: float = _setting(
+        2.0, "room joins per second one connection may make, resumes and re-joins included "
+        "(each reads the room's history and roster); more get error rate_limited")
+    join_burst: int = _setting(5, "room joins one connection may make at once")
     frame_rate: float = _setting(
         50.0, "WebSocket frames per second one connection may send, pings and fragments "
         "included; past --frame-burst the connection is closed (1008)"
@@ -317,7 +321,7 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
                 "max_fragments", "max_connections_per_address", "max_head",
                 "keepalive_timeout", "max_rooms", "user_rooms_per_hour", "room_ttl",
                 "presence_limit", "presence_interval", "busy_rate", "jwt_max_ttl",
-                "history_bytes")
+                "history_bytes", "join_rate", "join_burst")
     for name in positive:
         if getattr(settings, name) <= 0:
             parser.error(f"{_flag(name)} must be positive")

@@ -228,6 +228,7 @@ class Handlers:
 
     async def _join(self, session: Session, message: Join) -> None:
         member, room = _member(session), _joined_room(message)
+        session.check_join()
         if session.claims is not None and not session.claims.may_join(room):
             raise ChatError(ErrorCode.FORBIDDEN, f"Your token does not allow room {room!r}")
         if session.room == room:  # a fresh snapshot and the messages after `since`

@@ -45,7 +45,7 @@ class Session:
         "drained", "_expiry", "_metrics", "_ws", "_dispatch",
         "_on_end", "_settings", "_rate", "_full_at", "_flood", "_held", "_closing", "_closer",
         "_inbox", "_worker", "_lost", "_finished", "_floor", "_batches", "_batch",
-        "_writes_full_at",
+        "_writes_full_at", "_join_rate", "_joins_full_at",
     )
 
     def __init__(self, ws: WebSocket, settings: Settings, dispatch: Dispatch, on_end: OnEnd,
@@ -67,6 +67,8 @@ class Session:
         self._on_end = on_end
         self._rate = shared_rate(settings.rate, settings.burst)
         self._full_at = now  # its chat frames' token bucket (see Rate)
+        self._join_rate = shared_rate(settings.join_rate, settings.join_burst)
+        self._joins_full_at = now  # its joins' token bucket
         self._settings = settings
         self._flood: FloodGuard | None = None  # made at the first rate-limited frame
         self._held: list[tuple[int, bytes]] | None = None
@@ -152,6 +154,14 @@ class Session:
         if self._flood is None:
             self._flood = FloodGuard(self._settings.flood_limit, self._settings.flood_window)
         return self._flood.reject(time.monotonic())
+
+    def check_join(self) -> None:
+        """Take a join from this connection's join bucket, or refuse it: each join reads a
+        room's history and roster, so joins are dearer than messages."""
+        full_at = self._join_rate.take(self._joins_full_at, time.monotonic())
+        if full_at is None:
+            raise ChatError(ErrorCode.RATE_LIMITED, "Too many joins; slow down")
+        self._joins_full_at = full_at
 
     def _check_rate(self) -> None:
         full_at = self._rate.take(self._full_at, time.monotonic())

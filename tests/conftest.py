@@ -27,6 +27,7 @@ pytest_plugins = ["tests.integration.cluster_fixtures"]
 UNLIMITED: dict[str, Any] = {
     "rate": 1000.0, "burst": 1000, "frame_rate": 10000.0, "frame_burst": 10000,
     "user_rate": 10000.0, "user_burst": 10000, "address_rate": 10000.0, "address_burst": 10000,
+    "join_rate": 10000.0, "join_burst": 10000,
 }
 REDIS_PASSWORD = new_secret()  # every Redis of the tests has one, as the launcher's has
 

@@ -28,6 +28,17 @@ async def test_burst_is_allowed_and_the_next_frame_is_dropped(make_node, connect
     await alice.expect_error("rate_limited")
 
 
+async def test_joins_beyond_the_join_burst_are_refused(make_node, connect) -> None:
+    """Each join reads a room's history and roster: a loop of re-joins is bounded."""
+    node, alice = await _joined(make_node, connect, join_rate=0.01, join_burst=3)
+    for room in ("second", "general"):  # the first join took one of the three
+        assert (await alice.join(room))["room"] == room
+    await alice.send(type="join", room="general")  # the same room again: a join too
+    await alice.expect_error("rate_limited")
+    await alice.say("still in general")  # messages have their own bucket
+    assert (await alice.expect("message"))["text"] == "still in general"
+
+
 async def test_rate_limited_messages_are_not_delivered(make_node, connect) -> None:
     node, alice = await _joined(make_node, connect, rate=20.0, burst=3)
     bob = await connect(node)
