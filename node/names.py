@@ -6,6 +6,11 @@ to plain letters), case folding and the confusable skeleton of Unicode Technical
 So "alice", "ALICE", "ａｌｉｃｅ" and "аlice" (with a Cyrillic а) are one name. Folding case
 first loses that a capital I looks like a small l, so the skeleton taken before folding is a
 second form: "aIice" is "alice" too. Two names clash when they share any form.
+
+Before that, a name is refused when it could disguise itself at all (`refusal`): a
+default-ignorable, unassigned or private character, a letter outside UTS #39's recommended
+set (small capitals, mathematical letters), a mark left over on a Latin, Greek or Cyrillic
+letter, or scripts mixed beyond ICU's moderately restrictive level.
 """
 
 from __future__ import annotations
@@ -28,12 +33,50 @@ INVISIBLE = frozenset(
 )
 _VISIBLE_CATEGORIES = ("L", "N", "P", "S")
 _checker = icu.SpoofChecker()
+# UTS #39's restriction level: a name's letters come from one script, or Latin with one
+# other (Han and Japanese or Korean counting as one), the scripts people write names in;
+# "pаypal" with a Cyrillic а is refused.
+_restriction = icu.SpoofChecker()
+_restriction.setRestrictionLevel(icu.URestrictionLevel.MODERATELY_RESTRICTIVE)
+_restriction.setChecks(icu.USpoofChecks.RESTRICTION_LEVEL | icu.USpoofChecks.MIXED_NUMBERS)
+# Letters of UTS #39's recommended identifier set: what modern writing uses. Small
+# capitals, phonetic and mathematical letters (a "ᴀlice") are not in it.
+_RECOMMENDED = _checker.getRecommendedUnicodeSet()
+_UNSHOWABLE = (icu.UCharCategory.UNASSIGNED, icu.UCharCategory.PRIVATE_USE_CHAR,
+               icu.UCharCategory.SURROGATE)
+# Scripts whose accented letters all have composed forms: a mark left over after NFC on one
+# of their letters is decoration or disguise ("alicė" with a combining dot).
+_COMPOSED_SCRIPTS = frozenset((icu.UScriptCode.LATIN, icu.UScriptCode.GREEK,
+                               icu.UScriptCode.CYRILLIC))
+_MARKS = (icu.UCharCategory.NON_SPACING_MARK, icu.UCharCategory.ENCLOSING_MARK)
 
 
 def visible(name: str) -> bool:
     """Whether the name shows at least one character."""
     return any(ord(char) not in INVISIBLE
                and unicodedata.category(char)[0] in _VISIBLE_CATEGORIES for char in name)
+
+
+def refusal(name: str) -> str | None:
+    """Why a name (in NFC) cannot be shown as one of many users' names, or None: it holds a
+    character that draws nothing or may draw anything, an unusual letter, a stray mark, or
+    letters of scripts that are not mixed."""
+    base = None
+    for char in name:
+        if icu.Char.hasBinaryProperty(char, icu.UProperty.DEFAULT_IGNORABLE_CODE_POINT):
+            return "an invisible character"
+        kind = icu.Char.charType(char)
+        if kind in _UNSHOWABLE:
+            return "an unassigned or private character"
+        if icu.Char.isalpha(char) and not _RECOMMENDED.contains(char):
+            return "a letter that is not in common use"
+        if kind in _MARKS and base in _COMPOSED_SCRIPTS:
+            return "a mark that its letter has no composed form with"
+        if kind not in _MARKS:
+            base = icu.Script.getScript(char).getScriptCode()
+    if _restriction.check(name):
+        return "letters of scripts that are not mixed in one name"
+    return None
 
 
 def _skeleton(text: str) -> str:

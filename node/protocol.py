@@ -11,6 +11,7 @@ import enum
 import functools
 import random
 import re
+import unicodedata
 import sys
 import time
 from typing import Annotated, Any
@@ -204,14 +205,17 @@ class Parser:
 
 
 def checked_name(name: str) -> str:
-    """A display name trimmed and validated: printable, and something a reader can see."""
-    trimmed = name.strip()
+    """A display name trimmed, composed (NFC) and validated: printable, something a reader
+    can see, and nothing that draws nothing or disguises a letter (names.refusal)."""
+    trimmed = unicodedata.normalize("NFC", name.strip())
     if not 1 <= len(trimmed) <= MAX_NAME or not trimmed.isprintable():
         raise ChatError(
             ErrorCode.INVALID_NAME, f"Name must be 1-{MAX_NAME} printable characters"
         )
     if not names.visible(trimmed):
         raise ChatError(ErrorCode.INVALID_NAME, "Name must have a visible character")
+    if (why := names.refusal(trimmed)) is not None:
+        raise ChatError(ErrorCode.INVALID_NAME, f"Name must not hold {why}")
     return trimmed
 
 

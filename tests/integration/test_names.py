@@ -14,8 +14,7 @@ async def _auth_as(connect, name: str) -> tuple[ChatClient, dict]:
 
 
 @pytest.mark.parametrize("look_alike", [
-    "alice", "ALICE", "Alice", "\uff41\uff4c\uff49\uff43\uff45",  # fullwidth
-    "\u0430lice",  # Cyrillic а
+    "alice", "ALICE", "Alice",
     "aIice",  # capital I for l
     " alice ",
 ])
@@ -54,6 +53,37 @@ async def test_the_same_user_may_use_its_name_on_several_connections(connect) ->
 async def test_names_that_show_nothing_are_invalid(connect, name: str) -> None:
     _, event = await _auth_as(connect, name)
     assert (event["type"], event["code"]) == ("error", "invalid_name"), event
+
+
+@pytest.mark.parametrize("disguise", [
+    "alice\U000e0100",  # a variation selector past U+FE0F: default-ignorable, draws nothing
+    "ali\u200dce",  # a zero-width joiner
+    "\u1d00lice",  # a small capital A
+    "\U0001d400lice",  # a mathematical bold A
+    "alice\u0300\u0300",  # marks stacked on a Latin letter, with no composed form
+    "bob\u20dd",  # an enclosing circle
+    "p\u0430ypal",  # Latin and Cyrillic mixed
+    "\u0430lice",  # the same, as alice
+    "\uff41\uff4c\uff49\uff43\uff45",  # fullwidth letters: compatibility forms
+    "\U000f0001bob",  # a private-use character
+])
+async def test_a_name_that_could_disguise_itself_is_invalid(connect, disguise: str) -> None:
+    _, event = await _auth_as(connect, disguise)
+    assert (event["type"], event["code"]) == ("error", "invalid_name"), event
+
+
+@pytest.mark.parametrize("name", [
+    "Jürgen", "José María", "Nguyễn", "Zoë", "O'Brien", "李小龍", "田中さん", "김민준",
+    "Иван", "नमस्ते", "مرحبا", "R2-D2", "😀 bob",
+])
+async def test_names_people_write_are_valid(connect, name: str) -> None:
+    _, event = await _auth_as(connect, name)
+    assert (event["type"], event["name"]) == ("auth_success", name), event
+
+
+async def test_a_name_is_stored_composed(connect) -> None:
+    _, event = await _auth_as(connect, "Jo\u0301se\u0301")
+    assert event["name"] == "J\u00f3s\u00e9"
 
 
 async def test_the_name_of_users_without_one_is_reserved(connect) -> None:
