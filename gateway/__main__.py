@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.cluster import DEFAULT_REDIS_MAXMEMORY, STATE_FILE, SUPERVISE_EVERY, Cluster
 from gateway.nginx import GatewayConfig
-from gateway.processes import LOOPBACK, MissingBinary, Stopped, http_ok
+from gateway.processes import LOOPBACK, MissingBinary, Stopped, http_ok, stop_on_signals
 from gateway.redis_cluster import MIN_SHARDS
 from gateway.rolling import ClusterState, rolling_restart
 from gateway.serve import Gateway, replicas, serve
@@ -110,8 +110,7 @@ def up(args: argparse.Namespace) -> None:
                                       "api_rate": args.api_rate, "api_burst": args.api_burst},
                       redis_maxmemory=args.redis_maxmemory)
     stopping = cluster.children.stopping
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # closing the terminal too
-        signal.signal(signum, lambda *_: stopping.set())
+    stop_on_signals(stopping)  # SIGHUP too: closing the terminal
     print(f"starting {args.nodes} nodes (logs in {run_dir}) ...", file=sys.stderr, flush=True)
     try:
         cluster.start()
@@ -184,8 +183,7 @@ def render(args: argparse.Namespace) -> None:
 def serve_gateway(args: argparse.Namespace) -> None:
     host, _, port = args.service.rpartition(":")
     stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
+    stop_on_signals(stopping, (signal.SIGINT, signal.SIGTERM))
     # Logs to the container's stderr; file descriptors up to the container's hard limit.
     gateway = Gateway(lambda upstreams: _gateway_config(
         args, args.listen, upstreams, error_log="stderr"), args.run_dir)

@@ -148,6 +148,29 @@ def stop_all(services: Sequence[Service], signum: int, timeout: float) -> None:
         service.wait_or_kill(deadline)
 
 
+def stop_on_signals(stopping: threading.Event,
+                    signums: Sequence[int] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+                    ) -> None:
+    """Set `stopping` when one of `signums` arrives; call from the main thread. Not from a
+    Python signal handler: a handler runs in the main thread between any two bytecodes, so
+    possibly while that thread holds the event's own lock inside `stopping.wait()`, and its
+    `set()` would then wait for that lock for ever (a launcher that never stops). The
+    interpreter writes each signal to a socket instead, and a thread of its own sets the
+    event."""
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    for signum in signums:
+        signal.signal(signum, lambda *_: None)
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+    def watch() -> None:
+        with reader, writer:  # the writer lives as long as this thread
+            reader.recv(1)
+            stopping.set()
+
+    threading.Thread(target=watch, name="stop-signals", daemon=True).start()
+
+
 def die_with_parent(signum: int = signal.SIGTERM) -> None:
     """Have this process signalled when the thread that started it ends (Linux)."""
     _libc.prctl(PR_SET_PDEATHSIG, signum)
