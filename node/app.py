@@ -21,6 +21,7 @@ from node.drain import shutdown_notice
 from node.heartbeat import run_heartbeat
 from node.runtime import NODE, Node, build_node
 from node.origins import OriginPolicy
+from node.output_budget import OutputBudget
 from node.ratelimit import Rate
 from node.server import (
     CHAT_PATH, ECHO_PATH, Accept, ChatServer, ClientErrorsWithoutTraceback, NodeRunner, Upgrade,
@@ -132,15 +133,16 @@ def make_runner(app: web.Application, **kwargs: Any) -> NodeRunner:
                       **kwargs)
 
 
-def websocket_limits(settings: Settings) -> Limits:
+def websocket_limits(settings: Settings, output: OutputBudget) -> Limits:
     return Limits(max_message=settings.max_frame, max_fragments=settings.max_fragments,
                   frames=Rate(settings.frame_rate, settings.frame_burst),
-                  max_buffer=settings.max_buffer, close_timeout=CLOSE_HANDSHAKE_TIMEOUT)
+                  max_buffer=settings.max_buffer, close_timeout=CLOSE_HANDSHAKE_TIMEOUT,
+                  output=output)
 
 
 def acceptor(node: Node) -> Accept:
     """Accepts WebSocket upgrades; chat is refused with 503 when the node is not ready."""
-    limits = websocket_limits(node.settings)
+    limits = websocket_limits(node.settings, node.output)
     dispatch = node.handlers.dispatch  # one bound method for every session, not one each
     batches = DeliveryBatches(node.settings.write_delay, node.settings.busy_rate)
 
@@ -157,7 +159,7 @@ def acceptor(node: Node) -> Accept:
                 "in progress; retry, another node may take you now"}, RETRY_SOON)
             return None
         transport.write(switching_protocols(upgrade.key))
-        ws = WebSocket(transport, limits, time.monotonic())
+        ws = WebSocket(transport, limits, time.monotonic(), upgrade.address)
         if upgrade.path == ECHO_PATH:
             node.echoes.start(ws, upgrade.rest)
             return ws

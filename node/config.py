@@ -128,6 +128,12 @@ class Settings:
     max_buffer: int = _setting(
         4 * 1024 * 1024, "bytes queued to one client before it is closed as too slow"
     )
+    max_address_output: int = _setting(
+        32 * 1024 * 1024, "bytes queued to all the sockets of one client address together; "
+        "past it, the one written to is closed as too slow (1013)")
+    max_node_output: int = _setting(
+        256 * 1024 * 1024, "bytes queued to all the node's sockets together; past it, the "
+        "one written to is closed as too slow (1013)")
     write_delay: float = _setting(
         0.05, "seconds a busy client's room events may wait to share one write: its events "
         "are gathered and written once per this tick, each at most this late; 0 writes each "
@@ -321,7 +327,8 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
                 "max_fragments", "max_connections_per_address", "max_head",
                 "keepalive_timeout", "max_rooms", "user_rooms_per_hour", "room_ttl",
                 "presence_limit", "presence_interval", "busy_rate", "jwt_max_ttl",
-                "history_bytes", "join_rate", "join_burst")
+                "history_bytes", "join_rate", "join_burst", "max_address_output",
+                "max_node_output")
     for name in positive:
         if getattr(settings, name) <= 0:
             parser.error(f"{_flag(name)} must be positive")

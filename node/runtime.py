@@ -24,6 +24,7 @@ from node.hub import Hub
 from node.liveness import Liveness
 from node.metrics import Metrics
 from node.envelope import Template
+from node.output_budget import OutputBudget
 from node.presence import Member, Presence, RoomPolicy
 from node.presence_memory import MemoryPresence
 from node.presence_redis import RedisPresence
@@ -45,6 +46,7 @@ class Node:
     directory: Directory
     metrics: Metrics
     admission: Admission
+    output: OutputBudget
     instance: str = field(default_factory=lambda: secrets.token_hex(6))  # this process
 
     def unready_reason(self) -> str | None:
@@ -103,8 +105,9 @@ def build_node(settings: Settings) -> Node:
                         admission)
     drain = Drainer(settings, hub, coordination, handlers.departures)
     connections = Connections(settings.max_connections, settings.max_connections_per_address)
+    output = OutputBudget(settings.max_address_output, settings.max_node_output)
     node = Node(settings, broker, presence, coordination, hub, handlers, liveness, drain,
-                connections, EchoSockets(), directory, metrics, admission)
+                connections, EchoSockets(), directory, metrics, admission, output)
     _watch(node)
     return node
 
@@ -125,3 +128,5 @@ def _watch(node: Node) -> None:
                   "first room_joined", lambda: node.admission.unfinished)
     metrics.watch("chat_ready", "1 while /readyz answers 200",
                   lambda: float(node.unready_reason() is None))
+    metrics.watch("chat_output_queued_bytes", "Bytes queued to peers that have not read them "
+                  "(as last counted), against --max-node-output", lambda: node.output.total)

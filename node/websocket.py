@@ -25,6 +25,7 @@ from typing import Protocol, cast
 
 from aiohttp._websocket.helpers import websocket_mask  # aiohttp's C masking, when built
 
+from node.output_budget import OutputBudget
 from node.ratelimit import Rate
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -59,6 +60,7 @@ class Limits:
     frames: Rate  # frames per second and at once, control frames included
     max_buffer: int  # bytes queued to the peer before it is closed as too slow
     close_timeout: float  # seconds a close waits for the peer's answer
+    output: OutputBudget  # what all peers of an address, and all of the node's, may queue
 
 
 def accept_key(key: str) -> str:
@@ -163,10 +165,13 @@ class WebSocket(asyncio.Protocol):
 
     __slots__ = ("_transport", "_peer", "_limits", "_buffer", "_need", "_skip", "_fragments",
                  "_full_at", "_holds", "_close_sent",
-                 "_discarding", "_disconnected", "_gone", "close_code")
+                 "_discarding", "_disconnected", "_gone", "close_code", "_address", "_counted")
 
-    def __init__(self, transport: asyncio.BaseTransport, limits: Limits, now: float) -> None:
+    def __init__(self, transport: asyncio.BaseTransport, limits: Limits, now: float,
+                 address: str) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        self._address = address  # the client's, for the output budget
+        self._counted = 0  # bytes of its queue the output budget counts
         self._peer: Peer | None = None
         self._limits = limits
         self._buffer: bytes | bytearray = b""  # an idle connection holds no bytearray
@@ -214,10 +219,20 @@ class WebSocket(asyncio.Protocol):
         return self._within_buffer()
 
     def _within_buffer(self) -> bool:
-        if self._transport.get_write_buffer_size() > self._limits.max_buffer:
+        queued = self._transport.get_write_buffer_size()
+        if queued == self._counted:  # a peer that keeps up: nothing queued, nothing counted
+            return True
+        self._counted = queued
+        if queued > self._limits.max_buffer or not self._limits.output.account(
+                self._address, self, queued):
             self.close(TRY_AGAIN_LATER, "Slow consumer")
             return False
         return True
+
+    def queued(self) -> int:
+        """Bytes waiting for the peer (the output budget's fresh count)."""
+        self._counted = self._transport.get_write_buffer_size()
+        return self._counted
 
     def close(self, code: int, reason: str = "") -> None:
         """Send a close frame after what is queued; the session ends now. The connection
@@ -275,6 +290,7 @@ class WebSocket(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._release(WRITES)
+        self._limits.output.account(self._address, self, self.queued())  # it drained
 
     def _hold(self, reason: int) -> None:
         if not self._holds and not self._transport.is_closing():
@@ -487,6 +503,7 @@ class WebSocket(asyncio.Protocol):
         if self.close_code is None:
             self.close_code = ABNORMAL
         self._disconnected = True
+        self._limits.output.forget(self._address, self)
         if self._gone is not None and not self._gone.done():
             self._gone.set_result(None)
         self._ended()

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import os
+import socket
 
 import aiohttp
 import pytest
 
+from node.runtime import NODE
 from tests.conftest import ClientFactory
+from tests.frames import client as client_frame
 
 
 async def _joined(make_node, connect: ClientFactory, name: str = "alice", **settings):
@@ -178,3 +184,62 @@ async def test_one_address_shares_one_message_budget(make_node, connect) -> None
     await alice.say("third from 127.0.0.1")
     error = await alice.expect_error("rate_limited")
     assert "address" in error["message"]
+
+
+async def _non_reader(port: int) -> socket.socket:
+    """A WebSocket client that completes its handshake and then never reads (a receive
+    buffer of a few KiB, so that what it is sent waits in the node)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    await loop.sock_sendall(sock, (
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        "\r\n").encode())
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):  # a byte at a time: nothing past the head
+        head += await loop.sock_recv(sock, 1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+async def test_an_address_whose_sockets_do_not_read_is_closed_past_its_output_ceiling(
+        make_node, connect) -> None:
+    """Each join makes the node queue the room's history; sockets that never read would
+    pile that up in the node's memory but for the ceiling on what one address may queue."""
+    ceiling = 1_000_000  # far below what --max-buffer lets each socket queue: this trips
+    node = await make_node(max_address_output=ceiling, max_node_output=100 * ceiling,
+                           max_buffer=64 * ceiling)
+    state = node.server.app[NODE]
+    writer = await connect(node)
+    await writer.auth("writer")
+    await writer.join("big")
+    for _ in range(20):  # a history of about 200 kB: each join's reply
+        await writer.say("x" * 10_000)
+        await writer.expect("message")
+    attackers = [await _non_reader(node.server.port) for _ in range(4)]
+    try:
+        loop = asyncio.get_running_loop()
+        for n, sock in enumerate(attackers):
+            frames = [client_frame(0x1, json.dumps({"type": "auth", "name": f"a{n}"}).encode())]
+            # 6 MB each: past what the kernel holds for a socket that does not read (its
+            # send buffer grows to 4 MiB on loopback), the rest waits in the node
+            frames += [client_frame(0x1, b'{"type":"join","room":"big"}')] * 30
+            await loop.sock_sendall(sock, b"".join(frames))
+        peak = 0
+        async with asyncio.timeout(30):  # until every attacker is closed and gone
+            while len(state.hub.sessions) > 1:
+                peak = max(peak, state.output.queued_by("127.0.0.1"))
+                await asyncio.sleep(0.01)
+        assert state.metrics.closes["1013"] == len(attackers)
+        # Past the ceiling, a socket is closed at its next write: at most one reply each over.
+        assert ceiling < peak <= ceiling + len(attackers) * 250_000, peak
+        assert state.output.total == 0
+        await writer.say("the node is still here for those who read")
+        assert (await writer.skip_to("message"))["text"].startswith("the node is still")
+    finally:
+        for sock in attackers:
+            sock.close()

@@ -10,12 +10,13 @@ import pytest
 
 from node.server import bad_request, parse_head
 from tests.frames import client
+from node.output_budget import OutputBudget
 from node.ratelimit import Rate
 from node.websocket import Limits, WebSocket, accept_key, close_frame, frame
 
 MAX = 100
 LIMITS = Limits(max_message=MAX, max_fragments=8, frames=Rate(1000.0, 1000),
-                max_buffer=1000, close_timeout=1.0)
+                max_buffer=1000, close_timeout=1.0, output=OutputBudget(10_000, 100_000))
 
 
 class FakeTransport:
@@ -79,7 +80,8 @@ class Recorder:
 
 async def connection(**limits: object) -> tuple[WebSocket, FakeTransport, Recorder]:
     transport, peer = FakeTransport(), Recorder()
-    ws = WebSocket(transport, dataclasses.replace(LIMITS, **limits), 0.0)  # type: ignore[arg-type]
+    ws = WebSocket(transport, dataclasses.replace(LIMITS, **limits), 0.0,  # type: ignore[arg-type]
+                   "203.0.113.9")
     transport.protocol = ws
     ws.start(peer, b"")
     return ws, transport, peer
