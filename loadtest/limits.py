@@ -15,7 +15,8 @@ BENCHMARK_LIMITS: dict[str, int] = {
     "address_rate": 1_000_000, "address_burst": 1_000_000,
     "max_connections": 200_000, "max_connections_per_address": 200_000,
     "handshake_backlog": 200_000,  # the tools connect thousands of members at once
-    "max_rooms": 200_000,  # and make thousands of rooms
+    "max_rooms": 200_000,  # and make thousands of rooms, all from one address
+    "address_rooms_per_hour": 1_000_000, "address_identities_per_minute": 100_000_000,
 }
 
 GATEWAY_LIMITS: dict[str, int] = {"ws_per_address": 65_535}  # nginx's most, when in front

@@ -151,6 +151,12 @@ class Settings:
     user_rooms_per_hour: int = _setting(
         20, "rooms one user may create per hour; more get error room_limit"
     )
+    address_identities_per_minute: int = _setting(
+        600, "new anonymous users (an auth without userId) one client address may start per "
+        "minute, across the cluster; more get error rate_limited")
+    address_rooms_per_hour: int = _setting(
+        60, "rooms one client address may create per hour, whatever users it claims to be; "
+        "more get error room_limit")
     room_ttl: float = _setting(
         3600.0, "seconds an empty created room is kept before it expires with its history"
     )
@@ -328,7 +334,8 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
                 "keepalive_timeout", "max_rooms", "user_rooms_per_hour", "room_ttl",
                 "presence_limit", "presence_interval", "busy_rate", "jwt_max_ttl",
                 "history_bytes", "join_rate", "join_burst", "max_address_output",
-                "max_node_output")
+                "max_node_output", "address_rooms_per_hour",
+                "address_identities_per_minute")
     for name in positive:
         if getattr(settings, name) <= 0:
             parser.error(f"{_flag(name)} must be positive")

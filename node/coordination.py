@@ -1,10 +1,12 @@
 """The coordination seam: what the nodes of a cluster agree on besides rooms — which nodes
-are alive, the secret that signs resume tokens, and the lock that lets one node drain at a
-time."""
+are alive, the secret that signs resume tokens, the lock that lets one node drain at a
+time, and allowances counted across the cluster."""
 
 from __future__ import annotations
 
 from typing import Protocol
+
+from node.ratelimit import Budget
 
 
 class Coordination(Protocol):
@@ -31,4 +33,8 @@ class Coordination(Protocol):
 
     async def unlock_drain(self) -> None:
         """Release the drain lock if this node holds it."""
+        ...
+
+    async def take(self, budget: Budget) -> bool:
+        """Take one event from a cluster-wide allowance; False when it is spent."""
         ...

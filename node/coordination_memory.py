@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import secrets
+import time
+
+from node.ratelimit import Budget, Budgets
 
 
 class MemoryCoordination:
     def __init__(self, node_id: str) -> None:
         self._node_id = node_id
         self._secret = secrets.token_bytes(32)
+        self._budgets = Budgets()
 
     async def close(self) -> None:
         pass
@@ -27,3 +31,6 @@ class MemoryCoordination:
 
     async def unlock_drain(self) -> None:
         pass
+
+    async def take(self, budget: Budget) -> bool:
+        return self._budgets.take_all([budget], time.time()) is None

@@ -4,8 +4,10 @@ cluster secret, and the drain lock. All cluster-wide keys: one slot of a Redis C
 from __future__ import annotations
 
 import secrets
+import time
 
-from node.redis_support import RedisKeys, connect, translate_errors
+from node.ratelimit import Budget
+from node.redis_support import LUA_BUDGET, RedisKeys, connect, translate_errors
 
 # KEYS: the node's liveness key, the set of nodes (one slot). ARGV: node id, ttl (ms).
 # Returns 1 when the liveness key had lapsed (or never was).
@@ -13,6 +15,12 @@ HEARTBEAT = """
 local lapsed = redis.call('SET', KEYS[1], 1, 'PX', ARGV[2], 'GET') == false
 redis.call('SADD', KEYS[2], ARGV[1])
 return lapsed and 1 or 0
+"""
+
+# KEYS: a budget's count (cluster-wide keys: one slot). ARGV: its limit, window (ms).
+# Returns 1 when one event was taken, 0 when the budget is spent.
+TAKE = LUA_BUDGET + """
+return take(KEYS, {tonumber(ARGV[1])}, {ARGV[2]}, {1}) == 0 and 1 or 0
 """
 
 UNLOCK_DRAIN = """
@@ -30,6 +38,7 @@ class RedisCoordination:
         self._ttl_ms = int(ttl * 1000)
         self._heartbeat = self._redis.register_script(HEARTBEAT)
         self._unlock_drain = self._redis.register_script(UNLOCK_DRAIN)
+        self._take = self._redis.register_script(TAKE)
         self._secret: bytes | None = None
 
     async def close(self) -> None:
@@ -69,3 +78,8 @@ class RedisCoordination:
     @translate_errors
     async def unlock_drain(self) -> None:
         await self._unlock_drain(keys=[self._keys.drain_lock], args=[self._node_id])
+
+    @translate_errors
+    async def take(self, budget: Budget) -> bool:
+        key = self._keys.budget(budget.key(time.time()))
+        return bool(await self._take(keys=[key], args=[budget.limit, int(budget.window * 1000)]))

@@ -33,7 +33,7 @@ from node.protocol import (
     RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong, event_frame, iso_timestamp,
     message_id, message_template, stored_messages,
 )
-from node.ratelimit import per_second
+from node.ratelimit import Budget, per_second
 from node.session import Session
 
 log = logging.getLogger("node.handlers")
@@ -87,6 +87,9 @@ class Handlers:
         self._presence_grace = settings.presence_grace
         self._user_budget = (settings.user_rate, settings.user_burst)
         self._address_budget = (settings.address_rate, settings.address_burst)
+        # Fresh anonymous identities one address may make a minute: each would reset every
+        # per-user allowance.
+        self._identities_per_minute = settings.address_identities_per_minute
         self._departing = Background()
         self._parser = Parser(settings.max_text)  # one per node: it holds no per-client state
         self._routes: dict[type[ClientMessage], _Route] = {
@@ -165,6 +168,10 @@ class Handlers:
         user_id = message.user_id or str(uuid.uuid4())
         if message.user_id is not None and not verify(secret, user_id, message.token or ""):
             raise ChatError(ErrorCode.INVALID_TOKEN, "userId and token do not match")
+        if message.user_id is None and not await self._coordination.take(
+                Budget("identities", session.address, self._identities_per_minute, 60.0)):
+            raise ChatError(ErrorCode.RATE_LIMITED, "Too many new users from your network; "
+                            "resume with your userId and token, or retry in a minute")
         name = message.name or DEFAULT_NAME
         if message.name is not None:
             await self._claim_name(session, message.name, user_id)
@@ -245,7 +252,8 @@ class Handlers:
         session.hold()  # the room's events wait until room_joined has gone out
         try:
             await self._hub.add(room, session)  # subscribed before the snapshot is taken
-            joined = await self._presence.join(room, member, exclude=session.id)
+            joined = await self._presence.join(room, member, exclude=session.id,
+                                               address=session.address)
         except (Unavailable, RoomLimit) as refused:
             session.room = None
             session.release(0, 0)

@@ -90,10 +90,19 @@ class RoomPolicy:
     rooms_per_hour: int  # rooms one user may create per hour
     ttl: float  # seconds an emptied created room is kept
     listed: int  # the most members a roster lists (node.room_counts)
+    # Rooms one client address may create per hour: fresh anonymous users do not reset it.
+    address_rooms_per_hour: int = 60
 
-    def creations(self, user_id: str) -> Budget:
-        """The user's allowance of rooms to create."""
-        return Budget("rooms", user_id, self.rooms_per_hour, 3600.0)
+    def creations(self, user_id: str, address: str) -> tuple[Budget, Budget]:
+        """The allowances of rooms to create of the user and of its client address."""
+        return (Budget("rooms", user_id, self.rooms_per_hour, 3600.0),
+                Budget("address-rooms", address, self.address_rooms_per_hour, 3600.0))
+
+
+def creation_refusal(spent: int) -> str:
+    """Why a room was not created: the user's allowance (0) or its address's (1) is spent."""
+    return ("you have created too many rooms; join an existing one" if spent == 0 else
+            "your network has created too many rooms; join an existing one")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +139,10 @@ class Presence(Protocol):
         """Release connections."""
         ...
 
-    async def join(self, room: str, member: Member, exclude: str) -> Joined:
-        """Hold the member in the room from this node (creating the room, or raising
-        `RoomLimit`), announcing it to every session but `exclude` when it is new there;
-        idempotent."""
+    async def join(self, room: str, member: Member, exclude: str, address: str) -> Joined:
+        """Hold the member in the room from this node (creating the room, within the
+        member's and its client `address`'s allowances, or raising `RoomLimit`), announcing
+        it to every session but `exclude` when it is new there; idempotent."""
         ...
 
     async def leave(self, room: str, member: Member) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from node.envelope import UNSEQUENCED, Publication, Template, close
 from node.presence import (
     Announcements, Departure, HeldName, Joined, Member, RoomCount, RoomLimit, RoomPage,
-    RoomPolicy, Roster,
+    RoomPolicy, Roster, creation_refusal,
 )
 from node.ratelimit import Budgets
 
@@ -45,11 +45,11 @@ class MemoryPresence:
     async def close(self) -> None:
         pass
 
-    async def join(self, room: str, member: Member, exclude: str) -> Joined:
+    async def join(self, room: str, member: Member, exclude: str, address: str) -> Joined:
         now = time.monotonic()
         self._prune(now)
         if room not in self._policy.fixed and room not in self._created:
-            self._allow_creation(member, now)
+            self._allow_creation(member, address)
         if room not in self._policy.fixed:
             self._created[room] = FOREVER
         self._register(room)
@@ -71,11 +71,13 @@ class MemoryPresence:
         listed = list(members.values()) if len(members) <= self._policy.listed else []
         return Roster(listed, self._versions.get(room, 0), len(members))
 
-    def _allow_creation(self, member: Member, now: float) -> None:
+    def _allow_creation(self, member: Member, address: str) -> None:
         if len(self._created) >= self._policy.max_rooms:
             raise RoomLimit("the cluster has its maximum of rooms")
-        if self._creations.take_all([self._policy.creations(member.id)], time.time()):
-            raise RoomLimit("you have created too many rooms; join an existing one")
+        budgets = self._policy.creations(member.id, address)
+        spent = self._creations.take_all(budgets, time.time())
+        if spent is not None:
+            raise RoomLimit(creation_refusal(budgets.index(spent)))
 
     def _register(self, room: str) -> None:
         at = bisect.bisect_left(self._names, room)

@@ -26,7 +26,7 @@ from node import envelope
 from node.errors import Unavailable
 from node.presence import (
     Announcements, Departure, HeldName, Joined, Member, RoomCount, RoomLimit, RoomPage,
-    RoomPolicy, Roster,
+    RoomPolicy, Roster, creation_refusal,
 )
 from node.redis_support import (
     LUA_BUDGET, RedisKeys, connect, publish_command, translate_errors,
@@ -224,16 +224,19 @@ local function drop_node_names(node)
 end
 """
 
-# ARGV: prefix, room, member id, node, fixed (1/0), max created rooms, the user's creation
-# budget key, its limit and window (ms). Returns 0 when the node may hold the member in the
-# room (it is in the directory and the node's list now), -1 when the cluster has its maximum
-# of rooms, -2 when the user created its share.
+# ARGV: prefix, room, member id, node, fixed (1/0), max created rooms, then the user's and
+# its address's creation budgets: key, limit and window (ms) each. Returns 0 when the node
+# may hold the member in the room (it is in the directory and the node's list now), -1 when
+# the cluster has its maximum of rooms, -2 when the user created its share, -3 when its
+# address did.
 ENTER = SHARED_LUA + r"""
 local room, id, node, fixed = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 prune(now_ms())
 if fixed ~= '1' and not redis.call('ZSCORE', CREATED, room) then
   if redis.call('ZCARD', CREATED) >= tonumber(ARGV[6]) then return -1 end
-  if take({ARGV[7]}, {tonumber(ARGV[8])}, {ARGV[9]}, {1}) > 0 then return -2 end
+  local spent = take({ARGV[7], ARGV[10]}, {tonumber(ARGV[8]), tonumber(ARGV[11])},
+                     {ARGV[9], ARGV[12]}, {1, 1})
+  if spent > 0 then return -1 - spent end
 end
 register(room, fixed)
 redis.call('SADD', NODES, node)
@@ -461,16 +464,18 @@ class RedisPresence:
         return "1" if room in self._policy.fixed else "0"
 
     @translate_errors
-    async def join(self, room: str, member: Member, exclude: str) -> Joined:
+    async def join(self, room: str, member: Member, exclude: str, address: str) -> Joined:
         policy = self._policy
-        creations = policy.creations(member.id)
+        now = time.time()
+        budgets = [argument for budget in policy.creations(member.id, address)
+                   for argument in (self._keys.budget(budget.key(now)), budget.limit,
+                                    int(budget.window * 1000))]
         entered = await self._shared(
             "enter", room, member.id, self._node_id, self._fixed(room), policy.max_rooms,
-            self._keys.budget(creations.key(time.time())), creations.limit,
-            int(creations.window * 1000))
+            *budgets)
         if entered < 0:
             raise RoomLimit("the cluster has its maximum of rooms" if entered == -1
-                            else "you have created too many rooms; join an existing one")
+                            else creation_refusal(-entered - 2))
         added, *roster = await self._room(
             "join_room", room, member.id, _info(member), self._node_id,
             *self._templates(room, member), exclude, self._fixed(room))

@@ -75,7 +75,8 @@ def build_node(settings: Settings) -> Node:
     presence: Presence
     coordination: Coordination
     policy = RoomPolicy(settings.fixed_rooms, settings.max_rooms,
-                        settings.user_rooms_per_hour, settings.room_ttl, settings.presence_limit)
+                        settings.user_rooms_per_hour, settings.room_ttl, settings.presence_limit,
+                        settings.address_rooms_per_hour)
 
     def announcements(room: str, member: Member) -> tuple[Template, Template]:
         """The client protocol's presence events, which the backends complete."""

@@ -27,7 +27,8 @@ pytest_plugins = ["tests.integration.cluster_fixtures"]
 UNLIMITED: dict[str, Any] = {
     "rate": 1000.0, "burst": 1000, "frame_rate": 10000.0, "frame_burst": 10000,
     "user_rate": 10000.0, "user_burst": 10000, "address_rate": 10000.0, "address_burst": 10000,
-    "join_rate": 10000.0, "join_burst": 10000,
+    "join_rate": 10000.0, "join_burst": 10000, "address_rooms_per_hour": 100_000,
+    "address_identities_per_minute": 100_000,
 }
 REDIS_PASSWORD = new_secret()  # every Redis of the tests has one, as the launcher's has
 

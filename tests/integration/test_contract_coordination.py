@@ -10,6 +10,7 @@ import pytest
 from node.coordination import Coordination
 from node.coordination_memory import MemoryCoordination
 from node.coordination_redis import RedisCoordination
+from node.ratelimit import Budget
 from tests.conftest import REDIS_BACKENDS, redis_endpoint
 
 
@@ -45,3 +46,9 @@ async def test_the_drain_lock_is_taken_released_and_taken_again(
     await coordination.unlock_drain()
     assert await coordination.lock_drain(ttl=5) is None
     await coordination.unlock_drain()
+
+
+async def test_an_allowance_gives_its_limit_and_no_more(coordination: Coordination) -> None:
+    budget = Budget("identities", "203.0.113.7", 3, 3600.0)
+    assert [await coordination.take(budget) for _ in range(4)] == [True, True, True, False]
+    assert await coordination.take(Budget("identities", "203.0.113.8", 3, 3600.0))

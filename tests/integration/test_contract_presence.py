@@ -22,8 +22,10 @@ from tests.broker_events import Recorder
 from tests.conftest import REDIS_BACKENDS, redis_endpoint
 
 LISTED = 20
-POLICY = RoomPolicy(("general",), max_rooms=2, rooms_per_hour=10, ttl=60, listed=LISTED)
+POLICY = RoomPolicy(("general",), max_rooms=2, rooms_per_hour=10, ttl=60, listed=LISTED,
+                    address_rooms_per_hour=1)
 ALICE, BOB = Member("u-alice", "alice"), Member("u-bob", "bob")
+ADDRESS = "203.0.113.1"
 
 
 def _announcements(room: str, member: Member) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
@@ -69,7 +71,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
 
 async def test_a_join_is_announced_to_all_but_the_joiner_with_the_snapshot_version(
         backend: Backend) -> None:
-    joined = await backend.presence.join("general", ALICE, exclude="session-1")
+    joined = await backend.presence.join("general", ALICE, exclude="session-1", address=ADDRESS)
     assert joined.added and joined.roster.members == [ALICE]
     [(event, exclude, version)] = await backend.heard(1)
     assert event == {"type": "user_joined", "user": "alice", "userId": "u-alice",
@@ -78,10 +80,10 @@ async def test_a_join_is_announced_to_all_but_the_joiner_with_the_snapshot_versi
 
 
 async def test_a_member_already_there_is_not_announced_again(backend: Backend) -> None:
-    await backend.presence.join("general", ALICE, exclude="session-1")
-    again = await backend.presence.join("general", ALICE, exclude="session-2")
+    await backend.presence.join("general", ALICE, exclude="session-1", address=ADDRESS)
+    again = await backend.presence.join("general", ALICE, exclude="session-2", address=ADDRESS)
     assert not again.added and again.roster.members == [ALICE]
-    await backend.presence.join("general", BOB, exclude="session-3")
+    await backend.presence.join("general", BOB, exclude="session-3", address=ADDRESS)
     heard = await backend.heard(2)
     assert [event["user"] for event, _, _ in heard] == ["alice", "bob"]
 
@@ -89,10 +91,10 @@ async def test_a_member_already_there_is_not_announced_again(backend: Backend) -
 async def test_a_leave_is_announced_with_the_next_version_and_only_once(
         backend: Backend) -> None:
     for member in (ALICE, BOB):
-        await backend.presence.join("general", member, exclude="")
+        await backend.presence.join("general", member, exclude="", address=ADDRESS)
     assert await backend.presence.leave("general", ALICE)
     assert not await backend.presence.leave("general", ALICE)
-    await backend.presence.join("general", ALICE, exclude="")  # a marker after the leave
+    await backend.presence.join("general", ALICE, exclude="", address=ADDRESS)  # a marker after the leave
     heard = await backend.heard(4)
     assert [(e["type"], e["user"], e["userCount"]) for e, _, _ in heard] == [
         ("user_joined", "alice", 1), ("user_joined", "bob", 2), ("user_left", "alice", 1),
@@ -107,7 +109,7 @@ async def test_a_leave_is_announced_with_the_next_version_and_only_once(
 async def test_concurrent_changes_replayed_in_version_order_give_the_roster(
         backend: Backend) -> None:
     members = [Member(f"u{n}", f"user{n}") for n in range(20)]
-    await asyncio.gather(*(backend.presence.join("general", m, exclude="") for m in members))
+    await asyncio.gather(*(backend.presence.join("general", m, exclude="", address=ADDRESS) for m in members))
     await asyncio.gather(*(backend.presence.leave("general", m) for m in members[::2]))
     view: set[str] = set()
     heard = await backend.heard(30)
@@ -123,10 +125,10 @@ async def test_a_roster_lists_members_up_to_the_limit_and_past_it_only_counts_th
         backend: Backend) -> None:
     members = [Member(f"u{n}", f"user{n}") for n in range(LISTED + 1)]
     for member in members[:-1]:
-        joined = await backend.presence.join("general", member, exclude="")
+        joined = await backend.presence.join("general", member, exclude="", address=ADDRESS)
     assert len(joined.roster.members) == joined.roster.count == LISTED
     assert not joined.roster.large
-    joined = await backend.presence.join("general", members[-1], exclude="")
+    joined = await backend.presence.join("general", members[-1], exclude="", address=ADDRESS)
     assert (joined.roster.members, joined.roster.count, joined.roster.large) == (
         [], LISTED + 1, True)
     assert (await backend.presence.roster("general")).members == []
@@ -140,14 +142,23 @@ async def test_a_roster_lists_members_up_to_the_limit_and_past_it_only_counts_th
 
 async def test_joining_creates_rooms_up_to_the_limit_and_the_directory_lists_them(
         backend: Backend) -> None:
-    await backend.presence.join("made", ALICE, exclude="")
-    await backend.presence.join("second", ALICE, exclude="")
-    with pytest.raises(RoomLimit):
-        await backend.presence.join("third", BOB, exclude="")
+    await backend.presence.join("made", ALICE, exclude="", address="203.0.113.10")
+    await backend.presence.join("second", ALICE, exclude="", address="203.0.113.11")
+    with pytest.raises(RoomLimit, match="maximum of rooms"):
+        await backend.presence.join("third", BOB, exclude="", address="203.0.113.12")
     page = await backend.presence.rooms(0, 10)
     assert [(r.name, r.user_count) for r in page.rooms] == [
         ("general", 0), ("made", 1), ("second", 1)]
     assert page.total == 3
+
+
+async def test_fresh_users_of_one_address_share_its_allowance_of_rooms(
+        backend: Backend) -> None:
+    await backend.presence.join("made", ALICE, exclude="", address=ADDRESS)
+    with pytest.raises(RoomLimit, match="your network has created too many rooms"):
+        await backend.presence.join("second", BOB, exclude="", address=ADDRESS)
+    await backend.presence.join("made", BOB, exclude="", address=ADDRESS)  # joining is free
+    await backend.presence.join("second", BOB, exclude="", address="203.0.113.2")
 
 
 async def test_a_name_belongs_to_one_user_until_its_last_connection_lets_go(

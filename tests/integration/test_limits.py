@@ -45,6 +45,20 @@ async def test_joins_beyond_the_join_burst_are_refused(make_node, connect) -> No
     assert (await alice.expect("message"))["text"] == "still in general"
 
 
+async def test_an_address_starts_only_so_many_new_users_a_minute(make_node, connect) -> None:
+    """Each fresh anonymous user would start every per-user allowance afresh."""
+    node = await make_node(address_identities_per_minute=2)
+    first = await connect(node)
+    identity = await first.auth("first")
+    await (await connect(node)).auth("second")
+    third = await connect(node)
+    await third.send(type="auth", name="third")
+    error = await third.expect_error("rate_limited")
+    assert "resume with your userId" in error["message"]
+    again = await connect(node)  # a user resuming is not a new one
+    assert (await again.resume(identity, name="first"))["userId"] == identity["userId"]
+
+
 async def test_rate_limited_messages_are_not_delivered(make_node, connect) -> None:
     node, alice = await _joined(make_node, connect, rate=20.0, burst=3)
     bob = await connect(node)

@@ -14,6 +14,7 @@ from node.protocol import presence_templates
 from node.redis_support import RedisKeys
 
 POLICY = RoomPolicy(("general",), max_rooms=10, rooms_per_hour=10, ttl=60, listed=100_000)
+ADDRESS = "203.0.113.1"
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ async def started(redis_url: str, redis_prefix: str
 
 async def test_the_scripts_write_the_keys_redis_keys_names(started) -> None:
     presence, client, keys = started
-    await presence.join("made", Member("u1", "alice"), exclude="")
+    await presence.join("made", Member("u1", "alice"), exclude="", address=ADDRESS)
     assert await client.zrange(keys.room_names, 0, -1) == [b"general", b"made"]
     assert await client.zscore(keys.room_expiry, "made") == float("inf")
     assert await client.hkeys(keys.members("made")) == [b"u1"]
@@ -61,6 +62,6 @@ async def test_a_room_larger_than_luas_unpack_limit_joins_and_lists(started) -> 
     presence, client, keys = started
     await client.hset(keys.members("general"), mapping={
         f"u{n}": f'["u{n}","user{n}"]' for n in range(9000)})
-    joined = await presence.join("general", Member("last", "last"), exclude="")
+    joined = await presence.join("general", Member("last", "last"), exclude="", address=ADDRESS)
     assert len(joined.roster.members) == 9001
     assert len((await presence.roster("general")).members) == 9001

@@ -69,6 +69,18 @@ async def test_rooms_created_by_joining_stop_at_the_cluster_limit(make_node, con
     assert await late.join("general")  # and so does a fixed one
 
 
+async def test_fresh_identities_do_not_reset_an_addresss_allowance_of_rooms(
+        make_node, connect) -> None:
+    node = await make_node(address_rooms_per_hour=2)
+    for n in range(2):  # a new anonymous user each time, from the same address
+        await (await _user(connect, node, f"churn{n}")).join(f"made{n}")
+    late = await _user(connect, node, "churn-late")
+    await late.send(type="join", room="made-late")
+    error = await late.expect_error("room_limit")
+    assert "your network" in error["message"]
+    assert await late.join("made0")  # joining rooms that exist costs nothing
+
+
 async def test_one_user_may_create_only_so_many_rooms(make_node, connect) -> None:
     node = await make_node(user_rooms_per_hour=2)
     alice = await _user(connect, node, "alice")
