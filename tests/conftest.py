@@ -167,8 +167,11 @@ async def member(connect: ClientFactory) -> Callable[..., Awaitable[ChatClient]]
     return join
 
 
-# No litter: what the suite leaves in the temporary directory fails the run (pytest's own
-# tmp_path folder, pytest-of-<user>, keeps the last runs by design).
+# No litter: what the suite leaves in the temporary directory under the names this code gives
+# its temporary folders fails the run (tests/unit/test_temporary_names.py keeps every such
+# name on this list; other processes of the machine may use the directory meanwhile).
+OUR_TEMPORARY_NAMES = ("admission-", "autobahn-", "chat-", "chromium-profile-", "fanout-",
+                       "hostile-", "redis-memory-", "storm-")
 _TMP = Path(tempfile.gettempdir())
 _BEFORE = pytest.StashKey[set[str]]()
 
@@ -182,7 +185,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if before is None:
         return
     left = sorted(name for name in set(os.listdir(_TMP)) - before
-                  if not name.startswith("pytest-of-"))
+                  if name.startswith(OUR_TEMPORARY_NAMES))
     if left:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
