@@ -18,12 +18,12 @@ from gateway.processes import (
     Stopped,
     ensure_free,
     free_port,
-    stop_all,
     redis_config_path,
     redis_url,
     start_nginx,
     start_node,
     start_redis,
+    stop_all,
 )
 from gateway.redis_cluster import RedisCluster, start_redis_cluster
 from gateway.run_dir import RunDir
