@@ -13,6 +13,10 @@ p99 < 50 ms, and RSS growth < --max-buffer + 16 MiB.
 - slowloris: as many sockets as one address may hold, each sending a byte of a head a second
 - slots: sockets from one address as fast as it can open them, held
 - reconnect: a user that reconnects (resuming its identity) after every burst of messages
+- history: a room's history filled with the largest messages that escape worst, then 200
+  sockets that join it as often as allowed and never read (each join queues the history)
+- joins: one connection re-joining the same room as fast as the node answers
+- churn: a new anonymous user for every burst, each creating a room and sending a burst
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
 import socket
 import struct
@@ -35,7 +40,7 @@ import uvloop
 
 from gateway.processes import LOOPBACK, Service, start_node
 from loadtest import canary as canary_process
-from loadtest import procstats
+from loadtest import procstats, scrape
 from loadtest.results import save
 from node.config import Settings
 
@@ -170,8 +175,90 @@ async def reconnect(port: int, seconds: float, outcome: Outcome) -> None:
                           f"{seconds:g} s"})
 
 
+async def history(port: int, seconds: float, outcome: Outcome) -> None:
+    """Fill a room's history with messages that escape to twice their size, then make 200
+    sockets that never read join it as often as the join rate allows."""
+    node = f"http://{LOOPBACK}:{port}"
+    async with aiohttp.ClientSession() as session, session.ws_connect(f"{node}/ws") as ws:
+        await ws.send_json({"type": "auth", "name": "filler"})
+        await ws.send_json({"type": "join", "room": "heavy"})
+        for _ in range(30):
+            await ws.send_json({"type": "message", "text": '"' * DEFAULTS.max_text})
+            await asyncio.sleep(1.0 / DEFAULTS.user_rate)
+    join = _frame(0x81, b'{"type":"join","room":"heavy"}')
+    writers = []
+    for _ in range(200):  # each joins at once as often as its burst allows
+        reader, writer = await _open(port)
+        writer.write(_upgrade_head() + _frame(0x81, b'{"type":"auth"}')
+                     + join * DEFAULTS.join_burst)
+        writers.append(writer)
+    deadline, queued = time.monotonic() + seconds, 0.0
+    while time.monotonic() < deadline:  # then as fast as the join rate allows, never reading
+        await asyncio.sleep(1.0 / DEFAULTS.join_rate)
+        for writer in writers:
+            if not writer.transport.is_closing():
+                writer.write(join)
+        queued = max(queued, await asyncio.to_thread(
+            scrape.gauge, node, "chat_output_queued_bytes") or 0.0)
+    closed = await asyncio.to_thread(scrape.sample, node, "chat_closes_total", code="1013")
+    for writer in writers:
+        writer.transport.abort()
+    outcome.facts.update({"non-reading sockets": len(writers), "closed 1013": int(closed),
+                          "queued peak MiB": round(queued / 2**20, 1)})
+
+
+async def joins(port: int, seconds: float, outcome: Outcome) -> None:
+    """One connection sending joins of the same room as fast as it can."""
+    deadline = time.monotonic() + seconds
+    answered = refused = 0
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+            f"ws://{LOOPBACK}:{port}/ws") as ws:
+        await ws.send_json({"type": "auth", "name": "joiner"})
+        while time.monotonic() < deadline and not ws.closed:
+            await ws.send_json({"type": "join", "room": "general"})
+            event = await _next_answer(ws)
+            answered += event == "room_joined"
+            refused += event == "error"
+    outcome.facts.update({"joins answered": answered, "refused": refused,
+                          "closed by the node": ws.close_code})
+
+
+async def churn(port: int, seconds: float, outcome: Outcome) -> None:
+    """A fresh anonymous user per round: it creates a room and sends a burst."""
+    deadline = time.monotonic() + seconds
+    users = refused = rooms = stored = 0
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            async with session.ws_connect(f"ws://{LOOPBACK}:{port}/ws") as ws:
+                await ws.send_json({"type": "auth", "name": f"churn{users + refused}"})
+                if await _next_answer(ws) != "auth_success":
+                    refused += 1
+                    continue
+                users += 1
+                await ws.send_json({"type": "join", "room": f"churn{users}"})
+                rooms += await _next_answer(ws) == "room_joined"
+                for n in range(20):
+                    await ws.send_json({"type": "message", "text": f"burst {n}"})
+                stored += await _count_delivered(ws)
+    outcome.facts.update({"new users": users, "refused": refused, "rooms created": rooms,
+                          "messages stored": stored})
+
+
+async def _next_answer(ws: aiohttp.ClientWebSocketResponse) -> str:
+    """The type of the next event that answers a request (presence and pings skipped), or
+    "closed" when the node closed the socket."""
+    while True:
+        frame = await ws.receive(timeout=5)
+        if frame.type is not aiohttp.WSMsgType.TEXT:
+            return "closed"
+        kind = str(json.loads(frame.data)["type"])
+        if kind not in ("ping", "user_joined", "user_left", "user_count", "message"):
+            return kind
+
+
 ATTACKS: dict[str, Attack] = {"fragments": fragments, "pings": pings, "slowloris": slowloris,
-                              "slots": slots, "reconnect": reconnect}
+                              "slots": slots, "reconnect": reconnect, "history": history,
+                              "joins": joins, "churn": churn}
 
 
 async def _count_delivered(ws: aiohttp.ClientWebSocketResponse) -> int:

@@ -27,6 +27,15 @@ def gauge(node_url: str, name: str) -> float | None:
     return None
 
 
+def sample(node_url: str, name: str, **labels: str) -> float:
+    """The value of the node's sample `name` with these labels now (0 when it has none)."""
+    for family in _families(node_url):
+        for one in family.samples:
+            if one.name == name and all(one.labels.get(k) == v for k, v in labels.items()):
+                return float(one.value)
+    return 0.0
+
+
 @dataclass(frozen=True)
 class Marks:
     """One scrape of a node: its latency histograms and its counts of frames and writes."""
