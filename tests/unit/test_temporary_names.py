@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 from tests.conftest import OUR_TEMPORARY_NAMES
@@ -13,10 +12,11 @@ MADE = re.compile(r"(?:mkdtemp|TemporaryDirectory|mkstemp)\(\s*prefix=f?\"([^\"]
 
 
 def _our_sources() -> list[Path]:
-    """The project's Python files (not what the tools install beside them, peers' venvs)."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard",
-                             "*.py"], cwd=ROOT, capture_output=True, text=True, check=True)
-    return [ROOT / name for name in listed.stdout.split()]
+    """The project's Python files, not what the tools install beside them (the peers'
+    virtual environments and node_modules)."""
+    return [path for folder in ("node", "gateway", "loadtest", "tests")
+            for path in (ROOT / folder).rglob("*.py")
+            if not {".venv", "node_modules"} & set(path.relative_to(ROOT).parts)]
 
 
 def test_every_temporary_folder_has_one_of_our_names() -> None:
