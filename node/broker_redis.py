@@ -53,7 +53,7 @@ redis.call(ARGV[6], ARGV[3], envelope(ARGV[4], seq, '', payload, 0))
 return seq
 """
 
-# KEYS: budget keys (cluster-wide: one slot). ARGV: "limit window-ms slice ..." (one
+# KEYS: budget buckets (cluster-wide: one slot). ARGV: "limit window-ms slice ..." (one
 # argument: every argument costs redis-py an encoding). Takes a slice of every budget, or
 # nothing: returns {0, grants...}, or {position} of a spent budget.
 TAKE_BUDGETS = LUA_BUDGET + """
@@ -88,7 +88,8 @@ SLICES = 8  # a node takes a budget from Redis an eighth of its limit at a time
 
 
 class Ledger:
-    """Budget this node took from Redis and has not spent yet, by budget window.
+    """Budget this node took from Redis and has not spent yet, by budget window (what a node
+    took and did not spend in a window is forgotten: it never adds to a later burst).
 
     A message is charged here while the node holds some of its budgets; only otherwise does
     the node take a slice (an eighth of the limit) from Redis before publishing. Most
@@ -221,7 +222,7 @@ class RedisBroker:
     async def _take(self, asks: list[tuple[str, Budget, int]]) -> list[int]:
         """Take slices of the budgets from Redis: what each granted, or BudgetSpent."""
         spent, *granted = await self._scripts.run(
-            self._take_budgets, [self._keys.budget(key) for key, _, _ in asks],
+            self._take_budgets, [self._keys.budget(budget.bucket) for _, budget, _ in asks],
             [_limits(tuple((budget, take) for _, budget, take in asks))])
         if spent:
             raise BudgetSpent(asks[spent - 1][1])

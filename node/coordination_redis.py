@@ -4,7 +4,6 @@ cluster secret, and the drain lock. All cluster-wide keys: one slot of a Redis C
 from __future__ import annotations
 
 import secrets
-import time
 
 from node.ratelimit import Budget
 from node.redis_support import LUA_BUDGET, RedisKeys, connect, translate_errors
@@ -17,7 +16,7 @@ redis.call('SADD', KEYS[2], ARGV[1])
 return lapsed and 1 or 0
 """
 
-# KEYS: a budget's count (cluster-wide keys: one slot). ARGV: its limit, window (ms).
+# KEYS: a budget's bucket (cluster-wide keys: one slot). ARGV: its limit, window (ms).
 # Returns 1 when one event was taken, 0 when the budget is spent.
 TAKE = LUA_BUDGET + """
 return take(KEYS, {tonumber(ARGV[1])}, {ARGV[2]}, {1}) == 0 and 1 or 0
@@ -81,5 +80,5 @@ class RedisCoordination:
 
     @translate_errors
     async def take(self, budget: Budget) -> bool:
-        key = self._keys.budget(budget.key(time.time()))
+        key = self._keys.budget(budget.bucket)
         return bool(await self._take(keys=[key], args=[budget.limit, int(budget.window * 1000)]))

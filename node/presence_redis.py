@@ -466,9 +466,8 @@ class RedisPresence:
     @translate_errors
     async def join(self, room: str, member: Member, exclude: str, address: str) -> Joined:
         policy = self._policy
-        now = time.time()
         budgets = [argument for budget in policy.creations(member.id, address)
-                   for argument in (self._keys.budget(budget.key(now)), budget.limit,
+                   for argument in (self._keys.budget(budget.bucket), budget.limit,
                                     int(budget.window * 1000))]
         entered = await self._shared(
             "enter", room, member.id, self._node_id, self._fixed(room), policy.max_rooms,

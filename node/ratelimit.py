@@ -61,43 +61,54 @@ class FloodGuard:
 @dataclass(frozen=True, slots=True)
 class Budget:
     """An allowance shared by the whole cluster (a user's messages, an address's, a user's
-    room creations): at most `limit` events in each `window` seconds, the windows aligned to
-    the clock so that every node counts in the same one."""
+    room creations): a token bucket of `limit` events at once, refilled at `limit` per
+    `window` seconds. A bucket, not counts in windows aligned to the clock: a sender must
+    not get twice the limit by spending it either side of a window's edge."""
 
     kind: str
     name: str
     limit: int
     window: float
 
+    @property
+    def bucket(self) -> str:
+        """The name of this budget's bucket, the same on every node."""
+        return f"{self.kind}:{self.name}"
+
     def key(self, now: float) -> str:
-        """The name of this budget's count in the window of wall-clock time `now`."""
-        return f"{self.kind}:{self.name}:{now // self.window:.0f}"
+        """This budget in the window of wall-clock time `now`: what a node may hold of it
+        lives no longer than a window."""
+        return f"{self.bucket}:{now // self.window:.0f}"
+
+    @property
+    def rate(self) -> Rate:
+        return shared_rate(self.limit / self.window, self.limit)
 
 
 def per_second(kind: str, name: str, rate: float, burst: int) -> Budget:
-    """A budget of `rate` events a second that allows `burst` at once: `burst` per window
-    of burst / rate seconds."""
+    """A budget of `rate` events a second that allows `burst` at once."""
     return Budget(kind, name, burst, burst / rate)
 
 
 class Budgets:
-    """Budgets in memory (the embedded mode's `redis_support.LUA_BUDGET`). Counts of ended
-    windows are dropped as the table grows, so it holds only budgets in use now."""
+    """Budgets in memory (the embedded mode's `redis_support.LUA_BUDGET`): the time each
+    bucket is full again. Full buckets are dropped as the table grows, so it holds only
+    budgets in use now."""
 
-    __slots__ = ("_counts",)
+    __slots__ = ("_full_at",)
 
     def __init__(self) -> None:
-        self._counts: dict[str, tuple[int, float]] = {}  # key -> count, end of its window
+        self._full_at: dict[str, float] = {}
 
     def take_all(self, budgets: Sequence[Budget], now: float) -> Budget | None:
         """Take one event from every budget, or from none: returns the spent one, if any."""
-        keys = [budget.key(now) for budget in budgets]
-        for budget, key in zip(budgets, keys, strict=True):
-            if self._counts.get(key, (0, 0.0))[0] >= budget.limit:
+        taken: list[tuple[str, float]] = []
+        for budget in budgets:
+            full_at = budget.rate.take(self._full_at.get(budget.bucket, now), now)
+            if full_at is None:
                 return budget
-        for budget, key in zip(budgets, keys, strict=True):
-            count = self._counts.get(key, (0, 0.0))[0]
-            self._counts[key] = (count + 1, (now // budget.window + 1) * budget.window)
-        if len(self._counts) > 4096:
-            self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+            taken.append((budget.bucket, full_at))
+        self._full_at.update(taken)
+        if len(self._full_at) > 4096:
+            self._full_at = {k: v for k, v in self._full_at.items() if v > now}
         return None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -88,6 +90,17 @@ REDIS_BACKENDS = ["redis", pytest.param("redis-cluster", marks=pytest.mark.slow)
 REDIS_SHARDS = [pytest.param(0, id="redis"),
                 pytest.param(3, id="redis-cluster", marks=pytest.mark.slow)]
 
+
+
+async def just_before_a_whole_second() -> None:
+    """Wait for the moment a window aligned to whole seconds of the clock is about to end
+    (0.85 s into a second)."""
+    await asyncio.sleep((0.85 - time.time() % 1.0) % 1.0)
+
+
+async def just_after_a_whole_second() -> None:
+    """Wait until 0.1 s into the next second."""
+    await asyncio.sleep(1.1 - time.time() % 1.0)
 
 def redis_endpoint(request: pytest.FixtureRequest, kind: str) -> tuple[str, bool]:
     """The URL of the Redis a test parameter names ("redis" or "redis-cluster"), and whether

@@ -14,7 +14,9 @@ from node.broker_redis import RedisBroker
 from node.envelope import close
 from node.ratelimit import Budget
 from tests.broker_events import Recorder
-from tests.conftest import REDIS_BACKENDS, redis_endpoint
+from tests.conftest import (
+    REDIS_BACKENDS, just_after_a_whole_second, just_before_a_whole_second, redis_endpoint,
+)
 
 CAPACITY = 3
 CAPACITY_BYTES = 4096
@@ -119,6 +121,31 @@ async def test_a_spent_budget_refuses_the_message_and_stores_nothing(
         await broker.publish_message("r", TEMPLATE, (budget,), 0)
     assert spent.value.budget == budget
     assert (await broker.history("r", 10)).seq == 2
+
+
+async def _published(broker: Broker, budget: Budget, attempts: int) -> int:
+    published = 0
+    for _ in range(attempts):
+        try:
+            await broker.publish_message("r", TEMPLATE, (budget,), 0)
+            published += 1
+        except BudgetSpent:
+            pass
+    return published
+
+
+@pytest.mark.timeout(10)
+async def test_a_budget_is_not_doubled_by_sending_either_side_of_a_second(
+        started: tuple[Broker, Recorder]) -> None:
+    """A sender that spends its burst just before a whole second and again just after it
+    gets the refill of 0.25 s (one message), not a second burst (issue 28: 800 messages in
+    120 ms from 40 users with a budget of 10 each)."""
+    broker, _ = started
+    budget = Budget("user", "mallory", 4, 1.0)
+    await just_before_a_whole_second()
+    assert await _published(broker, budget, 4) == 4
+    await just_after_a_whole_second()
+    assert await _published(broker, budget, 4) <= 2
 
 
 async def test_a_backend_behind_what_the_node_saw_numbers_on_above_it_in_a_new_epoch(

@@ -3,6 +3,7 @@ implementation; what only a multi-node backend can show is in test_drain_lock.py
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,7 +12,9 @@ from node.coordination import Coordination
 from node.coordination_memory import MemoryCoordination
 from node.coordination_redis import RedisCoordination
 from node.ratelimit import Budget
-from tests.conftest import REDIS_BACKENDS, redis_endpoint
+from tests.conftest import (
+    REDIS_BACKENDS, just_after_a_whole_second, just_before_a_whole_second, redis_endpoint,
+)
 
 
 @pytest.fixture(params=["memory", *REDIS_BACKENDS])
@@ -52,3 +55,23 @@ async def test_an_allowance_gives_its_limit_and_no_more(coordination: Coordinati
     budget = Budget("identities", "203.0.113.7", 3, 3600.0)
     assert [await coordination.take(budget) for _ in range(4)] == [True, True, True, False]
     assert await coordination.take(Budget("identities", "203.0.113.8", 3, 3600.0))
+
+
+@pytest.mark.timeout(10)
+async def test_an_allowance_is_not_doubled_by_spending_it_either_side_of_a_second(
+        coordination: Coordination) -> None:
+    """A bucket, not a count per window: 5 at once, then one per 0.2 s, whatever the clock."""
+    budget = Budget("identities", "203.0.113.9", 5, 1.0)
+    await just_before_a_whole_second()
+    assert [await coordination.take(budget) for _ in range(5)] == [True] * 5
+    await just_after_a_whole_second()
+    after_the_edge = [await coordination.take(budget) for _ in range(5)]
+    assert after_the_edge.count(True) <= 2, after_the_edge
+
+
+@pytest.mark.timeout(10)
+async def test_an_allowance_refills_at_its_rate(coordination: Coordination) -> None:
+    budget = Budget("identities", "203.0.113.10", 2, 0.4)  # 2 at once, one per 0.2 s
+    assert [await coordination.take(budget) for _ in range(3)] == [True, True, False]
+    await asyncio.sleep(0.25)
+    assert [await coordination.take(budget) for _ in range(2)] == [True, False]
