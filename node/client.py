@@ -10,7 +10,10 @@ sees every message of the room exactly once and in seq order. A `room_joined` wi
 snapshot of each `room_joined`, then only announcements with a newer presence version (older
 ones are not passed on), and a fresh snapshot when a version was skipped. In a room larger
 than the server lists (`large`), `members` stays empty and `user_count` keeps the count.
-Close codes that mean "do not come back" (1003, 1008, 1009, 4000-4999) end it.
+Close codes that mean "do not come back" (1003, 1008, 1009, 4000-4999) end it. A name refused
+as taken (`name_taken`: another user holds it, or took it while this one was away past the
+server's grace) does not end the session: `rename` picks another and the client connects
+again as the same user, in the same room, from the same position; the error is passed on.
 
     async with ChatClient("ws://127.0.0.1:8080/ws", "alice", "general") as chat:
         await chat.send("hello")              # returns the message's seq once it is stored
@@ -26,7 +29,7 @@ import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +41,13 @@ log = logging.getLogger("node.client")
 
 FINAL_CLOSE_CODES = frozenset({1003, 1008, 1009})
 RECENT_IDS = 1024
+
+
+def numbered(name: str) -> str:
+    """The next name to try after `name` was taken: alice, alice2, alice3, ..."""
+    stem = name.rstrip("0123456789")
+    number = name[len(stem):]
+    return f"{stem}{int(number) + 1 if number else 2}"
 
 
 def is_final(code: int | None) -> bool:
@@ -75,9 +85,11 @@ class _Pending:
 
 class ChatClient:
     def __init__(self, url: str, name: str, room: str, *,
-                 backoff: Backoff | None = None, jwt: str | None = None) -> None:
+                 backoff: Backoff | None = None, jwt: str | None = None,
+                 rename: Callable[[str], str] = numbered) -> None:
         """`jwt`: the identity provider's token, for servers that require one (`name` is
-        then the token's); `refresh` replaces it before it expires."""
+        then the token's); `refresh` replaces it before it expires. `rename`: the name to
+        try when the server says `name` is taken."""
         self.url = url
         self.name = name
         self.room = room
@@ -93,6 +105,7 @@ class ChatClient:
         self.presence = 0  # the presence version `members` reflects
         self.connections = 0
         self._backoff = backoff or Backoff()
+        self._rename = rename
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._joined = asyncio.Event()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -225,6 +238,10 @@ class ChatClient:
             await self._on_presence(ws, event)
         elif kind == "user_count":
             self._on_count(event)
+        elif kind == "error" and event["code"] == "name_taken":
+            self.name = self._rename(self.name)
+            self._events.put_nowait(event)
+            await ws.close()  # not authenticated: connect again as the same user, renamed
         elif kind == "error" and self._pending is not None:
             self._settle(error=SendFailed(event["code"], event["message"]))
         elif kind == "error" and event["code"] == "unavailable" and not self._joined.is_set():

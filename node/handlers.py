@@ -121,28 +121,34 @@ class Handlers:
         """The connection is gone: leave its room so that the others are told.
 
         A drained user stays in presence for the grace period: when it resumes on another
-        node meanwhile, nobody sees it leave and come back.
+        node meanwhile, nobody sees it leave and come back. Any user's name stays its own
+        for the grace period, however it left: whoever watches for `user_left` cannot take
+        the name before its owner's resume gets it back.
         """
         member, room = session.member, session.room
-        held = session.drained and self._presence_grace > 0
         if member is not None and session.holds_name:
-            session.holds_name = False  # out of the node's names from now (see Hub.named)
-            forms = canonical(member.name)
-            if held:
-                self._departing.spawn(self._release_after_grace(forms))
+            session.holds_name = False  # out of the node's sessions' names from now
+            if self._presence_grace > 0:
+                self._hub.reserve_name(member.name, member.id)
+                self._departing.spawn(self._release_after_grace(member))
             else:
-                await self._release_name(forms)
+                await self._release_name(canonical(member.name))
         if member is None or room is None:
             return
-        if held:
+        if session.drained and self._presence_grace > 0:
             await self._leave_locally(session)
             self._departing.spawn(self._leave_after_grace(room, member))
         else:
             await self._leave_room(session, member)
 
-    async def _release_after_grace(self, forms: tuple[str, ...]) -> None:
+    async def _release_after_grace(self, member: Member) -> None:
+        """Let the name go when the grace ends; the user's own connections made meanwhile
+        hold it on by themselves (a name's holds are counted per connection)."""
         await asyncio.sleep(self._presence_grace)
-        await self._release_name(forms)
+        try:
+            await self._release_name(canonical(member.name))
+        finally:  # released first: a resync meanwhile still writes the hold
+            self._hub.unreserve_name(member.name, member.id)
 
     async def _release_name(self, forms: tuple[str, ...]) -> None:
         try:

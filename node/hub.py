@@ -42,6 +42,8 @@ class Hub:
         self._counts = RoomCounts(presence_limit, presence_interval, self._members)
         self._users: dict[str, Counter[str]] = {}  # room -> member id -> its local sessions
         self._subscribed: set[str] = set()
+        # (display name, user id) of names kept for users that dropped, until their grace ends
+        self._reserved_names: Counter[tuple[str, str]] = Counter()
         self._subscription_lock = asyncio.Lock()
         self._empty = asyncio.Event()
 
@@ -64,9 +66,19 @@ class Hub:
         return [(s.room, s.member) for s in self.sessions if s.room and s.member]
 
     def named(self) -> list[tuple[str, str]]:
-        """(display name, user id) of every local session holding its name (anonymous mode)."""
+        """(display name, user id) of every local session holding its name (anonymous mode),
+        and of every name kept for a user that dropped from here."""
         return [(s.member.name, s.member.id) for s in self.sessions
-                if s.holds_name and s.member]
+                if s.holds_name and s.member] + list(self._reserved_names.elements())
+
+    def reserve_name(self, name: str, user_id: str) -> None:
+        """Keep a dropped session's name among this node's names (see `named`)."""
+        self._reserved_names[name, user_id] += 1
+
+    def unreserve_name(self, name: str, user_id: str) -> None:
+        self._reserved_names[name, user_id] -= 1
+        if self._reserved_names[name, user_id] <= 0:
+            del self._reserved_names[name, user_id]
 
     async def add(self, room: str, session: Session) -> None:
         """Make the session a local member; returns once the room's deliveries flow here."""

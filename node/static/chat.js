@@ -15,6 +15,7 @@ const chat = {
   presenceVersion: 0,  // the room's presence version that `members` reflects
   userCount: 0, large: false,  // large: more members than the server lists (only the count)
   connections: 0, ws: null, retryAfterMs: 0, backoffMs: BACKOFF_MS.first, stopped: null,
+  stoppedState: "stopped",
   pending: new Map(),  // ref -> text: sent, not yet seen stored; sent again after a resume
   presence: [],  // user_joined / user_left events seen
 };
@@ -160,7 +161,7 @@ const handlers = {
   server_shutdown(event) { chat.retryAfterMs = event.retryAfterMs || 0; },
   error(event) {
     notice(`${event.code}: ${event.message}`);
-    if (event.code === "name_taken" || event.code === "invalid_name") stop(event.message);
+    if (event.code === "name_taken" || event.code === "invalid_name") pickAnotherName();
   },
 };
 
@@ -182,7 +183,7 @@ function connect() {
   };
   ws.onclose = (close) => {
     if (chat.ws !== ws) return;
-    if (chat.stopped) return setState("stopped", chat.stopped);
+    if (chat.stopped) return setState(chat.stoppedState, chat.stopped);
     if (FINAL_CLOSES.has(close.code) || (close.code >= 4000 && close.code < 5000)) {
       return stop(`closed with ${close.code} ${close.reason}`);
     }
@@ -194,11 +195,21 @@ function connect() {
   };
 }
 
-function stop(why) {
+function stop(why, state = "stopped") {
   chat.stopped = why;
-  setState("stopped", why);
+  chat.stoppedState = state;
+  setState(state, why);
   $("connect").disabled = false;
   if (chat.ws) chat.ws.close(1000);
+}
+
+// The name was refused: on a resume too (somebody took it while this user was away past the
+// server's grace). Not the end of the session: the user, room, position and unsent messages
+// are kept; Connect with another name resumes as the same user.
+function pickAnotherName() {
+  stop("choose another name and connect again", "name-taken");
+  $("name").select();
+  $("name").focus();
 }
 
 setInterval(() => { if (chat.state === "online") send({type: "list_rooms"}); },

@@ -4,16 +4,19 @@ gateway, and two tabs chat."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import websocket
 
 from gateway.cluster import Cluster
 from gateway.processes import LOOPBACK
@@ -280,3 +283,43 @@ def test_two_page_users_chat_through_a_rolling_restart(make_cluster, browser: An
             "no leave/join flap: ben joining is the only presence event"
         assert browser.execute_script("return window.chat.connections") >= 2, \
             "every node was restarted: each page resumed at least once"
+
+
+@contextlib.contextmanager
+def _name_taken(url: str, name: str) -> Iterator[None]:
+    """A new user named `name` (once its holder's hold has gone), connected meanwhile."""
+    for _ in range(50):
+        ws = websocket.create_connection(url, timeout=5)
+        try:
+            ws.send(json.dumps({"type": "auth", "name": name}))
+            if json.loads(ws.recv())["type"] == "auth_success":
+                yield
+                return
+        finally:
+            ws.close()
+        time.sleep(0.05)
+    raise AssertionError(f"{name!r} stayed taken")
+
+
+@pytest.mark.timeout(120)
+def test_a_name_taken_while_away_lets_the_page_pick_another_and_resume(make_cluster,
+                                                                       browser: Any) -> None:
+    """The page's user drops; with no grace, somebody takes its name; the page's resume gets
+    `name_taken` and waits for another name, then resumes as the same user in its room."""
+    cluster = make_cluster(nodes=1, node_args=["--presence-grace", "0"])
+    _page_user(browser, cluster.http_url + "/", "alice")
+    user_id = browser.execute_script("return window.chat.userId")
+    browser.execute_script("window.chat.ws.onclose = null; window.chat.ws.close();")
+    with _name_taken(cluster.ws_url, "alice"):
+        browser.execute_script("connect();")  # the page comes back, as after a drop
+        browser.execute_async_script("""
+            const done = arguments[0];
+            const poll = () => window.chat.state === "name-taken" ? done() : setTimeout(poll, 20);
+            poll();""")
+        name = browser.find_element("id", "name")
+        name.clear()
+        name.send_keys("alice2")
+        browser.find_element("id", "connect").click()
+        _until_online(browser)
+    assert browser.execute_script("return [window.chat.userId, window.chat.room]") == [
+        user_id, "general"]

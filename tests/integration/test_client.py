@@ -159,3 +159,36 @@ async def test_a_join_refused_as_unavailable_is_retried_on_a_new_connection(node
     async with ChatClient(_ws_url(node), "alice", "general") as alice:
         assert refusals == 1 and alice.connections == 2
         assert await alice.send("joined after all") == 1
+
+
+async def test_a_name_taken_while_away_is_replaced_and_the_session_goes_on(node,
+                                                                           monkeypatch) -> None:
+    """The server refuses the resumed user's name (someone took it after the grace): the
+    client picks the next name and resumes as the same user, where it was."""
+    presence = node.server.app[NODE].presence
+    real = presence.claim_name
+    refused: list[tuple[str, ...]] = []
+
+    async def taken_once(forms, user_id):  # type: ignore[no-untyped-def]
+        if len(refused) == 1 and not refused[0]:  # armed: the next claim finds a holder
+            refused[0] = forms
+            return "somebody-else"
+        return await real(forms, user_id)
+
+    monkeypatch.setattr(presence, "claim_name", taken_once)
+    async with ChatClient(_ws_url(node), "alice", "general") as alice:
+        assert await alice.send("before") == 1
+        user_id = alice.user_id
+        refused.append(())
+        assert alice._ws is not None
+        await alice._ws.close()  # the connection drops: the client resumes
+        taken = await _next_of(alice, "error")
+        assert taken["code"] == "name_taken" and alice.name == "alice2"
+        assert await alice.send("after") == 2, "the session went on"
+        assert alice.user_id == user_id and alice.connections == 3
+
+
+async def _next_of(client: ChatClient, kind: str) -> dict:
+    while (event := await client.next_event())["type"] != kind:
+        pass
+    return event

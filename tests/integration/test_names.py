@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.chat_client import ChatClient
@@ -32,15 +34,35 @@ async def test_a_refused_client_may_pick_another_name(connect) -> None:
     assert (await client.auth("robert"))["name"] == "robert"
 
 
-async def test_the_name_is_free_again_when_its_user_leaves(connect) -> None:
-    first, _ = await _auth_as(connect, "carol")
+async def test_the_name_is_free_again_when_its_users_grace_ends(make_node, connect) -> None:
+    node = await make_node(presence_grace=0.2)
+    first, _ = await _auth_as(lambda: connect(node), "carol")
     await first.close()
-    for _ in range(50):  # the server handles the close a moment after the client sent it
-        client, event = await _auth_as(connect, "Carol")
+    for _ in range(100):  # the grace is a timer: try until it has ended, for at most 5 s
+        client, event = await _auth_as(lambda: connect(node), "Carol")
         if event["type"] == "auth_success":
             return
         await client.close()
-    raise AssertionError("the name stayed taken after its user left")
+        await asyncio.sleep(0.05)
+    raise AssertionError("the name stayed taken after its user's grace")
+
+
+async def test_a_dropped_users_name_waits_for_its_resume(make_node, connect) -> None:
+    """Issue 28: someone watching for `user_left` took a dropped user's name 1-4 ms later,
+    and the user's resume got `name_taken`. The name stays the user's for the grace."""
+    node = await make_node(presence_grace=30.0)
+    alice = await connect(node)
+    identity = await alice.auth("alice")
+    await alice.join("general")
+    watcher = await connect(node)
+    await watcher.auth("mallory")
+    await watcher.join("general")
+    await alice.close()
+    assert (await watcher.skip_to("user_left"))["userId"] == identity["userId"]
+    _, taken = await _auth_as(lambda: connect(node), "alice")
+    assert (taken["type"], taken["code"]) == ("error", "name_taken"), taken
+    back = await connect(node)
+    assert (await back.resume(identity, name="alice"))["name"] == "alice"
 
 
 async def test_the_same_user_may_use_its_name_on_several_connections(connect) -> None:
