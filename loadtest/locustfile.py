@@ -103,6 +103,11 @@ def sent_at_ms(text: str) -> float | None:
         return None
 
 
+def new_name() -> str:
+    """A user's display name, unique in the run."""
+    return f"locust-{uuid.uuid4().hex[:12]}"
+
+
 class ChatUser(User):
     """One person in the chat: a connection, a room, a message every 60/rate seconds."""
 
@@ -119,7 +124,11 @@ class ChatUser(User):
                                    room_weights(options.chat_rooms, options.chat_skew))[0]
         self.ws: websocket.WebSocket | None = None
         self.waiting: dict[str, AsyncResult] = {}
-        self.name = f"locust-{uuid.uuid4().hex[:12]}"
+        self.name = new_name()
+        self.refusal: str | None = None  # the code of the last request's error reply
+        # A resume's messages while its gap is paged in with `history`, and live ones meanwhile
+        self.backfill: list[dict[str, Any]] | None = None
+        self.held: list[dict[str, Any]] = []
         self.identity: dict[str, str] = {}
         self.seq = 0
         self.epoch = ""
@@ -164,7 +173,7 @@ class ChatUser(User):
         ws.settimeout(None)
         self.ws, self.leaving, self.drained = ws, False, False
         gevent.spawn(self.read, ws)
-        success = self.request("auth", self.credentials(resume), "auth_success")
+        success = self.authenticate(resume)
         if success is None:
             return
         if "token" in success:  # the resume token of a cluster without JWT
@@ -174,6 +183,16 @@ class ChatUser(User):
             join |= {"since": self.seq, "epoch": self.epoch}
         if self.request("join", join, "room_joined") is not None and self.session > 0:
             self.session_ends = time.monotonic() + random.expovariate(1 / self.session)
+
+    def authenticate(self, resume: bool) -> dict[str, Any] | None:
+        """`auth_success`, or None. A name taken while this user was away past the server's
+        grace does not end the session: the user takes a fresh name and resumes as itself
+        (the refusal still counts as a failure: it happened)."""
+        success = self.request("auth", self.credentials(resume), "auth_success")
+        if success is None and self.refusal == "name_taken":
+            self.name = new_name()
+            success = self.request("auth", self.credentials(resume), "auth_success")
+        return success
 
     def credentials(self, resume: bool) -> dict[str, Any]:
         """The `auth` message: a minted JWT, or a name (and the identity to resume)."""
@@ -210,7 +229,8 @@ class ChatUser(User):
             return None
         finally:
             self.waiting.pop(reply, None)
-        if event["type"] == "error":
+        self.refusal = event["code"] if event["type"] == "error" else None
+        if self.refusal is not None:
             self.fail(event["code"], event.get("message", ""))
             return None
         self.fire(name, started)
@@ -250,12 +270,19 @@ class ChatUser(User):
 
     def dispatch(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        if kind == "message":
+        if kind == "message" and self.backfill is not None:
+            self.held.append(event)
+        elif kind == "history" and self.backfill is not None:
+            self.take_history(event["messages"] + self.backfill, event["more"])
+        elif kind == "message":
             self.delivered(event)
         elif kind == "ping":
             self.send({"type": "pong", "timestamp": event.get("timestamp")})
         elif kind == "server_shutdown":
             self.drained = True
+        elif kind == "error" and self.backfill is not None:  # a page refused: what is
+            self.fail(event.get("code", "error"), event.get("message", ""))  # missing shows
+            self.take_history(self.backfill, more=False)
         elif kind == "error" and self.waiting:
             for waiter in self.waiting.values():
                 waiter.set(event)
@@ -280,7 +307,19 @@ class ChatUser(User):
         if not recovered:
             self.seq = event["seq"]
             return
-        for message in event["history"]:
+        self.backfill, self.held = None, []
+        self.take_history(event["history"], event["more"])
+
+    def take_history(self, messages: list[dict[str, Any]], more: bool) -> None:
+        """A resume's messages, checked once every one after the last seen is at hand: while
+        the room keeps older ones this user has not seen, page back for them first (live
+        messages wait meanwhile), as the client library does."""
+        if more and messages and messages[0]["seq"] > self.seq + 1:
+            self.backfill = messages
+            self.send({"type": "history", "before": messages[0]["seq"]})
+            return
+        held, self.backfill, self.held = self.held, None, []
+        for message in messages + held:
             self.delivered(message)
 
     def presence_changed(self, event: dict[str, Any]) -> None:

@@ -49,13 +49,16 @@ class HistoryWindow:
     """Stored messages of a room (JSON payloads, oldest first) and where the room stands.
 
     `epoch` names this incarnation of the room's history: it changes when the history is lost
-    (a Redis restart without persistence), so seqs from before cannot be trusted.
+    (a Redis restart without persistence), so seqs from before cannot be trusted. `first_seq`
+    is the oldest seq the room keeps; `more` says it keeps older messages than the first of
+    `messages` (the reader pages them with `before`).
     """
 
     messages: list[bytes]
     seq: int
     epoch: str
     first_seq: int
+    more: bool = False
 
     def covers(self, since: int, epoch: str | None) -> bool:
         """True when every message after `since` is still retained, in the same incarnation."""
@@ -102,6 +105,10 @@ class Broker(Protocol):
         the loss is not called recovered."""
         ...
 
-    async def history(self, room: str, limit: int, after: int | None = None) -> HistoryWindow:
-        """The newest `limit` stored messages, or with `after` every retained one after it."""
+    async def history(self, room: str, limit: int, after: int | None = None,
+                      before: int | None = None, max_bytes: int | None = None
+                      ) -> HistoryWindow:
+        """The newest `limit` stored messages with a seq above `after` and below `before`
+        (each bound when given), and with `max_bytes` no more of the newest of those than
+        fit in that many bytes (but at least one)."""
         ...

@@ -84,11 +84,24 @@ class MemoryBroker:
         """The room expired: its history goes with it."""
         self._logs.pop(room, None)
 
-    async def history(self, room: str, limit: int, after: int | None = None) -> HistoryWindow:
+    async def history(self, room: str, limit: int, after: int | None = None,
+                      before: int | None = None, max_bytes: int | None = None
+                      ) -> HistoryWindow:
         log = self._log(room)
-        count = limit if after is None else max(0, log.seq - after)
-        messages = list(log.messages)[-count:] if count else []
-        return HistoryWindow(messages, log.seq, log.epoch, log.seq - len(log.messages) + 1)
+        first = log.seq - len(log.messages) + 1
+        low = max(first, (after or 0) + 1)
+        high = min(log.seq, log.seq if before is None else before - 1)
+        picked: list[bytes] = []
+        size = 0
+        for seq in range(high, max(low, high - limit + 1) - 1, -1):
+            payload = log.messages[seq - first]
+            size += len(payload)
+            if max_bytes is not None and size > max_bytes and picked:
+                break
+            picked.append(payload)
+        from_seq = high - len(picked) + 1
+        return HistoryWindow(picked[::-1], log.seq, log.epoch, first,
+                             more=bool(picked) and from_seq > first)
 
     def _log(self, room: str) -> _RoomLog:
         log = self._logs.get(room)

@@ -68,20 +68,30 @@ if spent > 0 then return {spent} end
 return {0, unpack(grants)}
 """
 
-# KEYS: seq, history, epoch. ARGV: how many of the newest messages, or '' for all after
-# ARGV[2]; a fresh epoch for a room without one. Returns {epoch, last seq, first seq kept,
-# messages}.
+# KEYS: seq, history, epoch. ARGV: how many messages at most, the seqs they lie between
+# ('' for no bound: after ARGV[2], before ARGV[3]), at most how many bytes of them ('' for no
+# bound; the newest message always goes), a fresh epoch for a room without one. The newest
+# first, so that a byte bound cuts the oldest. Returns {epoch, last seq, first seq kept,
+# whether older messages than those returned are kept (1/0), messages oldest first}.
 READ_HISTORY = """
-redis.call('SET', KEYS[3], ARGV[3], 'NX')
+redis.call('SET', KEYS[3], ARGV[5], 'NX')
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-local messages
-if ARGV[1] ~= '' then
-  messages = redis.call('ZRANGE', KEYS[2], -tonumber(ARGV[1]), -1)
-else
-  messages = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[2], '+inf')
+local first = tonumber(oldest[2] or (last + 1))
+local low = ARGV[2] ~= '' and '(' .. ARGV[2] or '-inf'
+local high = ARGV[3] ~= '' and '(' .. ARGV[3] or '+inf'
+local found = redis.call('ZREVRANGEBYSCORE', KEYS[2], high, low, 'WITHSCORES', 'LIMIT', 0,
+                         tonumber(ARGV[1]))
+local most = ARGV[4] ~= '' and tonumber(ARGV[4]) or math.huge
+local taken, size, from = 0, 0, nil
+for i = 1, #found, 2 do
+  size = size + #found[i]
+  if size > most and taken > 0 then break end
+  taken, from = taken + 1, tonumber(found[i + 1])
 end
-return {redis.call('GET', KEYS[3]), last, tonumber(oldest[2] or (last + 1)), messages}
+local messages = {}
+for i = taken, 1, -1 do table.insert(messages, found[2 * i - 1]) end
+return {redis.call('GET', KEYS[3]), last, first, (from and from > first) and 1 or 0, messages}
 """
 
 SLICES = 8  # a node takes a budget from Redis an eighth of its limit at a time
@@ -248,9 +258,16 @@ class RedisBroker:
         return f"{self._epoch_prefix}{next(self._epochs):x}"
 
     @translate_errors
-    async def history(self, room: str, limit: int, after: int | None = None) -> HistoryWindow:
-        epoch, last, first, messages = await self._scripts.run(
+    async def history(self, room: str, limit: int, after: int | None = None,
+                      before: int | None = None, max_bytes: int | None = None
+                      ) -> HistoryWindow:
+        epoch, last, first, more, messages = await self._scripts.run(
             self._read_history,
             [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room)],
-            ["" if after is not None else limit, after or 0, uuid.uuid4().hex])
-        return HistoryWindow(list(messages), int(last), epoch.decode(), int(first))
+            [limit, _bound(after), _bound(before), _bound(max_bytes), uuid.uuid4().hex])
+        return HistoryWindow(list(messages), int(last), epoch.decode(), int(first),
+                             more=bool(more))
+
+
+def _bound(value: int | None) -> int | str:
+    return "" if value is None else value

@@ -5,7 +5,9 @@ it reconnects with capped exponential backoff and full jitter (at least `retryAf
 a `server_shutdown`, at least `Retry-After` after a refused upgrade, and likewise after a join
 refused as `unavailable`), re-authenticates and re-joins with `since`/`epoch`, so that the caller
 sees every message of the room exactly once and in seq order. A `room_joined` with
-`"recovered": false` is passed to the caller: messages were lost and the client says so.
+`"recovered": false` is passed to the caller: messages were lost and the client says so. A
+resume whose missed messages did not all fit in `room_joined` (`more`) is completed with
+`history` pages before any of them is delivered.
 `members` is the room's member list, kept by the presence rule of docs/protocol.md: the
 snapshot of each `room_joined`, then only announcements with a newer presence version (older
 ones are not passed on), and a fresh snapshot when a version was skipped. In a room larger
@@ -41,6 +43,7 @@ log = logging.getLogger("node.client")
 
 FINAL_CLOSE_CODES = frozenset({1003, 1008, 1009})
 RECENT_IDS = 1024
+PAGE_RETRY = 1.0  # seconds before asking again for a page refused as rate_limited
 
 
 def numbered(name: str) -> str:
@@ -112,6 +115,12 @@ class ChatClient:
         self._send_lock = asyncio.Lock()
         self._pending: _Pending | None = None
         self._recent_ids: deque[str] = deque(maxlen=RECENT_IDS)
+        # A resume whose gap did not fit in room_joined: the messages so far (paged back with
+        # `history` until the gap is filled), and the live ones that arrive meanwhile.
+        self._backfill: list[dict[str, Any]] | None = None
+        self._held: list[dict[str, Any]] = []
+        self._joined_seq = 0
+        self._page_retry: asyncio.Task[None] | None = None
         self._retry_after = 0.0
         self._stopped: str | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -137,6 +146,8 @@ class ChatClient:
 
     async def close(self) -> None:
         self._stop("closed by the caller")
+        if self._page_retry is not None:
+            self._page_retry.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -231,13 +242,19 @@ class ChatClient:
             self.user_id, self.node = event["userId"], event["node"]
             self.token = event.get("token")  # the resume token (servers without JWT)
         elif kind == "room_joined":
-            await self._on_joined(event)
+            await self._on_joined(ws, event)
+        elif kind == "history" and self._backfill is not None:
+            await self._on_page(ws, event)
+        elif kind == "message" and self._backfill is not None:
+            self._held.append(event)
         elif kind == "message":
             await self._on_message(ws, event)
         elif kind in ("user_joined", "user_left"):
             await self._on_presence(ws, event)
         elif kind == "user_count":
             self._on_count(event)
+        elif kind == "error" and event["code"] == "rate_limited" and self._backfill:
+            self._page_retry = asyncio.create_task(self._page_later(ws))
         elif kind == "error" and event["code"] == "name_taken":
             self.name = self._rename(self.name)
             self._events.put_nowait(event)
@@ -251,7 +268,8 @@ class ChatClient:
                 self._retry_after = event.get("retryAfterMs", 0) / 1000
             self._events.put_nowait(event)
 
-    async def _on_joined(self, event: dict[str, Any]) -> None:
+    async def _on_joined(self, ws: aiohttp.ClientWebSocketResponse, event: dict[str, Any]
+                         ) -> None:
         if event["epoch"] != self.epoch:
             self.last_seq = 0  # another incarnation of the room: old seqs mean nothing
         self.epoch = event["epoch"]
@@ -259,13 +277,38 @@ class ChatClient:
         self.presence, self.user_count = event["presence"], event["userCount"]
         self.large = event.get("large", False)
         self._events.put_nowait(event)
-        for message in event["history"]:
+        self._joined_seq, self._backfill, self._held = event["seq"], None, []
+        await self._take_history(ws, event["history"], event.get("recovered") is True
+                                 and event["more"])
+
+    async def _take_history(self, ws: aiohttp.ClientWebSocketResponse,
+                            messages: list[dict[str, Any]], more: bool) -> None:
+        """Deliver a resume's messages, once every one after the last seen is at hand: while
+        older ones are kept that the client has not seen, page back for them first."""
+        if more and messages and messages[0]["seq"] > self.last_seq + 1:
+            self._backfill = messages
+            await ws.send_json({"type": "history", "before": messages[0]["seq"]})
+            return
+        held, self._backfill, self._held = self._held, None, []
+        for message in messages + held:
             self._accept(message)
-        self.last_seq = max(self.last_seq, event["seq"])
+        self.last_seq = max(self.last_seq, self._joined_seq)
         self._backoff.reset()
         self._joined.set()
         if self._pending is not None and not self._pending.result.done():
             await self._send_pending()  # it was not in the resumed history
+
+    async def _on_page(self, ws: aiohttp.ClientWebSocketResponse, event: dict[str, Any]
+                       ) -> None:
+        assert self._backfill is not None
+        await self._take_history(ws, event["messages"] + self._backfill, event["more"])
+
+    async def _page_later(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """The page was refused as too soon (history requests share the join allowance)."""
+        await asyncio.sleep(PAGE_RETRY)
+        if self._backfill and not ws.closed:
+            with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+                await ws.send_json({"type": "history", "before": self._backfill[0]["seq"]})
 
     async def _on_presence(self, ws: aiohttp.ClientWebSocketResponse, event: dict[str, Any]
                            ) -> None:

@@ -69,9 +69,10 @@ class Settings:
                            "bucket refill); more get error rate_limited")
     burst: int = _setting(20, "chat frames one connection may send at once (token bucket size)")
     join_rate: float = _setting(
-        2.0, "room joins per second one connection may make, resumes and re-joins included "
-        "(each reads the room's history and roster); more get error rate_limited")
-    join_burst: int = _setting(5, "room joins one connection may make at once")
+        2.0, "room joins per second one connection may make, resumes, re-joins and history "
+        "requests included (each reads the room's history); more get error rate_limited")
+    join_burst: int = _setting(5, "room joins (and history requests) one connection may make "
+                               "at once")
     frame_rate: float = _setting(
         50.0, "WebSocket frames per second one connection may send, pings and fragments "
         "included; past --frame-burst the connection is closed (1008)"
@@ -160,7 +161,14 @@ class Settings:
     room_ttl: float = _setting(
         3600.0, "seconds an empty created room is kept before it expires with its history"
     )
-    history_window: int = _setting(50, "newest messages sent to a joiner")
+    history_window: int = _setting(
+        50, "newest messages sent to a joiner, and the most one history request returns")
+    history_reply_bytes: int = _setting(
+        65536, "bytes of stored messages one room_joined or history reply carries at most (the "
+        "newest first, and always one): past them the reply says more and the client pages")
+    history_cache_bytes: int = _setting(
+        16777216, "bytes of rooms' encoded newest history a node keeps to answer joins without "
+        "asking Redis (least recently used rooms go first)")
     history_bytes: int = _setting(
         262144, "bytes of messages a room's history keeps, its newest message always: with "
         "--max-rooms, it bounds what history may take of Redis's memory")
@@ -175,7 +183,8 @@ class Settings:
     shutdown_timeout: float = _setting(10.0, "seconds a stopping node waits for its clients")
     drain_window: float = _setting(10.0, "seconds over which a draining node closes its clients")
     presence_grace: float = _setting(
-        5.0, "seconds a drained user stays in presence, so a reconnect elsewhere does not flap"
+        5.0, "seconds a drained user stays in presence, so a reconnect elsewhere does not flap, "
+        "and any dropped user keeps its name (anonymous mode), so its resume gets it back"
     )
     admin_token: str | None = _secret("bearer token for /admin/* routes; absent = admin routes off")
     jwt_secret: str | None = _secret(
@@ -333,7 +342,8 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
                 "max_fragments", "max_connections_per_address", "max_head",
                 "keepalive_timeout", "max_rooms", "user_rooms_per_hour", "room_ttl",
                 "presence_limit", "presence_interval", "busy_rate", "jwt_max_ttl",
-                "history_bytes", "join_rate", "join_burst", "max_address_output",
+                "history_bytes", "history_reply_bytes", "history_cache_bytes", "join_rate",
+                "join_burst", "max_address_output",
                 "max_node_output", "address_rooms_per_hour",
                 "address_identities_per_minute")
     for name in positive:

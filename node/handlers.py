@@ -15,11 +15,12 @@ from msgspec import UNSET, UnsetType
 from node import disconnect
 from node.admission import Admission
 from node.background import Background
-from node.broker import Broker, BudgetSpent, HistoryWindow
+from node.broker import Broker, BudgetSpent
 from node.config import Settings, jwt_verifier
 from node.directory import Directory
 from node.errors import Unavailable
 from node.heartbeat import now_ms
+from node.history_snapshots import HistorySnapshots, Snapshot
 from node.hub import Hub
 from node.identity import sign, verify
 from node.jwt_tokens import Claims, TokenRefused
@@ -28,10 +29,10 @@ from node.names import canonical
 from node.coordination import Coordination
 from node.presence import Member, Presence, RoomLimit, RoomPage, Roster
 from node.protocol import (
-    DEFAULT_NAME, Auth, AuthSuccess, ChatError, ChatMessage, ClientMessage, ErrorCode, Join,
-    Leave, ListRooms, MemberInfo, Parser, Ping, Pong, Refresh, Refreshed, RoomInfo,
-    RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong, event_frame, iso_timestamp,
-    message_id, message_template, stored_messages,
+    DEFAULT_NAME, Auth, AuthSuccess, ChatError, ChatMessage, ClientMessage, ErrorCode, History,
+    HistoryPage, Join, Leave, ListRooms, MemberInfo, Parser, Ping, Pong, Refresh, Refreshed,
+    RoomInfo, RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong, event_frame,
+    history_array, iso_timestamp, message_id, message_template,
 )
 from node.ratelimit import Budget, per_second
 from node.session import Session
@@ -78,6 +79,9 @@ class Handlers:
         self._metrics = metrics
         self._jwt = jwt_verifier(settings)
         self._history_window = min(settings.history_window, settings.history)
+        self._history_capacity = settings.history
+        self._reply_bytes = settings.history_reply_bytes
+        self._snapshots = HistorySnapshots(settings.history_cache_bytes)
         self._hub = hub
         self._broker = broker
         self._presence = presence
@@ -97,6 +101,7 @@ class Handlers:
             Refresh: _Route(self._refresh, requires_auth=True),
             Join: _Route(self._join, requires_auth=True),
             Leave: _Route(self._leave, requires_auth=True),
+            History: _Route(self._history, requires_auth=True),
             SendMessage: _Route(self._message, requires_auth=True),
             ListRooms: _Route(self._list_rooms, requires_auth=False),
             Ping: _Route(self._ping, requires_auth=False),
@@ -277,36 +282,59 @@ class Handlers:
         seen = 0
         room = _joined_room(join)
         try:
-            window, recovered = await self._history_for(join)
+            snapshot, recovered = await self._history_for(join)
             members = roster.members
             session.send(event_frame(RoomJoined(
                 room=room,
-                history=stored_messages(window.messages),
+                history=snapshot.history,
+                more=snapshot.more,
                 users=[m.name for m in members],
                 members=[MemberInfo(user_id=m.id, name=m.name) for m in members],
                 user_count=roster.count,
-                seq=window.seq,
-                epoch=window.epoch,
+                seq=snapshot.seq,
+                epoch=snapshot.epoch,
                 presence=roster.version,
                 recovered=recovered,
                 large=True if roster.large else UNSET,
             )))
-            seen = window.seq
-            self._hub.track(room, window.epoch, window.seq)
+            seen = snapshot.seq
+            self._hub.track(room, snapshot.epoch, snapshot.seq)
             self._hub.joined(room, session, roster.large)
             self._admission.finished(session)  # its handshake is done
         finally:
             session.release(seen, roster.version, counted=roster.large)
 
-    async def _history_for(self, join: Join) -> tuple[HistoryWindow, bool | UnsetType]:
-        """Everything after `since` when history still covers it, else the newest window."""
+    async def _history_for(self, join: Join) -> tuple[Snapshot, bool | UnsetType]:
+        """Everything after `since` when the room still keeps it (as much of it as a reply
+        carries, the newest first), else the newest window."""
         room = _joined_room(join)
         if join.since is not None:
-            resumed = await self._broker.history(room, self._history_window, after=join.since)
+            resumed = await self._broker.history(room, self._history_capacity, after=join.since,
+                                                 max_bytes=self._reply_bytes)
             if resumed.covers(join.since, join.epoch):
-                return resumed, True
-        newest = await self._broker.history(room, self._history_window)
-        return newest, UNSET if join.since is None else False
+                return Snapshot.of(resumed), True
+        return await self._newest(room), UNSET if join.since is None else False
+
+    async def _newest(self, room: str) -> Snapshot:
+        """The room's newest window: the shared snapshot of its state, or read and kept."""
+        snapshot = self._snapshots.get(room, self._hub.position(room))
+        if snapshot is None:
+            snapshot = Snapshot.of(await self._broker.history(
+                room, self._history_window, max_bytes=self._reply_bytes))
+            self._snapshots.put(room, snapshot)
+            self._metrics.history_reads += 1
+        return snapshot
+
+    async def _history(self, session: Session, message: History) -> None:
+        """Older messages of the client's room, as bounded as a join's."""
+        room = _room(session)
+        session.check_join("history requests")
+        window = await self._broker.history(
+            room, min(message.limit or self._history_window, self._history_capacity),
+            before=message.before, max_bytes=self._reply_bytes)
+        session.send(event_frame(HistoryPage(room=room, epoch=window.epoch,
+                                             messages=history_array(window.messages),
+                                             more=window.more)))
 
     async def _leave(self, session: Session, message: Leave) -> None:
         room = _room(session)

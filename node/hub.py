@@ -132,6 +132,10 @@ class Hub:
         """The newest seq of the room delivered here (0 before any)."""
         return self._sequencer.seen(room)
 
+    def position(self, room: str) -> tuple[str, int] | None:
+        """(epoch, newest seq) of a room this node delivers with nothing missing, else None."""
+        return self._sequencer.position(room)
+
     def on_reconnect(self, listener: Callable[[], Awaitable[None]]) -> None:
         """Have `listener` called after each broker reconnect (after the gap repairs start)."""
         self._reconnect_listeners.append(listener)

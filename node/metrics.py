@@ -56,6 +56,7 @@ class Metrics:
         self.published = 0  # chat messages stored and published
         self.delivered = 0  # room frames written to local members
         self.joins = 0  # room joins accepted (a switch of rooms is one)
+        self.history_reads = 0  # joins whose newest history was read, not a shared snapshot
         self.batches = 0  # writes that carried a busy client's batch of frames
         self.batched = 0  # frames in those writes
         self.redis_reconnects = 0
@@ -90,6 +91,9 @@ class Metrics:
         yield CounterMetricFamily("chat_room_joins", "Room joins this node accepted (each "
                                   "switch of rooms is one; with the sessions gauge, the churn "
                                   "of subscriptions)", value=self.joins)
+        yield CounterMetricFamily("chat_history_reads", "Joins whose newest history this node "
+                                  "read from the backend; the other joins without since shared "
+                                  "the snapshot of the room's state", value=self.history_reads)
         yield CounterMetricFamily("chat_batched_writes", "Writes that carried a busy client's "
                                   "room events gathered over --write-delay",
                                   value=self.batches)

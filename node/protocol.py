@@ -90,6 +90,14 @@ class Leave(_Incoming, tag="leave"):
     pass
 
 
+class History(_Incoming, tag="history"):
+    """Older messages of the room the client is in: up to `limit` of those below seq
+    `before`, the newest of them first when a reply's byte bound cuts."""
+
+    before: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+
+
 class SendMessage(_Incoming, tag="message"):
     """`ref`: the sender's own id for this message, echoed in the event so that a client
     that lost its connection can tell from history whether the message made it."""
@@ -129,11 +137,11 @@ class Pong(_Incoming, tag="pong"):
     timestamp: Any = None
 
 
-ClientMessage = Auth | Refresh | Join | Leave | SendMessage | ListRooms | Ping | Pong
+ClientMessage = Auth | Refresh | Join | Leave | History | SendMessage | ListRooms | Ping | Pong
 
 INCOMING_TYPES: dict[str, type[ClientMessage]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
-    for cls in (Auth, Refresh, Join, Leave, SendMessage, ListRooms, Ping, Pong)
+    for cls in (Auth, Refresh, Join, Leave, History, SendMessage, ListRooms, Ping, Pong)
 }
 
 DEFAULT_NAME = "Anonymous"
@@ -260,13 +268,17 @@ class RoomInfo(msgspec.Struct, frozen=True, rename="camel"):
 
 
 class RoomJoined(_Event, tag="room_joined"):
-    """`recovered` answers a join with `since`: whether `history` holds everything after it.
-    `presence` is the room's presence version of the `users` snapshot: presence events with
-    a version up to it are already in the snapshot. `large`: the room has more members than
-    a room lists (`users` and `members` are empty, `user_count` events follow)."""
+    """`history`: the newest stored messages (a JSON array, see `history_array`), at most a
+    window of them and a reply's bytes; `more`: the room keeps older ones (page them with
+    `history`). `recovered` answers a join with `since`: whether the room still keeps
+    everything after it. `presence` is the room's presence version of the `users`
+    snapshot: presence events with a version up to it are already in the snapshot.
+    `large`: the room has more members than a room lists (`users` and `members` are empty,
+    `user_count` events follow)."""
 
     room: str
-    history: list[msgspec.Raw]
+    history: msgspec.Raw
+    more: bool
     users: list[str]
     members: list[MemberInfo]
     user_count: int
@@ -277,9 +289,20 @@ class RoomJoined(_Event, tag="room_joined"):
     large: bool | msgspec.UnsetType = msgspec.UNSET
 
 
-def stored_messages(payloads: list[bytes]) -> list[msgspec.Raw]:
-    """Stored message JSON embedded as is in `room_joined.history`, never decoded."""
-    return [msgspec.Raw(payload) for payload in payloads]
+class HistoryPage(_Event, tag="history"):
+    """The answer to `history`: `messages` oldest first; `more`: the room keeps older ones;
+    `epoch`: the incarnation of the room's history the seqs belong to."""
+
+    room: str
+    epoch: str
+    messages: msgspec.Raw
+    more: bool
+
+
+def history_array(payloads: list[bytes]) -> msgspec.Raw:
+    """Stored messages as one JSON array, embedded as is in a reply, never decoded: built
+    once and shared by every reply of the same room state (node.history_snapshots)."""
+    return msgspec.Raw(b"[" + b",".join(payloads) + b"]")
 
 
 class UserJoined(_Event, tag="user_joined"):
@@ -353,8 +376,8 @@ class Error(_Event, tag="error"):
 
 
 Event = (
-    AuthSuccess | Refreshed | RoomJoined | UserJoined | UserLeft | UserCount | RoomLeft
-    | ChatMessage | RoomList
+    AuthSuccess | Refreshed | RoomJoined | HistoryPage | UserJoined | UserLeft | UserCount
+    | RoomLeft | ChatMessage | RoomList
     | ServerPing | ServerPong | ServerShutdown | Error
 )
 

@@ -67,6 +67,14 @@ class Sequencer:
         cursor = self._cursors.get(room)
         return cursor.seq or 0 if cursor is not None else 0
 
+    def position(self, room: str) -> tuple[str, int] | None:
+        """(epoch, seq) of a room delivered in order up to seq, with no repair running."""
+        cursor = self._cursors.get(room)
+        if cursor is None or cursor.epoch is None or cursor.seq is None \
+                or cursor.queued is not None:
+            return None
+        return cursor.epoch, cursor.seq
+
     def _cursor(self, room: str) -> _Cursor:
         """The room's cursor; created on first use only (this is the fan-out path)."""
         cursor = self._cursors.get(room)

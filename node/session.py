@@ -155,12 +155,13 @@ class Session:
             self._flood = FloodGuard(self._settings.flood_limit, self._settings.flood_window)
         return self._flood.reject(time.monotonic())
 
-    def check_join(self) -> None:
-        """Take a join from this connection's join bucket, or refuse it: each join reads a
-        room's history and roster, so joins are dearer than messages."""
+    def check_join(self, what: str = "joins") -> None:
+        """Take a join from this connection's join bucket, or refuse it: each join (and each
+        history request, which takes from the same bucket) reads a room's history, so they
+        are dearer than messages."""
         full_at = self._join_rate.take(self._joins_full_at, time.monotonic())
         if full_at is None:
-            raise ChatError(ErrorCode.RATE_LIMITED, "Too many joins; slow down")
+            raise ChatError(ErrorCode.RATE_LIMITED, f"Too many {what}; slow down")
         self._joins_full_at = full_at
 
     def _check_rate(self) -> None:

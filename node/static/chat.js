@@ -18,6 +18,9 @@ const chat = {
   stoppedState: "stopped",
   pending: new Map(),  // ref -> text: sent, not yet seen stored; sent again after a resume
   presence: [],  // user_joined / user_left events seen
+  more: false,  // the room keeps older messages than the first shown
+  joinedSeq: 0,  // the room's seq of the last room_joined
+  backfill: null, held: [],  // a resume's gap being paged in, and live messages meanwhile
 };
 window.chat = chat;  // for the curious, and for the browser tests
 
@@ -38,8 +41,7 @@ function notice(text) {
   li.scrollIntoView({block: "end"});
 }
 
-function showMessage(message) {
-  chat.messages.push(message);
+function messageItem(message) {
   const li = document.createElement("li");
   li.dataset.seq = message.seq;
   const who = document.createElement("span");
@@ -47,8 +49,38 @@ function showMessage(message) {
   who.textContent = message.user;
   who.title = message.userId;
   li.append(who, document.createTextNode(message.text));
+  return li;
+}
+
+function showMessage(message) {
+  chat.messages.push(message);
+  const li = messageItem(message);
   $("log").append(li);
   li.scrollIntoView({block: "end"});
+}
+
+// Older messages than the first shown, paged in on request, above it.
+function showEarlier(messages) {
+  const first = chat.messages.length ? chat.messages[0].seq : Infinity;
+  const older = messages.filter((m) => m.seq < first);
+  chat.messages.unshift(...older);
+  $("earlier").after(...older.map(messageItem));
+}
+
+function showEarlierButton() {
+  let item = $("earlier");
+  if (!item) {
+    item = document.createElement("li");
+    item.id = "earlier";
+    const button = document.createElement("button");
+    button.textContent = "Earlier messages";
+    button.onclick = () => {
+      if (chat.messages.length) send({type: "history", before: chat.messages[0].seq});
+    };
+    item.append(button);
+  }
+  $("log").prepend(item);
+  item.hidden = !chat.more;
 }
 
 // A message is shown once: seqs at or below the last one shown are repeats.
@@ -103,7 +135,8 @@ function applies(event) {
 
 function switchRoom(room) {
   if (room === chat.room) return;
-  Object.assign(chat, {room, epoch: null, lastSeq: 0, messages: [], presenceVersion: 0});
+  Object.assign(chat, {room, epoch: null, lastSeq: 0, messages: [], presenceVersion: 0,
+                       more: false});
   chat.members.clear();
   $("log").replaceChildren();
   join();
@@ -116,12 +149,27 @@ function onJoined(event) {
   }
   if (event.recovered === false) notice("some messages were missed while away");
   chat.epoch = event.epoch;
-  event.history.forEach(accept);
-  chat.lastSeq = Math.max(chat.lastSeq, event.seq);
   chat.members = new Map(event.members.map((m) => [m.userId, m.name]));
   Object.assign(chat, {presenceVersion: event.presence, userCount: event.userCount,
-                       large: Boolean(event.large)});
+                       large: Boolean(event.large), joinedSeq: event.seq, backfill: null,
+                       held: []});
+  if (!chat.messages.length) chat.more = event.more;
   showMembers();
+  takeHistory(event.history, event.recovered === true && event.more);
+}
+
+// A resume's messages are shown once every one after the last shown is at hand: while the
+// room keeps older ones the page has not shown, page back for them first (live messages wait).
+function takeHistory(messages, more) {
+  if (more && messages.length && messages[0].seq > chat.lastSeq + 1) {
+    chat.backfill = messages;
+    return send({type: "history", before: messages[0].seq});
+  }
+  const held = chat.held;
+  Object.assign(chat, {backfill: null, held: []});
+  messages.concat(held).forEach(accept);
+  chat.lastSeq = Math.max(chat.lastSeq, chat.joinedSeq);
+  showEarlierButton();
   chat.backoffMs = BACKOFF_MS.first;
   setState("online", `${chat.room} on ${chat.node}`);
   send({type: "list_rooms"});
@@ -137,7 +185,16 @@ const handlers = {
     join();
   },
   room_joined: onJoined,
+  history(event) {
+    if (event.room !== chat.room || event.epoch !== chat.epoch) return;  // of another room,
+    // or of a history since reset
+    if (chat.backfill) return takeHistory(event.messages.concat(chat.backfill), event.more);
+    chat.more = event.more;
+    showEarlier(event.messages);
+    showEarlierButton();
+  },
   message(event) {
+    if (chat.backfill) return chat.held.push(event);
     if (event.seq > chat.lastSeq + 1 && chat.lastSeq > 0) return join();  // a gap: resume
     accept(event);
   },
@@ -160,6 +217,10 @@ const handlers = {
   ping(event) { send({type: "pong", timestamp: event.timestamp}); },
   server_shutdown(event) { chat.retryAfterMs = event.retryAfterMs || 0; },
   error(event) {
+    if (event.code === "rate_limited" && chat.backfill) {  // pages share the join allowance
+      return setTimeout(() => chat.backfill &&
+                        send({type: "history", before: chat.backfill[0].seq}), 1000);
+    }
     notice(`${event.code}: ${event.message}`);
     if (event.code === "name_taken" || event.code === "invalid_name") pickAnotherName();
   },

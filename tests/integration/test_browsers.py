@@ -323,3 +323,48 @@ def test_a_name_taken_while_away_lets_the_page_pick_another_and_resume(make_clus
         _until_online(browser)
     assert browser.execute_script("return [window.chat.userId, window.chat.room]") == [
         user_id, "general"]
+
+
+def _writer(url: str, name: str, texts: list[str]) -> None:
+    """Another user says `texts` in general, each stored before the next."""
+    ws = websocket.create_connection(url, timeout=5)
+    try:
+        for frame in ({"type": "auth", "name": name}, {"type": "join", "room": "general"}):
+            ws.send(json.dumps(frame))
+        for text in texts:
+            ws.send(json.dumps({"type": "message", "text": text}))
+            while json.loads(ws.recv()).get("text") != text:
+                pass
+    finally:
+        ws.close()
+
+
+def _page_seqs(browser: Any) -> list[int]:
+    """The seqs the page shows, top to bottom."""
+    return [int(seq) for seq in browser.execute_script(
+        "return [...document.querySelectorAll('#log li[data-seq]')].map(li => li.dataset.seq)")]
+
+
+@pytest.mark.timeout(120)
+def test_the_page_pages_back_through_history_and_fills_a_resume_larger_than_a_reply(
+        make_cluster, browser: Any) -> None:
+    cluster = make_cluster(nodes=1, node_args=["--history-reply-bytes", "3000",
+                                               "--max-text", "2000", "--join-burst", "50"])
+    _writer(cluster.ws_url, "early", [f"{n} " + "p" * 1000 for n in range(1, 21)])
+    _page_user(browser, cluster.http_url + "/", "reader")
+    shown = _page_seqs(browser)
+    assert shown == list(range(21 - len(shown), 21)) and len(shown) < 20
+    while browser.execute_script("return !document.getElementById('earlier').hidden"):
+        count = len(_page_seqs(browser))
+        browser.find_element("css selector", "#earlier button").click()
+        browser.execute_async_script("""
+            const [count, done] = arguments;
+            const poll = () => document.querySelectorAll('#log li[data-seq]').length > count
+                || document.getElementById('earlier').hidden ? done() : setTimeout(poll, 20);
+            poll();""", count)
+    assert _page_seqs(browser) == list(range(1, 21)), "every message once, in order"
+    browser.execute_script("window.chat.ws.onclose = null; window.chat.ws.close();")
+    _writer(cluster.ws_url, "late", [f"{n} " + "q" * 1000 for n in range(21, 31)])
+    browser.execute_script("connect();")  # the page comes back, as after a drop
+    _shown(browser, str(browser.current_window_handle), 30)
+    assert _page_seqs(browser) == list(range(1, 31)), "the gap paged in before the newest"

@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 
 from gateway.cluster import Cluster
+from node.backoff import Backoff
 from node.client import ChatClient, ClientClosed, SendFailed
 from node.errors import Unavailable
 from node.jwt_tokens import mint
@@ -192,3 +193,32 @@ async def _next_of(client: ChatClient, kind: str) -> dict:
     while (event := await client.next_event())["type"] != kind:
         pass
     return event
+
+
+class _Pause(Backoff):
+    """Reconnects after a fixed pause: long enough for the room to say a lot meanwhile."""
+
+    def next_delay(self) -> float:
+        return 3.0
+
+
+async def test_a_resume_larger_than_a_reply_is_paged_and_delivered_whole_in_order(
+        make_node) -> None:
+    node = await make_node(history_reply_bytes=3000, max_text=2000)
+    async with ChatClient(_ws_url(node), "reader", "general", backoff=_Pause()) as reader, \
+            ChatClient(_ws_url(node), "writer", "general") as writer:
+        assert await writer.send("first") == 1
+        assert (await _next_of(reader, "message"))["seq"] == 1
+        assert reader._ws is not None
+        await reader._ws.close()  # the reader is away for 3 s
+        texts = [f"{n} " + "w" * 1000 for n in range(10)]
+        for text in texts:
+            await writer.send(text)
+        resumed = await _next_of(reader, "room_joined")
+        assert resumed["recovered"] is True and resumed["more"] is True
+        assert len(resumed["history"]) < 10, "the gap did not fit in one reply"
+        got = [await _next_of(reader, "message") for _ in texts]
+        assert [m["seq"] for m in got] == list(range(2, 12))
+        assert [m["text"] for m in got] == texts
+        assert await writer.send("after") == 12
+        assert (await _next_of(reader, "message"))["seq"] == 12

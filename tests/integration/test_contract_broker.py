@@ -87,6 +87,33 @@ async def test_history_keeps_the_newest_and_tells_whether_it_covers_a_resume(
     assert not after.covers(6, newest.epoch), "beyond the room's seq"
 
 
+async def test_history_pages_back_with_before_and_says_when_older_messages_are_kept(
+        started: tuple[Broker, Recorder]) -> None:
+    broker, _ = started
+    for _ in range(5):  # 3, 4 and 5 are kept
+        await broker.publish_message("r", TEMPLATE, (), 0)
+
+    async def seqs(limit: int, **bounds: int) -> tuple[list[bytes], bool]:
+        window = await broker.history("r", limit, **bounds)
+        return window.messages, window.more
+
+    def stored(*numbers: int) -> list[bytes]:
+        return [close((TEMPLATE,), n) for n in numbers]
+
+    assert await seqs(10) == (stored(3, 4, 5), False)
+    assert await seqs(2) == (stored(4, 5), True)
+    assert await seqs(10, before=5) == (stored(3, 4), False)
+    assert await seqs(1, before=5) == (stored(4), True)
+    assert await seqs(10, before=3) == ([], False)
+    assert await seqs(10, after=3, before=5) == (stored(4), True)
+    size = len(stored(5)[0])
+    assert await seqs(10, max_bytes=2 * size) == (stored(4, 5), True), "cut at the bytes"
+    assert await seqs(10, max_bytes=2 * size - 1) == (stored(5), True)
+    assert await seqs(10, max_bytes=1) == (stored(5), True), "the newest goes whatever its size"
+    assert await seqs(10, after=3, max_bytes=1) == (stored(5), True)
+    assert await seqs(10, before=4, max_bytes=1) == (stored(3), False)
+
+
 def _text(size: int) -> bytes:
     """A message template whose payload, closed with a one-digit seq, is `size` bytes."""
     return b'{"type":"message","text":"' + b"x" * (size - 36) + b'","seq":'

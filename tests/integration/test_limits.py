@@ -226,7 +226,7 @@ async def test_an_address_whose_sockets_do_not_read_is_closed_past_its_output_ce
     pile that up in the node's memory but for the ceiling on what one address may queue."""
     ceiling = 1_000_000  # far below what --max-buffer lets each socket queue: this trips
     node = await make_node(max_address_output=ceiling, max_node_output=100 * ceiling,
-                           max_buffer=64 * ceiling)
+                           max_buffer=64 * ceiling, history_reply_bytes=ceiling)
     state = node.server.app[NODE]
     writer = await connect(node)
     await writer.auth("writer")

@@ -32,10 +32,17 @@ def test_environment_twins_set_values_and_flags_win() -> None:
                                   ["--redis-prefix", ""], ["--redis-cluster"],
                                   ["--presence-limit", "0"], ["--presence-interval", "0"],
                                   ["--write-delay", "-0.01"], ["--write-delay", "1.01"],
-                                  ["--busy-rate", "0"]])
+                                  ["--busy-rate", "0"], ["--history-reply-bytes", "0"],
+                                  ["--history-cache-bytes", "0"]])
 def test_invalid_values_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         load_settings(argv, env={})
+
+
+def test_the_smallest_history_byte_bounds_are_taken() -> None:
+    settings = load_settings(["--history-reply-bytes", "1", "--history-cache-bytes", "1"],
+                             env={})
+    assert (settings.history_reply_bytes, settings.history_cache_bytes) == (1, 1)
 
 
 @pytest.mark.parametrize("delay", ["0", "1"])
