@@ -153,6 +153,7 @@ class ChatUser(User):
         if time.monotonic() >= self.session_ends:
             self.disconnect()
             gevent.sleep(self.away)
+            self.name = new_name()  # a new user: the old one's name is kept for its grace
             self.connect(resume=False)
         elif self.rate > 0 and self.ws is not None:
             self.send({"type": "message", "text": message_text(self.size, time.time() * 1000)})

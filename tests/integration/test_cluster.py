@@ -26,9 +26,10 @@ from tests.conftest import REDIS_BACKENDS, REDIS_SHARDS, unlimited_flags
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[Cluster]:
     """One cluster shared by the tests of this module, on one Redis and on a Redis Cluster
-    of 3 shards; each test uses rooms of its own."""
+    of 3 shards; each test uses rooms of its own, and names that an earlier test's users
+    held (so no grace keeps a name for its dropped user)."""
     started = Cluster(Path(tmp_path_factory.mktemp("cluster")), 3,
-                      node_args=unlimited_flags(),
+                      node_args=[*unlimited_flags(), "--presence-grace", "0"],
                       redis_shards=3 if request.param == "redis-cluster" else 0)
     started.start()
     yield started
