@@ -14,7 +14,8 @@ p99 < 50 ms, and RSS growth < --max-buffer + 16 MiB.
 - slots: sockets from one address as fast as it can open them, held
 - reconnect: a user that reconnects (resuming its identity) after every burst of messages
 - history: a room's history filled with the largest messages that escape worst, then 200
-  sockets that join it as often as allowed and never read (each join queues the history)
+  sockets that join it as often as allowed and never read (each join queues a reply of
+  history, at most --history-reply-bytes)
 - joins: one connection re-joining the same room as fast as the node answers
 - churn: a new anonymous user for every burst, each creating a room and sending a burst
 """
@@ -168,11 +169,10 @@ async def reconnect(port: int, seconds: float, outcome: Outcome) -> None:
                 sent += 30
                 stored += await _count_delivered(ws)
             rounds += 1
-    window = DEFAULTS.user_burst / DEFAULTS.user_rate
+    most = DEFAULTS.user_burst + int(DEFAULTS.user_rate * seconds)
     outcome.facts.update({"messages sent": sent, "stored": stored, "reconnects": rounds,
-                          "user budget": f"{DEFAULTS.user_burst} per {window:g} s window, at "
-                          f"most {DEFAULTS.user_burst * (int(seconds // window) + 2)} in "
-                          f"{seconds:g} s"})
+                          "user budget": f"{DEFAULTS.user_burst} at once, then "
+                          f"{DEFAULTS.user_rate:g}/s: at most {most} in {seconds:g} s"})
 
 
 async def history(port: int, seconds: float, outcome: Outcome) -> None:
