@@ -25,6 +25,7 @@ log = logging.getLogger("gateway")
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 20.0
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+Wrap = Callable[[list[str]], list[str]]  # a command line as it is run (inside a namespace)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -251,11 +252,11 @@ def http_ok(url: str) -> bool:
     return http_body(url) is not None
 
 
-def redis_pong(port: int, password: str | None = None) -> bool:
+def redis_pong(port: int, password: str | None = None, host: str = LOOPBACK) -> bool:
     """True when the Redis on `port` answers PING (after AUTH when it has a password)."""
     auth = f"AUTH {password}\r\n".encode() if password else b""
     try:
-        with socket.create_connection((LOOPBACK, port), timeout=1) as sock:
+        with socket.create_connection((host, port), timeout=1) as sock:
             sock.sendall(auth + b"PING\r\n")
             return b"+PONG" in _read_replies(sock, 2 if password else 1)
     except OSError:
@@ -269,9 +270,13 @@ def _read_replies(sock: socket.socket, lines: int) -> bytes:
     return received
 
 
-def redis_url(port: int, password: str | None) -> str:
+def redis_url(port: int, password: str | None, host: str = LOOPBACK) -> str:
     """The URL a node is given for the Redis on `port` (the password travels in it)."""
-    return f"redis://{':' + password + '@' if password else ''}{LOOPBACK}:{port}/0"
+    return f"redis://{':' + password + '@' if password else ''}{host}:{port}/0"
+
+
+def as_is(argv: list[str]) -> list[str]:
+    return argv
 
 
 def redis_config_path(run_dir: Path, port: int) -> Path:
@@ -279,10 +284,12 @@ def redis_config_path(run_dir: Path, port: int) -> Path:
 
 
 def start_redis(run_dir: Path, port: int | None = None, password: str | None = None,
-                children: Children | None = None, settings: Sequence[str] = ()) -> Service:
-    """A throwaway redis-server on loopback, without persistence, with `password` if given
-    (written to a config file only the launcher's user can read, never to argv) and any
-    other config `settings` lines."""
+                children: Children | None = None, settings: Sequence[str] = (),
+                host: str = LOOPBACK, wrap: Wrap = as_is) -> Service:
+    """A throwaway redis-server on `host` (loopback), without persistence, with `password`
+    if given (written to a config file only the launcher's user can read, never to argv)
+    and any other config `settings` lines; `wrap` makes its command line (the fault tests
+    run it inside a network namespace)."""
     children = children or Children()
     port = port or free_port()
     config = redis_config_path(run_dir, port)
@@ -292,26 +299,28 @@ def start_redis(run_dir: Path, port: int | None = None, password: str | None = N
     lines = [*([f"requirepass {password}"] if password else []), *settings]
     config.write_text("".join(f"{line}\n" for line in lines))
     argv = [find_binary("redis-server", "redis-server"), str(config), "--port", str(port),
-            "--bind", LOOPBACK, "--save", "", "--appendonly", "no", "--dir", str(data_dir),
+            "--bind", host, "--save", "", "--appendonly", "no", "--dir", str(data_dir),
             "--daemonize", "no", "--protected-mode", "yes"]
-    service = children.spawn("redis", argv, port, run_dir / f"redis-{port}.log")
-    wait_until(service, lambda: redis_pong(port, password), stopping=children.stopping)
+    service = children.spawn("redis", wrap(argv), port, run_dir / f"redis-{port}.log")
+    wait_until(service, lambda: redis_pong(port, password, host), stopping=children.stopping)
     return service
 
 
 def start_node(run_dir: Path, node_id: str, redis: str | None, args: list[str],
                port: int | None = None, unix_socket: Path | None = None,
-               env: dict[str, str] | None = None, children: Children | None = None) -> Service:
-    """One `python -m node` process; returns once it answers /readyz. The Redis URL (which
-    may carry a password) and `env` reach it through its environment, never its argv."""
+               env: dict[str, str] | None = None, children: Children | None = None,
+               host: str = LOOPBACK, wrap: Wrap = as_is) -> Service:
+    """One `python -m node` process on `host` (loopback); returns once it answers /readyz.
+    The Redis URL (which may carry a password) and `env` reach it through its environment,
+    never its argv; `wrap` makes its command line."""
     children = children or Children()
     port = port or free_port()
-    argv = [sys.executable, "-m", "node", "--host", LOOPBACK, "--port", str(port),
+    argv = [sys.executable, "-m", "node", "--host", host, "--port", str(port),
             "--node-id", node_id,
             *(["--unix-socket", str(unix_socket)] if unix_socket else []), *args]
     env = {**(env or {}), **({"CHAT_REDIS_URL": redis} if redis else {})}
-    service = children.spawn(node_id, argv, port, run_dir / f"{node_id}.log", env)
-    wait_until(service, lambda: http_ok(f"http://{LOOPBACK}:{port}/readyz"),
+    service = children.spawn(node_id, wrap(argv), port, run_dir / f"{node_id}.log", env)
+    wait_until(service, lambda: http_ok(f"http://{host}:{port}/readyz"),
                stopping=children.stopping)
     return service
 

@@ -291,6 +291,9 @@ class ChatUser(User):
             self.fail(event.get("code", "error"), event.get("message", ""))
         elif kind == "room_joined":
             self.joined(event)
+        elif kind == "messages_lost" and event["to"] > self.seq:
+            self.fail("messages_lost", f"{self.room} seq {event['from']}..{event['to']} lost")
+            self.seq = event["to"]
         elif kind in ("user_joined", "user_left"):
             self.presence_changed(event)
         elif kind == "user_count":

@@ -7,7 +7,9 @@ refused as `unavailable`), re-authenticates and re-joins with `since`/`epoch`, s
 sees every message of the room exactly once and in seq order. A `room_joined` with
 `"recovered": false` is passed to the caller: messages were lost and the client says so. A
 resume whose missed messages did not all fit in `room_joined` (`more`) is completed with
-`history` pages before any of them is delivered.
+`history` pages before any of them is delivered. A `messages_lost` event (seqs the room will
+never deliver: it said more than it keeps while this client's node was cut off) is passed
+to the caller in line, where those messages would have been.
 `members` is the room's member list, kept by the presence rule of docs/protocol.md: the
 snapshot of each `room_joined`, then only announcements with a newer presence version (older
 ones are not passed on), and a fresh snapshot when a version was skipped. In a room larger
@@ -253,6 +255,10 @@ class ChatClient:
             await self._on_presence(ws, event)
         elif kind == "user_count":
             self._on_count(event)
+        elif kind == "messages_lost":
+            if event["to"] > self.last_seq:  # else: from before this client's room_joined
+                self.last_seq = event["to"]
+                self._events.put_nowait(event)
         elif kind == "error" and event["code"] == "rate_limited" and self._backfill:
             self._page_retry = asyncio.create_task(self._page_later(ws))
         elif kind == "error" and event["code"] == "name_taken":

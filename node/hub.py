@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable, Collection
 
 from node import websocket
 from node.broker import Broker
-from node.envelope import Publication
+from node.envelope import UNSEQUENCED, Publication
 from node.metrics import Metrics
 from node.presence import Member
+from node.protocol import MessagesLost, encode
 from node.room_counts import RoomCounts
 from node.sequencer import Sequencer
 from node.session import Session
@@ -35,7 +36,8 @@ class Hub:
                  presence_limit: int, presence_interval: float) -> None:
         self._broker = broker
         self._metrics = metrics
-        self._sequencer = Sequencer(broker, self._fan_out, self._restart_seqs, history_capacity)
+        self._sequencer = Sequencer(broker, self._fan_out, self._restart_seqs,
+                                    self._report_lost, history_capacity)
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         self.sessions: set[Session] = set()
         self._rooms: dict[str, set[Session]] = {}
@@ -179,6 +181,12 @@ class Hub:
         for session in recipients:
             session.deliver(data, publication)
         self._metrics.delivered += len(recipients)
+
+    def _report_lost(self, room: str, first: int, last: int) -> None:
+        """Tell the room's members here, in line, which seqs will never come."""
+        self._metrics.messages_lost += last - first + 1
+        self._fan_out(Publication(room, UNSEQUENCED,
+                                  encode(MessagesLost(room=room, first=first, last=last))))
 
     def _restart_seqs(self, room: str) -> None:
         for session in self._rooms.get(room, ()):

@@ -56,6 +56,7 @@ class Metrics:
         self.published = 0  # chat messages stored and published
         self.delivered = 0  # room frames written to local members
         self.joins = 0  # room joins accepted (a switch of rooms is one)
+        self.messages_lost = 0  # seqs this node told its members will never come
         self.history_reads = 0  # joins whose newest history was read, not a shared snapshot
         self.batches = 0  # writes that carried a busy client's batch of frames
         self.batched = 0  # frames in those writes
@@ -91,6 +92,10 @@ class Metrics:
         yield CounterMetricFamily("chat_room_joins", "Room joins this node accepted (each "
                                   "switch of rooms is one; with the sessions gauge, the churn "
                                   "of subscriptions)", value=self.joins)
+        yield CounterMetricFamily("chat_messages_lost", "Seqs this node told its members, in "
+                                  "messages_lost events, that they will never be delivered "
+                                  "(history no longer held them after an outage)",
+                                  value=self.messages_lost)
         yield CounterMetricFamily("chat_history_reads", "Joins whose newest history this node "
                                   "read from the backend; the other joins without since shared "
                                   "the snapshot of the room's state", value=self.history_reads)

@@ -337,6 +337,17 @@ class RoomLeft(_Event, tag="room_left"):
     room: str
 
 
+class MessagesLost(_Event, tag="messages_lost"):
+    """Seqs `from`..`to` of the room will never be delivered: the room said more than its
+    history keeps while this node could not receive it, or the backend lost them. Sent in
+    line, where those messages would have been; a client that already holds `to` (it joined
+    after them) ignores it."""
+
+    room: str
+    first: int = msgspec.field(name="from")
+    last: int = msgspec.field(name="to")
+
+
 class ChatMessage(_Event, tag="message"):
     """A chat message before its room assigns the seq; see `message_template`."""
 
@@ -377,7 +388,7 @@ class Error(_Event, tag="error"):
 
 Event = (
     AuthSuccess | Refreshed | RoomJoined | HistoryPage | UserJoined | UserLeft | UserCount
-    | RoomLeft | ChatMessage | RoomList
+    | RoomLeft | MessagesLost | ChatMessage | RoomList
     | ServerPing | ServerPong | ServerShutdown | Error
 )
 

@@ -2,7 +2,10 @@
 
 Every envelope carries its room seq. A duplicate (seq already delivered) is dropped; a gap
 (a message lost while the subscriber reconnected, or a lost publish) is filled from history
-before anything newer is delivered. Presence events (unsequenced) keep their place in line.
+before anything newer is delivered. What history no longer holds (the room said more than it
+keeps while this node was cut off) is reported in line, where it would have been: the
+members are told which seqs will never come, never left to find a silent jump. Presence
+events (unsequenced) keep their place in line.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ log = logging.getLogger("node.sequencer")
 
 Emit = Callable[[Publication], None]
 Restart = Callable[[str], None]
+Lost = Callable[[str, int, int], None]  # room, first and last seq that will never come
 
 
 @dataclass(slots=True)
@@ -33,10 +37,12 @@ class _Cursor:
 
 
 class Sequencer:
-    def __init__(self, broker: Broker, emit: Emit, restart: Restart, capacity: int) -> None:
+    def __init__(self, broker: Broker, emit: Emit, restart: Restart, lost: Lost,
+                 capacity: int) -> None:
         self._broker = broker
         self._emit = emit
         self._restart = restart  # told when a room's seqs start again from 1
+        self._lost = lost  # told, in line, of seqs that will never be delivered
         self._capacity = capacity
         self._cursors: dict[str, _Cursor] = {}
         self._repairs = Background()
@@ -125,22 +131,32 @@ class Sequencer:
             return None
 
     def _fill(self, room: str, cursor: _Cursor, messages: list[bytes], first: int) -> None:
-        """Deliver stored messages after the cursor, up to the first one waiting in line."""
+        """Deliver stored messages after the cursor, up to the first one waiting in line;
+        seqs that history no longer holds are reported where they would have been."""
         assert cursor.seq is not None and cursor.queued is not None
         waiting = [p.seq for p in cursor.queued if p.seq != UNSEQUENCED]
         until = waiting[0] if waiting else first + len(messages)
         for offset, payload in enumerate(messages):
             seq = first + offset
             if cursor.seq < seq < until:
+                self._report_gap(room, cursor, seq)
                 cursor.seq = seq
                 self._emit(Publication(room, seq, payload))
 
+    def _report_gap(self, room: str, cursor: _Cursor, following: int) -> None:
+        """`following` is the next seq to deliver: report the seqs before it that will never
+        come, and move the cursor past them."""
+        assert cursor.seq is not None
+        if following > cursor.seq + 1:
+            log.warning("%s: seqs %d..%d are lost", room, cursor.seq + 1, following - 1)
+            self._lost(room, cursor.seq + 1, following - 1)
+            cursor.seq = following - 1
+
     def _replay(self, room: str, cursor: _Cursor) -> None:
-        """Deliver what waited; a gap history could not fill is given up, once."""
+        """Deliver what waited; a gap history could not fill is reported, once."""
         queued, cursor.queued = cursor.queued or [], None
         sequenced = [p.seq for p in queued if p.seq != UNSEQUENCED]
         if sequenced and cursor.seq is not None and sequenced[0] > cursor.seq + 1:
-            log.warning("%s: seqs %d..%d are lost", room, cursor.seq + 1, sequenced[0] - 1)
-            cursor.seq = sequenced[0] - 1
+            self._report_gap(room, cursor, sequenced[0])
         for publication in queued:
             self.accept(publication)

@@ -198,6 +198,11 @@ const handlers = {
     if (event.seq > chat.lastSeq + 1 && chat.lastSeq > 0) return join();  // a gap: resume
     accept(event);
   },
+  messages_lost(event) {  // those seqs will never come: say so, and wait for the next
+    if (event.room !== chat.room || event.to <= chat.lastSeq) return;
+    notice(`messages ${event.from}–${event.to} of this room were lost`);
+    chat.lastSeq = event.to;
+  },
   user_joined(event) {
     if (applies(event)) chat.members.set(event.userId, event.user);
     showMembers();

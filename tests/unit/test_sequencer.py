@@ -5,15 +5,17 @@ from node.sequencer import Sequencer
 ROOM = "r"
 
 
-async def _setup(stored: int, capacity: int = 100) -> tuple[MemoryBroker, Sequencer, list[int]]:
+async def _setup(stored: int, capacity: int = 100
+                 ) -> tuple[MemoryBroker, Sequencer, list[int | tuple[int, int]]]:
     """A room whose history holds messages 1..stored, and a sequencer recording what it emits
-    (a restart of the room's seqs as -1)."""
+    (a restart of the room's seqs as -1, seqs reported lost as (first, last))."""
     broker = MemoryBroker(capacity=capacity, capacity_bytes=2**20)
     for _ in range(stored):
         await broker.publish_message(ROOM, b'{"seq":', (), 0)
-    emitted: list[int] = []
+    emitted: list[int | tuple[int, int]] = []
     sequencer = Sequencer(broker, lambda p: emitted.append(p.seq),
-                          lambda room: emitted.append(-1), capacity)
+                          lambda room: emitted.append(-1),
+                          lambda room, first, last: emitted.append((first, last)), capacity)
     return broker, sequencer, emitted
 
 
@@ -38,12 +40,33 @@ async def test_a_gap_is_filled_from_history_before_newer_events() -> None:
     assert emitted == [1, 2, 3, 4, UNSEQUENCED, 5]
 
 
-async def test_a_gap_past_retained_history_is_given_up_once() -> None:
+async def test_a_gap_past_retained_history_is_reported_in_line_once() -> None:
     _, sequencer, emitted = await _setup(10, capacity=3)  # only 8..10 retained
     sequencer.accept(_message(2))
     sequencer.accept(_message(10))
     await sequencer.idle()
-    assert emitted == [2, 8, 9, 10]
+    assert emitted == [2, (3, 7), 8, 9, 10]
+
+
+async def test_an_outage_longer_than_history_is_reported_before_what_history_kept() -> None:
+    """Issue 29: a node cut from Redis while the room said more than it keeps delivered the
+    kept messages after a silent jump."""
+    broker, sequencer, emitted = await _setup(2, capacity=3)
+    sequencer.track(ROOM, (await broker.history(ROOM, 1)).epoch, 2)
+    for _ in range(8):  # 3..10 said meanwhile; only 8..10 kept
+        await broker.publish_message(ROOM, b'{"seq":', (), 0)
+    sequencer.recover()
+    await sequencer.idle()
+    assert emitted == [(3, 7), 8, 9, 10]
+
+
+async def test_a_gap_no_history_fills_is_reported_before_the_next_message() -> None:
+    broker, sequencer, emitted = await _setup(2)
+    sequencer.accept(_message(1))
+    sequencer.accept(_message(2))
+    sequencer.accept(_message(5))  # 3 and 4 never stored here: history cannot have them
+    await sequencer.idle()
+    assert emitted == [1, 2, (3, 4), 5]
 
 
 async def test_recover_delivers_what_was_said_during_an_outage() -> None:
@@ -74,5 +97,5 @@ async def test_a_history_that_numbered_on_in_a_new_epoch_is_not_delivered_again(
     sequencer.recover()
     await sequencer.idle()
     sequencer.accept(_message(7))
-    assert emitted == [6, 7], "4 and 5 are lost; 1..3 are not delivered twice"
+    assert emitted == [(4, 5), 6, 7], "4 and 5 are lost, and said so; 1..3 not delivered twice"
     assert sequencer.seen(ROOM) == 7

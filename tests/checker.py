@@ -1,0 +1,159 @@
+"""A checker in the style of Jepsen's for one room (issue 29): what the cluster acknowledged,
+what every member was given, and what it was told it missed.
+
+Writers send uniquely numbered texts and record each acknowledgement (the seq the room
+gave it) with its time; a `unavailable` refusal is retried with the same text, as a client
+told "nothing was done, retry" does. Members record every delivery (live or in a resumed
+history) and every loss report: a `room_joined` with `"recovered": false`, or a
+`messages_lost` event. Afterwards, per member:
+
+- lost: acknowledged texts never delivered, acknowledged before the member's last report
+  excused (it was told) — must be none;
+- duplicates: a text delivered twice (a retried send stored twice, or a repeat) — none;
+- disorder: deliveries whose seq goes backwards within one epoch — none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from node.client import ChatClient, ClientClosed, SendFailed
+
+QUIET_TIMEOUT = 30.0  # how long members may take to catch up after the writers stopped
+
+
+@dataclass
+class Member:
+    client: ChatClient
+    deliveries: list[tuple[str, int, str]] = field(default_factory=list)  # epoch, seq, text
+    reports: list[float] = field(default_factory=list)  # when it was told of a loss
+    epoch: str = ""
+
+    async def record(self) -> None:
+        async for event in self.client.events():
+            kind = event["type"]
+            if kind == "room_joined":
+                self.epoch = event["epoch"]
+                if event.get("recovered") is False:
+                    self.reports.append(time.monotonic())
+            elif kind == "messages_lost":
+                self.reports.append(time.monotonic())
+            elif kind == "message":
+                self.deliveries.append((self.epoch, event["seq"], event["text"]))
+
+    def delivered(self) -> set[str]:
+        return {text for _, _, text in self.deliveries}
+
+
+@dataclass
+class Writer:
+    client: ChatClient
+    name: str
+    acks: list[tuple[str, float]] = field(default_factory=list)  # text, when acknowledged
+    refusals: Counter[str] = field(default_factory=Counter)
+
+    async def write(self, stop: asyncio.Event, interval: float) -> None:
+        number = 0
+        while not stop.is_set():
+            number += 1
+            text = f"{self.name}-{number}"
+            while not stop.is_set():
+                try:
+                    await self.client.send(text, timeout=5.0)
+                    self.acks.append((text, time.monotonic()))
+                    break
+                except (SendFailed, TimeoutError) as refused:
+                    self.refusals[str(refused).split(":")[0]] += 1
+                    await asyncio.sleep(interval)
+                except ClientClosed:
+                    return
+            await asyncio.sleep(interval)
+
+    def longest_wait(self, started: float) -> float:
+        """The longest time without an acknowledgement (from `started`)."""
+        times = [started, *(when for _, when in self.acks)]
+        return max(later - earlier for earlier, later in zip(times, times[1:], strict=False))
+
+
+@dataclass
+class Verdict:
+    lost: dict[str, list[str]]
+    duplicates: dict[str, list[str]]
+    disorder: dict[str, int]
+    reported: dict[str, int]  # loss reports each member got
+    acknowledged: int
+    unavailable_s: float
+    refusals: Counter[str]
+
+    @property
+    def valid(self) -> bool:
+        return not (any(self.lost.values()) or any(self.duplicates.values())
+                    or any(self.disorder.values()))
+
+
+def check(members: dict[str, Member], writers: list[Writer], started: float) -> Verdict:
+    acks = [ack for writer in writers for ack in writer.acks]
+    lost, duplicates, disorder = {}, {}, {}
+    for name, member in members.items():
+        told = max(member.reports, default=float("-inf"))
+        delivered = member.delivered()
+        lost[name] = [text for text, when in acks if text not in delivered and when > told]
+        counts = Counter(text for _, _, text in member.deliveries)
+        duplicates[name] = [text for text, count in counts.items() if count > 1]
+        disorder[name] = sum(1 for (e1, s1, _), (e2, s2, _) in
+                             zip(member.deliveries, member.deliveries[1:], strict=False)
+                             if e1 == e2 and s2 <= s1)
+    refusals: Counter[str] = Counter()
+    for writer in writers:
+        refusals.update(writer.refusals)
+    reported = {name: len(member.reports) for name, member in members.items()}
+    return Verdict(lost, duplicates, disorder, reported, len(acks),
+                   max(writer.longest_wait(started) for writer in writers), refusals)
+
+
+async def quiesce(members: dict[str, Member], writers: list[Writer]) -> None:
+    """Wait until every member holds every acknowledged text or was told of a loss after it,
+    for at most QUIET_TIMEOUT."""
+    deadline = time.monotonic() + QUIET_TIMEOUT
+    while time.monotonic() < deadline:
+        verdict = check(members, writers, 0.0)
+        if not any(verdict.lost.values()):
+            return
+        await asyncio.sleep(0.2)
+
+
+async def run_workload(member_urls: dict[str, str], writer_urls: list[str], room: str,
+                       fault: Any, interval: float = 0.05) -> Verdict:
+    """Members join, writers write while `fault()` (a coroutine function) plays its
+    schedule, then the writers stop, members catch up, and the checker rules."""
+    members = {name: Member(ChatClient(url, name, room)) for name, url in member_urls.items()}
+    writers = [Writer(ChatClient(url, f"w{n}", room), f"w{n}")
+               for n, url in enumerate(writer_urls)]
+    recorders: list[asyncio.Task[None]] = []
+    try:
+        for member in members.values():
+            await member.client.start()
+            recorders.append(asyncio.create_task(member.record()))
+        for writer in writers:
+            await writer.client.start()
+        stop, started = asyncio.Event(), time.monotonic()
+        writing = [asyncio.create_task(w.write(stop, interval)) for w in writers]
+        try:
+            await fault()
+        finally:
+            stop.set()
+            await asyncio.gather(*writing)
+        await quiesce(members, writers)
+        return check(members, writers, started)
+    finally:
+        for client in [*(m.client for m in members.values()), *(w.client for w in writers)]:
+            await client.close()
+        for recorder in recorders:
+            recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recorder

@@ -1,0 +1,96 @@
+"""Network faults between hosts (issue 29): Redis and each node on a network namespace of its
+own (tests/fault_net.py), links cut with nftables, a workload under the checker
+(tests/checker.py): no acknowledged message may be lost without its members being told,
+none delivered twice, none out of order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.processes import Children, Service, redis_url, start_node, start_redis, stop_all
+from gateway.tokens import new_secret
+from tests.checker import Verdict, run_workload
+from tests.conftest import unlimited_flags
+from tests.fault_net import Host, Network, harness_leftovers
+
+if os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("nft")):
+    pytest.skip("network namespaces need root, iproute2 and nftables", allow_module_level=True)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+REDIS_PORT = 6379
+NODE_PORT = 8000
+
+
+@dataclass
+class Hosts:
+    """A single Redis and two nodes, each on a host of its own."""
+
+    net: Network
+    redis: Host
+    nodes: list[Host]
+    node_services: list[Service]
+
+    def ws_url(self, index: int) -> str:
+        return f"ws://{self.nodes[index].address}:{NODE_PORT}/ws"
+
+
+@pytest.fixture
+def hosts(tmp_path: Path) -> Iterator[Hosts]:
+    children = Children()
+    with Network() as net:
+        try:
+            redis_host = net.add_host("redis")
+            nodes = [net.add_host(f"node{n}") for n in (1, 2)]
+            password = new_secret()
+            start_redis(tmp_path, REDIS_PORT, password, children, host=redis_host.address,
+                        wrap=redis_host.argv)
+            url = redis_url(REDIS_PORT, password, redis_host.address)
+            services = [start_node(tmp_path, host.name, url,
+                                   unlimited_flags(),
+                                   port=NODE_PORT, children=children, host=host.address,
+                                   wrap=host.argv)
+                        for host in nodes]
+            yield Hosts(net, redis_host, nodes, services)
+        finally:
+            services = children.stop()
+            for service in services:
+                if service.running:  # a paused one must be let go to stop
+                    service.signal(signal.SIGCONT)
+            stop_all(services, signal.SIGTERM, 15.0)
+    assert not [name for name in harness_leftovers() if str(os.getpid()) in name]
+
+
+def _report(verdict: Verdict) -> str:
+    def counts(by_member: dict[str, list[str]]) -> dict[str, int]:
+        return {name: len(texts) for name, texts in by_member.items() if texts}
+
+    return (f"acknowledged {verdict.acknowledged}, lost unreported {counts(verdict.lost)}, "
+            f"duplicates {counts(verdict.duplicates)}, disorder {verdict.disorder}, longest "
+            f"without an acknowledgement {verdict.unavailable_s:.1f} s, refusals "
+            f"{dict(verdict.refusals)}, reported {verdict.reported}")
+
+
+async def test_a_node_cut_from_redis_and_healed_loses_nothing_silently(hosts: Hosts) -> None:
+    """Issue 29: the members on a node cut from Redis for 8 s silently lost the messages
+    the other node's writer had acknowledged meanwhile."""
+
+    async def cut_node1_from_redis() -> None:
+        await asyncio.sleep(3)
+        hosts.net.cut(hosts.nodes[0], hosts.redis)
+        await asyncio.sleep(8)
+        hosts.net.heal()
+        await asyncio.sleep(6)
+
+    members = {f"m{n}": hosts.ws_url(0) for n in range(6)} | {"far": hosts.ws_url(1)}
+    verdict = await run_workload(members, [hosts.ws_url(1)], "split", cut_node1_from_redis)
+    print(_report(verdict))
+    assert verdict.acknowledged > 100
+    assert verdict.valid, _report(verdict)
