@@ -102,7 +102,10 @@ class Broker(Protocol):
         messages it had published (a Redis failover that lost the newest writes) numbers on
         above it, in a new epoch whose history starts with this message: no seq ever names
         two messages (members would drop the second as a duplicate), and a resume across
-        the loss is not called recovered."""
+        the loss is not called recovered.
+
+        Raises `node.errors.OutcomeUnknown` when the publish was sent and no answer came:
+        it may have been stored (it will not be later)."""
         ...
 
     async def history(self, room: str, limit: int, after: int | None = None,

@@ -11,12 +11,16 @@ import uuid
 from collections.abc import Sequence
 
 from redis.asyncio import RedisCluster
+from redis.exceptions import RedisError
 
 from node import envelope
 from node.broker import BrokerEvents, BudgetSpent, HistoryWindow
+from node.errors import OutcomeUnknown, Unavailable
 from node.ratelimit import Budget
 from node.redis_connection import Endpoint
-from node.redis_support import LUA_BUDGET, RedisKeys, connect, publish_command, translate_errors
+from node.redis_support import (
+    COMMAND_TIMEOUT, LUA_BUDGET, RedisKeys, connect, publish_command, translate_errors,
+)
 from node.script_pipeline import ScriptPipeline
 from node.subscriber_cluster import ShardedSubscriber
 from node.subscriber_redis import ChannelSubscriber, Subscriber
@@ -25,10 +29,14 @@ log = logging.getLogger("node.broker")
 
 # KEYS: seq, history, epoch, history bytes (one slot: the room's). ARGV: message template,
 # history capacity, channel, room, a fresh epoch, publish command, the newest seq the node
-# saw, history capacity in bytes. Assigns the next seq, closes the template with it, stores
-# it (the oldest going past either capacity, the newest always kept) and publishes its
-# envelope (node.envelope) atomically. Returns the seq.
+# saw, history capacity in bytes, the deadline (ms since the epoch). Assigns the next seq,
+# closes the template with it, stores it (the oldest going past either capacity, the newest
+# always kept) and publishes its envelope (node.envelope) atomically. Returns the seq, or -1
+# (nothing done) when it runs past its deadline: a request held up in the network lands
+# after its node gave up on it, and must not be stored then (its sender was told otherwise).
 PUBLISH_MESSAGE = envelope.LUA + """
+local clock = redis.call('TIME')
+if tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000 > tonumber(ARGV[9]) then return -1 end
 local seq = redis.call('INCR', KEYS[1])
 if seq <= tonumber(ARGV[7]) then  -- Redis lost messages the node saw: a new incarnation,
   seq = tonumber(ARGV[7]) + 1     -- whose history starts here (what survived has a gap)
@@ -95,6 +103,10 @@ return {redis.call('GET', KEYS[3]), last, first, (from and from > first) and 1 o
 """
 
 SLICES = 8  # a node takes a budget from Redis an eighth of its limit at a time
+# Seconds a publish may take to reach Redis; later, the script refuses it. A second short of
+# the node's own wait (COMMAND_TIMEOUT), so that with node and Redis clocks within a second
+# of each other, nothing lands after the node answered its sender.
+PUBLISH_DEADLINE = COMMAND_TIMEOUT - 1.0
 
 
 class Ledger:
@@ -216,18 +228,31 @@ class RedisBroker:
         try:
             if asks:
                 grants = await self._take(asks)
-            return int(await self._scripts.run(
-                self._publish_message,
-                [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room),
-                 self._keys.history_bytes(room)],
-                [template, self._capacity, self._keys.channel(room), room, self._fresh_epoch(),
-                 self._publish, seen, self._capacity_bytes]))
+            return await self._publish_fenced(room, template, seen)
         except BaseException:
             self._ledger.refund(charged)
             raise
         finally:
             for (key, _, take), granted_now in zip(asks, grants, strict=True):
                 self._ledger.settle(key, take, granted_now)
+
+    async def _publish_fenced(self, room: str, template: bytes, seen: int) -> int:
+        """Run the publish script with a deadline: an answer is the truth, and so is no answer
+        past the deadline (the script will not run any more), but without an answer the
+        outcome is unknown (`OutcomeUnknown`)."""
+        deadline = int(time.time() * 1000 + PUBLISH_DEADLINE * 1000)
+        try:
+            seq = int(await self._scripts.run(
+                self._publish_message,
+                [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room),
+                 self._keys.history_bytes(room)],
+                [template, self._capacity, self._keys.channel(room), room, self._fresh_epoch(),
+                 self._publish, seen, self._capacity_bytes, deadline]))
+        except (RedisError, OSError) as exc:
+            raise OutcomeUnknown(f"no answer to a publish: {exc}") from exc
+        if seq < 0:
+            raise Unavailable("the publish reached Redis past its deadline; nothing was stored")
+        return seq
 
     async def _take(self, asks: list[tuple[str, Budget, int]]) -> list[int]:
         """Take slices of the budgets from Redis: what each granted, or BudgetSpent."""

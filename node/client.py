@@ -161,7 +161,9 @@ class ChatClient:
         """Send one message and return its seq once the room stored it.
 
         Across a reconnect the message is looked up in the resumed history by its `ref` and
-        sent again only if it is not there. Raises `SendFailed` when the server refuses it.
+        sent again only if it is not there; so is a message the server could not say it
+        stored (`unknown_outcome`: the client reconnects to find out). Raises `SendFailed`
+        when the server refuses it.
         """
         async with self._send_lock, asyncio.timeout(timeout):
             pending = _Pending(uuid.uuid4().hex[:16], text,
@@ -265,6 +267,10 @@ class ChatClient:
             self.name = self._rename(self.name)
             self._events.put_nowait(event)
             await ws.close()  # not authenticated: connect again as the same user, renamed
+        elif (kind == "error" and event["code"] == "unknown_outcome"
+              and self._pending is not None):
+            self._events.put_nowait(event)
+            await ws.close()  # the resume tells: its ref in history, or it is sent again
         elif kind == "error" and self._pending is not None:
             self._settle(error=SendFailed(event["code"], event["message"]))
         elif kind == "error" and event["code"] == "unavailable" and not self._joined.is_set():

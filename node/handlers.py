@@ -18,7 +18,7 @@ from node.background import Background
 from node.broker import Broker, BudgetSpent
 from node.config import Settings, jwt_verifier
 from node.directory import Directory
-from node.errors import Unavailable
+from node.errors import OutcomeUnknown, Unavailable
 from node.heartbeat import now_ms
 from node.history_snapshots import HistorySnapshots, Snapshot
 from node.hub import Hub
@@ -382,6 +382,11 @@ class Handlers:
             raise ChatError(ErrorCode.RATE_LIMITED,
                             f"Too many messages from this {spent.budget.kind}; this one was "
                             "dropped") from None
+        except OutcomeUnknown as unknown:
+            log.warning("session=%s publish outcome unknown: %s", session.id, unknown)
+            raise ChatError(ErrorCode.UNKNOWN_OUTCOME, "No answer from the chat state: the "
+                            "message may have been stored. Resume (join with since) and look "
+                            "for its ref before sending it again") from None
         self._metrics.published += 1
         self._metrics.publish_seconds.observe(time.perf_counter() - started)
 

@@ -39,6 +39,7 @@ class ErrorCode(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     INVALID_TOKEN = "invalid_token"
     UNAVAILABLE = "unavailable"
+    UNKNOWN_OUTCOME = "unknown_outcome"
     ROOM_LIMIT = "room_limit"
     AUTH_FAILED = "auth_failed"
     FORBIDDEN = "forbidden"

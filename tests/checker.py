@@ -24,6 +24,9 @@ from typing import Any
 
 from node.client import ChatClient, ClientClosed, SendFailed
 
+# A writer waits longer than a node waits for Redis (node.redis_support.COMMAND_TIMEOUT):
+# what it is told decides, not its own patience.
+SEND_TIMEOUT = 15.0
 QUIET_TIMEOUT = 30.0  # how long members may take to catch up after the writers stopped
 
 
@@ -64,7 +67,7 @@ class Writer:
             text = f"{self.name}-{number}"
             while not stop.is_set():
                 try:
-                    await self.client.send(text, timeout=5.0)
+                    await self.client.send(text, timeout=SEND_TIMEOUT)
                     self.acks.append((text, time.monotonic()))
                     break
                 except (SendFailed, TimeoutError) as refused:

@@ -226,6 +226,9 @@ const handlers = {
       return setTimeout(() => chat.backfill &&
                         send({type: "history", before: chat.backfill[0].seq}), 1000);
     }
+    if (event.code === "unknown_outcome" && chat.pending.size) {  // stored or not: the
+      return chat.ws.close();  // resume's history tells, and what is not there is sent again
+    }
     notice(`${event.code}: ${event.message}`);
     if (event.code === "name_taken" || event.code === "invalid_name") pickAnotherName();
   },

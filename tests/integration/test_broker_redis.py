@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis.asyncio as aioredis
 
+from node import broker_redis
 from node.broker import BudgetSpent
 from node.broker_redis import RedisBroker
+from node.errors import OutcomeUnknown, Unavailable
 from node.ratelimit import Budget
 from tests.broker_events import Recorder
 
@@ -78,3 +81,34 @@ async def test_a_budget_holds_across_nodes_within_one_slice_per_node(redis_url,
     finally:
         await here.close()
         await there.close()
+
+
+async def test_a_publish_reaching_redis_past_its_deadline_stores_nothing(
+        redis_url, redis_prefix, monkeypatch) -> None:
+    """A publish held up in the network must not land after its node answered its sender."""
+    broker = await started(redis_url, redis_prefix)
+    try:
+        assert await broker.publish_message("r", b'{"n":', (), 0) == 1
+        monkeypatch.setattr(broker_redis, "PUBLISH_DEADLINE", -1.0)  # as if a second late
+        with pytest.raises(Unavailable) as refused:
+            await broker.publish_message("r", b'{"n":', (), 0)
+        assert not isinstance(refused.value, OutcomeUnknown), "an answer: nothing was stored"
+        window = await broker.history("r", 100)
+        assert window.seq == 1 and len(window.messages) == 1
+    finally:
+        await broker.close()
+
+
+async def test_a_publish_without_an_answer_is_of_unknown_outcome(redis_url, redis_prefix,
+                                                                  monkeypatch) -> None:
+    broker = await started(redis_url, redis_prefix)
+
+    async def no_answer(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise TimeoutError("no reply")
+
+    try:
+        monkeypatch.setattr(broker._scripts, "run", no_answer)
+        with pytest.raises(OutcomeUnknown):
+            await broker.publish_message("r", b'{"n":', (), 0)
+    finally:
+        await broker.close()

@@ -94,3 +94,24 @@ async def test_a_node_cut_from_redis_and_healed_loses_nothing_silently(hosts: Ho
     print(_report(verdict))
     assert verdict.acknowledged > 100
     assert verdict.valid, _report(verdict)
+
+
+async def test_a_writer_on_a_node_cut_from_redis_is_never_told_unavailable_for_a_stored_send(
+        hosts: Hosts) -> None:
+    """Issue 29: sends the cut node answered `unavailable` ("nothing was done, retry") were
+    stored after the heal; the writer, retrying as told, stored them twice. Now a publish
+    without an answer is `unknown_outcome` (the script refuses to run past its deadline, so
+    history tells the truth once it answers), and the client library resumes to find out."""
+
+    async def cut_node1_from_redis() -> None:
+        await asyncio.sleep(2)
+        hosts.net.cut(hosts.nodes[0], hosts.redis)
+        await asyncio.sleep(8)
+        hosts.net.heal()
+        await asyncio.sleep(6)
+
+    members = {"near": hosts.ws_url(0), "far": hosts.ws_url(1)}
+    verdict = await run_workload(members, [hosts.ws_url(0)], "fenced", cut_node1_from_redis)
+    print(_report(verdict))
+    assert verdict.unavailable_s > 4, "the writer was held up while cut off"
+    assert verdict.valid, _report(verdict)
