@@ -157,7 +157,8 @@ class Handlers:
 
     async def _release_name(self, forms: tuple[str, ...]) -> None:
         try:
-            await self._presence.release_name(forms)
+            async with self._hub.presence_gate.write():
+                await self._presence.release_name(forms)
         except Unavailable as exc:  # the next resync writes the node's names afresh
             log.warning("name not released: %s", exc)
 
@@ -199,7 +200,9 @@ class Handlers:
         if RESERVED_FORMS.intersection(forms):
             raise ChatError(ErrorCode.NAME_TAKEN, f"{DEFAULT_NAME!r} is the name of users "
                             "without one; choose another")
-        if await self._presence.claim_name(forms, user_id) is not None:
+        async with self._hub.presence_gate.write():
+            holder = await self._presence.claim_name(forms, user_id)
+        if holder is not None:
             raise ChatError(ErrorCode.NAME_TAKEN,
                             f"{name!r}, or a name that looks like it, is in use; choose another")
         session.holds_name = True
@@ -263,8 +266,9 @@ class Handlers:
         session.hold()  # the room's events wait until room_joined has gone out
         try:
             await self._hub.add(room, session)  # subscribed before the snapshot is taken
-            joined = await self._presence.join(room, member, exclude=session.id,
-                                               address=session.address)
+            async with self._hub.presence_gate.write():
+                joined = await self._presence.join(room, member, exclude=session.id,
+                                                   address=session.address)
         except (Unavailable, RoomLimit) as refused:
             session.room = None
             session.release(0, 0)
@@ -358,7 +362,8 @@ class Handlers:
         if self._hub.has_member(room, member.id):
             return
         try:
-            await self._presence.leave(room, member)
+            async with self._hub.presence_gate.write():
+                await self._presence.leave(room, member)
         except Unavailable as exc:
             log.warning("%s left %s unannounced: %s", member.id, room, exc)
 

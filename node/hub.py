@@ -13,6 +13,7 @@ from node.envelope import UNSEQUENCED, Publication
 from node.metrics import Metrics
 from node.presence import Member
 from node.protocol import MessagesLost, encode
+from node.resync_gate import ResyncGate
 from node.room_counts import RoomCounts
 from node.sequencer import Sequencer
 from node.session import Session
@@ -47,6 +48,7 @@ class Hub:
         # (display name, user id) of names kept for users that dropped, until their grace ends
         self._reserved_names: Counter[tuple[str, str]] = Counter()
         self._subscription_lock = asyncio.Lock()
+        self.presence_gate = ResyncGate()  # this node's presence writes, and its resyncs
         self._empty = asyncio.Event()
 
     def connect(self, session: Session) -> None:

@@ -31,7 +31,8 @@ class Liveness:
 
     async def resync(self) -> None:
         """Write this node's members into presence again (after a reconnect or a lapse)."""
-        await self._presence.resync(self._hub.held(), names.held(self._hub.named()))
+        async with self._hub.presence_gate.resync():  # no leave lands in between
+            await self._presence.resync(self._hub.held(), names.held(self._hub.named()))
 
     async def run(self) -> None:
         """Tick until `stop`; stopped by a flag because redis-py can swallow a cancel. A

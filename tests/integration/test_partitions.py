@@ -9,6 +9,7 @@ import asyncio
 import os
 import shutil
 import signal
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from gateway.processes import Children, Service, redis_url, start_node, start_redis, stop_all
 from gateway.tokens import new_secret
+from node.client import ChatClient
 from tests.checker import Verdict, run_workload
 from tests.conftest import unlimited_flags
 from tests.fault_net import Host, Network, harness_leftovers
@@ -115,3 +117,50 @@ async def test_a_writer_on_a_node_cut_from_redis_is_never_told_unavailable_for_a
     print(_report(verdict))
     assert verdict.unavailable_s > 4, "the writer was held up while cut off"
     assert verdict.valid, _report(verdict)
+
+
+async def _snapshot(url: str, room: str) -> set[str]:
+    """The member names a fresh joiner is given."""
+    async with ChatClient(url, f"look{uuid.uuid4().hex[:6]}", room) as looker:
+        return set(looker.members.values()) - {looker.name}
+
+
+def _named(client: ChatClient) -> set[str]:
+    """Who a member's list holds, but the lookers of `_snapshot`."""
+    return {name for name in client.members.values() if not name.startswith("look")}
+
+
+@pytest.mark.timeout(120)
+async def test_presence_converges_after_a_node_paused_past_its_ttl_resumes(hosts: Hosts) -> None:
+    """Issue 29: members who left while a node was frozen (SIGSTOP) beyond its 10 s TTL, and
+    one who left right after it resumed, were still listed 26 s later, on both nodes and in
+    fresh snapshots."""
+    room, frozen = "frozen", hosts.node_services[0]
+    stay = ChatClient(hosts.ws_url(1), "stay", room)
+    others = {name: ChatClient(hosts.ws_url(0), name, room) for name in ("a", "b", "c", "d")}
+    try:
+        await stay.start()
+        for client in others.values():
+            await client.start()
+        frozen.signal(signal.SIGSTOP)
+        try:  # they leave the frozen node: it reads their closes when it wakes
+            leaving = [asyncio.create_task(others.pop(name).close()) for name in ("a", "b")]
+            await asyncio.sleep(16.5)
+        finally:
+            frozen.signal(signal.SIGCONT)
+        await others.pop("c").close()  # right after the resume
+        await asyncio.gather(*leaving)
+        expected = {"stay", "d"}
+        deadline = asyncio.get_running_loop().time() + 10.0  # the TTL
+        while True:
+            views = {"node1": await _snapshot(hosts.ws_url(0), room),
+                     "node2": await _snapshot(hosts.ws_url(1), room),
+                     "stay": _named(stay), "d": _named(others["d"])}
+            if all(view == expected for view in views.values()):
+                break
+            assert asyncio.get_running_loop().time() < deadline, views
+            await asyncio.sleep(0.5)
+    finally:
+        await stay.close()
+        for client in others.values():
+            await client.close()
