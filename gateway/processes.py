@@ -96,6 +96,7 @@ class Service:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    host: str = LOOPBACK  # the address it listens on (another in a fault test's namespace)
 
     @property
     def running(self) -> bool:
@@ -199,7 +200,7 @@ class Children:
         self.stopping = threading.Event()
 
     def spawn(self, name: str, argv: list[str], port: int, log_path: Path,
-              env: dict[str, str] | None = None) -> Service:
+              env: dict[str, str] | None = None, host: str = LOOPBACK) -> Service:
         """Start a process, unless the launcher is stopping (then `Stopped`)."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock, log_path.open("ab") as log:
@@ -212,7 +213,7 @@ class Children:
                 start_new_session=True, env={**os.environ, **(env or {})},
                 preexec_fn=die_with_launcher(os.getpid()),
             )
-            service = Service(name, process, port, log_path)
+            service = Service(name, process, port, log_path, host)
             self._services.append(service)
             return service
 
@@ -279,8 +280,12 @@ def as_is(argv: list[str]) -> list[str]:
     return argv
 
 
-def redis_config_path(run_dir: Path, port: int) -> Path:
-    return run_dir / f"redis-{port}" / "redis.conf"
+def _redis_name(port: int, host: str) -> str:
+    return f"redis-{port}" if host == LOOPBACK else f"redis-{host}-{port}"
+
+
+def redis_config_path(run_dir: Path, port: int, host: str = LOOPBACK) -> Path:
+    return run_dir / _redis_name(port, host) / "redis.conf"
 
 
 def start_redis(run_dir: Path, port: int | None = None, password: str | None = None,
@@ -292,7 +297,7 @@ def start_redis(run_dir: Path, port: int | None = None, password: str | None = N
     run it inside a network namespace)."""
     children = children or Children()
     port = port or free_port()
-    config = redis_config_path(run_dir, port)
+    config = redis_config_path(run_dir, port, host)
     data_dir = config.parent
     data_dir.mkdir(parents=True, exist_ok=True)
     config.touch(mode=0o600)
@@ -301,7 +306,8 @@ def start_redis(run_dir: Path, port: int | None = None, password: str | None = N
     argv = [find_binary("redis-server", "redis-server"), str(config), "--port", str(port),
             "--bind", host, "--save", "", "--appendonly", "no", "--dir", str(data_dir),
             "--daemonize", "no", "--protected-mode", "yes"]
-    service = children.spawn("redis", wrap(argv), port, run_dir / f"redis-{port}.log")
+    service = children.spawn("redis", wrap(argv), port,
+                             run_dir / f"{_redis_name(port, host)}.log", host=host)
     wait_until(service, lambda: redis_pong(port, password, host), stopping=children.stopping)
     return service
 
@@ -319,7 +325,7 @@ def start_node(run_dir: Path, node_id: str, redis: str | None, args: list[str],
             "--node-id", node_id,
             *(["--unix-socket", str(unix_socket)] if unix_socket else []), *args]
     env = {**(env or {}), **({"CHAT_REDIS_URL": redis} if redis else {})}
-    service = children.spawn(node_id, wrap(argv), port, run_dir / f"{node_id}.log", env)
+    service = children.spawn(node_id, wrap(argv), port, run_dir / f"{node_id}.log", env, host)
     wait_until(service, lambda: http_ok(f"http://{host}:{port}/readyz"),
                stopping=children.stopping)
     return service

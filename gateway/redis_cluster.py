@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.processes import (
-    LOOPBACK, Children, Service, find_binary, free_port, redis_url, start_redis, wait_until,
+    LOOPBACK, Children, Service, Wrap, find_binary, free_port, redis_url, start_redis,
+    wait_until,
 )
 
+CLUSTER_PORT = 6379  # each node's port when every node has a host (an address) of its own
 BUS_OFFSET = 10000  # a cluster node also listens on its port + 10000 for the cluster bus
 MIN_SHARDS = 3  # redis-cli --cluster create refuses fewer primaries
 NODE_TIMEOUT_MS = 2000  # a primary unreachable this long is failed over to its replica
@@ -28,17 +30,17 @@ class RedisCluster:
     @property
     def seed_url(self) -> str:
         """What `--redis-url` names in cluster mode: any node, from which clients learn all."""
-        return redis_url(self.nodes[0].port, self.password)
+        return redis_url(self.nodes[0].port, self.password, self.nodes[0].host)
 
     def info(self, service: Service) -> dict[str, str]:
-        return cluster_info(service.port, self.password)
+        return cluster_info(service, self.password)
 
     def role(self, service: Service) -> str:
         """"master" or "slave", as the node itself says."""
-        return _cli(service.port, self.password, "role").split("\n", 1)[0].strip()
+        return _cli(service, self.password, "role").split("\n", 1)[0].strip()
 
     def cli(self, service: Service, *command: str) -> str:
-        return _cli(service.port, self.password, *command)
+        return _cli(service, self.password, *command)
 
     def owner(self, slot: int) -> Service:
         """The running primary that serves `slot`, as the cluster says now."""
@@ -48,8 +50,8 @@ class RedisCluster:
             for line in self.cli(service, "cluster", "nodes").splitlines():
                 _, address, flags, _, _, _, _, _, *ranges = line.split()
                 if "master" in flags and "fail" not in flags and _covers(ranges, slot):
-                    port = int(address.split("@")[0].rsplit(":", 1)[1])
-                    return next(n for n in self.nodes if n.port == port)
+                    endpoint = address.split("@")[0]
+                    return next(n for n in self.nodes if f"{n.host}:{n.port}" == endpoint)
         raise LookupError(f"no primary serves slot {slot}")
 
     def node_id(self, service: Service) -> str:
@@ -63,15 +65,14 @@ class RedisCluster:
         self.cli(target, "cluster", "setslot", str(slot), "importing", source_id)
         self.cli(source, "cluster", "setslot", str(slot), "migrating", target_id)
         while keys := self.cli(source, "cluster", "getkeysinslot", str(slot), "100").split():
-            self.cli(source, "migrate", LOOPBACK, str(target.port), "", "0", "5000",
+            self.cli(source, "migrate", target.host, str(target.port), "", "0", "5000",
                      "auth", self.password, "keys", *keys)
         for service in (target, source):
             self.cli(service, "cluster", "setslot", str(slot), "node", target_id)
 
     def replicas_synced(self) -> int:
         """Replicas whose link to their primary is up."""
-        return sum("master_link_status:up" in _cli(node.port, self.password, "info",
-                                                   "replication")
+        return sum("master_link_status:up" in _cli(node, self.password, "info", "replication")
                    for node in self.nodes if node.running)
 
 
@@ -103,34 +104,43 @@ def free_cluster_port() -> int:
             return port
 
 
-def _cli(port: int, password: str, *command: str) -> str:
+def _cli(service: Service, password: str, *command: str) -> str:
     """A redis-cli command's output (the password in its environment, never its argv)."""
     done = subprocess.run(
-        [find_binary("redis-cli", "redis-tools"), "-h", LOOPBACK, "-p", str(port), *command],
+        [find_binary("redis-cli", "redis-tools"), "-h", service.host, "-p", str(service.port),
+         *command],
         env={**os.environ, "REDISCLI_AUTH": password}, capture_output=True, text=True,
         timeout=30)
     return done.stdout
 
 
-def cluster_info(port: int, password: str) -> dict[str, str]:
-    """CLUSTER INFO of the node on `port` as a dict (empty when it does not answer)."""
-    pairs = (line.split(":", 1) for line in _cli(port, password, "cluster", "info").split())
+def cluster_info(service: Service, password: str) -> dict[str, str]:
+    """CLUSTER INFO of the node as a dict (empty when it does not answer)."""
+    pairs = (line.split(":", 1) for line in _cli(service, password, "cluster", "info").split())
     return {key: value for key, *rest in pairs for value in rest}
 
 
 def start_redis_cluster(run_dir: Path, shards: int, password: str,
-                        children: Children, extra: Sequence[str] = ()) -> RedisCluster:
+                        children: Children, extra: Sequence[str] = (),
+                        hosts: Sequence[tuple[str, Wrap]] = ()) -> RedisCluster:
     """Start 2 × `shards` nodes (with the `extra` config lines), create the cluster (a
-    replica for each primary) and return once every node says the cluster is ok."""
+    replica for each primary) and return once every node says the cluster is ok. On loopback
+    ports, or with `hosts` (address and command wrapper each) one node per host, on
+    CLUSTER_PORT (the fault tests' namespaces)."""
     settings = ["cluster-enabled yes", f"masterauth {password}",
                 f"cluster-node-timeout {NODE_TIMEOUT_MS}",
                 "cluster-require-full-coverage no",  # other shards serve through a failover
                 *extra]
-    nodes = [start_redis(run_dir, free_cluster_port(), password, children, settings)
-             for _ in range(2 * shards)]
+    if hosts:
+        assert len(hosts) == 2 * shards, "a host for each primary and each replica"
+        nodes = [start_redis(run_dir, CLUSTER_PORT, password, children, settings, address,
+                             wrap) for address, wrap in hosts]
+    else:
+        nodes = [start_redis(run_dir, free_cluster_port(), password, children, settings)
+                 for _ in range(2 * shards)]
     create = subprocess.run(
         [find_binary("redis-cli", "redis-tools"), "--cluster", "create",
-         *(f"{LOOPBACK}:{node.port}" for node in nodes), "--cluster-replicas", "1",
+         *(f"{node.host}:{node.port}" for node in nodes), "--cluster-replicas", "1",
          "--cluster-yes"],
         env={**os.environ, "REDISCLI_AUTH": password}, capture_output=True, text=True,
         timeout=60)

@@ -11,13 +11,13 @@ import uuid
 from collections.abc import Sequence
 
 from redis.asyncio import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from node import envelope
 from node.broker import BrokerEvents, BudgetSpent, HistoryWindow
 from node.errors import OutcomeUnknown, Unavailable
 from node.ratelimit import Budget
-from node.redis_connection import Endpoint
+from node.redis_connection import Endpoint, NotSent
 from node.redis_support import (
     COMMAND_TIMEOUT, LUA_BUDGET, RedisKeys, connect, publish_command, translate_errors,
 )
@@ -239,7 +239,8 @@ class RedisBroker:
     async def _publish_fenced(self, room: str, template: bytes, seen: int) -> int:
         """Run the publish script with a deadline: an answer is the truth, and so is no answer
         past the deadline (the script will not run any more), but without an answer the
-        outcome is unknown (`OutcomeUnknown`)."""
+        outcome is unknown (`OutcomeUnknown`). A publish that never left the node, or that
+        Redis refused (out of memory), stored nothing: `Unavailable`."""
         deadline = int(time.time() * 1000 + PUBLISH_DEADLINE * 1000)
         try:
             seq = int(await self._scripts.run(
@@ -247,7 +248,9 @@ class RedisBroker:
                 [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room),
                  self._keys.history_bytes(room)],
                 [template, self._capacity, self._keys.channel(room), room, self._fresh_epoch(),
-                 self._publish, seen, self._capacity_bytes, deadline]))
+                 self._publish, seen, self._capacity_bytes, deadline], repeatable=False))
+        except (ResponseError, NotSent) as exc:
+            raise Unavailable(f"the publish was refused or never sent: {exc}") from exc
         except (RedisError, OSError) as exc:
             raise OutcomeUnknown(f"no answer to a publish: {exc}") from exc
         if seq < 0:

@@ -100,6 +100,11 @@ def reply_parser() -> hiredis.Reader:
     return hiredis.Reader(protocolError=InvalidResponse, replyError=BaseParser.parse_error)
 
 
+class NotSent(ConnectionError):
+    """The call never left this node: its connection failed before the call was written, so
+    Redis cannot have run it and it may be made again."""
+
+
 async def connect(endpoint: Endpoint, protocol: asyncio.Protocol) -> None:
     """Open a socket to `endpoint` for `protocol`, within the endpoint's connect timeout."""
     loop = asyncio.get_running_loop()
@@ -119,7 +124,7 @@ class PipelinedConnection:
     first use and again after a loss, sending `prologue` after the handshake (SCRIPT LOAD of
     the scripts it runs: an EVALSHA refused as NOSCRIPT would have to run again, out of the
     order the calls were made in). Calls in flight when it is lost fail with
-    ConnectionError; calls unanswered for `timeout` seconds fail with redis-py's TimeoutError (the
+    ConnectionError (`NotSent` for those not yet written); calls unanswered for `timeout` seconds fail with redis-py's TimeoutError (the
     connection is dropped)."""
 
     def __init__(self, endpoint: Endpoint, timeout: float,
@@ -242,8 +247,10 @@ class _Socket(asyncio.Protocol):
                                   + (f": {exc!r}" if exc else "")))
 
     def drop(self, error: Exception) -> None:
-        """Fail every call waiting here and close the socket; the next call opens another."""
+        """Fail every call waiting here and close the socket; the next call opens another.
+        The newest calls, still in `_outgoing`, were never written: they fail as `NotSent`."""
         self.lost = True
+        unsent = len(self._outgoing)
         waiting, self._waiting, self._outgoing = self._waiting, deque(), []
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -251,9 +258,10 @@ class _Socket(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
             self._transport = None
-        for future in waiting:
+        for index, future in enumerate(waiting):
             if not future.done():
-                future.set_exception(error)
+                future.set_exception(
+                    NotSent(str(error)) if index >= len(waiting) - unsent else error)
 
 
 class PushConnection(asyncio.Protocol):

@@ -15,7 +15,7 @@ from redis.exceptions import (
     AskError, ClusterDownError, ConnectionError, MovedError, NoScriptError, TryAgainError,
 )
 
-from node.redis_connection import Endpoint, PipelinedConnection
+from node.redis_connection import Endpoint, NotSent, PipelinedConnection
 from node.redis_support import COMMAND_TIMEOUT, Client
 
 # Replies of a Redis Cluster's shard that no longer serves the slot (or not yet): the call
@@ -33,7 +33,10 @@ class ScriptPipeline:
     slot; a call the shard no longer serves, or whose connection failed, runs again through
     redis-py's cluster client. On one Redis a call whose connection failed runs once more on
     a fresh one (as redis-py's client would), and a script Redis forgot is sent whole (EVAL)
-    on the same connection, so that the calls keep their order."""
+    on the same connection, so that the calls keep their order. A call that is not
+    `repeatable` (a publish: run twice, it stores the message twice) runs again only if it
+    never left the node (`NotSent`); sent and unanswered, its ConnectionError goes to the
+    caller, for whom the outcome is unknown."""
 
     def __init__(self, redis: Client, scripts: Sequence[AsyncScript]) -> None:
         self._redis = redis
@@ -41,7 +44,8 @@ class ScriptPipeline:
         self._cluster = redis if isinstance(redis, RedisCluster) else None
         self._connections: dict[str, PipelinedConnection] = {}
 
-    async def run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+    async def run(self, script: AsyncScript, keys: list[str], args: list[Any],
+                  repeatable: bool = True) -> Any:
         """The script's reply for this call (one of the scripts the pipeline was made for:
         every fresh connection loads them)."""
         if self._cluster is not None:
@@ -50,7 +54,9 @@ class ScriptPipeline:
             return await self._call(b"EVALSHA", script.sha, keys, args)
         except NoScriptError:
             return await self._call(b"EVAL", script.script, keys, args)
-        except ConnectionError:
+        except ConnectionError as lost:
+            if not (repeatable or isinstance(lost, NotSent)):
+                raise
             if self._cluster is None:  # once more, on a fresh connection
                 return await self._call(b"EVALSHA", script.sha, keys, args)
             reply = await script(keys=keys, args=args)  # reloads the slot map

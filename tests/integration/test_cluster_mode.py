@@ -143,7 +143,8 @@ async def test_a_killed_primary_is_failed_over_and_its_rooms_resume(
             if event["type"] == "message":
                 accepted = event
                 break
-            assert event["code"] == "unavailable", event
+            # refused; or sent to the dead primary before its loss was noticed: unknown
+            assert event["code"] in ("unavailable", "unknown_outcome"), event
             await asyncio.sleep(0.2)
     assert accepted is not None and accepted["seq"] == 2
     assert redis.owner(_slot(room)) is not primary

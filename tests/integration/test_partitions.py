@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from gateway.processes import Children, Service, redis_url, start_node, start_redis, stop_all
+from gateway.redis_cluster import RedisCluster, start_redis_cluster
 from gateway.tokens import new_secret
 from node.client import ChatClient
+from node.redis_support import RedisKeys
 from tests.checker import Verdict, run_workload
 from tests.conftest import unlimited_flags
 from tests.fault_net import Host, Network, harness_leftovers
@@ -29,38 +31,60 @@ if os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("nft")):
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 REDIS_PORT = 6379
 NODE_PORT = 8000
+# Longer than a node takes to notice a silent Redis (about 3.5 s) and than it waits for an
+# answer (COMMAND_TIMEOUT, 5 s); at 20 messages a second, more than a room's history keeps.
+CUT_SECONDS = 6.5
 
 
 @dataclass
 class Hosts:
-    """A single Redis and two nodes, each on a host of its own."""
+    """Redis (one, or a Redis Cluster of 3 primaries and 3 replicas) and two nodes, each on
+    a host of its own."""
 
     net: Network
-    redis: Host
+    redis: list[Host]
     nodes: list[Host]
     node_services: list[Service]
+    cluster: RedisCluster | None = None
 
     def ws_url(self, index: int) -> str:
         return f"ws://{self.nodes[index].address}:{NODE_PORT}/ws"
 
+    def redis_of(self, room: str) -> Host:
+        """The host of the Redis that serves `room` (its shard's primary, in a cluster)."""
+        if self.cluster is None:
+            return self.redis[0]
+        slot = int(self.cluster.cli(self.cluster.nodes[0], "cluster", "keyslot",
+                                    RedisKeys("chat").seq(room)))
+        address = self.cluster.owner(slot).host
+        return next(host for host in self.redis if host.address == address)
 
-@pytest.fixture
-def hosts(tmp_path: Path) -> Iterator[Hosts]:
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def hosts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hosts]:
     children = Children()
     with Network() as net:
         try:
-            redis_host = net.add_host("redis")
-            nodes = [net.add_host(f"node{n}") for n in (1, 2)]
             password = new_secret()
-            start_redis(tmp_path, REDIS_PORT, password, children, host=redis_host.address,
-                        wrap=redis_host.argv)
-            url = redis_url(REDIS_PORT, password, redis_host.address)
+            cluster: RedisCluster | None = None
+            if request.param == "redis-cluster":
+                redis = [net.add_host(f"redis{n}") for n in range(1, 7)]
+                cluster = start_redis_cluster(tmp_path, 3, password, children, hosts=[
+                    (host.address, host.argv) for host in redis])
+                url = cluster.seed_url
+            else:
+                redis = [net.add_host("redis")]
+                start_redis(tmp_path, REDIS_PORT, password, children, host=redis[0].address,
+                            wrap=redis[0].argv)
+                url = redis_url(REDIS_PORT, password, redis[0].address)
+            nodes = [net.add_host(f"node{n}") for n in (1, 2)]
+            cluster_flags = ["--redis-cluster"] if cluster else []
             services = [start_node(tmp_path, host.name, url,
-                                   unlimited_flags(),
+                                   [*unlimited_flags(), *cluster_flags],
                                    port=NODE_PORT, children=children, host=host.address,
                                    wrap=host.argv)
                         for host in nodes]
-            yield Hosts(net, redis_host, nodes, services)
+            yield Hosts(net, redis, nodes, services, cluster)
         finally:
             services = children.stop()
             for service in services:
@@ -82,17 +106,19 @@ def _report(verdict: Verdict) -> str:
 
 async def test_a_node_cut_from_redis_and_healed_loses_nothing_silently(hosts: Hosts) -> None:
     """Issue 29: the members on a node cut from Redis for 8 s silently lost the messages
-    the other node's writer had acknowledged meanwhile."""
+    the other node's writer had acknowledged meanwhile (with a Redis Cluster: cut from the
+    room's shard)."""
+    room = "split"
 
     async def cut_node1_from_redis() -> None:
-        await asyncio.sleep(3)
-        hosts.net.cut(hosts.nodes[0], hosts.redis)
-        await asyncio.sleep(8)
+        await asyncio.sleep(2)
+        hosts.net.cut(hosts.nodes[0], hosts.redis_of(room))
+        await asyncio.sleep(CUT_SECONDS)
         hosts.net.heal()
-        await asyncio.sleep(6)
+        await asyncio.sleep(4)
 
     members = {f"m{n}": hosts.ws_url(0) for n in range(6)} | {"far": hosts.ws_url(1)}
-    verdict = await run_workload(members, [hosts.ws_url(1)], "split", cut_node1_from_redis)
+    verdict = await run_workload(members, [hosts.ws_url(1)], room, cut_node1_from_redis)
     print(_report(verdict))
     assert verdict.acknowledged > 100
     assert verdict.valid, _report(verdict)
@@ -104,16 +130,17 @@ async def test_a_writer_on_a_node_cut_from_redis_is_never_told_unavailable_for_a
     stored after the heal; the writer, retrying as told, stored them twice. Now a publish
     without an answer is `unknown_outcome` (the script refuses to run past its deadline, so
     history tells the truth once it answers), and the client library resumes to find out."""
+    room = "fenced"
 
     async def cut_node1_from_redis() -> None:
         await asyncio.sleep(2)
-        hosts.net.cut(hosts.nodes[0], hosts.redis)
-        await asyncio.sleep(8)
+        hosts.net.cut(hosts.nodes[0], hosts.redis_of(room))
+        await asyncio.sleep(CUT_SECONDS)
         hosts.net.heal()
-        await asyncio.sleep(6)
+        await asyncio.sleep(4)
 
     members = {"near": hosts.ws_url(0), "far": hosts.ws_url(1)}
-    verdict = await run_workload(members, [hosts.ws_url(0)], "fenced", cut_node1_from_redis)
+    verdict = await run_workload(members, [hosts.ws_url(0)], room, cut_node1_from_redis)
     print(_report(verdict))
     assert verdict.unavailable_s > 4, "the writer was held up while cut off"
     assert verdict.valid, _report(verdict)
@@ -130,6 +157,7 @@ def _named(client: ChatClient) -> set[str]:
     return {name for name in client.members.values() if not name.startswith("look")}
 
 
+@pytest.mark.parametrize("hosts", ["redis"], indirect=True)  # presence is not sharded
 @pytest.mark.timeout(120)
 async def test_presence_converges_after_a_node_paused_past_its_ttl_resumes(hosts: Hosts) -> None:
     """Issue 29: members who left while a node was frozen (SIGSTOP) beyond its 10 s TTL, and

@@ -5,6 +5,7 @@ noticed, Pub/Sub pushes delivered."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,8 +17,9 @@ from redis.exceptions import ConnectionError, NoScriptError, ResponseError, Time
 
 from gateway.processes import Service, redis_url, start_redis
 from node.redis_connection import (
-    PING_INTERVAL, PONG_TIMEOUT, Endpoint, PipelinedConnection, PushConnection,
+    PING_INTERVAL, PONG_TIMEOUT, Endpoint, NotSent, PipelinedConnection, PushConnection,
 )
+from node.script_pipeline import ScriptPipeline
 from tests.conftest import REDIS_PASSWORD
 
 
@@ -158,3 +160,61 @@ async def test_a_push_connection_drops_a_redis_that_stopped_answering(own_redis:
     async with asyncio.timeout(PING_INTERVAL + PONG_TIMEOUT + 3):
         await connection.watch()
     assert connection.lost.done()
+
+
+async def test_a_call_that_never_left_fails_as_not_sent(unused_tcp_port: int) -> None:
+    connection = PipelinedConnection(_endpoint(f"redis://127.0.0.1:{unused_tcp_port}"), 5.0)
+    try:
+        with pytest.raises(NotSent):
+            await connection.call("PING")
+    finally:
+        await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def _reply_losing_proxy(redis_port: int) -> AsyncIterator[int]:
+    """A loopback proxy to Redis that passes every call on and closes the client's connection
+    instead of passing a reply back: a call Redis ran whose answer was lost on the way."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream = await asyncio.open_connection("127.0.0.1", redis_port)
+        try:
+            while data := await reader.read(65536):
+                upstream.write(data)
+                await upstream.drain()
+                if not await upstream_reader.read(65536):
+                    break
+                writer.transport.abort()  # the reply is lost
+                break
+        finally:
+            upstream.close()
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("repeatable,runs", [(True, 2), (False, 1)])
+async def test_a_call_sent_and_unanswered_runs_again_only_if_repeatable(
+        tmp_path: Path, repeatable: bool, runs: int, redis_prefix: str) -> None:
+    """A Redis without a password and a pipeline without a prologue, so that the call is
+    the first thing the proxy passes on."""
+    bare = start_redis(tmp_path)
+    admin = aioredis.from_url(redis_url(bare.port, None))
+    script = admin.register_script("return redis.call('INCR', KEYS[1])")
+    async with _reply_losing_proxy(bare.port) as port:
+        pipeline = ScriptPipeline(aioredis.from_url(f"redis://127.0.0.1:{port}"), [])
+        try:
+            await admin.script_load(script.script)
+            with pytest.raises(ConnectionError) as lost:
+                await pipeline.run(script, [f"{redis_prefix}:runs"], [], repeatable=repeatable)
+            assert not isinstance(lost.value, NotSent)
+            assert int(await admin.get(f"{redis_prefix}:runs")) == runs
+        finally:
+            await pipeline.close()
+            await admin.aclose()
+            bare.stop()
