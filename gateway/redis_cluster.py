@@ -42,9 +42,10 @@ class RedisCluster:
     def cli(self, service: Service, *command: str) -> str:
         return _cli(service, self.password, *command)
 
-    def owner(self, slot: int) -> Service:
-        """The running primary that serves `slot`, as the cluster says now."""
-        for service in self.nodes:
+    def owner(self, slot: int, asking: Sequence[Service] = ()) -> Service:
+        """The running primary that serves `slot`, as the cluster says now (as the first of
+        `asking` says: during a partition, the side that asks decides)."""
+        for service in asking or self.nodes:
             if not service.running:
                 continue
             for line in self.cli(service, "cluster", "nodes").splitlines():
@@ -56,6 +57,16 @@ class RedisCluster:
 
     def node_id(self, service: Service) -> str:
         return self.cli(service, "cluster", "myid").strip()
+
+    def replica_of(self, primary: Service) -> Service:
+        """The node that replicates `primary`, as `primary` says."""
+        primary_id = self.node_id(primary)
+        for line in self.cli(primary, "cluster", "nodes").splitlines():
+            _, address, flags, master, *_ = line.split()
+            if "slave" in flags and master == primary_id:
+                endpoint = address.split("@")[0]
+                return next(n for n in self.nodes if f"{n.host}:{n.port}" == endpoint)
+        raise LookupError(f"{primary.host}:{primary.port} has no replica")
 
     def move_slot(self, slot: int, target: Service) -> None:
         """Move a slot and its keys to the primary `target`, as `redis-cli --cluster

@@ -294,6 +294,9 @@ class ChatUser(User):
         elif kind == "messages_lost" and event["to"] > self.seq:
             self.fail("messages_lost", f"{self.room} seq {event['from']}..{event['to']} lost")
             self.seq = event["to"]
+        elif kind == "history_reset":
+            self.fail("history_reset", f"{self.room} forked after seq {event['seq']}")
+            self.seq, self.epoch = min(self.seq, event["seq"]), event["epoch"]
         elif kind in ("user_joined", "user_left"):
             self.presence_changed(event)
         elif kind == "user_count":

@@ -93,16 +93,18 @@ class Broker(Protocol):
         ...
 
     async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget],
-                              seen: int) -> int:
+                              seen: int, seen_epoch: str = "") -> int:
         """Take one message from every budget, assign the next seq, store the stamped
         message and publish it, as one step; returns the seq. Raises `BudgetSpent` (and
         does nothing) when a budget is spent.
 
-        `seen` is the newest seq of the room this node delivered. A backend that forgot
-        messages it had published (a Redis failover that lost the newest writes) numbers on
-        above it, in a new epoch whose history starts with this message: no seq ever names
-        two messages (members would drop the second as a duplicate), and a resume across
-        the loss is not called recovered.
+        `seen` is the newest seq of the room this node delivered (in `seen_epoch`). A
+        backend that forgot messages it had published in that epoch (a restart that lost
+        the newest writes) numbers on above it, in a new epoch whose history starts with this message; one that cannot vouch
+        for the seqs after its last (a failover: the old primary may have acknowledged
+        others under the same seqs) numbers on from its last, in a new epoch. An epoch
+        names its base (`node.envelope.base_of`), the last seq it shares with the one
+        before; every receiver of the next message learns of the fork.
 
         Raises `node.errors.OutcomeUnknown` when the publish was sent and no answer came:
         it may have been stored (it will not be later)."""

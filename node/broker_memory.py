@@ -53,17 +53,18 @@ class MemoryBroker:
         self._subscribed.discard(room)
 
     async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget],
-                              seen: int) -> int:
+                              seen: int, seen_epoch: str = "") -> int:
         self._spend(budgets)
         log = self._log(room)
-        if log.seq < seen:  # never so in memory, but the contract says what would happen
-            log.seq, log.epoch = seen, uuid.uuid4().hex
+        # Never so in memory (it cannot lose what it numbered): what the contract says.
+        if log.seq < seen and seen_epoch == log.epoch:
+            log.seq, log.epoch = seen, f"{uuid.uuid4().hex}.{seen}"
             log.messages.clear()
             log.size = 0
         log.seq += 1
         payload = close((template,), log.seq)
         self._keep(log, payload)
-        self.deliver(Publication(room, log.seq, payload))
+        self.deliver(Publication(room, log.seq, payload, epoch=log.epoch))
         return log.seq
 
     def _keep(self, log: _RoomLog, payload: bytes) -> None:

@@ -27,25 +27,47 @@ from node.subscriber_redis import ChannelSubscriber, Subscriber
 
 log = logging.getLogger("node.broker")
 
-# KEYS: seq, history, epoch, history bytes (one slot: the room's). ARGV: message template,
-# history capacity, channel, room, a fresh epoch, publish command, the newest seq the node
-# saw, history capacity in bytes, the deadline (ms since the epoch). Assigns the next seq,
-# closes the template with it, stores it (the oldest going past either capacity, the newest
-# always kept) and publishes its envelope (node.envelope) atomically. Returns the seq, or -1
-# (nothing done) when it runs past its deadline: a request held up in the network lands
+# KEYS: seq, history, epoch, history bytes, term (one slot: the room's). ARGV: message
+# template, history capacity, channel, room, a fresh epoch id, publish command, the newest seq
+# the node saw, history capacity in bytes, the deadline (ms since the epoch), the epoch the
+# node saw that seq in. Assigns the next
+# seq, closes the template with it, stores it (the oldest going past either capacity, the
+# newest always kept) and publishes its envelope (node.envelope) atomically. Returns the seq,
+# or -1 (nothing done) when it runs past its deadline: a request held up in the network lands
 # after its node gave up on it, and must not be stored then (its sender was told otherwise).
+#
+# The history forks — a new epoch, named `<id>.<base>`, sharing seqs up to `base` with the
+# one before — when this Redis cannot vouch for the seqs after `base`:
+# - this Redis took over from the primary that numbered the room's last message (`term`,
+#   that primary's replication id, is the one this Redis replicated before its promotion:
+#   its `master_replid2`): a failover, after which the old primary may have acknowledged
+#   messages this one never got, under the same seqs as this one's next (the history up to
+#   here is whole). A restart (a new replication id) or a slot moved to another primary
+#   (its keys move whole) only takes the term over;
+# - the node saw seqs of this history that this Redis no longer has (a restart that lost the
+#   newest writes): the room numbers on above them, in a history that starts here.
 PUBLISH_MESSAGE = envelope.LUA + """
 local clock = redis.call('TIME')
 if tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000 > tonumber(ARGV[9]) then return -1 end
+local replication = redis.call('INFO', 'replication')
+local replid = string.match(replication, 'master_replid:(%x+)')
+local promoted_from = string.match(replication, 'master_replid2:(%x+)')
+local epoch, term = redis.call('GET', KEYS[3]), redis.call('GET', KEYS[5])
 local seq = redis.call('INCR', KEYS[1])
-if seq <= tonumber(ARGV[7]) then  -- Redis lost messages the node saw: a new incarnation,
-  seq = tonumber(ARGV[7]) + 1     -- whose history starts here (what survived has a gap)
+if term and term ~= replid and term == promoted_from and epoch then
+  epoch = ARGV[5] .. '.' .. string.format('%d', seq - 1)
+  redis.call('SET', KEYS[3], epoch)
+elseif seq <= tonumber(ARGV[7]) and (not epoch or epoch == ARGV[10]) then
+  seq = tonumber(ARGV[7]) + 1
+  epoch = ARGV[5] .. '.' .. string.format('%d', seq - 1)
   redis.call('SET', KEYS[1], seq)
-  redis.call('SET', KEYS[3], ARGV[5])
+  redis.call('SET', KEYS[3], epoch)
   redis.call('DEL', KEYS[2])
-elseif seq == 1 then
-  redis.call('SET', KEYS[3], ARGV[5], 'NX')  -- a new (or lost) history
+elseif not epoch then  -- a new room (or one whose history was lost whole: base 0)
+  epoch = ARGV[5]
+  redis.call('SET', KEYS[3], epoch)
 end
+if term ~= replid then redis.call('SET', KEYS[5], replid) end
 local payload = close({ARGV[1]}, {seq})
 redis.call('ZADD', KEYS[2], seq, payload)
 local count = redis.call('ZCARD', KEYS[2])
@@ -57,7 +79,7 @@ while count > most or (size > most_bytes and count > 1) do
   count = count - 1
 end
 redis.call('SET', KEYS[4], size, 'KEEPTTL')
-redis.call(ARGV[6], ARGV[3], envelope(ARGV[4], seq, '', payload, 0))
+redis.call(ARGV[6], ARGV[3], envelope(ARGV[4], seq, '', payload, 0, epoch))
 return seq
 """
 
@@ -222,13 +244,13 @@ class RedisBroker:
 
     @translate_errors
     async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget],
-                              seen: int) -> int:
+                              seen: int, seen_epoch: str = "") -> int:
         charged, asks = self._charge(budgets)
         grants: list[int] = [0] * len(asks)
         try:
             if asks:
                 grants = await self._take(asks)
-            return await self._publish_fenced(room, template, seen)
+            return await self._publish_fenced(room, template, seen, seen_epoch)
         except BaseException:
             self._ledger.refund(charged)
             raise
@@ -236,7 +258,8 @@ class RedisBroker:
             for (key, _, take), granted_now in zip(asks, grants, strict=True):
                 self._ledger.settle(key, take, granted_now)
 
-    async def _publish_fenced(self, room: str, template: bytes, seen: int) -> int:
+    async def _publish_fenced(self, room: str, template: bytes, seen: int, seen_epoch: str
+                              ) -> int:
         """Run the publish script with a deadline: an answer is the truth, and so is no answer
         past the deadline (the script will not run any more), but without an answer the
         outcome is unknown (`OutcomeUnknown`). A publish that never left the node, or that
@@ -246,9 +269,10 @@ class RedisBroker:
             seq = int(await self._scripts.run(
                 self._publish_message,
                 [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room),
-                 self._keys.history_bytes(room)],
+                 self._keys.history_bytes(room), self._keys.term(room)],
                 [template, self._capacity, self._keys.channel(room), room, self._fresh_epoch(),
-                 self._publish, seen, self._capacity_bytes, deadline], repeatable=False))
+                 self._publish, seen, self._capacity_bytes, deadline, seen_epoch],
+                repeatable=False))
         except (ResponseError, NotSent) as exc:
             raise Unavailable(f"the publish was refused or never sent: {exc}") from exc
         except (RedisError, OSError) as exc:

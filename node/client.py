@@ -9,7 +9,8 @@ sees every message of the room exactly once and in seq order. A `room_joined` wi
 resume whose missed messages did not all fit in `room_joined` (`more`) is completed with
 `history` pages before any of them is delivered. A `messages_lost` event (seqs the room will
 never deliver: it said more than it keeps while this client's node was cut off) is passed
-to the caller in line, where those messages would have been.
+to the caller in line, where those messages would have been; so is a `history_reset` (the
+room's history forked in a failover: what follows is the new epoch's, from its `seq + 1`).
 `members` is the room's member list, kept by the presence rule of docs/protocol.md: the
 snapshot of each `room_joined`, then only announcements with a newer presence version (older
 ones are not passed on), and a fresh snapshot when a version was skipped. In a room larger
@@ -261,6 +262,9 @@ class ChatClient:
             if event["to"] > self.last_seq:  # else: from before this client's room_joined
                 self.last_seq = event["to"]
                 self._events.put_nowait(event)
+        elif kind == "history_reset":
+            self.last_seq, self.epoch = min(self.last_seq, event["seq"]), event["epoch"]
+            self._events.put_nowait(event)
         elif kind == "error" and event["code"] == "rate_limited" and self._backfill:
             self._page_retry = asyncio.create_task(self._page_later(ws))
         elif kind == "error" and event["code"] == "name_taken":

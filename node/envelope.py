@@ -2,8 +2,10 @@
 templates of client JSON that the backend completes with the numbers it assigns.
 
 Envelope: on the wire (Redis Pub/Sub) a msgpack array `[room, seq, exclude, payload,
-presence]`. `seq` is a message's place in the room's history (`UNSEQUENCED` for presence
-events); `presence` is a presence event's place among the room's membership changes (0 for
+presence, epoch]`. `seq` is a message's place in the room's history (`UNSEQUENCED` for
+presence events) and `epoch` the history it is numbered in ("" for presence events): a
+receiver that knew another epoch learns at once that the history forked (`base_of`);
+`presence` is a presence event's place among the room's membership changes (0 for
 messages). The Redis scripts build the same array with `LUA`'s `envelope`.
 
 Template: client JSON with its numbers left out, as fragments: the backend writes the number
@@ -37,18 +39,27 @@ class Publication(msgspec.Struct, frozen=True):
     payload: bytes
     exclude: str = ""
     presence: int = 0
+    epoch: str = ""
 
 
 def pack(publication: Publication) -> bytes:
     """The msgpack envelope of a publication."""
     return msgpack.packb([publication.room, publication.seq, publication.exclude,
-                          publication.payload, publication.presence])
+                          publication.payload, publication.presence, publication.epoch])
 
 
 def unpack(data: bytes) -> Publication:
     """One received envelope, decoded once; the payload stays bytes, ready to frame."""
-    room, seq, exclude, payload, presence = msgpack.unpackb(data, raw=True)
-    return Publication(room.decode(), seq, payload, exclude.decode(), presence)
+    room, seq, exclude, payload, presence, epoch = msgpack.unpackb(data, raw=True)
+    return Publication(room.decode(), seq, payload, exclude.decode(), presence, epoch.decode())
+
+
+def base_of(epoch: str) -> int:
+    """The last seq an epoch shares with the history it forked from: an epoch started by a
+    fork (a failover, a Redis that lost messages) is named `<id>.<base>`; a room's first
+    epoch is a bare id (base 0: it shares nothing)."""
+    _, _, base = epoch.rpartition(".")
+    return int(base) if base.isdigit() and "." in epoch else 0
 
 
 def close(template: Template, *numbers: int) -> bytes:
@@ -69,8 +80,8 @@ def split(stored: bytes) -> Template:
 # templates atomically with what they store (tests/integration/test_envelope_lua.py holds the
 # two sides together). Integers only: Lua 5.1 prints larger numbers with an exponent.
 LUA = r"""
-local function envelope(room, seq, exclude, payload, presence)
-  return cmsgpack.pack({room, seq, exclude, payload, presence})
+local function envelope(room, seq, exclude, payload, presence, epoch)
+  return cmsgpack.pack({room, seq, exclude, payload, presence, epoch})
 end
 local function close(fragments, numbers)
   local parts = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -95,6 +96,7 @@ class Handlers:
         # per-user allowance.
         self._identities_per_minute = settings.address_identities_per_minute
         self._departing = Background()
+        self._stopping = asyncio.Event()  # set when the node leaves: see _release_after_grace
         self._parser = Parser(settings.max_text)  # one per node: it holds no per-client state
         self._routes: dict[type[ClientMessage], _Route] = {
             Auth: _Route(self._auth, requires_auth=False),
@@ -128,14 +130,14 @@ class Handlers:
         A drained user stays in presence for the grace period: when it resumes on another
         node meanwhile, nobody sees it leave and come back. Any user's name stays its own
         for the grace period, however it left: whoever watches for `user_left` cannot take
-        the name before its owner's resume gets it back.
+        the name before its owner's resume gets it back (but see `_release_after_grace`).
         """
         member, room = session.member, session.room
         if member is not None and session.holds_name:
             session.holds_name = False  # out of the node's sessions' names from now
             if self._presence_grace > 0:
                 self._hub.reserve_name(member.name, member.id)
-                self._departing.spawn(self._release_after_grace(member))
+                self._departing.spawn(self._release_after_grace(member, session.drained))
             else:
                 await self._release_name(canonical(member.name))
         if member is None or room is None:
@@ -146,10 +148,16 @@ class Handlers:
         else:
             await self._leave_room(session, member)
 
-    async def _release_after_grace(self, member: Member) -> None:
+    async def _release_after_grace(self, member: Member, drained: bool) -> None:
         """Let the name go when the grace ends; the user's own connections made meanwhile
-        hold it on by themselves (a name's holds are counted per connection)."""
-        await asyncio.sleep(self._presence_grace)
+        hold it on by themselves (a name's holds are counted per connection). A node that
+        leaves keeps the names of the users it drained (they come back elsewhere within the
+        grace) and lets the others go at once instead of stopping a grace later."""
+        if drained:
+            await asyncio.sleep(self._presence_grace)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._presence_grace)
         try:
             await self._release_name(canonical(member.name))
         finally:  # released first: a resync meanwhile still writes the hold
@@ -163,7 +171,9 @@ class Handlers:
             log.warning("name not released: %s", exc)
 
     async def departures(self) -> None:
-        """Wait for the presence held for drained users to be let go."""
+        """The node leaves: wait for the presence and names held for drained users to be
+        let go (the others' names go now)."""
+        self._stopping.set()
         while self._departing:
             await asyncio.gather(*self._departing, return_exceptions=True)
 
@@ -381,8 +391,9 @@ class Handlers:
             session.budgets = (per_second("user", member.id, *self._user_budget),
                                per_second("address", session.address, *self._address_budget))
         try:
-            await self._broker.publish_message(room, template, session.budgets,
-                                               self._hub.seen(room))
+            seen_epoch, seen = self._hub.seen(room)
+            await self._broker.publish_message(room, template, session.budgets, seen,
+                                               seen_epoch)
         except BudgetSpent as spent:
             raise ChatError(ErrorCode.RATE_LIMITED,
                             f"Too many messages from this {spent.budget.kind}; this one was "

@@ -12,7 +12,7 @@ from node.broker import Broker
 from node.envelope import UNSEQUENCED, Publication
 from node.metrics import Metrics
 from node.presence import Member
-from node.protocol import MessagesLost, encode
+from node.protocol import HistoryReset, MessagesLost, encode
 from node.resync_gate import ResyncGate
 from node.room_counts import RoomCounts
 from node.sequencer import Sequencer
@@ -37,7 +37,7 @@ class Hub:
                  presence_limit: int, presence_interval: float) -> None:
         self._broker = broker
         self._metrics = metrics
-        self._sequencer = Sequencer(broker, self._fan_out, self._restart_seqs,
+        self._sequencer = Sequencer(broker, self._fan_out, self._report_fork,
                                     self._report_lost, history_capacity)
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         self.sessions: set[Session] = set()
@@ -132,8 +132,8 @@ class Hub:
         """A join read the room's history up to `seq`: delivery goes on from there."""
         self._sequencer.track(room, epoch, seq)
 
-    def seen(self, room: str) -> int:
-        """The newest seq of the room delivered here (0 before any)."""
+    def seen(self, room: str) -> tuple[str, int]:
+        """The epoch and seq of the room's newest message delivered here ("", 0 before)."""
         return self._sequencer.seen(room)
 
     def position(self, room: str) -> tuple[str, int] | None:
@@ -190,9 +190,14 @@ class Hub:
         self._fan_out(Publication(room, UNSEQUENCED,
                                   encode(MessagesLost(room=room, first=first, last=last))))
 
-    def _restart_seqs(self, room: str) -> None:
+    def _report_fork(self, room: str, epoch: str, base: int) -> None:
+        """Tell the room's members here, in line, that its history forked at `base`; what
+        they get next is the new epoch's, from `base + 1`."""
+        self._metrics.history_forks += 1
         for session in self._rooms.get(room, ()):
-            session.restart_seqs()
+            session.rewind(base)
+        self._fan_out(Publication(room, UNSEQUENCED,
+                                  encode(HistoryReset(room=room, epoch=epoch, seq=base))))
 
     @property
     def room_count(self) -> int:

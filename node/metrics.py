@@ -57,6 +57,7 @@ class Metrics:
         self.delivered = 0  # room frames written to local members
         self.joins = 0  # room joins accepted (a switch of rooms is one)
         self.messages_lost = 0  # seqs this node told its members will never come
+        self.history_forks = 0  # rooms' histories this node saw fork (history_reset sent)
         self.history_reads = 0  # joins whose newest history was read, not a shared snapshot
         self.batches = 0  # writes that carried a busy client's batch of frames
         self.batched = 0  # frames in those writes
@@ -96,6 +97,9 @@ class Metrics:
                                   "messages_lost events, that they will never be delivered "
                                   "(history no longer held them after an outage)",
                                   value=self.messages_lost)
+        yield CounterMetricFamily("chat_history_forks", "Forks of a room's history this node "
+                                  "told its members of (history_reset): a Redis failover, or "
+                                  "a Redis that lost its newest writes", value=self.history_forks)
         yield CounterMetricFamily("chat_history_reads", "Joins whose newest history this node "
                                   "read from the backend; the other joins without since shared "
                                   "the snapshot of the room's state", value=self.history_reads)

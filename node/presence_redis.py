@@ -45,7 +45,8 @@ local P, PUBLISH, ROOM, LISTED = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local function key(kind) return P .. ':{' .. ROOM .. '}:' .. kind end
 local MEMBERS, HOLDERS, HOLDS = key('members'), key('holders'), key('holds')
 local FAREWELLS, VERSION = key('farewells'), key('presence')
-local HISTORY_KEYS = {key('seq'), key('history'), key('epoch'), key('history-bytes'), VERSION}
+local HISTORY_KEYS = {key('seq'), key('history'), key('epoch'), key('history-bytes'),
+                      key('term'), VERSION}
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -82,7 +83,7 @@ local function announce(template, exclude)
   local v = redis.call('INCR', VERSION)
   local count = redis.call('HLEN', MEMBERS)
   local payload = close(split(template), {count, v})
-  redis.call(PUBLISH, key('channel'), envelope(ROOM, 0, exclude, payload, v))
+  redis.call(PUBLISH, key('channel'), envelope(ROOM, 0, exclude, payload, v, ''))
 end
 
 -- A created room keeps its history while it has members; emptied, it expires after its time

@@ -349,6 +349,17 @@ class MessagesLost(_Event, tag="messages_lost"):
     last: int = msgspec.field(name="to")
 
 
+class HistoryReset(_Event, tag="history_reset"):
+    """The room's history forked after `seq` into `epoch` (a Redis failover, or a Redis
+    that lost its newest writes): messages after `seq` that the client holds may exist
+    nowhere else, and messages after it that were acknowledged to their senders but not
+    delivered may be lost. What follows is `epoch`'s, from `seq + 1`. Sent in line."""
+
+    room: str
+    epoch: str
+    seq: int
+
+
 class ChatMessage(_Event, tag="message"):
     """A chat message before its room assigns the seq; see `message_template`."""
 

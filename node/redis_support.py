@@ -168,6 +168,11 @@ class RedisKeys:
         """Random id of the room's current history; lost with it."""
         return self._room(room, "epoch")
 
+    def term(self, room: str) -> str:
+        """The replication id of the primary that numbered the room's last message: its
+        replica numbering the next after a promotion forks the history (a failover)."""
+        return self._room(room, "term")
+
     def history(self, room: str) -> str:
         """Sorted set of message JSON scored by seq."""
         return self._room(room, "history")

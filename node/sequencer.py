@@ -4,8 +4,11 @@ Every envelope carries its room seq. A duplicate (seq already delivered) is drop
 (a message lost while the subscriber reconnected, or a lost publish) is filled from history
 before anything newer is delivered. What history no longer holds (the room said more than it
 keeps while this node was cut off) is reported in line, where it would have been: the
-members are told which seqs will never come, never left to find a silent jump. Presence
-events (unsequenced) keep their place in line.
+members are told which seqs will never come, never left to find a silent jump. A message of
+another epoch than the one delivered so far means the history forked (a failover): the
+members are told in line, delivery goes back to the fork's base and goes on in the new
+epoch, whose messages after the base they may not have (two primaries can number different
+messages alike). Presence events (unsequenced) keep their place in line.
 """
 
 from __future__ import annotations
@@ -13,17 +16,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from node.background import Background
 from node.broker import Broker, HistoryWindow
-from node.envelope import UNSEQUENCED, Publication
+from node.envelope import UNSEQUENCED, Publication, base_of
 from node.errors import Unavailable
 
 log = logging.getLogger("node.sequencer")
 
 Emit = Callable[[Publication], None]
-Restart = Callable[[str], None]
+Fork = Callable[[str, str, int], None]  # room, the new epoch, its base
 Lost = Callable[[str, int, int], None]  # room, first and last seq that will never come
 
 
@@ -34,14 +37,15 @@ class _Cursor:
     epoch: str | None = None
     seq: int | None = None
     queued: list[Publication] | None = None  # while a repair runs, arrivals wait here
+    left: set[str] = field(default_factory=set)  # epochs forked away from: late arrivals
 
 
 class Sequencer:
-    def __init__(self, broker: Broker, emit: Emit, restart: Restart, lost: Lost,
+    def __init__(self, broker: Broker, emit: Emit, fork: Fork, lost: Lost,
                  capacity: int) -> None:
         self._broker = broker
         self._emit = emit
-        self._restart = restart  # told when a room's seqs start again from 1
+        self._fork = fork  # told, in line, that a room's history forked
         self._lost = lost  # told, in line, of seqs that will never be delivered
         self._capacity = capacity
         self._cursors: dict[str, _Cursor] = {}
@@ -55,8 +59,13 @@ class Sequencer:
             cursor.queued.append(publication)
         elif seq == UNSEQUENCED:
             self._emit(publication)
+        elif cursor.epoch is not None and publication.epoch not in ("", cursor.epoch):
+            if publication.epoch not in cursor.left:
+                self._switch(publication.room, cursor, publication.epoch)
+                self.accept(publication)  # in the new epoch now: delivered, or a gap
         elif cursor.seq is None or seq == cursor.seq + 1:
             cursor.seq = seq
+            cursor.epoch = cursor.epoch or publication.epoch or None
             self._emit(publication)
         elif seq > cursor.seq:
             cursor.queued = [publication]
@@ -69,9 +78,12 @@ class Sequencer:
         if cursor.seq is None:
             cursor.seq = seq
 
-    def seen(self, room: str) -> int:
+    def seen(self, room: str) -> tuple[str, int]:
+        """(epoch, seq) of the newest message delivered here; ("", 0) before any."""
         cursor = self._cursors.get(room)
-        return cursor.seq or 0 if cursor is not None else 0
+        if cursor is None:
+            return "", 0
+        return cursor.epoch or "", cursor.seq or 0
 
     def position(self, room: str) -> tuple[str, int] | None:
         """(epoch, seq) of a room delivered in order up to seq, with no repair running."""
@@ -110,18 +122,30 @@ class Sequencer:
     async def _repair(self, room: str, cursor: _Cursor) -> None:
         assert cursor.seq is not None
         window = await self._fetch(room, cursor.seq)
-        if window is not None and cursor.epoch not in (None, window.epoch) \
-                and window.seq < cursor.seq:
-            log.warning("history of %s was reset; delivery restarts from its first seq", room)
-            cursor.seq = 0
-            self._restart(room)
-            window = await self._fetch(room, 0)
+        if window is not None and cursor.epoch not in (None, window.epoch):
+            delivered = cursor.seq
+            self._switch(room, cursor, window.epoch)
+            if cursor.seq < delivered:
+                window = await self._fetch(room, cursor.seq)
         if self._cursors.get(room) is not cursor:
             return  # the room emptied meanwhile
         if window is not None:
             cursor.epoch = window.epoch
             self._fill(room, cursor, window.messages, window.seq - len(window.messages) + 1)
         self._replay(room, cursor)
+
+    def _switch(self, room: str, cursor: _Cursor, epoch: str) -> None:
+        """The room's history forked into `epoch`: tell the members in line, and go back to
+        its base, the last seq both histories share."""
+        base = base_of(epoch)
+        log.warning("history of %s forked at seq %d into epoch %s; delivered up to %s",
+                    room, base, epoch, cursor.seq)
+        self._fork(room, epoch, base)
+        if cursor.epoch is not None:
+            cursor.left.add(cursor.epoch)
+        cursor.epoch = epoch
+        if cursor.seq is not None and base < cursor.seq:
+            cursor.seq = base
 
     async def _fetch(self, room: str, after: int) -> HistoryWindow | None:
         try:

@@ -250,9 +250,10 @@ class Session:
         if newest is not None:
             self.send(count_update(newest)[1])
 
-    def restart_seqs(self) -> None:
-        """Its room's history restarted from seq 1 (Redis lost it): deliver them all."""
-        self._floor = 0
+    def rewind(self, base: int) -> None:
+        """Its room's history forked at `base`: the seqs after it are the new epoch's, and
+        none of them was in its room_joined."""
+        self._floor = min(self._floor, base)
 
     # --- closing ---------------------------------------------------------------------
 

@@ -4,13 +4,15 @@ what every member was given, and what it was told it missed.
 Writers send uniquely numbered texts and record each acknowledgement (the seq the room
 gave it) with its time; a `unavailable` refusal is retried with the same text, as a client
 told "nothing was done, retry" does. Members record every delivery (live or in a resumed
-history) and every loss report: a `room_joined` with `"recovered": false`, or a
-`messages_lost` event. Afterwards, per member:
+history) and every loss report: a `room_joined` with `"recovered": false`, a
+`messages_lost` or a `history_reset` event. Afterwards, per member:
 
 - lost: acknowledged texts never delivered, acknowledged before the member's last report
   excused (it was told) — must be none;
 - duplicates: a text delivered twice (a retried send stored twice, or a repeat) — none;
-- disorder: deliveries whose seq goes backwards within one epoch — none.
+- disorder: deliveries whose seq goes backwards within one epoch — none;
+- conflicts (over all members): one seq of one epoch naming two different texts — none (a
+  split brain numbered two histories alike).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class Member:
                 if event.get("recovered") is False:
                     self.reports.append(time.monotonic())
             elif kind == "messages_lost":
+                self.reports.append(time.monotonic())
+            elif kind == "history_reset":
+                self.epoch = event["epoch"]
                 self.reports.append(time.monotonic())
             elif kind == "message":
                 self.deliveries.append((self.epoch, event["seq"], event["text"]))
@@ -92,11 +97,12 @@ class Verdict:
     acknowledged: int
     unavailable_s: float
     refusals: Counter[str]
+    conflicts: dict[tuple[str, int], set[str]]
 
     @property
     def valid(self) -> bool:
         return not (any(self.lost.values()) or any(self.duplicates.values())
-                    or any(self.disorder.values()))
+                    or any(self.disorder.values()) or self.conflicts)
 
 
 def check(members: dict[str, Member], writers: list[Writer], started: float) -> Verdict:
@@ -116,7 +122,17 @@ def check(members: dict[str, Member], writers: list[Writer], started: float) -> 
         refusals.update(writer.refusals)
     reported = {name: len(member.reports) for name, member in members.items()}
     return Verdict(lost, duplicates, disorder, reported, len(acks),
-                   max(writer.longest_wait(started) for writer in writers), refusals)
+                   max(writer.longest_wait(started) for writer in writers), refusals,
+                   _conflicts(members))
+
+
+def _conflicts(members: dict[str, Member]) -> dict[tuple[str, int], set[str]]:
+    """(epoch, seq) that name more than one text among all the members' deliveries."""
+    named: dict[tuple[str, int], set[str]] = {}
+    for member in members.values():
+        for epoch, seq, text in member.deliveries:
+            named.setdefault((epoch, seq), set()).add(text)
+    return {place: texts for place, texts in named.items() if len(texts) > 1}
 
 
 async def quiesce(members: dict[str, Member], writers: list[Writer]) -> None:

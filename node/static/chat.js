@@ -203,6 +203,11 @@ const handlers = {
     notice(`messages ${event.from}–${event.to} of this room were lost`);
     chat.lastSeq = event.to;
   },
+  history_reset(event) {  // a failover forked the history: the new epoch's come next
+    if (event.room !== chat.room) return;
+    notice(`a failover: messages after #${event.seq} may have been lost`);
+    Object.assign(chat, {epoch: event.epoch, lastSeq: Math.min(chat.lastSeq, event.seq)});
+  },
   user_joined(event) {
     if (applies(event)) chat.members.set(event.userId, event.user);
     showMembers();

@@ -203,6 +203,8 @@ async def test_a_history_that_lost_delivered_messages_numbers_on_and_says_so(
         await client.aclose()
     await bob.say("after")
     for member in (alice, bob):  # not seq 2 again, which every node would drop as seen
+        reset = await member.expect("history_reset")  # told first: 2 and 3 exist nowhere now
+        assert reset["seq"] == 3 and reset["epoch"] != old_epoch, reset
         event = await member.expect("message")
         assert (event["seq"], event["text"]) == (4, "after")
     late = await open_ws(cluster.node_ws_url(2))
@@ -265,8 +267,10 @@ async def test_nodes_ride_out_a_redis_restart(
     await impostor.send(type="auth", name="ALICE")
     await impostor.expect_error("name_taken")  # the nodes wrote their names back
     await alice.say("after the restart")
-    for client in (alice, bob):
-        assert (await client.expect("message"))["text"] == "after the restart"
+    for client in (alice, bob):  # told that the history starts again, then seq 1 again
+        assert (await client.expect("history_reset"))["seq"] == 0
+        message = await client.expect("message")
+        assert (message["seq"], message["text"]) == (1, "after the restart")
     async with http.get(f"{cluster.node_url(2)}/api/rooms") as response:
         details = {d["name"]: d["userCount"] for d in (await response.json())["details"]}
     assert details[room] == 2, "presence is re-announced after Redis lost it"

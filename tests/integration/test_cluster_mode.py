@@ -140,6 +140,9 @@ async def test_a_killed_primary_is_failed_over_and_its_rooms_resume(
         for attempt in range(100):  # while the replica takes over: refused, or accepted
             await bob.say(f"after{attempt}")
             event = await bob.recv(timeout=15)
+            if event["type"] == "history_reset":  # the new primary forked the history
+                assert event["seq"] == 1, event
+                event = await bob.recv(timeout=15)
             if event["type"] == "message":
                 accepted = event
                 break
@@ -149,6 +152,7 @@ async def test_a_killed_primary_is_failed_over_and_its_rooms_resume(
     assert accepted is not None and accepted["seq"] == 2
     assert redis.owner(_slot(room)) is not primary
     await _ready(http, sharded)
+    assert (await alice.expect("history_reset"))["seq"] == 1, "a failover is told"
     assert (await alice.expect("message"))["text"] == accepted["text"], "nothing refused arrives"
     history = (await bob.join(room, since=0))["history"]
     assert [m["text"] for m in history] == ["before", accepted["text"]], "kept across failover"

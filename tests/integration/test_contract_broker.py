@@ -11,7 +11,7 @@ import pytest
 from node.broker import Broker, BudgetSpent
 from node.broker_memory import MemoryBroker
 from node.broker_redis import RedisBroker
-from node.envelope import close
+from node.envelope import base_of, close
 from node.ratelimit import Budget
 from tests.broker_events import Recorder
 from tests.conftest import (
@@ -177,16 +177,19 @@ async def test_a_budget_is_not_doubled_by_sending_either_side_of_a_second(
 
 async def test_a_backend_behind_what_the_node_saw_numbers_on_above_it_in_a_new_epoch(
         started: tuple[Broker, Recorder]) -> None:
-    """After a failover that lost the newest writes, the backend's seq is behind what nodes
+    """After a restart that lost the newest writes, the backend's seq is behind what nodes
     delivered: the next message must not reuse a delivered seq (members would drop it as a
-    duplicate), and a resume across the loss must not be called recovered."""
+    duplicate), and a resume across the loss must not be called recovered. A seq seen in
+    another epoch says nothing of this one."""
     broker, _ = started
     await broker.publish_message("r", TEMPLATE, (), 0)
     before = await broker.history("r", 10)
-    assert await broker.publish_message("r", TEMPLATE, (), 1) == 2, "not behind: as ever"
-    assert await broker.publish_message("r", TEMPLATE, (), 7) == 8
+    assert await broker.publish_message("r", TEMPLATE, (), 1, before.epoch) == 2, "as ever"
+    assert await broker.publish_message("r", TEMPLATE, (), 7, "another") == 3
+    assert await broker.publish_message("r", TEMPLATE, (), 7, before.epoch) == 8
     after = await broker.history("r", 10)
     assert after.seq == 8 and after.epoch != before.epoch and after.first_seq == 8
-    assert not after.covers(1, before.epoch), "seqs 3..7 are not there"
+    assert base_of(after.epoch) == 7, "the new epoch shares 1..7 with the old one"
+    assert not after.covers(1, before.epoch), "seqs 4..7 are not there"
     assert await broker.publish_message("r", TEMPLATE, (), 8) == 9
     assert (await broker.history("r", 10)).epoch == after.epoch, "one new epoch, not more"

@@ -17,11 +17,12 @@ async def _lua(redis_url: str, body: str, *args: object) -> bytes:
 
 
 async def test_the_lua_envelope_is_the_python_envelope(redis_url) -> None:
-    for publication in (Publication("général", 7, b'{"seq":7}'),
+    for publication in (Publication("général", 7, b'{"seq":7}', epoch="9f3a.6"),
                         Publication("r", 0, b'{"presence":9}', "session-1", 1_800_000_000_009)):
         data = await _lua(redis_url, "return envelope(ARGV[1], tonumber(ARGV[2]), ARGV[3], "
-                          "ARGV[4], tonumber(ARGV[5]))", publication.room, publication.seq,
-                          publication.exclude, publication.payload, publication.presence)
+                          "ARGV[4], tonumber(ARGV[5]), ARGV[6])", publication.room,
+                          publication.seq, publication.exclude, publication.payload,
+                          publication.presence, publication.epoch)
         assert envelope.unpack(data) == publication == envelope.unpack(envelope.pack(publication))
 
 

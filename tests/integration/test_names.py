@@ -127,3 +127,19 @@ async def test_presence_events_tell_same_looking_users_apart_by_id(member) -> No
     await bob.say("hi")
     message = await alice.expect("message")
     assert (message["user"], message["userId"]) == ("bob", bob.user_id)
+
+
+async def test_a_stopping_node_lets_go_at_once_of_names_it_did_not_drain(
+        make_cluster, open_ws) -> None:
+    """A user that left on its own keeps its name for the grace while its node runs; a node
+    that stops lets such names go at once instead of lingering a grace (the users it drains
+    keep theirs: they come back on another node within it)."""
+    cluster = make_cluster(nodes=2, node_args=["--presence-grace", "60"])
+    alice, joined = await _auth_as(lambda: open_ws(cluster.node_ws_url(1)), "alice")
+    assert joined["type"] == "auth_success", joined
+    await alice.close()
+    _, taken = await _auth_as(lambda: open_ws(cluster.node_ws_url(2)), "alice")
+    assert (taken["type"], taken["code"]) == ("error", "name_taken"), taken
+    assert await asyncio.to_thread(cluster.nodes[0].stop) == 0
+    _, free = await _auth_as(lambda: open_ws(cluster.node_ws_url(2)), "alice")
+    assert free["type"] == "auth_success", free

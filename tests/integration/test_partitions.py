@@ -101,7 +101,8 @@ def _report(verdict: Verdict) -> str:
     return (f"acknowledged {verdict.acknowledged}, lost unreported {counts(verdict.lost)}, "
             f"duplicates {counts(verdict.duplicates)}, disorder {verdict.disorder}, longest "
             f"without an acknowledgement {verdict.unavailable_s:.1f} s, refusals "
-            f"{dict(verdict.refusals)}, reported {verdict.reported}")
+            f"{dict(verdict.refusals)}, reported {verdict.reported}, seqs naming two texts "
+            f"{sorted(seq for _, seq in verdict.conflicts)}")
 
 
 async def test_a_node_cut_from_redis_and_healed_loses_nothing_silently(hosts: Hosts) -> None:
@@ -144,6 +145,14 @@ async def test_a_writer_on_a_node_cut_from_redis_is_never_told_unavailable_for_a
     print(_report(verdict))
     assert verdict.unavailable_s > 4, "the writer was held up while cut off"
     assert verdict.valid, _report(verdict)
+
+
+def _owner(cluster: RedisCluster, slot: int, asking: list[Service]) -> Service | None:
+    """The primary of `slot` as `asking` see it; None while none serves it (a failover)."""
+    try:
+        return cluster.owner(slot, asking)
+    except LookupError:
+        return None
 
 
 async def _snapshot(url: str, room: str) -> set[str]:
@@ -192,3 +201,47 @@ async def test_presence_converges_after_a_node_paused_past_its_ttl_resumes(hosts
         await stay.close()
         for client in others.values():
             await client.close()
+
+
+@pytest.mark.parametrize("hosts", ["redis-cluster"], indirect=True)
+async def test_a_primary_isolated_with_a_node_loses_no_acknowledged_message_silently(
+        hosts: Hosts) -> None:
+    """Issue 29: the room's primary cut off from everything but node1 (and the clients), and
+    node1 from the primary's replica: node1 keeps writing to the old primary, the majority promotes its replica, node2 writes there; after the heal
+    the old primary follows the new one and drops what it alone acknowledged. Every member must
+    get every acknowledged message or be told."""
+    room = "brain"
+    assert hosts.cluster is not None
+    cluster, net = hosts.cluster, hosts.net
+    primary_host = hosts.redis_of(room)
+    by_host = dict(zip(hosts.redis, cluster.nodes, strict=True))
+    primary = by_host[primary_host]
+    replica = cluster.replica_of(primary)
+    replica_host = next(host for host, node in by_host.items() if node is replica)
+    slot = int(cluster.cli(primary, "cluster", "keyslot", RedisKeys("chat").seq(room)))
+    majority = [host for host in [*hosts.redis, hosts.nodes[1]] if host is not primary_host]
+    majority_redis = [by_host[host] for host in majority if host in by_host]
+
+    async def isolate_the_primary_with_node1() -> None:
+        await asyncio.sleep(2)
+        for far in majority:
+            net.cut(primary_host, far)
+        net.cut(hosts.nodes[0], replica_host)  # node1 writes to the old primary only
+        deadline = asyncio.get_running_loop().time() + 20
+        while _owner(cluster, slot, majority_redis) is not replica:
+            assert asyncio.get_running_loop().time() < deadline, "the replica was not promoted"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(6)  # both sides acknowledge writes to their own primary
+        net.heal()
+        while cluster.role(primary) != "slave":
+            assert asyncio.get_running_loop().time() < deadline + 20, "no rejoin"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(4)
+
+    members = {f"a{n}": hosts.ws_url(0) for n in range(3)} | \
+              {f"b{n}": hosts.ws_url(1) for n in range(3)}
+    verdict = await run_workload(members, [hosts.ws_url(0), hosts.ws_url(1)], room,
+                                 isolate_the_primary_with_node1)
+    print(_report(verdict))
+    assert verdict.valid, _report(verdict)
+    assert all(verdict.reported.values()), "every member is told of the failover's fork"

@@ -5,22 +5,24 @@ from node.sequencer import Sequencer
 ROOM = "r"
 
 
-async def _setup(stored: int, capacity: int = 100
-                 ) -> tuple[MemoryBroker, Sequencer, list[int | tuple[int, int]]]:
+Emitted = list[int | tuple[int, int] | str]
+
+
+async def _setup(stored: int, capacity: int = 100) -> tuple[MemoryBroker, Sequencer, Emitted]:
     """A room whose history holds messages 1..stored, and a sequencer recording what it emits
-    (a restart of the room's seqs as -1, seqs reported lost as (first, last))."""
+    (a fork of the room's history as "fork@<base>", seqs reported lost as (first, last))."""
     broker = MemoryBroker(capacity=capacity, capacity_bytes=2**20)
     for _ in range(stored):
         await broker.publish_message(ROOM, b'{"seq":', (), 0)
-    emitted: list[int | tuple[int, int]] = []
+    emitted: Emitted = []
     sequencer = Sequencer(broker, lambda p: emitted.append(p.seq),
-                          lambda room: emitted.append(-1),
+                          lambda room, epoch, base: emitted.append(f"fork@{base}"),
                           lambda room, first, last: emitted.append((first, last)), capacity)
     return broker, sequencer, emitted
 
 
-def _message(seq: int) -> Publication:
-    return Publication(ROOM, seq, b'{"seq":%d}' % seq)
+def _message(seq: int, epoch: str = "") -> Publication:
+    return Publication(ROOM, seq, b'{"seq":%d}' % seq, epoch=epoch)
 
 
 async def test_in_order_messages_pass_and_duplicates_are_dropped() -> None:
@@ -87,15 +89,42 @@ async def test_a_reset_history_is_delivered_from_its_first_seq() -> None:
     await sequencer.idle()
     sequencer.accept(_message(2))
     sequencer.accept(_message(3))
-    assert emitted == [-1, 1, 2, 3], "the sessions are told before seq 1 comes again"
+    assert emitted == ["fork@0", 1, 2, 3], "the sessions are told before seq 1 comes again"
 
 
 async def test_a_history_that_numbered_on_in_a_new_epoch_is_not_delivered_again() -> None:
     broker, sequencer, emitted = await _setup(3)
-    sequencer.track(ROOM, (await broker.history(ROOM, 1)).epoch, 3)
-    await broker.publish_message(ROOM, b'{"seq":', (), 5)  # behind the node: seq 6, new epoch
+    epoch = (await broker.history(ROOM, 1)).epoch
+    sequencer.track(ROOM, epoch, 3)
+    await broker.publish_message(ROOM, b'{"seq":', (), 5, epoch)  # behind: seq 6, new epoch
     sequencer.recover()
     await sequencer.idle()
     sequencer.accept(_message(7))
-    assert emitted == [(4, 5), 6, 7], "4 and 5 are lost, and said so; 1..3 not delivered twice"
-    assert sequencer.seen(ROOM) == 7
+    assert emitted == ["fork@5", (4, 5), 6, 7], \
+        "4 and 5 are lost, and said so; 1..3 not delivered twice"
+    assert sequencer.seen(ROOM)[1] == 7
+
+
+async def test_a_live_message_of_a_forked_epoch_rewinds_delivery_to_the_base() -> None:
+    """Issue 29: a failover's new primary numbered other messages than the old one had
+    acknowledged under the same seqs; members that had the old ones dropped the new ones as
+    duplicates."""
+    _, sequencer, emitted = await _setup(0)
+    sequencer.track(ROOM, "old", 0)
+    for seq in (1, 2, 3, 4):
+        sequencer.accept(_message(seq, "old"))
+    sequencer.accept(_message(3, "new.2"))  # the new primary had up to 2
+    sequencer.accept(_message(5, "old"))  # the old primary, late: its history is left
+    sequencer.accept(_message(4, "new.2"))
+    assert emitted == [1, 2, 3, 4, "fork@2", 3, 4]
+    assert sequencer.position(ROOM) == ("new.2", 4)
+
+
+async def test_a_fork_seen_after_an_outage_is_reported_before_the_new_epochs_messages() -> None:
+    broker, sequencer, emitted = await _setup(3)
+    sequencer.track(ROOM, "an-epoch-before-the-fork", 9)  # delivered up to 9 in the old one
+    await broker.publish_message(ROOM, b'{"seq":', (), 3)  # the new history shares 1..3
+    broker._logs[ROOM].epoch = "forked.3"
+    sequencer.recover()
+    await sequencer.idle()
+    assert emitted == ["fork@3", 4]

@@ -48,10 +48,13 @@ async def test_messages_its_room_joined_gave_are_not_delivered_again() -> None:
     assert socket.frames == [b"8", b"presence"]
 
 
-async def test_after_the_rooms_seqs_restart_they_are_delivered_from_one() -> None:
+async def test_after_the_rooms_history_forks_its_seqs_past_the_base_are_delivered() -> None:
     session, socket = _session()
     session.hold()
     session.release(40, 0)
-    session.restart_seqs()
-    _deliver(session, 1)
-    assert socket.frames == [b"1"]
+    session.rewind(35)
+    for seq in (35, 36):
+        _deliver(session, seq)
+    session.rewind(50)  # a base above what room_joined gave moves nothing
+    _deliver(session, 37)
+    assert socket.frames == [b"36", b"37"]
