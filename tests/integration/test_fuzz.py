@@ -26,7 +26,7 @@ from gateway.processes import LOOPBACK, Service, start_node
 from loadtest.procstats import memory_kib
 from tests.frames import client
 
-CANARY_SECONDS = 45.0
+CANARY_SECONDS = 25.0
 MAX_FRAME = 4096
 TYPES = ["auth", "join", "leave", "message", "list_rooms", "ping", "pong", "nonsense"]
 

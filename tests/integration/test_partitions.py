@@ -125,6 +125,7 @@ async def test_a_node_cut_from_redis_and_healed_loses_nothing_silently(hosts: Ho
     assert verdict.valid, _report(verdict)
 
 
+@pytest.mark.parametrize("hosts", ["redis"], indirect=True)  # the script's fence: one Redis
 async def test_a_writer_on_a_node_cut_from_redis_is_never_told_unavailable_for_a_stored_send(
         hosts: Hosts) -> None:
     """Issue 29: sends the cut node answered `unavailable` ("nothing was done, retry") were
