@@ -332,17 +332,19 @@ def start_node(run_dir: Path, node_id: str, redis: str | None, args: list[str],
 
 
 def start_nginx(run_dir: Path, config: GatewayConfig, port: int,
-                children: Children | None = None) -> Service:
-    """nginx in the foreground with the rendered config; returns once it answers its health
-    check as this config's instance (not as an nginx left on the port)."""
+                children: Children | None = None, host: str = LOOPBACK,
+                wrap: Wrap = as_is) -> Service:
+    """nginx in the foreground with the rendered config (listening on `host`); returns once
+    it answers its health check as this config's instance (not as an nginx left on the
+    port); `wrap` makes its command line."""
     children = children or Children()
     config_path = run_dir / "nginx.conf"
     config_path.write_text(config.render())
     argv = [find_binary("nginx", "nginx-light"), "-p", str(run_dir), "-c", str(config_path),
             "-e", str(run_dir / "nginx-error.log")]
-    service = children.spawn("nginx", argv, port, run_dir / "nginx.log")
+    service = children.spawn("nginx", wrap(argv), port, run_dir / "nginx.log", host=host)
     ours = f"ok {config.instance}\n".encode()
-    wait_until(service, lambda: http_body(f"http://{LOOPBACK}:{port}/gateway-health") == ours,
+    wait_until(service, lambda: http_body(f"http://{host}:{port}/gateway-health") == ours,
                stopping=children.stopping)
     return service
 

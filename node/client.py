@@ -1,6 +1,7 @@
 """A reconnecting asyncio chat client.
 
-It connects, authenticates and joins one room; answers server pings; on any close or error
+It connects, authenticates and joins one room; answers server pings and pings the server
+(a path cut without a close is found within 1.5 × `heartbeat`); on any close or error
 it reconnects with capped exponential backoff and full jitter (at least `retryAfterMs` after
 a `server_shutdown`, at least `Retry-After` after a refused upgrade, and likewise after a join
 refused as `unavailable`), re-authenticates and re-joins with `since`/`epoch`, so that the caller
@@ -47,6 +48,9 @@ log = logging.getLogger("node.client")
 FINAL_CLOSE_CODES = frozenset({1003, 1008, 1009})
 RECENT_IDS = 1024
 PAGE_RETRY = 1.0  # seconds before asking again for a page refused as rate_limited
+# Seconds between the client's WebSocket pings (as Socket.IO's and Centrifugo's 25 s): a dead
+# path is found within 1.5 times it, where the server's own pings (--ping-timeout) find it.
+HEARTBEAT = 25.0
 
 
 def numbered(name: str) -> str:
@@ -92,10 +96,13 @@ class _Pending:
 class ChatClient:
     def __init__(self, url: str, name: str, room: str, *,
                  backoff: Backoff | None = None, jwt: str | None = None,
-                 rename: Callable[[str], str] = numbered) -> None:
+                 rename: Callable[[str], str] = numbered,
+                 heartbeat: float = HEARTBEAT) -> None:
         """`jwt`: the identity provider's token, for servers that require one (`name` is
         then the token's); `refresh` replaces it before it expires. `rename`: the name to
-        try when the server says `name` is taken."""
+        try when the server says `name` is taken. `heartbeat`: seconds between WebSocket
+        pings; a connection whose pong does not come within half of it is dead (a path cut
+        without a close: nothing else would ever tell) and is replaced."""
         self.url = url
         self.name = name
         self.room = room
@@ -111,6 +118,7 @@ class ChatClient:
         self.presence = 0  # the presence version `members` reflects
         self.connections = 0
         self._backoff = backoff or Backoff()
+        self._heartbeat = heartbeat
         self._rename = rename
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._joined = asyncio.Event()
@@ -194,7 +202,7 @@ class ChatClient:
         assert self._http is not None
         while self._stopped is None:
             try:
-                async with self._http.ws_connect(self.url) as ws:
+                async with self._http.ws_connect(self.url, heartbeat=self._heartbeat) as ws:
                     self._ws = ws
                     self.connections += 1
                     await self._converse(ws)

@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.client import ChatClient, ClientClosed, SendFailed
+from node.client import HEARTBEAT, ChatClient, ClientClosed, SendFailed
 
 # A writer waits longer than a node waits for Redis (node.redis_support.COMMAND_TIMEOUT):
 # what it is told decides, not its own patience.
@@ -95,9 +95,13 @@ class Verdict:
     disorder: dict[str, int]
     reported: dict[str, int]  # loss reports each member got
     acknowledged: int
-    unavailable_s: float
+    unavailable: dict[str, float]  # per writer: its longest time without an acknowledgement
     refusals: Counter[str]
     conflicts: dict[tuple[str, int], set[str]]
+
+    @property
+    def unavailable_s(self) -> float:
+        return max(self.unavailable.values())
 
     @property
     def valid(self) -> bool:
@@ -122,8 +126,8 @@ def check(members: dict[str, Member], writers: list[Writer], started: float) -> 
         refusals.update(writer.refusals)
     reported = {name: len(member.reports) for name, member in members.items()}
     return Verdict(lost, duplicates, disorder, reported, len(acks),
-                   max(writer.longest_wait(started) for writer in writers), refusals,
-                   _conflicts(members))
+                   {writer.name: round(writer.longest_wait(started), 1) for writer in writers},
+                   refusals, _conflicts(members))
 
 
 def _conflicts(members: dict[str, Member]) -> dict[tuple[str, int], set[str]]:
@@ -147,11 +151,14 @@ async def quiesce(members: dict[str, Member], writers: list[Writer]) -> None:
 
 
 async def run_workload(member_urls: dict[str, str], writer_urls: list[str], room: str,
-                       fault: Any, interval: float = 0.05) -> Verdict:
+                       fault: Any, interval: float = 0.05, heartbeat: float = HEARTBEAT
+                       ) -> Verdict:
     """Members join, writers write while `fault()` (a coroutine function) plays its
-    schedule, then the writers stop, members catch up, and the checker rules."""
-    members = {name: Member(ChatClient(url, name, room)) for name, url in member_urls.items()}
-    writers = [Writer(ChatClient(url, f"w{n}", room), f"w{n}")
+    schedule, then the writers stop, members catch up, and the checker rules. Every client
+    pings every `heartbeat` seconds."""
+    members = {name: Member(ChatClient(url, name, room, heartbeat=heartbeat))
+               for name, url in member_urls.items()}
+    writers = [Writer(ChatClient(url, f"w{n}", room, heartbeat=heartbeat), f"w{n}")
                for n, url in enumerate(writer_urls)]
     recorders: list[asyncio.Task[None]] = []
     try:

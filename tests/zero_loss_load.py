@@ -54,6 +54,11 @@ class Load:
                 self.received[client].append(event)
             elif event["type"] == "room_joined" and event.get("recovered") is False:
                 self.unrecovered.append(event)
+            elif event["type"] == "history_reset":  # a failover: what came after the base
+                # may exist nowhere else (the new primary's messages follow); what was
+                # acknowledged must still all arrive
+                self.received[client] = [m for m in self.received[client]
+                                         if m["seq"] <= event["seq"]]
             elif event["type"] in ("user_joined", "user_left"):
                 self.presence_changes.append(event)
 

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.processes import Children, Service, redis_url, start_node, start_redis, stop_all
+from gateway.nginx import GatewayConfig
+from gateway.processes import (
+    Children, Service, redis_url, start_nginx, start_node, start_redis, stop_all,
+)
 from gateway.redis_cluster import RedisCluster, start_redis_cluster
 from gateway.tokens import new_secret
 from node.client import ChatClient
@@ -31,6 +34,11 @@ if os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("nft")):
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 REDIS_PORT = 6379
 NODE_PORT = 8000
+GATEWAY_PORT = 8080
+# The nodes ping every second and close a client silent for 3 (a path cut without a close);
+# the clients ping every second too and give up on a pong after half of it.
+PINGS = ["--ping-interval", "1", "--ping-timeout", "3"]
+CLIENT_HEARTBEAT = 1.0
 # Longer than a node takes to notice a silent Redis (about 3.5 s) and than it waits for an
 # answer (COMMAND_TIMEOUT, 5 s); at 20 messages a second, more than a room's history keeps.
 CUT_SECONDS = 6.5
@@ -38,17 +46,22 @@ CUT_SECONDS = 6.5
 
 @dataclass
 class Hosts:
-    """Redis (one, or a Redis Cluster of 3 primaries and 3 replicas) and two nodes, each on
-    a host of its own."""
+    """Redis (one, or a Redis Cluster of 3 primaries and 3 replicas), two nodes and the
+    gateway (nginx), each on a host of its own."""
 
     net: Network
     redis: list[Host]
     nodes: list[Host]
     node_services: list[Service]
+    gateway: Host
     cluster: RedisCluster | None = None
 
     def ws_url(self, index: int) -> str:
         return f"ws://{self.nodes[index].address}:{NODE_PORT}/ws"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://{self.gateway.address}:{GATEWAY_PORT}/ws"
 
     def redis_of(self, room: str) -> Host:
         """The host of the Redis that serves `room` (its shard's primary, in a cluster)."""
@@ -80,11 +93,18 @@ def hosts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hosts]:
             nodes = [net.add_host(f"node{n}") for n in (1, 2)]
             cluster_flags = ["--redis-cluster"] if cluster else []
             services = [start_node(tmp_path, host.name, url,
-                                   [*unlimited_flags(), *cluster_flags],
+                                   [*unlimited_flags(), *cluster_flags, *PINGS],
                                    port=NODE_PORT, children=children, host=host.address,
                                    wrap=host.argv)
                         for host in nodes]
-            yield Hosts(net, redis, nodes, services, cluster)
+            gateway = net.add_host("gateway")
+            config = GatewayConfig(f"{gateway.address}:{GATEWAY_PORT}",
+                                   [f"{host.address}:{NODE_PORT}" for host in nodes],
+                                   tmp_path / "gateway", instance=f"partitions-{os.getpid()}")
+            config.prepare_run_dir()
+            start_nginx(tmp_path / "gateway", config, GATEWAY_PORT, children,
+                        host=gateway.address, wrap=gateway.argv)
+            yield Hosts(net, redis, nodes, services, gateway, cluster)
         finally:
             services = children.stop()
             for service in services:
@@ -100,7 +120,7 @@ def _report(verdict: Verdict) -> str:
 
     return (f"acknowledged {verdict.acknowledged}, lost unreported {counts(verdict.lost)}, "
             f"duplicates {counts(verdict.duplicates)}, disorder {verdict.disorder}, longest "
-            f"without an acknowledgement {verdict.unavailable_s:.1f} s, refusals "
+            f"without an acknowledgement (s) {verdict.unavailable}, refusals "
             f"{dict(verdict.refusals)}, reported {verdict.reported}, seqs naming two texts "
             f"{sorted(seq for _, seq in verdict.conflicts)}")
 
@@ -195,6 +215,8 @@ async def test_presence_converges_after_a_node_paused_past_its_ttl_resumes(hosts
                      "node2": await _snapshot(hosts.ws_url(1), room),
                      "stay": _named(stay), "d": _named(others["d"])}
             if all(view == expected for view in views.values()):
+                print(f"every view right {10.0 - (deadline - asyncio.get_running_loop().time()):.1f}"
+                      " s after the resume")
                 break
             assert asyncio.get_running_loop().time() < deadline, views
             await asyncio.sleep(0.5)
@@ -246,3 +268,55 @@ async def test_a_primary_isolated_with_a_node_loses_no_acknowledged_message_sile
     print(_report(verdict))
     assert verdict.valid, _report(verdict)
     assert all(verdict.reported.values()), "every member is told of the failover's fork"
+
+
+@pytest.mark.parametrize("hosts", ["redis"], indirect=True)
+async def test_a_node_cut_from_the_gateway_loses_nothing_of_its_clients(hosts: Hosts) -> None:
+    """Issue 29: the gateway cut from node1 while members and a writer connected through it
+    are spread over both nodes: node1 closes the members whose pongs stop, the clients find
+    their dead paths and come back through the gateway on node2, and resume."""
+    room = "gateway"
+
+    async def cut_the_gateway_from_node1() -> None:
+        await asyncio.sleep(2)
+        hosts.net.cut(hosts.gateway, hosts.nodes[0])
+        await asyncio.sleep(CUT_SECONDS)
+        hosts.net.heal()
+        await asyncio.sleep(3)
+
+    members = {f"g{n}": hosts.gateway_url for n in range(6)}
+    verdict = await run_workload(members, [hosts.gateway_url] * 2, room,
+                                 cut_the_gateway_from_node1, heartbeat=CLIENT_HEARTBEAT)
+    print(_report(verdict))
+    assert verdict.valid, _report(verdict)
+    closed = hosts.node_services[0].log_path.read_text().count("reason=Ping timeout")
+    assert closed > 0, "node1 closed the clients it could no longer reach"
+
+
+@pytest.mark.parametrize("hosts", ["redis"], indirect=True)
+async def test_a_clients_path_cut_without_a_close_is_found_on_both_sides(hosts: Hosts) -> None:
+    """Issue 29: the clients' own path to node1 cut (half-open TCP: no FIN, no RST): node1
+    closes them once their pongs stop, the others see them leave, and the clients give up on
+    their dead connections, reconnect once the path heals and resume without a loss."""
+    room = "halfopen"
+    left: list[str] = []
+
+    async def cut_the_clients_from_node1() -> None:
+        async with ChatClient(hosts.ws_url(1), "watcher", room) as watcher:
+            await asyncio.sleep(2)
+            hosts.net.cut_client(hosts.nodes[0])
+            async with asyncio.timeout(CUT_SECONDS):
+                async for event in watcher.events():
+                    if event["type"] == "user_left":
+                        left.append(event["user"])
+                    if len(left) == 3:
+                        break
+        hosts.net.heal()
+        await asyncio.sleep(4)
+
+    members = {f"h{n}": hosts.ws_url(0) for n in range(3)} | {"far": hosts.ws_url(1)}
+    verdict = await run_workload(members, [hosts.ws_url(1)], room, cut_the_clients_from_node1,
+                                 heartbeat=CLIENT_HEARTBEAT)
+    print(_report(verdict), f"left while cut: {left}")
+    assert sorted(left) == ["h0", "h1", "h2"], "node1 let its unreachable members go"
+    assert verdict.valid, _report(verdict)
