@@ -38,23 +38,31 @@ log = logging.getLogger("node.broker")
 #
 # The history forks — a new epoch, named `<id>.<base>`, sharing seqs up to `base` with the
 # one before — when this Redis cannot vouch for the seqs after `base`:
-# - this Redis took over from the primary that numbered the room's last message (`term`,
-#   that primary's replication id, is the one this Redis replicated before its promotion:
-#   its `master_replid2`): a failover, after which the old primary may have acknowledged
+# - another node of the Redis Cluster than the one that numbered the room's last message
+#   (`term`, its node id) numbers the next, and it was promoted since it started (its
+#   `master_replid2` is set): a failover, after which the old primary may have acknowledged
 #   messages this one never got, under the same seqs as this one's next (the history up to
-#   here is whole). A restart (a new replication id) or a slot moved to another primary
-#   (its keys move whole) only takes the term over;
+#   here is whole). A restart keeps the node id; a slot moved to a node never promoted (its
+#   keys move whole) only takes the term over. Only a Redis Cluster's shards (they publish
+#   with SPUBLISH) keep a term: a single Redis has no replica to fail over to. The
+#   replication ids are read only when the node id changed: reading them costs the script
+#   about half again its Redis CPU (docs/performance.md);
 # - the node saw seqs of this history that this Redis no longer has (a restart that lost the
 #   newest writes): the room numbers on above them, in a history that starts here.
 PUBLISH_MESSAGE = envelope.LUA + """
 local clock = redis.call('TIME')
 if tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000 > tonumber(ARGV[9]) then return -1 end
-local replication = redis.call('INFO', 'replication')
-local replid = string.match(replication, 'master_replid:(%x+)')
-local promoted_from = string.match(replication, 'master_replid2:(%x+)')
-local epoch, term = redis.call('GET', KEYS[3]), redis.call('GET', KEYS[5])
+local myid, term = false, false
+if ARGV[6] == 'SPUBLISH' then
+  myid, term = redis.call('CLUSTER', 'MYID'), redis.call('GET', KEYS[5])
+end
+local function promoted()
+  local since = string.match(redis.call('INFO', 'replication'), 'master_replid2:(%x+)')
+  return since ~= nil and string.find(since, '[^0]') ~= nil
+end
+local epoch = redis.call('GET', KEYS[3])
 local seq = redis.call('INCR', KEYS[1])
-if term and term ~= replid and term == promoted_from and epoch then
+if term and term ~= myid and epoch and promoted() then
   epoch = ARGV[5] .. '.' .. string.format('%d', seq - 1)
   redis.call('SET', KEYS[3], epoch)
 elseif seq <= tonumber(ARGV[7]) and (not epoch or epoch == ARGV[10]) then
@@ -67,7 +75,7 @@ elseif not epoch then  -- a new room (or one whose history was lost whole: base 
   epoch = ARGV[5]
   redis.call('SET', KEYS[3], epoch)
 end
-if term ~= replid then redis.call('SET', KEYS[5], replid) end
+if myid and term ~= myid then redis.call('SET', KEYS[5], myid) end
 local payload = close({ARGV[1]}, {seq})
 redis.call('ZADD', KEYS[2], seq, payload)
 local count = redis.call('ZCARD', KEYS[2])

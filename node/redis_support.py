@@ -169,8 +169,8 @@ class RedisKeys:
         return self._room(room, "epoch")
 
     def term(self, room: str) -> str:
-        """The replication id of the primary that numbered the room's last message: its
-        replica numbering the next after a promotion forks the history (a failover)."""
+        """The Redis Cluster node id of the primary that numbered the room's last message:
+        a promoted replica numbering the next forks the history (a failover)."""
         return self._room(room, "term")
 
     def history(self, room: str) -> str:
