@@ -47,6 +47,7 @@ log = logging.getLogger("node.client")
 
 FINAL_CLOSE_CODES = frozenset({1003, 1008, 1009})
 RECENT_IDS = 1024
+UNKNOWN_OUTCOME = "unknown_outcome"
 PAGE_RETRY = 1.0  # seconds before asking again for a page refused as rate_limited
 # Seconds between the client's WebSocket pings (as Socket.IO's and Centrifugo's 25 s): a dead
 # path is found within 1.5 times it, where the server's own pings (--ping-timeout) find it.
@@ -74,7 +75,10 @@ def _retry_after(refused: aiohttp.WSServerHandshakeError) -> float:
 
 
 class SendFailed(Exception):
-    """The server refused a message (`code` as in its error event); nothing was stored."""
+    """The server refused a message (`code` as in its error event): nothing was stored. Or,
+    with `code` `unknown_outcome`, nobody can tell: it was sent, no answer came, and the
+    resumed history no longer reaches back far enough to say (sending it again could store
+    it twice)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -131,6 +135,7 @@ class ChatClient:
         self._backfill: list[dict[str, Any]] | None = None
         self._held: list[dict[str, Any]] = []
         self._joined_seq = 0
+        self._recovered = False  # the last room_joined recovered the whole gap
         self._page_retry: asyncio.Task[None] | None = None
         self._retry_after = 0.0
         self._stopped: str | None = None
@@ -172,7 +177,8 @@ class ChatClient:
         Across a reconnect the message is looked up in the resumed history by its `ref` and
         sent again only if it is not there; so is a message the server could not say it
         stored (`unknown_outcome`: the client reconnects to find out). Raises `SendFailed`
-        when the server refuses it.
+        when the server refuses it, and `SendFailed("unknown_outcome")` when a resume that
+        could not recover the whole gap leaves it unknown whether it was stored.
         """
         async with self._send_lock, asyncio.timeout(timeout):
             pending = _Pending(uuid.uuid4().hex[:16], text,
@@ -279,7 +285,7 @@ class ChatClient:
             self.name = self._rename(self.name)
             self._events.put_nowait(event)
             await ws.close()  # not authenticated: connect again as the same user, renamed
-        elif (kind == "error" and event["code"] == "unknown_outcome"
+        elif (kind == "error" and event["code"] == UNKNOWN_OUTCOME
               and self._pending is not None):
             self._events.put_nowait(event)
             await ws.close()  # the resume tells: its ref in history, or it is sent again
@@ -302,8 +308,8 @@ class ChatClient:
         self.large = event.get("large", False)
         self._events.put_nowait(event)
         self._joined_seq, self._backfill, self._held = event["seq"], None, []
-        await self._take_history(ws, event["history"], event.get("recovered") is True
-                                 and event["more"])
+        self._recovered = event.get("recovered") is True
+        await self._take_history(ws, event["history"], self._recovered and event["more"])
 
     async def _take_history(self, ws: aiohttp.ClientWebSocketResponse,
                             messages: list[dict[str, Any]], more: bool) -> None:
@@ -319,8 +325,13 @@ class ChatClient:
         self.last_seq = max(self.last_seq, self._joined_seq)
         self._backoff.reset()
         self._joined.set()
-        if self._pending is not None and not self._pending.result.done():
-            await self._send_pending()  # it was not in the resumed history
+        pending = self._pending
+        if pending is not None and not pending.result.done():
+            if pending.sent_on and not self._recovered:  # the history cannot tell
+                self._settle(error=SendFailed(UNKNOWN_OUTCOME, "sent, not answered, and not "
+                                              "in the history the resume could give"))
+            else:
+                await self._send_pending()  # it was not in the resumed history
 
     async def _on_page(self, ws: aiohttp.ClientWebSocketResponse, event: dict[str, Any]
                        ) -> None:

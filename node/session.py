@@ -86,6 +86,7 @@ class Session:
     # --- inbound: callbacks from the WebSocket ----------------------------------------
 
     def on_text(self, text: str) -> None:
+        self.last_pong = time.monotonic()  # anything heard is alive, even behind a slow step
         if self._inbox is None:
             self._inbox = deque()
         self._inbox.append(text)

@@ -3,7 +3,8 @@ what every member was given, and what it was told it missed.
 
 Writers send uniquely numbered texts and record each acknowledgement (the seq the room
 gave it) with its time; a `unavailable` refusal is retried with the same text, as a client
-told "nothing was done, retry" does. Members record every delivery (live or in a resumed
+told "nothing was done, retry" does; an `unknown_outcome` that the client library could not
+settle is not (it may have been stored). Members record every delivery (live or in a resumed
 history) and every loss report: a `room_joined` with `"recovered": false`, a
 `messages_lost` or a `history_reset` event. Afterwards, per member:
 
@@ -24,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.client import HEARTBEAT, ChatClient, ClientClosed, SendFailed
+from node.client import HEARTBEAT, UNKNOWN_OUTCOME, ChatClient, ClientClosed, SendFailed
 
 # A writer waits longer than a node waits for Redis (node.redis_support.COMMAND_TIMEOUT):
 # what it is told decides, not its own patience.
@@ -77,6 +78,8 @@ class Writer:
                     break
                 except (SendFailed, TimeoutError) as refused:
                     self.refusals[str(refused).split(":")[0]] += 1
+                    if isinstance(refused, SendFailed) and refused.code == UNKNOWN_OUTCOME:
+                        break  # perhaps stored: sending it again could store it twice
                     await asyncio.sleep(interval)
                 except ClientClosed:
                     return

@@ -152,7 +152,7 @@ function onJoined(event) {
   chat.members = new Map(event.members.map((m) => [m.userId, m.name]));
   Object.assign(chat, {presenceVersion: event.presence, userCount: event.userCount,
                        large: Boolean(event.large), joinedSeq: event.seq, backfill: null,
-                       held: []});
+                       held: [], recovered: event.recovered === true});
   if (!chat.messages.length) chat.more = event.more;
   showMembers();
   takeHistory(event.history, event.recovered === true && event.more);
@@ -173,9 +173,14 @@ function takeHistory(messages, more) {
   chat.backoffMs = BACKOFF_MS.first;
   setState("online", `${chat.room} on ${chat.node}`);
   send({type: "list_rooms"});
-  // Not in what the room kept: those never reached it. The same ref lets a reader of the
-  // history tell a message sent twice (its first copy stored, the answer lost) apart.
-  chat.pending.forEach((text, ref) => send({type: "message", text, ref}));
+  // Not in what the room kept: those never reached it, when the resume recovered the whole
+  // gap. The same ref lets a reader of the history tell a message sent twice apart. When it
+  // did not, nobody can tell: say so rather than risk storing one twice.
+  if (chat.recovered) {
+    return chat.pending.forEach((text, ref) => send({type: "message", text, ref}));
+  }
+  chat.pending.forEach((text) => notice(`not known whether “${text}” was sent`));
+  chat.pending.clear();
 }
 
 const handlers = {

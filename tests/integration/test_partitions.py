@@ -168,6 +168,29 @@ async def test_a_writer_on_a_node_cut_from_redis_is_never_told_unavailable_for_a
     assert verdict.valid, _report(verdict)
 
 
+@pytest.mark.parametrize("hosts", ["redis"], indirect=True)
+async def test_a_one_way_cut_from_redis_to_a_writers_node_stores_nothing_twice(
+        hosts: Hosts) -> None:
+    """Issue 29: with only Redis → node1 dropped, node1's publishes land and their answers
+    never come back; node1 once answered `unavailable` for one of them (stored already), and
+    its writer, retrying as told, stored it twice."""
+    room = "oneway"
+
+    async def drop_what_redis_sends_node1() -> None:
+        await asyncio.sleep(2)
+        hosts.net.cut(hosts.redis_of(room), hosts.nodes[0], one_way=True)
+        await asyncio.sleep(CUT_SECONDS)
+        hosts.net.heal()
+        await asyncio.sleep(4)
+
+    members = {"near": hosts.ws_url(0), "far": hosts.ws_url(1)}
+    verdict = await run_workload(members, [hosts.ws_url(0), hosts.ws_url(1)], room,
+                                 drop_what_redis_sends_node1)
+    print(_report(verdict))
+    assert verdict.unavailable["w0"] > 4, "node1's writer was held up while deaf"
+    assert verdict.valid, _report(verdict)
+
+
 def _owner(cluster: RedisCluster, slot: int, asking: list[Service]) -> Service | None:
     """The primary of `slot` as `asking` see it; None while none serves it (a failover)."""
     try:
