@@ -34,8 +34,8 @@ def _round(client: redis.Redis, sha: str, command: str, calls: int) -> float:
     pipe = client.pipeline(transaction=False)
     for call in range(calls):
         room = f"r{call % ROOMS}"
-        pipe.evalsha(sha, 5, keys.seq(room), keys.history(room), keys.epoch(room),
-                     keys.history_bytes(room), f"cost:{{{room}}}:term",
+        pipe.evalsha(sha, 6, keys.seq(room), keys.history(room), keys.epoch(room),
+                     keys.history_bytes(room), keys.term(room), keys.parent(room),
                      TEMPLATE, 100, keys.channel(room), room, "e", command, 0, 2**18,
                      int(time.time() * 1000) + 600_000, "")
     pipe.execute()

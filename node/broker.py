@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from node.envelope import Publication
+from node.envelope import Publication, base_of
 from node.ratelimit import Budget
 
 
@@ -59,11 +59,23 @@ class HistoryWindow:
     epoch: str
     first_seq: int
     more: bool = False
+    parent: str = ""  # the epoch this one forked from ("" for none)
 
     def covers(self, since: int, epoch: str | None) -> bool:
-        """True when every message after `since` is still retained, in the same incarnation."""
-        same_incarnation = epoch is None or epoch == self.epoch
-        return same_incarnation and since <= self.seq and self.first_seq <= since + 1
+        """True when every message after `since` of `epoch` is still retained: the same
+        incarnation, or the one this forked from up to the fork's base (the seqs both
+        share)."""
+        return self._continues(since, epoch) and since <= self.seq \
+            and self.first_seq <= since + 1
+
+    def forked_from(self, epoch: str | None) -> bool:
+        """True when `epoch` is the one this forked from: its seqs after the fork's base may
+        exist nowhere else now."""
+        return bool(self.parent) and epoch == self.parent
+
+    def _continues(self, since: int, epoch: str | None) -> bool:
+        return epoch is None or epoch == self.epoch or (
+            self.forked_from(epoch) and since <= base_of(self.epoch))
 
 
 class Broker(Protocol):

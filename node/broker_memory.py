@@ -21,6 +21,7 @@ class _RoomLog:
     messages: deque[bytes]
     epoch: str = field(default_factory=lambda: uuid.uuid4().hex)
     size: int = 0  # bytes of `messages`
+    parent: str = ""  # the epoch `epoch` forked from
 
 
 @dataclass(slots=True)
@@ -58,7 +59,7 @@ class MemoryBroker:
         log = self._log(room)
         # Never so in memory (it cannot lose what it numbered): what the contract says.
         if log.seq < seen and seen_epoch == log.epoch:
-            log.seq, log.epoch = seen, f"{uuid.uuid4().hex}.{seen}"
+            log.seq, log.epoch, log.parent = seen, f"{uuid.uuid4().hex}.{seen}", log.epoch
             log.messages.clear()
             log.size = 0
         log.seq += 1
@@ -102,7 +103,7 @@ class MemoryBroker:
             picked.append(payload)
         from_seq = high - len(picked) + 1
         return HistoryWindow(picked[::-1], log.seq, log.epoch, first,
-                             more=bool(picked) and from_seq > first)
+                             more=bool(picked) and from_seq > first, parent=log.parent)
 
     def _log(self, room: str) -> _RoomLog:
         log = self._logs.get(room)

@@ -27,7 +27,7 @@ from node.subscriber_redis import ChannelSubscriber, Subscriber
 
 log = logging.getLogger("node.broker")
 
-# KEYS: seq, history, epoch, history bytes, term (one slot: the room's). ARGV: message
+# KEYS: seq, history, epoch, history bytes, term, parent (one slot: the room's). ARGV: message
 # template, history capacity, channel, room, a fresh epoch id, publish command, the newest seq
 # the node saw, history capacity in bytes, the deadline (ms since the epoch), the epoch the
 # node saw that seq in. Assigns the next
@@ -37,7 +37,8 @@ log = logging.getLogger("node.broker")
 # after its node gave up on it, and must not be stored then (its sender was told otherwise).
 #
 # The history forks — a new epoch, named `<id>.<base>`, sharing seqs up to `base` with the
-# one before — when this Redis cannot vouch for the seqs after `base`:
+# one before, which it keeps as its parent — when this Redis cannot vouch for the seqs after
+# `base`:
 # - another node of the Redis Cluster than the one that numbered the room's last message
 #   (`term`, its node id) numbers the next, and it was promoted since it started (its
 #   `master_replid2` is set): a failover, after which the old primary may have acknowledged
@@ -63,6 +64,7 @@ end
 local epoch = redis.call('GET', KEYS[3])
 local seq = redis.call('INCR', KEYS[1])
 if term and term ~= myid and epoch and promoted() then
+  redis.call('SET', KEYS[6], epoch)
   epoch = ARGV[5] .. '.' .. string.format('%d', seq - 1)
   redis.call('SET', KEYS[3], epoch)
 elseif seq <= tonumber(ARGV[7]) and (not epoch or epoch == ARGV[10]) then
@@ -70,6 +72,7 @@ elseif seq <= tonumber(ARGV[7]) and (not epoch or epoch == ARGV[10]) then
   epoch = ARGV[5] .. '.' .. string.format('%d', seq - 1)
   redis.call('SET', KEYS[1], seq)
   redis.call('SET', KEYS[3], epoch)
+  redis.call('SET', KEYS[6], ARGV[10])
   redis.call('DEL', KEYS[2])
 elseif not epoch then  -- a new room (or one whose history was lost whole: base 0)
   epoch = ARGV[5]
@@ -106,11 +109,12 @@ if spent > 0 then return {spent} end
 return {0, unpack(grants)}
 """
 
-# KEYS: seq, history, epoch. ARGV: how many messages at most, the seqs they lie between
+# KEYS: seq, history, epoch, parent. ARGV: how many messages at most, the seqs they lie between
 # ('' for no bound: after ARGV[2], before ARGV[3]), at most how many bytes of them ('' for no
 # bound; the newest message always goes), a fresh epoch for a room without one. The newest
 # first, so that a byte bound cuts the oldest. Returns {epoch, last seq, first seq kept,
-# whether older messages than those returned are kept (1/0), messages oldest first}.
+# whether older messages than those returned are kept (1/0), messages oldest first, the
+# epoch's parent (false for none)}.
 READ_HISTORY = """
 redis.call('SET', KEYS[3], ARGV[5], 'NX')
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -129,7 +133,8 @@ for i = 1, #found, 2 do
 end
 local messages = {}
 for i = taken, 1, -1 do table.insert(messages, found[2 * i - 1]) end
-return {redis.call('GET', KEYS[3]), last, first, (from and from > first) and 1 or 0, messages}
+return {redis.call('GET', KEYS[3]), last, first, (from and from > first) and 1 or 0, messages,
+        redis.call('GET', KEYS[4])}
 """
 
 SLICES = 8  # a node takes a budget from Redis an eighth of its limit at a time
@@ -277,7 +282,8 @@ class RedisBroker:
             seq = int(await self._scripts.run(
                 self._publish_message,
                 [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room),
-                 self._keys.history_bytes(room), self._keys.term(room)],
+                 self._keys.history_bytes(room), self._keys.term(room),
+                 self._keys.parent(room)],
                 [template, self._capacity, self._keys.channel(room), room, self._fresh_epoch(),
                  self._publish, seen, self._capacity_bytes, deadline, seen_epoch],
                 repeatable=False))
@@ -321,12 +327,13 @@ class RedisBroker:
     async def history(self, room: str, limit: int, after: int | None = None,
                       before: int | None = None, max_bytes: int | None = None
                       ) -> HistoryWindow:
-        epoch, last, first, more, messages = await self._scripts.run(
+        epoch, last, first, more, messages, parent = await self._scripts.run(
             self._read_history,
-            [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room)],
+            [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room),
+             self._keys.parent(room)],
             [limit, _bound(after), _bound(before), _bound(max_bytes), uuid.uuid4().hex])
         return HistoryWindow(list(messages), int(last), epoch.decode(), int(first),
-                             more=bool(more))
+                             more=bool(more), parent=(parent or b"").decode())
 
 
 def _bound(value: int | None) -> int | str:

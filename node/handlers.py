@@ -16,9 +16,10 @@ from msgspec import UNSET, UnsetType
 from node import disconnect
 from node.admission import Admission
 from node.background import Background
-from node.broker import Broker, BudgetSpent
+from node.broker import Broker, BudgetSpent, HistoryWindow
 from node.config import Settings, jwt_verifier
 from node.directory import Directory
+from node.envelope import base_of
 from node.errors import OutcomeUnknown, Unavailable
 from node.heartbeat import now_ms
 from node.history_snapshots import HistorySnapshots, Snapshot
@@ -31,7 +32,7 @@ from node.coordination import Coordination
 from node.presence import Member, Presence, RoomLimit, RoomPage, Roster
 from node.protocol import (
     DEFAULT_NAME, Auth, AuthSuccess, ChatError, ChatMessage, ClientMessage, ErrorCode, History,
-    HistoryPage, Join, Leave, ListRooms, MemberInfo, Parser, Ping, Pong, Refresh, Refreshed,
+    HistoryPage, HistoryReset, Join, Leave, ListRooms, MemberInfo, Parser, Ping, Pong, Refresh, Refreshed,
     RoomInfo, RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong, event_frame,
     history_array, iso_timestamp, message_id, message_template,
 )
@@ -293,10 +294,10 @@ class Handlers:
     async def _welcome(self, session: Session, join: Join, roster: Roster) -> None:
         """Send `room_joined`, then whatever the room said after its history was read and
         its roster taken."""
-        seen = 0
+        seen, epoch = 0, ""
         room = _joined_room(join)
         try:
-            snapshot, recovered = await self._history_for(join)
+            snapshot, recovered = await self._history_for(session, join)
             members = roster.members
             session.send(event_frame(RoomJoined(
                 room=room,
@@ -311,23 +312,37 @@ class Handlers:
                 recovered=recovered,
                 large=True if roster.large else UNSET,
             )))
-            seen = snapshot.seq
+            seen, epoch = snapshot.seq, snapshot.epoch
             self._hub.track(room, snapshot.epoch, snapshot.seq)
             self._hub.joined(room, session, roster.large)
             self._admission.finished(session)  # its handshake is done
         finally:
-            session.release(seen, roster.version, counted=roster.large)
+            session.release(seen, roster.version, epoch, counted=roster.large)
 
-    async def _history_for(self, join: Join) -> tuple[Snapshot, bool | UnsetType]:
+    async def _history_for(self, session: Session, join: Join
+                           ) -> tuple[Snapshot, bool | UnsetType]:
         """Everything after `since` when the room still keeps it (as much of it as a reply
-        carries, the newest first), else the newest window."""
+        carries, the newest first), else the newest window. A resume from before a fork (a
+        failover) goes on in the new epoch from the fork's base, once the session was told,
+        as the room's members were, that the history was reset there."""
         room = _joined_room(join)
-        if join.since is not None:
-            resumed = await self._broker.history(room, self._history_capacity, after=join.since,
-                                                 max_bytes=self._reply_bytes)
-            if resumed.covers(join.since, join.epoch):
-                return Snapshot.of(resumed), True
-        return await self._newest(room), UNSET if join.since is None else False
+        if join.since is None:
+            return await self._newest(room), UNSET
+        since = join.since
+        resumed = await self._after(room, since)
+        if resumed.forked_from(join.epoch):
+            base = base_of(resumed.epoch)
+            session.send(event_frame(HistoryReset(room=room, epoch=resumed.epoch, seq=base)))
+            if since > base:
+                since = base
+                resumed = await self._after(room, since)
+        if resumed.covers(since, join.epoch):
+            return Snapshot.of(resumed), True
+        return await self._newest(room), False
+
+    async def _after(self, room: str, since: int) -> HistoryWindow:
+        return await self._broker.history(room, self._history_capacity, after=since,
+                                          max_bytes=self._reply_bytes)
 
     async def _newest(self, room: str) -> Snapshot:
         """The room's newest window: the shared snapshot of its state, or read and kept."""

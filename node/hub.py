@@ -194,10 +194,12 @@ class Hub:
         """Tell the room's members here, in line, that its history forked at `base`; what
         they get next is the new epoch's, from `base + 1`."""
         self._metrics.history_forks += 1
+        publication = Publication(room, UNSEQUENCED,
+                                  encode(HistoryReset(room=room, epoch=epoch, seq=base)),
+                                  epoch=epoch)
+        data = websocket.frame(websocket.OP_TEXT, publication.payload)
         for session in self._rooms.get(room, ()):
-            session.rewind(base)
-        self._fan_out(Publication(room, UNSEQUENCED,
-                                  encode(HistoryReset(room=room, epoch=epoch, seq=base))))
+            session.fork(data, publication)
 
     @property
     def room_count(self) -> int:

@@ -46,7 +46,7 @@ local function key(kind) return P .. ':{' .. ROOM .. '}:' .. kind end
 local MEMBERS, HOLDERS, HOLDS = key('members'), key('holders'), key('holds')
 local FAREWELLS, VERSION = key('farewells'), key('presence')
 local HISTORY_KEYS = {key('seq'), key('history'), key('epoch'), key('history-bytes'),
-                      key('term'), VERSION}
+                      key('term'), key('parent'), VERSION}
 
 local function now_ms()
   local t = redis.call('TIME')

@@ -168,6 +168,11 @@ class RedisKeys:
         """Random id of the room's current history; lost with it."""
         return self._room(room, "epoch")
 
+    def parent(self, room: str) -> str:
+        """The epoch that the current one forked from, sharing its seqs up to the fork's base:
+        a member who last saw the parent resumes in the new one."""
+        return self._room(room, "parent")
+
     def term(self, room: str) -> str:
         """The Redis Cluster node id of the primary that numbered the room's last message:
         a promoted replica numbering the next forks the history (a failover)."""

@@ -13,7 +13,7 @@ from node import disconnect
 from node.config import Settings
 from node.delivery_batches import DeliveryBatches
 from node.disconnect import Disconnect
-from node.envelope import Publication
+from node.envelope import Publication, base_of
 from node.jwt_tokens import Claims
 from node.metrics import Metrics
 from node.presence import Member
@@ -44,7 +44,7 @@ class Session:
         "id", "address", "member", "claims", "holds_name", "budgets", "room", "last_pong",
         "drained", "_expiry", "_metrics", "_ws", "_dispatch",
         "_on_end", "_settings", "_rate", "_full_at", "_flood", "_held", "_closing", "_closer",
-        "_inbox", "_worker", "_lost", "_finished", "_floor", "_batches", "_batch",
+        "_inbox", "_worker", "_lost", "_finished", "_floor", "_epoch", "_batches", "_batch",
         "_writes_full_at", "_join_rate", "_joins_full_at",
     )
 
@@ -71,8 +71,9 @@ class Session:
         self._joins_full_at = now  # its joins' token bucket
         self._settings = settings
         self._flood: FloodGuard | None = None  # made at the first rate-limited frame
-        self._held: list[tuple[int, bytes]] | None = None
+        self._held: list[tuple[Publication, bytes]] | None = None
         self._floor = 0  # the newest seq its room_joined gave: never delivered again
+        self._epoch = ""  # the room's history epoch its room_joined was in (or a fork led to)
         self._closing = False
         self._closer: asyncio.Task[None] | None = None  # keeps `close_soon`'s task alive
         self._inbox: deque[str] | None = None
@@ -232,17 +233,20 @@ class Session:
         """Start holding room deliveries (a join is about to read history and roster)."""
         self._held = []
 
-    def release(self, seen_seq: int, seen_presence: int, counted: bool = False) -> None:
+    def release(self, seen_seq: int, seen_presence: int, epoch: str = "",
+                counted: bool = False) -> None:
         """Send what was held, less what `room_joined` already gave: messages up to
-        `seen_seq`, membership changes up to presence version `seen_presence`. A `counted`
-        session (its room is large) gets the newest count of the changes instead."""
+        `seen_seq` of `epoch` (and any of an epoch it forked away from), membership changes up to presence version `seen_presence`. A
+        `counted` session (its room is large) gets the newest count of the changes instead."""
         held, self._held = self._held or [], None
-        self._floor = seen_seq
+        self._floor, self._epoch = seen_seq, epoch
         newest: Publication | None = None
         for publication, frame in held:
             if publication.seq:
-                if publication.seq > seen_seq:
+                if publication.seq > self._floor and publication.epoch in ("", self._epoch):
                     self.send(frame)
+            elif publication.epoch:
+                self._fork(frame, publication)
             elif publication.presence > seen_presence:
                 if not counted:
                     self.send(frame)
@@ -251,10 +255,20 @@ class Session:
         if newest is not None:
             self.send(count_update(newest)[1])
 
-    def rewind(self, base: int) -> None:
-        """Its room's history forked at `base`: the seqs after it are the new epoch's, and
-        none of them was in its room_joined."""
-        self._floor = min(self._floor, base)
+    def fork(self, frame: bytes, publication: Publication) -> None:
+        """Its room's history forked into `publication.epoch` (the `history_reset` it
+        carries): unless its room_joined was in that epoch already, the seqs after the fork's
+        base are the new epoch's, and none of them was in its room_joined."""
+        if self._held is not None:
+            self._held.append((publication, frame))  # decided by the room_joined's epoch
+        else:
+            self._fork(frame, publication)
+
+    def _fork(self, frame: bytes, publication: Publication) -> None:
+        if publication.epoch != self._epoch:
+            self._epoch = publication.epoch
+            self._floor = min(self._floor, base_of(publication.epoch))
+            self.send(frame)
 
     # --- closing ---------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from node.client import ChatClient, SendFailed
+from node.client import UNKNOWN_OUTCOME, ChatClient, SendFailed
 
 
 class HasWsUrl(Protocol):
@@ -30,6 +30,7 @@ class Load:
                                for i in range(PER_ROOM)] for room in self.rooms}
         self.received: dict[ChatClient, list[dict[str, Any]]] = {}
         self.unrecovered: list[dict[str, Any]] = []
+        self.unsure: set[ChatClient] = set()  # told a send's outcome was unknown (it reconnects)
         self.presence_changes: list[dict[str, Any]] = []
         self.sent: dict[str, list[int]] = {room: [] for room in self.rooms}
         self.retries = 0
@@ -59,6 +60,8 @@ class Load:
                 # acknowledged must still all arrive
                 self.received[client] = [m for m in self.received[client]
                                          if m["seq"] <= event["seq"]]
+            elif event["type"] == "error" and event["code"] == UNKNOWN_OUTCOME:
+                self.unsure.add(client)
             elif event["type"] in ("user_joined", "user_left"):
                 self.presence_changes.append(event)
 
@@ -97,7 +100,8 @@ class Load:
             assert sorted(self.sent[room]) == expected, f"{room}: accepted seqs have gaps"
             for client in clients:
                 assert [m["seq"] for m in self.received[client]] == expected, client.name
-        assert self.unrecovered == []
+        assert self.unrecovered == [], [(e["room"], e["seq"], e["epoch"])
+                                        for e in self.unrecovered]
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.everyone))

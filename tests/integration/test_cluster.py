@@ -209,9 +209,14 @@ async def test_a_history_that_lost_delivered_messages_numbers_on_and_says_so(
         assert (event["seq"], event["text"]) == (4, "after")
     late = await open_ws(cluster.node_ws_url(2))
     await late.auth("dave")
-    resumed = await late.join(room, since=1, epoch=old_epoch)
-    assert resumed["recovered"] is False and resumed["epoch"] != old_epoch
-    assert [(m["seq"], m["text"]) for m in resumed["history"]] == [(4, "after")]
+    for since in (1, 3, 5):  # told of the fork, then on from the base if it had 1..3
+        await late.send(type="join", room=room, since=since, epoch=old_epoch)
+        assert await late.recv() == {"type": "history_reset", "room": room,
+                                     "epoch": reset["epoch"], "seq": 3}
+        resumed = await late.recv()
+        assert resumed["type"] == "room_joined" and resumed["epoch"] == reset["epoch"]
+        assert resumed["recovered"] is (since >= 3), "2 and 3 are gone"
+        assert [(m["seq"], m["text"]) for m in resumed["history"]] == [(4, "after")]
 
 
 @pytest.mark.parametrize("redis_shards", REDIS_SHARDS)

@@ -133,6 +133,7 @@ async def test_a_killed_primary_is_failed_over_and_its_rooms_resume(
     for member in (alice, bob):
         assert (await member.expect("message"))["seq"] == 1
     primary = redis.owner(_slot(room))
+    before = (await bob.join(room, since=1))["epoch"]
 
     primary.kill()
     accepted: dict[str, Any] | None = None
@@ -156,3 +157,8 @@ async def test_a_killed_primary_is_failed_over_and_its_rooms_resume(
     assert (await alice.expect("message"))["text"] == accepted["text"], "nothing refused arrives"
     history = (await bob.join(room, since=0))["history"]
     assert [m["text"] for m in history] == ["before", accepted["text"]], "kept across failover"
+    await bob.send(type="join", room=room, since=1, epoch=before)  # from before the failover
+    assert (await bob.recv())["type"] == "history_reset", "told, as the members were"
+    resumed = await bob.recv()
+    assert resumed["recovered"] is True, "seq 1 is the base both epochs share"
+    assert [m["text"] for m in resumed["history"]] == [accepted["text"]]

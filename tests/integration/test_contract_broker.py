@@ -191,5 +191,7 @@ async def test_a_backend_behind_what_the_node_saw_numbers_on_above_it_in_a_new_e
     assert after.seq == 8 and after.epoch != before.epoch and after.first_seq == 8
     assert base_of(after.epoch) == 7, "the new epoch shares 1..7 with the old one"
     assert not after.covers(1, before.epoch), "seqs 4..7 are not there"
+    assert after.forked_from(before.epoch) and not after.forked_from("another")
+    assert after.covers(7, before.epoch), "a resume at the base goes on in the new epoch"
     assert await broker.publish_message("r", TEMPLATE, (), 8) == 9
     assert (await broker.history("r", 10)).epoch == after.epoch, "one new epoch, not more"

@@ -69,7 +69,9 @@ async def test_a_killed_node_under_load_loses_nothing(make_cluster) -> None:
 async def test_a_killed_redis_primary_under_load_loses_nothing(make_cluster) -> None:
     """SIGKILL of the Redis Cluster primary that serves most of the load's rooms: its replica
     takes over, the nodes move those rooms' subscriptions to it and repair what they missed;
-    every acknowledged message reaches every client once, in order, none unrecovered."""
+    every acknowledged message reaches every client once, in order, none unrecovered. A
+    client whose send the primary took without answering resumes to find out, across the
+    failover's fork."""
     cluster = _cluster(make_cluster, redis_shards=3)
     redis = cluster.redis_cluster
     assert redis is not None
@@ -82,4 +84,5 @@ async def test_a_killed_redis_primary_under_load_loses_nothing(make_cluster) -> 
 
     load = await under_load(cluster, kill_primary)
     assert busiest.port not in {redis.owner(slot).port for slot in slots}, "failed over"
-    assert all(c.connections == 1 for c in load.everyone), "no client had to reconnect"
+    reconnected = {c for c in load.everyone if c.connections > 1}
+    assert reconnected <= load.unsure, "only a send to the killed primary, unanswered"

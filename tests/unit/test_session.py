@@ -33,8 +33,8 @@ def _session() -> tuple[Session, RecordingSocket]:
     return session, socket
 
 
-def _deliver(session: Session, seq: int) -> None:
-    session.deliver(b"%d" % seq, Publication(ROOM, seq, b"{}"))
+def _deliver(session: Session, seq: int, epoch: str = "") -> None:
+    session.deliver(b"%d" % seq, Publication(ROOM, seq, b"{}", epoch=epoch))
 
 
 async def test_messages_its_room_joined_gave_are_not_delivered_again() -> None:
@@ -48,13 +48,41 @@ async def test_messages_its_room_joined_gave_are_not_delivered_again() -> None:
     assert socket.frames == [b"8", b"presence"]
 
 
+def _fork(session: Session, epoch: str) -> None:
+    session.fork(epoch.encode(), Publication(ROOM, UNSEQUENCED, b"{}", epoch=epoch))
+
+
 async def test_after_the_rooms_history_forks_its_seqs_past_the_base_are_delivered() -> None:
     session, socket = _session()
     session.hold()
-    session.release(40, 0)
-    session.rewind(35)
+    session.release(40, 0, "e0")
+    _fork(session, "e1.35")
     for seq in (35, 36):
         _deliver(session, seq)
-    session.rewind(50)  # a base above what room_joined gave moves nothing
+    _fork(session, "e2.50")  # a base above what room_joined gave moves nothing
     _deliver(session, 37)
-    assert socket.frames == [b"36", b"37"]
+    assert socket.frames == [b"e1.35", b"36", b"e2.50", b"37"]
+
+
+async def test_a_fork_into_the_epoch_its_room_joined_was_in_is_not_told_again() -> None:
+    """Its join read the new epoch before this node saw the fork: it has those seqs."""
+    session, socket = _session()
+    session.hold()
+    session.release(40, 0, "e1.35")
+    _fork(session, "e1.35")
+    _deliver(session, 36)
+    _deliver(session, 41)
+    assert socket.frames == [b"41"]
+
+
+async def test_a_fork_while_the_join_reads_history_is_decided_by_the_epoch_read() -> None:
+    before, after = _session(), _session()
+    for (session, _), read in ((before, "e0"), (after, "e1.35")):
+        session.hold()
+        _deliver(session, 38, "e0")
+        _fork(session, "e1.35")
+        for seq in (36, 37, 38):
+            _deliver(session, seq, "e1.35")
+        session.release(37, 0, read)
+    assert before[1].frames == [b"38", b"e1.35", b"36", b"37", b"38"], "e0 up to 37, then e1"
+    assert after[1].frames == [b"38"], "e1 up to 37: e0's 38 is another message than e1's"
