@@ -6,14 +6,17 @@ the URL, follow a Redis Cluster's slot map and run what a shard redirects."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
-    AskError, ClusterDownError, ConnectionError, MovedError, NoScriptError, TryAgainError,
+    AskError, ClusterDownError, ConnectionError, MovedError, NoScriptError, RedisError,
+    TryAgainError,
 )
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from node.redis_connection import Endpoint, NotSent, PipelinedConnection
 from node.redis_support import COMMAND_TIMEOUT, Client
@@ -54,8 +57,14 @@ class ScriptPipeline:
             return await self._call(b"EVALSHA", script.sha, keys, args)
         except NoScriptError:
             return await self._call(b"EVAL", script.script, keys, args)
+        except RedisTimeoutError:
+            if self._cluster is not None:
+                await self._follow_failover(self._cluster, keys[0])
+            raise
         except ConnectionError as lost:
             if not (repeatable or isinstance(lost, NotSent)):
+                if self._cluster is not None:
+                    await self._follow_failover(self._cluster, keys[0])
                 raise
             if self._cluster is None:  # once more, on a fresh connection
                 return await self._call(b"EVALSHA", script.sha, keys, args)
@@ -72,6 +81,18 @@ class ScriptPipeline:
     async def close(self) -> None:
         for connection in self._connections.values():
             await connection.close()
+
+    async def _follow_failover(self, cluster: RedisCluster, key: str) -> None:
+        """The primary holding `key` stopped answering: it may be failing over. Reload the
+        slot map now (asking that node last), so that the calls after this one go to its
+        promoted replica as soon as the cluster names it, instead of waiting out another
+        timeout on a connection to the old one (a resume after `unknown_outcome` did)."""
+        failed = cluster.get_node_from_key(key)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await cluster.nodes_manager.initialize(
+                    last_failed_node_name=None if failed is None else failed.name)
+        await self._close_replaced(cluster)
 
     async def _close_replaced(self, cluster: RedisCluster) -> None:
         """Close the connections to nodes that are no longer primaries (failed over)."""

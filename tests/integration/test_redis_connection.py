@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
-from gateway.processes import Service, redis_url, start_redis
+from gateway.processes import Children, Service, redis_url, start_redis
+from gateway.redis_cluster import RedisCluster, start_redis_cluster
 from node.redis_connection import (
     PING_INTERVAL, PONG_TIMEOUT, Endpoint, NotSent, PipelinedConnection, PushConnection,
 )
+from node.redis_support import connect
 from node.script_pipeline import ScriptPipeline
 from tests.conftest import REDIS_PASSWORD
 
@@ -218,3 +221,43 @@ async def test_a_call_sent_and_unanswered_runs_again_only_if_repeatable(
             await pipeline.close()
             await admin.aclose()
             bare.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_a_shard_primary_that_stopped_answering_is_left_for_its_promoted_replica(
+        tmp_path: Path) -> None:
+    """A shard's primary goes silent (stopped: a partition looks the same) and its replica is
+    promoted; the call in flight there times out, and the pipeline reloads the slot map at
+    once, so that the next call reaches the new primary instead of waiting out another
+    timeout on a fresh connection to the old one (a resume after `unknown_outcome` did)."""
+    children = Children()
+    cluster = start_redis_cluster(tmp_path, 3, REDIS_PASSWORD, children)
+    client = connect(cluster.seed_url, cluster=True)
+    script = client.register_script("return redis.call('INCR', KEYS[1])")
+    pipeline = ScriptPipeline(client, [script])
+    key, slot = "r:{x}:n", key_slot(b"x")
+    try:
+        assert await pipeline.run(script, [key], [], repeatable=False) == 1
+        primary = cluster.owner(slot)
+        replica = cluster.replica_of(primary)
+        primary.signal(signal.SIGSTOP)
+        others = [node for node in cluster.nodes if node is not primary]
+        while any(_promoted(cluster, slot, node) is not replica for node in others):
+            await asyncio.sleep(0.1)  # every node the slot map may be read from knows
+        with pytest.raises(TimeoutError):  # on the connection to the old primary
+            await pipeline.run(script, [key], [], repeatable=False)
+        # answered by the new primary (1 when the first INCR had not reached it yet)
+        assert await pipeline.run(script, [key], [], repeatable=False) in (1, 2)
+    finally:
+        await pipeline.close()
+        await client.aclose()
+        for service in children.stop():
+            service.signal(signal.SIGCONT)
+            service.stop()
+
+
+def _promoted(cluster: RedisCluster, slot: int, asking: Service) -> Service | None:
+    with contextlib.suppress(LookupError):
+        return cluster.owner(slot, [asking])
+    return None
