@@ -90,6 +90,8 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     await node.broker.close()
     await node.presence.close()
     await node.coordination.close()
+    if node.redis is not None:
+        await node.redis.aclose()
 
 
 async def _background_loops(app: web.Application) -> AsyncIterator[None]:

@@ -19,7 +19,7 @@ from node.errors import OutcomeUnknown, Unavailable
 from node.ratelimit import Budget
 from node.redis_connection import Endpoint, NotSent
 from node.redis_support import (
-    COMMAND_TIMEOUT, LUA_BUDGET, RedisKeys, connect, publish_command, translate_errors,
+    COMMAND_TIMEOUT, LUA_BUDGET, Client, RedisKeys, publish_command, translate_errors,
 )
 from node.script_pipeline import ScriptPipeline
 from node.subscriber_cluster import ShardedSubscriber
@@ -197,11 +197,11 @@ class RedisBroker:
     """Publishes through a connection pool; receives through a subscriber: one connection
     to a single Redis, one per shard of a Redis Cluster."""
 
-    def __init__(self, url: str, prefix: str, node_id: str, capacity: int,
-                 capacity_bytes: int, cluster: bool = False) -> None:
-        self._redis = connect(url, cluster)
+    def __init__(self, redis: Client, prefix: str, node_id: str, capacity: int,
+                 capacity_bytes: int) -> None:
+        self._redis = redis  # the node's, shared: one slot map follows a failover for all
         self._keys = RedisKeys(prefix)
-        self._publish = publish_command(cluster).encode()  # encoded once: the hot path
+        self._publish = publish_command(redis).encode()  # encoded once: the hot path
         self._capacity = capacity
         self._capacity_bytes = capacity_bytes
         self._ledger = Ledger()
@@ -229,7 +229,6 @@ class RedisBroker:
     async def close(self) -> None:
         await self._subscriber.close()
         await self._scripts.close()
-        await self._redis.aclose()
 
     async def subscribe(self, room: str) -> None:
         await self._subscriber.subscribe(self._keys.channel(room).encode())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 
 from node.ratelimit import Budget
-from node.redis_support import LUA_BUDGET, RedisKeys, connect, translate_errors
+from node.redis_support import LUA_BUDGET, Client, RedisKeys, translate_errors
 
 # KEYS: the node's liveness key, the set of nodes (one slot). ARGV: node id, ttl (ms).
 # Returns 1 when the liveness key had lapsed (or never was).
@@ -29,9 +29,8 @@ return 0
 
 
 class RedisCoordination:
-    def __init__(self, url: str, prefix: str, node_id: str, ttl: float,
-                 cluster: bool = False) -> None:
-        self._redis = connect(url, cluster)
+    def __init__(self, redis: Client, prefix: str, node_id: str, ttl: float) -> None:
+        self._redis = redis  # the node's, shared with its broker
         self._keys = RedisKeys(prefix)
         self._node_id = node_id
         self._ttl_ms = int(ttl * 1000)
@@ -41,7 +40,7 @@ class RedisCoordination:
         self._secret: bytes | None = None
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        """Nothing of its own: the client is the node's."""
 
     @translate_errors
     async def secret(self) -> bytes:

@@ -29,7 +29,7 @@ from node.presence import (
     RoomPolicy, Roster, creation_refusal,
 )
 from node.redis_support import (
-    LUA_BUDGET, RedisKeys, connect, publish_command, translate_errors,
+    LUA_BUDGET, Client, RedisKeys, publish_command, translate_errors,
 )
 from node.script_pipeline import ScriptPipeline
 
@@ -412,11 +412,11 @@ class RedisPresence:
     it later does nothing.
     """
 
-    def __init__(self, url: str, prefix: str, node_id: str, ttl: float, policy: RoomPolicy,
-                 announcements: Announcements, cluster: bool = False) -> None:
-        self._redis = connect(url, cluster)
+    def __init__(self, redis: Client, prefix: str, node_id: str, ttl: float,
+                 policy: RoomPolicy, announcements: Announcements) -> None:
+        self._redis = redis  # the node's, shared with its broker
         self._keys = RedisKeys(prefix)
-        self._publish = publish_command(cluster)
+        self._publish = publish_command(redis)
         self._node_id = node_id
         self._ttl_ms = int(ttl * 1000)
         self._policy = policy
@@ -444,7 +444,6 @@ class RedisPresence:
 
     async def close(self) -> None:
         await self._pipeline.close()
-        await self._redis.aclose()
 
     async def _room(self, script: str, room: str, *args: object) -> Any:
         """Run a script of the room's (on the room's shard)."""

@@ -91,10 +91,10 @@ def connect(url: str, cluster: bool = False) -> Client:
     ))
 
 
-def publish_command(cluster: bool) -> str:
+def publish_command(client: Client) -> str:
     """How scripts publish on a room's channel: to the room's shard in a Redis Cluster, where
     plain PUBLISH would go to every node of the cluster."""
-    return "SPUBLISH" if cluster else "PUBLISH"
+    return "SPUBLISH" if isinstance(client, redis.RedisCluster) else "PUBLISH"
 
 
 REDIS_PY = str(Path(redis.__file__).parents[1]) + "/"

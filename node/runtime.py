@@ -29,6 +29,7 @@ from node.presence import Member, Presence, RoomPolicy
 from node.presence_memory import MemoryPresence
 from node.presence_redis import RedisPresence
 from node.protocol import presence_templates
+from node.redis_support import Client, connect
 
 
 @dataclass(slots=True)
@@ -47,6 +48,7 @@ class Node:
     metrics: Metrics
     admission: Admission
     output: OutputBudget
+    redis: Client | None  # the backends' Redis client, closed after them (None: in memory)
     instance: str = field(default_factory=lambda: secrets.token_hex(6))  # this process
 
     def unready_reason(self) -> str | None:
@@ -74,6 +76,7 @@ def build_node(settings: Settings) -> Node:
     broker: Broker
     presence: Presence
     coordination: Coordination
+    redis: Client | None = None
     policy = RoomPolicy(settings.fixed_rooms, settings.max_rooms,
                         settings.user_rooms_per_hour, settings.room_ttl, settings.presence_limit,
                         settings.address_rooms_per_hour)
@@ -88,13 +91,14 @@ def build_node(settings: Settings) -> Node:
         presence = MemoryPresence(policy, announcements, memory.deliver, memory.drop_room)
         coordination = MemoryCoordination(settings.node_id)
     else:
-        url, prefix, node_id = settings.redis_url, settings.redis_prefix, settings.node_id
-        cluster = settings.redis_cluster
-        broker = RedisBroker(url, prefix, node_id, settings.history, settings.history_bytes,
-                             cluster)
-        presence = RedisPresence(url, prefix, node_id, settings.node_ttl, policy,
-                                 announcements, cluster)
-        coordination = RedisCoordination(url, prefix, node_id, settings.node_ttl, cluster)
+        # One client for the node: one slot map, which a failover noticed by any part
+        # updates for every part (a shard's primary is left for its replica at once).
+        redis = connect(settings.redis_url, settings.redis_cluster)
+        prefix, node_id = settings.redis_prefix, settings.node_id
+        broker = RedisBroker(redis, prefix, node_id, settings.history, settings.history_bytes)
+        presence = RedisPresence(redis, prefix, node_id, settings.node_ttl, policy,
+                                 announcements)
+        coordination = RedisCoordination(redis, prefix, node_id, settings.node_ttl)
     metrics = Metrics()
     hub = Hub(broker, settings.history, metrics, settings.presence_limit,
               settings.presence_interval)
@@ -108,7 +112,7 @@ def build_node(settings: Settings) -> Node:
     connections = Connections(settings.max_connections, settings.max_connections_per_address)
     output = OutputBudget(settings.max_address_output, settings.max_node_output)
     node = Node(settings, broker, presence, coordination, hub, handlers, liveness, drain,
-                connections, EchoSockets(), directory, metrics, admission, output)
+                connections, EchoSockets(), directory, metrics, admission, output, redis)
     _watch(node)
     return node
 

@@ -21,6 +21,8 @@ from gateway.redis_cluster import RedisCluster, start_redis_cluster
 from gateway.tokens import new_secret
 from node.app import create_app, make_runner
 from node.config import Settings
+from node.redis_support import Client
+from node.redis_support import connect as connect_redis
 from tests.chat_client import ChatClient
 
 pytest_plugins = ["tests.integration.cluster_fixtures"]
@@ -108,6 +110,21 @@ def redis_endpoint(request: pytest.FixtureRequest, kind: str) -> tuple[str, bool
     if kind == "redis-cluster":
         return request.getfixturevalue("redis_cluster").seed_url, True
     return request.getfixturevalue("redis_url"), False
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[Callable[[str, bool], Client]]:
+    """Makes a client as a node does (one per node, shared by its backends); every one is
+    closed after the test."""
+    clients: list[Client] = []
+
+    def make(url: str, cluster: bool = False) -> Client:
+        clients.append(connect_redis(url, cluster))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        await client.aclose()
 
 
 @pytest.fixture

@@ -20,12 +20,20 @@ import contextlib
 import ipaddress
 import os
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 
 PREFIX = "chf"
 SUBNETS = ipaddress.ip_network("10.199.0.0/16")
 NFT_TABLE = "chf"
+
+
+def missing() -> str | None:
+    """What this machine lacks to make hosts, or None when it has it all."""
+    if os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("nft")):
+        return "network namespaces need root, iproute2 and nftables"
+    return None
 
 
 def _run(*argv: str, stdin: str | None = None) -> str:

@@ -12,17 +12,19 @@ from node.broker import BudgetSpent
 from node.broker_redis import RedisBroker
 from node.errors import OutcomeUnknown, Unavailable
 from node.ratelimit import Budget
+from node.redis_support import Client
 from tests.broker_events import Recorder
 
 
-async def started(redis_url: str, prefix: str, events: Recorder | None = None) -> RedisBroker:
-    broker = RedisBroker(redis_url, prefix, "node-a", 100, 2**20)
+async def started(client: Client, prefix: str, events: Recorder | None = None) -> RedisBroker:
+    broker = RedisBroker(client, prefix, "node-a", 100, 2**20)
     await broker.start(events or Recorder())
     return broker
 
 
-async def test_concurrent_publishes_get_seqs_in_arrival_order(redis_url, redis_prefix) -> None:
-    broker = await started(redis_url, redis_prefix)
+async def test_concurrent_publishes_get_seqs_in_arrival_order(redis_url, redis_prefix,
+                                                              redis_client) -> None:
+    broker = await started(redis_client(redis_url), redis_prefix)
     try:
         seqs = await asyncio.gather(
             *(broker.publish_message("r", b'{"n":', (), 0) for _ in range(50)))
@@ -33,8 +35,9 @@ async def test_concurrent_publishes_get_seqs_in_arrival_order(redis_url, redis_p
         await broker.close()
 
 
-async def test_publishes_survive_redis_forgetting_the_script(redis_url, redis_prefix) -> None:
-    broker = await started(redis_url, redis_prefix)
+async def test_publishes_survive_redis_forgetting_the_script(redis_url, redis_prefix,
+                                                             redis_client) -> None:
+    broker = await started(redis_client(redis_url), redis_prefix)
     admin = aioredis.from_url(redis_url)
     try:
         assert await broker.publish_message("r", b'{"n":', (), 0) == 1
@@ -57,13 +60,13 @@ async def _publish_until_spent(broker: RedisBroker, budget: Budget) -> int:
         published += 1
 
 
-async def test_a_budget_holds_across_nodes_within_one_slice_per_node(redis_url,
+async def test_a_budget_holds_across_nodes_within_one_slice_per_node(redis_url, redis_client,
                                                                      redis_prefix) -> None:
     """Nodes take a budget from Redis an eighth at a time: together they publish at least
     the limit and at most the limit plus what the other node still holds (one slice)."""
     budget = Budget("user", "mallory", 32, 3e6)  # a window of weeks: no boundary mid-test
-    here = await started(redis_url, redis_prefix)
-    there = await started(redis_url, redis_prefix)
+    here = await started(redis_client(redis_url), redis_prefix)
+    there = await started(redis_client(redis_url), redis_prefix)
     try:
         first = await _publish_until_spent(here, budget)
         second = await _publish_until_spent(there, budget)
@@ -84,9 +87,9 @@ async def test_a_budget_holds_across_nodes_within_one_slice_per_node(redis_url,
 
 
 async def test_a_publish_reaching_redis_past_its_deadline_stores_nothing(
-        redis_url, redis_prefix, monkeypatch) -> None:
+        redis_url, redis_prefix, redis_client, monkeypatch) -> None:
     """A publish held up in the network must not land after its node answered its sender."""
-    broker = await started(redis_url, redis_prefix)
+    broker = await started(redis_client(redis_url), redis_prefix)
     try:
         assert await broker.publish_message("r", b'{"n":', (), 0) == 1
         monkeypatch.setattr(broker_redis, "PUBLISH_DEADLINE", -1.0)  # as if a second late
@@ -100,8 +103,9 @@ async def test_a_publish_reaching_redis_past_its_deadline_stores_nothing(
 
 
 async def test_a_publish_without_an_answer_is_of_unknown_outcome(redis_url, redis_prefix,
+                                                                  redis_client,
                                                                   monkeypatch) -> None:
-    broker = await started(redis_url, redis_prefix)
+    broker = await started(redis_client(redis_url), redis_prefix)
 
     async def no_answer(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise TimeoutError("no reply")

@@ -4,7 +4,7 @@ one that passes this file."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -13,6 +13,7 @@ from node.broker_memory import MemoryBroker
 from node.broker_redis import RedisBroker
 from node.envelope import base_of, close
 from node.ratelimit import Budget
+from node.redis_support import Client
 from tests.broker_events import Recorder
 from tests.conftest import (
     REDIS_BACKENDS, just_after_a_whole_second, just_before_a_whole_second, redis_endpoint,
@@ -24,14 +25,16 @@ TEMPLATE = b'{"type":"message","text":"hi","seq":'
 
 
 @pytest.fixture(params=["memory", *REDIS_BACKENDS])
-async def started(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Broker, Recorder]]:
+async def started(request: pytest.FixtureRequest,
+                  redis_client: Callable[[str, bool], Client]
+                  ) -> AsyncIterator[tuple[Broker, Recorder]]:
     broker: Broker
     if request.param == "memory":
         broker = MemoryBroker(capacity=CAPACITY, capacity_bytes=CAPACITY_BYTES)
     else:
-        url, cluster = redis_endpoint(request, request.param)
-        broker = RedisBroker(url, request.getfixturevalue("redis_prefix"), "node-a", CAPACITY,
-                             CAPACITY_BYTES, cluster)
+        client = redis_client(*redis_endpoint(request, request.param))
+        broker = RedisBroker(client, request.getfixturevalue("redis_prefix"), "node-a",
+                             CAPACITY, CAPACITY_BYTES)
     events = Recorder()
     await broker.start(events)
     try:

@@ -4,7 +4,7 @@ implementation; what only a multi-node backend can show is in test_drain_lock.py
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -12,20 +12,23 @@ from node.coordination import Coordination
 from node.coordination_memory import MemoryCoordination
 from node.coordination_redis import RedisCoordination
 from node.ratelimit import Budget
+from node.redis_support import Client
 from tests.conftest import (
     REDIS_BACKENDS, just_after_a_whole_second, just_before_a_whole_second, redis_endpoint,
 )
 
 
 @pytest.fixture(params=["memory", *REDIS_BACKENDS])
-async def coordination(request: pytest.FixtureRequest) -> AsyncIterator[Coordination]:
+async def coordination(request: pytest.FixtureRequest,
+                       redis_client: Callable[[str, bool], Client]
+                       ) -> AsyncIterator[Coordination]:
     implementation: Coordination
     if request.param == "memory":
         implementation = MemoryCoordination("node-a")
     else:
-        url, cluster = redis_endpoint(request, request.param)
-        implementation = RedisCoordination(url, request.getfixturevalue("redis_prefix"),
-                                           "node-a", ttl=10, cluster=cluster)
+        client = redis_client(*redis_endpoint(request, request.param))
+        implementation = RedisCoordination(client, request.getfixturevalue("redis_prefix"),
+                                           "node-a", ttl=10)
     try:
         yield implementation
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from node.presence import Member, Presence, RoomLimit, RoomPolicy
 from node.presence_memory import MemoryPresence
 from node.presence_redis import RedisPresence
 from node.protocol import presence_templates
+from node.redis_support import Client
 from tests.broker_events import Recorder
 from tests.conftest import REDIS_BACKENDS, redis_endpoint
 
@@ -45,7 +46,8 @@ class Backend:
 
 
 @pytest.fixture(params=["memory", *REDIS_BACKENDS])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+async def backend(request: pytest.FixtureRequest,
+                  redis_client: Callable[[str, bool], Client]) -> AsyncIterator[Backend]:
     events = Recorder()
     broker: Broker
     presence: Presence
@@ -54,10 +56,10 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         broker = memory
         presence = MemoryPresence(POLICY, _announcements, memory.deliver, memory.drop_room)
     else:
-        url, cluster = redis_endpoint(request, request.param)
+        client = redis_client(*redis_endpoint(request, request.param))
         prefix = request.getfixturevalue("redis_prefix")
-        broker = RedisBroker(url, prefix, "node-a", 10, 2**20, cluster)
-        presence = RedisPresence(url, prefix, "node-a", 10, POLICY, _announcements, cluster)
+        broker = RedisBroker(client, prefix, "node-a", 10, 2**20)
+        presence = RedisPresence(client, prefix, "node-a", 10, POLICY, _announcements)
     try:  # closed whatever fails: an open connection would hang the loop's close
         await broker.start(events)
         await presence.start()

@@ -7,9 +7,10 @@ import asyncio
 from node.coordination_redis import RedisCoordination
 
 
-async def test_one_holder_at_a_time_and_a_crashed_holder_expires(redis_url, redis_prefix) -> None:
-    first = RedisCoordination(redis_url, redis_prefix, "node-a", ttl=10)
-    second = RedisCoordination(redis_url, redis_prefix, "node-b", ttl=10)
+async def test_one_holder_at_a_time_and_a_crashed_holder_expires(
+        redis_url, redis_prefix, redis_client) -> None:
+    first = RedisCoordination(redis_client(redis_url), redis_prefix, "node-a", ttl=10)
+    second = RedisCoordination(redis_client(redis_url), redis_prefix, "node-b", ttl=10)
     try:
         assert await first.lock_drain(ttl=0.3) is None
         assert await second.lock_drain(ttl=0.3) == "node-a"

@@ -6,123 +6,36 @@ none delivered twice, none out of order."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import signal
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from gateway.nginx import GatewayConfig
-from gateway.processes import (
-    Children, Service, redis_url, start_nginx, start_node, start_redis, stop_all,
-)
-from gateway.redis_cluster import RedisCluster, start_redis_cluster
-from gateway.tokens import new_secret
+from gateway.processes import Service
+from gateway.redis_cluster import RedisCluster
 from node.client import ChatClient
 from node.redis_support import RedisKeys
-from tests.checker import Verdict, run_workload
+from loadtest.partitions import measure
+from tests.checker import run_workload
 from tests.conftest import unlimited_flags
-from tests.fault_net import Host, Network, harness_leftovers
+from tests.fault_hosts import CLIENT_HEARTBEAT, Hosts, fault_hosts, report
+from tests.fault_net import missing
 
-if os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("nft")):
-    pytest.skip("network namespaces need root, iproute2 and nftables", allow_module_level=True)
+if (lacking := missing()) is not None:
+    pytest.skip(lacking, allow_module_level=True)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-REDIS_PORT = 6379
-NODE_PORT = 8000
-GATEWAY_PORT = 8080
-# The nodes ping every second and close a client silent for 3 (a path cut without a close);
-# the clients ping every second too and give up on a pong after half of it.
-PINGS = ["--ping-interval", "1", "--ping-timeout", "3"]
-CLIENT_HEARTBEAT = 1.0
 # Longer than a node takes to notice a silent Redis (about 3.5 s) and than it waits for an
 # answer (COMMAND_TIMEOUT, 5 s); at 20 messages a second, more than a room's history keeps.
 CUT_SECONDS = 6.5
 
 
-@dataclass
-class Hosts:
-    """Redis (one, or a Redis Cluster of 3 primaries and 3 replicas), two nodes and the
-    gateway (nginx), each on a host of its own."""
-
-    net: Network
-    redis: list[Host]
-    nodes: list[Host]
-    node_services: list[Service]
-    gateway: Host
-    cluster: RedisCluster | None = None
-
-    def ws_url(self, index: int) -> str:
-        return f"ws://{self.nodes[index].address}:{NODE_PORT}/ws"
-
-    @property
-    def gateway_url(self) -> str:
-        return f"ws://{self.gateway.address}:{GATEWAY_PORT}/ws"
-
-    def redis_of(self, room: str) -> Host:
-        """The host of the Redis that serves `room` (its shard's primary, in a cluster)."""
-        if self.cluster is None:
-            return self.redis[0]
-        slot = int(self.cluster.cli(self.cluster.nodes[0], "cluster", "keyslot",
-                                    RedisKeys("chat").seq(room)))
-        address = self.cluster.owner(slot).host
-        return next(host for host in self.redis if host.address == address)
-
-
 @pytest.fixture(params=["redis", "redis-cluster"])
 def hosts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hosts]:
-    children = Children()
-    with Network() as net:
-        try:
-            password = new_secret()
-            cluster: RedisCluster | None = None
-            if request.param == "redis-cluster":
-                redis = [net.add_host(f"redis{n}") for n in range(1, 7)]
-                cluster = start_redis_cluster(tmp_path, 3, password, children, hosts=[
-                    (host.address, host.argv) for host in redis])
-                url = cluster.seed_url
-            else:
-                redis = [net.add_host("redis")]
-                start_redis(tmp_path, REDIS_PORT, password, children, host=redis[0].address,
-                            wrap=redis[0].argv)
-                url = redis_url(REDIS_PORT, password, redis[0].address)
-            nodes = [net.add_host(f"node{n}") for n in (1, 2)]
-            cluster_flags = ["--redis-cluster"] if cluster else []
-            services = [start_node(tmp_path, host.name, url,
-                                   [*unlimited_flags(), *cluster_flags, *PINGS],
-                                   port=NODE_PORT, children=children, host=host.address,
-                                   wrap=host.argv)
-                        for host in nodes]
-            gateway = net.add_host("gateway")
-            config = GatewayConfig(f"{gateway.address}:{GATEWAY_PORT}",
-                                   [f"{host.address}:{NODE_PORT}" for host in nodes],
-                                   tmp_path / "gateway", instance=f"partitions-{os.getpid()}")
-            config.prepare_run_dir()
-            start_nginx(tmp_path / "gateway", config, GATEWAY_PORT, children,
-                        host=gateway.address, wrap=gateway.argv)
-            yield Hosts(net, redis, nodes, services, gateway, cluster)
-        finally:
-            services = children.stop()
-            for service in services:
-                if service.running:  # a paused one must be let go to stop
-                    service.signal(signal.SIGCONT)
-            stop_all(services, signal.SIGTERM, 15.0)
-    assert not [name for name in harness_leftovers() if str(os.getpid()) in name]
-
-
-def _report(verdict: Verdict) -> str:
-    def counts(by_member: dict[str, list[str]]) -> dict[str, int]:
-        return {name: len(texts) for name, texts in by_member.items() if texts}
-
-    return (f"acknowledged {verdict.acknowledged}, lost unreported {counts(verdict.lost)}, "
-            f"duplicates {counts(verdict.duplicates)}, disorder {verdict.disorder}, longest "
-            f"without an acknowledgement (s) {verdict.unavailable}, refusals "
-            f"{dict(verdict.refusals)}, reported {verdict.reported}, seqs naming two texts "
-            f"{sorted(seq for _, seq in verdict.conflicts)}")
+    with fault_hosts(request.param, tmp_path, unlimited_flags()) as made:
+        yield made
 
 
 async def test_a_node_cut_from_redis_and_healed_loses_nothing_silently(hosts: Hosts) -> None:
@@ -140,9 +53,9 @@ async def test_a_node_cut_from_redis_and_healed_loses_nothing_silently(hosts: Ho
 
     members = {f"m{n}": hosts.ws_url(0) for n in range(6)} | {"far": hosts.ws_url(1)}
     verdict = await run_workload(members, [hosts.ws_url(1)], room, cut_node1_from_redis)
-    print(_report(verdict))
+    print(report(verdict))
     assert verdict.acknowledged > 100
-    assert verdict.valid, _report(verdict)
+    assert verdict.valid, report(verdict)
 
 
 @pytest.mark.parametrize("hosts", ["redis"], indirect=True)  # the script's fence: one Redis
@@ -163,9 +76,9 @@ async def test_a_writer_on_a_node_cut_from_redis_is_never_told_unavailable_for_a
 
     members = {"near": hosts.ws_url(0), "far": hosts.ws_url(1)}
     verdict = await run_workload(members, [hosts.ws_url(0)], room, cut_node1_from_redis)
-    print(_report(verdict))
+    print(report(verdict))
     assert verdict.unavailable_s > 4, "the writer was held up while cut off"
-    assert verdict.valid, _report(verdict)
+    assert verdict.valid, report(verdict)
 
 
 @pytest.mark.parametrize("hosts", ["redis"], indirect=True)
@@ -173,22 +86,12 @@ async def test_a_one_way_cut_from_redis_to_a_writers_node_stores_nothing_twice(
         hosts: Hosts) -> None:
     """Issue 29: with only Redis → node1 dropped, node1's publishes land and their answers
     never come back; node1 once answered `unavailable` for one of them (stored already), and
-    its writer, retrying as told, stored it twice."""
-    room = "oneway"
-
-    async def drop_what_redis_sends_node1() -> None:
-        await asyncio.sleep(2)
-        hosts.net.cut(hosts.redis_of(room), hosts.nodes[0], one_way=True)
-        await asyncio.sleep(CUT_SECONDS)
-        hosts.net.heal()
-        await asyncio.sleep(4)
-
-    members = {"near": hosts.ws_url(0), "far": hosts.ws_url(1)}
-    verdict = await run_workload(members, [hosts.ws_url(0), hosts.ws_url(1)], room,
-                                 drop_what_redis_sends_node1)
-    print(_report(verdict))
+    its writer, retrying as told, stored it twice. Played as `python -m loadtest.partitions
+    --fault redis-deaf` plays it."""
+    verdict = await measure(hosts, "redis-deaf", CUT_SECONDS)
+    print(report(verdict))
     assert verdict.unavailable["w0"] > 4, "node1's writer was held up while deaf"
-    assert verdict.valid, _report(verdict)
+    assert verdict.valid, report(verdict)
 
 
 def _owner(cluster: RedisCluster, slot: int, asking: list[Service]) -> Service | None:
@@ -288,8 +191,8 @@ async def test_a_primary_isolated_with_a_node_loses_no_acknowledged_message_sile
               {f"b{n}": hosts.ws_url(1) for n in range(3)}
     verdict = await run_workload(members, [hosts.ws_url(0), hosts.ws_url(1)], room,
                                  isolate_the_primary_with_node1)
-    print(_report(verdict))
-    assert verdict.valid, _report(verdict)
+    print(report(verdict))
+    assert verdict.valid, report(verdict)
     assert all(verdict.reported.values()), "every member is told of the failover's fork"
 
 
@@ -310,8 +213,8 @@ async def test_a_node_cut_from_the_gateway_loses_nothing_of_its_clients(hosts: H
     members = {f"g{n}": hosts.gateway_url for n in range(6)}
     verdict = await run_workload(members, [hosts.gateway_url] * 2, room,
                                  cut_the_gateway_from_node1, heartbeat=CLIENT_HEARTBEAT)
-    print(_report(verdict))
-    assert verdict.valid, _report(verdict)
+    print(report(verdict))
+    assert verdict.valid, report(verdict)
     closed = hosts.node_services[0].log_path.read_text().count("reason=Ping timeout")
     assert closed > 0, "node1 closed the clients it could no longer reach"
 
@@ -340,6 +243,6 @@ async def test_a_clients_path_cut_without_a_close_is_found_on_both_sides(hosts: 
     members = {f"h{n}": hosts.ws_url(0) for n in range(3)} | {"far": hosts.ws_url(1)}
     verdict = await run_workload(members, [hosts.ws_url(1)], room, cut_the_clients_from_node1,
                                  heartbeat=CLIENT_HEARTBEAT)
-    print(_report(verdict), f"left while cut: {left}")
+    print(report(verdict), f"left while cut: {left}")
     assert sorted(left) == ["h0", "h1", "h2"], "node1 let its unreachable members go"
-    assert verdict.valid, _report(verdict)
+    assert verdict.valid, report(verdict)

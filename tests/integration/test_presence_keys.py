@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -11,17 +11,18 @@ import redis.asyncio as aioredis
 from node.presence import Member, RoomPolicy
 from node.presence_redis import RedisPresence
 from node.protocol import presence_templates
-from node.redis_support import RedisKeys
+from node.redis_support import Client, RedisKeys
 
 POLICY = RoomPolicy(("general",), max_rooms=10, rooms_per_hour=10, ttl=60, listed=100_000)
 ADDRESS = "203.0.113.1"
 
 
 @pytest.fixture
-async def started(redis_url: str, redis_prefix: str
+async def started(redis_url: str, redis_prefix: str, redis_client: Callable[[str], Client]
                   ) -> AsyncIterator[tuple[RedisPresence, aioredis.Redis, RedisKeys]]:
     """Presence on node-a, and a plain client to look at the keys."""
-    presence = RedisPresence(redis_url, redis_prefix, "node-a", ttl=10, policy=POLICY,
+    presence = RedisPresence(redis_client(redis_url), redis_prefix, "node-a", ttl=10,
+                             policy=POLICY,
                              announcements=lambda r, m: presence_templates(r, m.id, m.name))
     client = aioredis.Redis.from_url(redis_url)
     try:
