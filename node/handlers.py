@@ -32,8 +32,8 @@ from node.coordination import Coordination
 from node.presence import Member, Presence, RoomLimit, RoomPage, Roster
 from node.protocol import (
     DEFAULT_NAME, Auth, AuthSuccess, ChatError, ChatMessage, ClientMessage, ErrorCode, History,
-    HistoryPage, HistoryReset, Join, Leave, ListRooms, MemberInfo, Parser, Ping, Pong, Refresh, Refreshed,
-    RoomInfo, RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong, event_frame,
+    HistoryPage, HistoryReset, Join, Leave, ListRooms, MemberInfo, Parser, Ping, Pong, Refresh,
+    Refreshed, RoomInfo, RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong, event_frame,
     history_array, iso_timestamp, message_id, message_template,
 )
 from node.ratelimit import Budget, per_second

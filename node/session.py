@@ -236,8 +236,9 @@ class Session:
     def release(self, seen_seq: int, seen_presence: int, epoch: str = "",
                 counted: bool = False) -> None:
         """Send what was held, less what `room_joined` already gave: messages up to
-        `seen_seq` of `epoch` (and any of an epoch it forked away from), membership changes up to presence version `seen_presence`. A
-        `counted` session (its room is large) gets the newest count of the changes instead."""
+        `seen_seq` of `epoch` (and any of an epoch it forked away from), membership changes
+        up to presence version `seen_presence`. A `counted` session (its room is large) gets
+        the newest count of the changes instead."""
         held, self._held = self._held or [], None
         self._floor, self._epoch = seen_seq, epoch
         newest: Publication | None = None
