@@ -113,8 +113,9 @@ class Broker(Protocol):
         `seen` is the newest seq of the room this node delivered (in `seen_epoch`). A
         backend that forgot messages it had published in that epoch (a restart that lost
         the newest writes) numbers on above it, in a new epoch whose history starts with
-        this message; one that cannot vouch for the seqs after its last (a failover: the old primary may have acknowledged
-        others under the same seqs) numbers on from its last, in a new epoch. An epoch
+        this message; one that cannot vouch for the seqs after its last (a failover: the old
+        primary may have acknowledged others under the same seqs) numbers on from its last,
+        in a new epoch. An epoch
         names its base (`node.envelope.base_of`), the last seq it shares with the one
         before; every receiver of the next message learns of the fork.
 
