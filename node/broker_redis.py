@@ -208,15 +208,15 @@ class RedisBroker:
         self._publish_message = self._redis.register_script(PUBLISH_MESSAGE)
         self._take_budgets = self._redis.register_script(TAKE_BUDGETS)
         self._read_history = self._redis.register_script(READ_HISTORY)
-        self._scripts = ScriptPipeline(
-            self._redis, (self._publish_message, self._take_budgets, self._read_history))
         self._epoch_prefix = uuid.uuid4().hex[:16]
         self._epochs = itertools.count()
         self._events: BrokerEvents | None = None
-        self._subscriber: Subscriber = (
-            ShardedSubscriber(self._redis, self) if isinstance(self._redis, RedisCluster)
-            else ChannelSubscriber(Endpoint.of(self._redis.connection_pool),
-                                   self._keys.node_channel(node_id), self))
+        sharded = ShardedSubscriber(redis, self) if isinstance(redis, RedisCluster) else None
+        self._subscriber: Subscriber = sharded or ChannelSubscriber(
+            Endpoint.of(redis.connection_pool), self._keys.node_channel(node_id), self)
+        self._scripts = ScriptPipeline(
+            self._redis, (self._publish_message, self._take_budgets, self._read_history),
+            on_failover=None if sharded is None else sharded.primary_replaced)
 
     @property
     def ready(self) -> bool:

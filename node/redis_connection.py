@@ -36,6 +36,10 @@ log = logging.getLogger("node.broker")
 
 Arg = bytes | str | int
 
+# A pipelined connection whose calls have waited this long without a word from Redis tells
+# its owner (on a Redis Cluster it looks whether the primary was failed over); a healthy
+# Redis answers in milliseconds, a loaded one well within a second.
+STALL_AFTER = 1.0
 # A subscriber connection that heard nothing for PING_INTERVAL sends a PING; one that then
 # hears nothing for PONG_TIMEOUT more is dropped and opened again.
 PING_INTERVAL = 1.0
@@ -124,14 +128,18 @@ class PipelinedConnection:
     first use and again after a loss, sending `prologue` after the handshake (SCRIPT LOAD of
     the scripts it runs: an EVALSHA refused as NOSCRIPT would have to run again, out of the
     order the calls were made in). Calls in flight when it is lost fail with
-    ConnectionError (`NotSent` for those not yet written); calls unanswered for `timeout` seconds fail with redis-py's TimeoutError (the
-    connection is dropped)."""
+    ConnectionError (`NotSent` for those not yet written); calls unanswered for `timeout`
+    seconds fail with redis-py's TimeoutError (the connection is dropped). `on_stall` is
+    called once a silent spell reaches STALL_AFTER with calls waiting (a failover may be
+    under way: its owner can look, and `drop` the connection before the timeout)."""
 
     def __init__(self, endpoint: Endpoint, timeout: float,
-                 prologue: tuple[tuple[Arg, ...], ...] = ()) -> None:
+                 prologue: tuple[tuple[Arg, ...], ...] = (),
+                 on_stall: Callable[[], None] | None = None) -> None:
         self._endpoint = endpoint
         self._timeout = timeout
         self._prologue = prologue
+        self._on_stall = on_stall
         self._socket: _Socket | None = None
         self._opening = Background()
         self._closed = False
@@ -142,9 +150,22 @@ class PipelinedConnection:
             raise ConnectionError("connection closed")
         socket = self._socket
         if socket is None or socket.lost:
-            socket = self._socket = _Socket(self._endpoint, self._timeout, self._prologue)
+            socket = self._socket = _Socket(self._endpoint, self._timeout, self._prologue,
+                                            self._on_stall)
             self._opening.spawn(socket.open())
         return socket.call(encode(args))
+
+    @property
+    def stalled(self) -> bool:
+        """Calls wait here and Redis has said nothing for STALL_AFTER seconds."""
+        socket = self._socket
+        return socket is not None and not socket.lost and socket.silent() >= STALL_AFTER
+
+    def drop(self, error: Exception) -> None:
+        """Fail the calls waiting here with `error` (`NotSent` for those never written); the
+        next call opens another connection."""
+        if self._socket is not None:
+            self._socket.drop(error)
 
     async def close(self) -> None:
         self._closed = True
@@ -152,18 +173,20 @@ class PipelinedConnection:
         for task in opening:
             task.cancel()
         await asyncio.gather(*opening, return_exceptions=True)
-        if self._socket is not None:
-            self._socket.drop(ConnectionError("connection closed"))
+        self.drop(ConnectionError("connection closed"))
 
 
 class _Socket(asyncio.Protocol):
     """One socket to Redis: what was sent on it waits for its replies on it."""
 
     def __init__(self, endpoint: Endpoint, timeout: float,
-                 prologue: tuple[tuple[Arg, ...], ...]) -> None:
+                 prologue: tuple[tuple[Arg, ...], ...],
+                 on_stall: Callable[[], None] | None) -> None:
         self._endpoint = endpoint
         self._timeout = timeout
         self._prologue = prologue
+        self._on_stall = on_stall
+        self._stall_told = False  # on_stall was called in this silent spell
         self._transport: asyncio.Transport | None = None
         self._reader = reply_parser()
         self._waiting: deque[asyncio.Future[Any]] = deque()
@@ -206,10 +229,21 @@ class _Socket(asyncio.Protocol):
         data, self._outgoing = b"".join(self._outgoing), []
         self._transport.write(data)
         if self._watchdog is None:
-            self._watchdog = asyncio.get_running_loop().call_later(self._timeout, self._watch)
+            self._watchdog = asyncio.get_running_loop().call_later(self._next_look(), self._watch)
+
+    def _next_look(self) -> float:
+        """Seconds of silence at which the watchdog looks next: the stall, then the timeout."""
+        if self._on_stall is None or self._stall_told:
+            return self._timeout
+        return min(STALL_AFTER, self._timeout)
+
+    def silent(self) -> float:
+        """Seconds Redis has kept calls waiting without a word (0 when none wait)."""
+        return time.monotonic() - self._heard if self._waiting else 0.0
 
     def data_received(self, data: bytes) -> None:
         self._heard = time.monotonic()
+        self._stall_told = False
         self._reader.feed(data)
         waiting = self._waiting
         while (reply := self._reader.gets()) is not False:
@@ -231,16 +265,19 @@ class _Socket(asyncio.Protocol):
                 future.set_result(reply)
 
     def _watch(self) -> None:
-        """Once per `timeout` while calls wait: drop a connection Redis stopped answering."""
+        """While calls wait: tell of a stall once, drop a connection Redis stopped answering."""
         self._watchdog = None
         if not self._waiting or self.lost:
             return
-        silent = time.monotonic() - self._heard
+        silent = self.silent()
         if silent >= self._timeout:
             self.drop(RedisTimeoutError(f"no reply from {self._endpoint} in {silent:.1f}s"))
-        else:
-            self._watchdog = asyncio.get_running_loop().call_later(
-                self._timeout - silent, self._watch)
+            return
+        if self._on_stall is not None and not self._stall_told and silent >= STALL_AFTER:
+            self._stall_told = True
+            self._on_stall()
+        self._watchdog = asyncio.get_running_loop().call_later(
+            max(self._next_look() - silent, 0.0), self._watch)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.drop(ConnectionError(f"Connection to {self._endpoint} lost"

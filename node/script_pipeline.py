@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import functools
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import RedisCluster
@@ -18,8 +20,14 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from node.background import Background
 from node.redis_connection import Endpoint, NotSent, PipelinedConnection
 from node.redis_support import COMMAND_TIMEOUT, Client
+
+log = logging.getLogger("node.broker")
+
+# How often a node looks at the slot map while a primary keeps its calls waiting.
+FAILOVER_LOOK = 0.25
 
 # Replies of a Redis Cluster's shard that no longer serves the slot (or not yet): the call
 # runs again through redis-py's cluster client, which follows the slot map.
@@ -41,11 +49,15 @@ class ScriptPipeline:
     never left the node (`NotSent`); sent and unanswered, its ConnectionError goes to the
     caller, for whom the outcome is unknown."""
 
-    def __init__(self, redis: Client, scripts: Sequence[AsyncScript]) -> None:
+    def __init__(self, redis: Client, scripts: Sequence[AsyncScript],
+                 on_failover: Callable[[str], None] | None = None) -> None:
         self._redis = redis
+        self._on_failover = on_failover  # told the name of a primary the cluster replaced
         self._loads = tuple(("SCRIPT", "LOAD", script.script) for script in scripts)
         self._cluster = redis if isinstance(redis, RedisCluster) else None
         self._connections: dict[str, PipelinedConnection] = {}
+        self._looking = Background()  # failover watches: one per stalled primary at most
+        self._looked_at: set[str] = set()
 
     async def run(self, script: AsyncScript, keys: list[str], args: list[Any],
                   repeatable: bool = True) -> Any:
@@ -79,6 +91,8 @@ class ScriptPipeline:
         return self._connection(keys[0]).call(command, script, len(keys), *keys, *args)
 
     async def close(self) -> None:
+        for task in self._looking:
+            task.cancel()
         for connection in self._connections.values():
             await connection.close()
 
@@ -94,6 +108,38 @@ class ScriptPipeline:
                     last_failed_node_name=None if failed is None else failed.name)
         await self._close_replaced(cluster)
 
+    def _stalled(self, cluster: RedisCluster, name: str) -> None:
+        """The primary `name` kept calls waiting for STALL_AFTER: watch for its failover."""
+        if name not in self._looked_at:
+            self._looked_at.add(name)
+            self._looking.spawn(self._watch_failover(cluster, name))
+
+    async def _watch_failover(self, cluster: RedisCluster, name: str) -> None:
+        """While the connection to `name` stays stalled (up to COMMAND_TIMEOUT), reload the
+        slot map every FAILOVER_LOOK seconds, asking `name` last; once another node holds
+        its slots, drop the connection: the calls waiting on it end now (`unknown_outcome`
+        for a publish) and the next go to the promoted replica, instead of each waiting out
+        the timeout on a primary that the cluster already replaced."""
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                while (connection := self._connections.get(name)) is not None \
+                        and connection.stalled:
+                    with contextlib.suppress(RedisError, OSError, TimeoutError):
+                        async with asyncio.timeout(FAILOVER_LOOK):
+                            await cluster.nodes_manager.initialize(last_failed_node_name=name)
+                    if name not in {node.name for node in cluster.get_primaries()}:
+                        log.warning("Redis primary %s was failed over: its calls end now", name)
+                        connection.drop(ConnectionError(f"{name} was failed over"))
+                        await self._close_replaced(cluster)
+                        if self._on_failover is not None:
+                            self._on_failover(name)
+                        return
+                    await asyncio.sleep(FAILOVER_LOOK)
+        except TimeoutError:
+            pass  # the connection's own timeout has ended its calls
+        finally:
+            self._looked_at.discard(name)
+
     async def _close_replaced(self, cluster: RedisCluster) -> None:
         """Close the connections to nodes that are no longer primaries (failed over)."""
         primaries = {node.name for node in cluster.get_primaries()}
@@ -107,6 +153,8 @@ class ScriptPipeline:
         connection = self._connections.get(name)
         if connection is None:
             settings = self._redis.connection_pool if node is None else node
+            on_stall = None if self._cluster is None else functools.partial(
+                self._stalled, self._cluster, name)
             connection = self._connections[name] = PipelinedConnection(
-                Endpoint.of(settings), COMMAND_TIMEOUT, prologue=self._loads)
+                Endpoint.of(settings), COMMAND_TIMEOUT, prologue=self._loads, on_stall=on_stall)
         return connection

@@ -185,6 +185,20 @@ class ShardedSubscriber:
             self._closing.spawn(self._close_if_idle(shard))
         self._repair()
 
+    def primary_replaced(self, name: str) -> None:
+        """The cluster failed the primary `name` over (the publishing side saw it): its rooms
+        are routed anew now, and a reroute still waiting on a connection to it starts over
+        with the new slot map instead of waiting out the connect timeout."""
+        rerouting = self._repairing is not None and not self._repairing.done()
+        if self._repairing is not None and rerouting:
+            self._repairing.cancel()
+            self._repairing = None
+        shard = self._shards.get(name)
+        if shard is not None:
+            self.shard_failed(shard, ConnectionError(f"{name} was failed over"))
+        elif rerouting:
+            self._repair()
+
     def _repair(self) -> None:
         if self._repairing is None or self._repairing.done():
             self._repairing = asyncio.create_task(self._reroute(), name="redis-reroute")

@@ -90,6 +90,29 @@ async def test_a_redis_that_stops_answering_fails_the_calls_in_flight(
         await connection.close()
 
 
+async def test_a_stall_is_told_once_per_silent_spell(own_redis: Service) -> None:
+    """A Redis that keeps calls waiting for STALL_AFTER is reported to the owner (who may
+    look for a failover) once, while the calls keep waiting for their answers."""
+    stalls: asyncio.Queue[None] = asyncio.Queue()
+    connection = PipelinedConnection(_endpoint(redis_url(own_redis.port, REDIS_PASSWORD)),
+                                     5.0, on_stall=lambda: stalls.put_nowait(None))
+    try:
+        assert await connection.call("PING") == b"PONG"
+        assert not connection.stalled
+        for _spell in range(2):
+            own_redis.process.send_signal(signal.SIGSTOP)
+            waiting = connection.call("PING")
+            await asyncio.wait_for(stalls.get(), 5)
+            assert connection.stalled
+            own_redis.process.send_signal(signal.SIGCONT)
+            assert await waiting == b"PONG", "a stall is not a failure"
+            assert not connection.stalled
+        assert stalls.empty(), "once per silent spell"
+    finally:
+        own_redis.process.send_signal(signal.SIGCONT)
+        await connection.close()
+
+
 async def test_a_restarted_redis_is_reached_on_a_fresh_connection(tmp_path: Path) -> None:
     service = start_redis(tmp_path, password=REDIS_PASSWORD)
     connection = PipelinedConnection(_endpoint(redis_url(service.port, REDIS_PASSWORD)), 5.0)
@@ -228,9 +251,10 @@ async def test_a_call_sent_and_unanswered_runs_again_only_if_repeatable(
 async def test_a_shard_primary_that_stopped_answering_is_left_for_its_promoted_replica(
         tmp_path: Path) -> None:
     """A shard's primary goes silent (stopped: a partition looks the same) and its replica is
-    promoted; the call in flight there times out, and the pipeline reloads the slot map at
-    once, so that the next call reaches the new primary instead of waiting out another
-    timeout on a fresh connection to the old one (a resume after `unknown_outcome` did)."""
+    promoted; the call in flight there ends once the pipeline, looking at the slot map while
+    the call waits, sees the primary replaced (not after the whole answer timeout), and the
+    next call reaches the new primary instead of waiting out another timeout on a fresh
+    connection to the old one (a resume after `unknown_outcome` did)."""
     children = Children()
     cluster = start_redis_cluster(tmp_path, 3, REDIS_PASSWORD, children)
     client = connect(cluster.seed_url, cluster=True)
@@ -245,8 +269,8 @@ async def test_a_shard_primary_that_stopped_answering_is_left_for_its_promoted_r
         others = [node for node in cluster.nodes if node is not primary]
         while any(_promoted(cluster, slot, node) is not replica for node in others):
             await asyncio.sleep(0.1)  # every node the slot map may be read from knows
-        with pytest.raises(TimeoutError):  # on the connection to the old primary
-            await pipeline.run(script, [key], [], repeatable=False)
+        with pytest.raises(ConnectionError, match="failed over"):  # not a TimeoutError
+            await pipeline.run(script, [key], [], repeatable=False)  # to the old primary
         # answered by the new primary (1 when the first INCR had not reached it yet)
         assert await pipeline.run(script, [key], [], repeatable=False) in (1, 2)
     finally:
