@@ -18,7 +18,6 @@ from node.addresses import trusted_networks
 from node.config import Settings
 from node.delivery_batches import DeliveryBatches
 from node.drain import shutdown_notice
-from node.heartbeat import run_heartbeat
 from node.runtime import NODE, Node, build_node
 from node.origins import OriginPolicy
 from node.output_budget import OutputBudget
@@ -96,7 +95,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
 
 async def _background_loops(app: web.Application) -> AsyncIterator[None]:
     node = app[NODE]
-    heartbeat = asyncio.create_task(run_heartbeat(node.hub, node.settings))
+    heartbeat = asyncio.create_task(node.heartbeat.run(), name="heartbeat")
     liveness = asyncio.create_task(node.liveness.run())
     yield
     node.liveness.stop()

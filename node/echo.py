@@ -42,7 +42,7 @@ class EchoSockets:
 
     def ended(self, ws: WebSocket) -> None:
         """No more messages; the socket itself is gone once `ws.gone()` returns."""
-        self._forgetting.spawn(self._forget(ws))
+        self._forgetting.spawn(self._forget(ws), "echo socket close")
 
     async def _forget(self, ws: WebSocket) -> None:
         await ws.gone()

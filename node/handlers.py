@@ -138,14 +138,15 @@ class Handlers:
             session.holds_name = False  # out of the node's sessions' names from now
             if self._presence_grace > 0:
                 self._hub.reserve_name(member.name, member.id)
-                self._departing.spawn(self._release_after_grace(member, session.drained))
+                self._departing.spawn(self._release_after_grace(member, session.drained),
+                                     "departure")
             else:
                 await self._release_name(canonical(member.name))
         if member is None or room is None:
             return
         if session.drained and self._presence_grace > 0:
             await self._leave_locally(session)
-            self._departing.spawn(self._leave_after_grace(room, member))
+            self._departing.spawn(self._leave_after_grace(room, member), "departure")
         else:
             await self._leave_room(session, member)
 

@@ -20,6 +20,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from node.background import FAILURES
+
 # Seconds: a publish is a Redis round trip (about 0.1-1 ms on one host), a fan-out a loop
 # over local members; the upper buckets catch a struggling node.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -115,6 +117,9 @@ class Metrics:
                                   "the handshake backlog was full", value=self.upgrades_shed)
         yield _by_label("chat_errors", "Error events sent to clients, by code", "code",
                         self.errors)
+        yield _by_label("chat_background_failures", "Background work that ended in an "
+                        "exception (logged with its traceback), by purpose; a loop the node "
+                        "needs restarts with backoff", "purpose", FAILURES)
         yield _by_label("chat_closes", "Connections the server closed, by close code (1013: "
                         "slow consumer, 1008: flood, 4001: authentication)", "code", self.closes)
         yield self.publish_seconds.family(

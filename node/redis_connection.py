@@ -152,7 +152,7 @@ class PipelinedConnection:
         if socket is None or socket.lost:
             socket = self._socket = _Socket(self._endpoint, self._timeout, self._prologue,
                                             self._on_stall)
-            self._opening.spawn(socket.open())
+            self._opening.spawn(socket.open(), "redis connect")
         return socket.call(encode(args))
 
     @property

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from node.admission import Admission
+from node.background import Supervised
 from node.broker import Broker
 from node.broker_memory import MemoryBroker
 from node.broker_redis import RedisBroker
@@ -20,6 +22,7 @@ from node.directory import Directory
 from node.drain import Drainer
 from node.echo import EchoSockets
 from node.handlers import Handlers
+from node.heartbeat import run_heartbeat
 from node.hub import Hub
 from node.liveness import Liveness
 from node.metrics import Metrics
@@ -48,6 +51,7 @@ class Node:
     metrics: Metrics
     admission: Admission
     output: OutputBudget
+    heartbeat: Supervised  # the node's pings (node.heartbeat), restarted if they fail
     redis: Client | None  # the backends' Redis client, closed after them (None: in memory)
     instance: str = field(default_factory=lambda: secrets.token_hex(6))  # this process
 
@@ -65,6 +69,8 @@ class Node:
             return "broker unavailable"
         if not self.liveness.healthy:
             return "presence upkeep failing"
+        if not self.heartbeat.healthy:
+            return "heartbeat failing"
         return None
 
 
@@ -111,8 +117,11 @@ def build_node(settings: Settings) -> Node:
     drain = Drainer(settings, hub, coordination, handlers.departures)
     connections = Connections(settings.max_connections, settings.max_connections_per_address)
     output = OutputBudget(settings.max_address_output, settings.max_node_output)
+    heartbeat = Supervised("heartbeat", functools.partial(run_heartbeat, hub, settings),
+                           settle=settings.ping_interval)
     node = Node(settings, broker, presence, coordination, hub, handlers, liveness, drain,
-                connections, EchoSockets(), directory, metrics, admission, output, redis)
+                connections, EchoSockets(), directory, metrics, admission, output, heartbeat,
+                redis)
     _watch(node)
     return node
 

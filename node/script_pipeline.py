@@ -112,7 +112,7 @@ class ScriptPipeline:
         """The primary `name` kept calls waiting for STALL_AFTER: watch for its failover."""
         if name not in self._looked_at:
             self._looked_at.add(name)
-            self._looking.spawn(self._watch_failover(cluster, name))
+            self._looking.spawn(self._watch_failover(cluster, name), "failover watch")
 
     async def _watch_failover(self, cluster: RedisCluster, name: str) -> None:
         """While the connection to `name` stays stalled (up to COMMAND_TIMEOUT), reload the

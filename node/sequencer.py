@@ -18,12 +18,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from node.background import Background
+from node.background import Background, report_failure
+from node.backoff import Backoff
 from node.broker import Broker, HistoryWindow
 from node.envelope import UNSEQUENCED, Publication, base_of
 from node.errors import Unavailable
 
 log = logging.getLogger("node.sequencer")
+
+# A gap repair whose history read fails (other than Redis being unavailable, which is
+# reported at once) tries this many times, backing off from REPAIR_BACKOFF seconds, while the
+# room's new messages wait; then it releases them with the gap reported.
+REPAIR_ATTEMPTS = 3
+REPAIR_BACKOFF = 0.2
 
 Emit = Callable[[Publication], None]
 Fork = Callable[[str, str, int], None]  # room, the new epoch, its base
@@ -117,9 +124,26 @@ class Sequencer:
             await asyncio.gather(*self._repairs)
 
     def _start_repair(self, room: str, cursor: _Cursor) -> None:
-        self._repairs.spawn(self._repair(room, cursor))
+        self._repairs.spawn(self._repair(room, cursor), "gap repair")
 
     async def _repair(self, room: str, cursor: _Cursor) -> None:
+        """Fill the room's gap from history, retrying a failed attempt with backoff; the room
+        is always released: what waited is delivered, a gap no attempt filled reported."""
+        backoff = Backoff(base=REPAIR_BACKOFF)
+        try:
+            for attempt in range(REPAIR_ATTEMPTS):
+                try:
+                    await self._fill_from_history(room, cursor)
+                    return
+                except Exception as error:  # a bug below must not hold the room's messages
+                    report_failure("gap repair", error)
+                    if attempt + 1 < REPAIR_ATTEMPTS:
+                        await asyncio.sleep(backoff.next_delay())
+        finally:
+            if self._cursors.get(room) is cursor:
+                self._replay(room, cursor)
+
+    async def _fill_from_history(self, room: str, cursor: _Cursor) -> None:
         assert cursor.seq is not None
         window = await self._fetch(room, cursor.seq)
         if window is not None and cursor.epoch not in (None, window.epoch):
@@ -132,7 +156,6 @@ class Sequencer:
         if window is not None:
             cursor.epoch = window.epoch
             self._fill(room, cursor, window.messages, window.seq - len(window.messages) + 1)
-        self._replay(room, cursor)
 
     def _switch(self, room: str, cursor: _Cursor, epoch: str) -> None:
         """The room's history forked into `epoch`: tell the members in line, and go back to

@@ -173,7 +173,7 @@ class ShardedSubscriber:
         for channel in shard.channels:
             self._owners.pop(channel, None)
             self._lost.add(channel)
-        self._closing.spawn(shard.close())
+        self._closing.spawn(shard.close(), "redis shard close")
         self._repair()
 
     def channel_lost(self, channel: bytes) -> None:
@@ -182,7 +182,7 @@ class ShardedSubscriber:
         shard = self._owners.pop(channel, None)
         self._lost.add(channel)
         if shard is not None:
-            self._closing.spawn(self._close_if_idle(shard))
+            self._closing.spawn(self._close_if_idle(shard), "redis shard close")
         self._repair()
 
     def primary_replaced(self, name: str) -> None:

@@ -181,7 +181,7 @@ class ChannelSubscriber:
         if connection is not None:
             log.info("redis connected")
             self._up.set()
-            self._tasks.spawn(self._reconnected(connection))
+            self._tasks.spawn(self._reconnected(connection), "redis resubscribe")
         else:
             self._up.clear()
             log.warning("redis unavailable: subscriber connection lost")

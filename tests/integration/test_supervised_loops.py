@@ -4,9 +4,13 @@ them must not leave a node that looks ready and delivers nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
 
+import aiohttp
 import pytest
 
+from node import heartbeat
+from node.background import FAILURES
 from node.redis_connection import PushConnection
 from node.runtime import NODE
 
@@ -70,3 +74,40 @@ async def _readiness_until(node, status: int) -> str | None:  # type: ignore[no-
             return (await response.json()).get("reason")
         await asyncio.sleep(0.02)
     raise AssertionError(f"/readyz never answered {status}")
+
+
+async def test_the_heartbeat_survives_an_unexpected_error(make_node, connect,
+                                                         monkeypatch) -> None:
+    """Issue 30: the heartbeat loop was not supervised: one exception ended the pings of
+    the whole node, silently, with /readyz 200."""
+    node = await make_node(ping_interval=0.2, ping_timeout=5.0)
+    real, ours = heartbeat.ping, node.server.app[NODE].settings
+    failed = asyncio.Event()
+
+    def broken_once(sessions, settings):  # type: ignore[no-untyped-def]
+        if settings is ours and not failed.is_set():  # this node's, not another test node's
+            failed.set()
+            raise RuntimeError("injected into the heartbeat")
+        return real(sessions, settings)
+
+    alice = await connect(node)
+    await alice.auth("alice")
+    await alice.join("general")
+    before = FAILURES["heartbeat"]
+    monkeypatch.setattr(heartbeat, "ping", broken_once)
+    await asyncio.wait_for(failed.wait(), 5)
+    assert await _readiness_until(node, 503) == "heartbeat failing"
+    metrics = await (await node.get("/metrics")).text()
+    assert f'chat_background_failures_total{{purpose="heartbeat"}} {before + 1}.0' in metrics
+    await _readiness_until(node, 200)  # restarted with backoff, healthy once it has run
+    restarted = heartbeat.now_ms()
+    while not _ping_since(await alice.next_frame(), restarted):
+        pass  # the pings go on after the restart
+    await alice.say("after")
+    assert (await alice.skip_to("message"))["text"] == "after"
+
+
+def _ping_since(frame: aiohttp.WSMessage, since_ms: int) -> bool:
+    """`frame` is a server ping sent at or after `since_ms` (recv skips pings: read frames)."""
+    event = json.loads(frame.data)
+    return event["type"] == "ping" and event["timestamp"] >= since_ms

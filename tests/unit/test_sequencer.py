@@ -1,6 +1,13 @@
+import asyncio
+from typing import Any
+
+import pytest
+
+from node.background import FAILURES
+from node.broker import HistoryWindow
 from node.broker_memory import MemoryBroker
 from node.envelope import UNSEQUENCED, Publication
-from node.sequencer import Sequencer
+from node.sequencer import REPAIR_ATTEMPTS, Sequencer
 
 ROOM = "r"
 
@@ -128,3 +135,55 @@ async def test_a_fork_seen_after_an_outage_is_reported_before_the_new_epochs_mes
     sequencer.recover()
     await sequencer.idle()
     assert emitted == ["fork@3", 4]
+
+
+
+class _FailingHistory(MemoryBroker):
+    """A broker whose first `failures` history reads raise an error that is not Redis's."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(capacity=100, capacity_bytes=2**20)
+        self.failures = failures
+        self.reads = 0
+
+    async def history(self, *args: Any, **kwargs: Any) -> HistoryWindow:
+        self.reads += 1
+        if self.reads <= self.failures:
+            raise RuntimeError("a bug below the repair")
+        return await super().history(*args, **kwargs)
+
+
+async def _failing_setup(failures: int) -> tuple[_FailingHistory, Sequencer, Emitted]:
+    broker = _FailingHistory(failures)
+    for _ in range(6):
+        await broker.publish_message(ROOM, b'{"seq":', (), 0)
+    emitted: Emitted = []
+    sequencer = Sequencer(broker, lambda p: emitted.append(p.seq), lambda *fork: None,
+                          lambda room, first, last: emitted.append((first, last)), 100)
+    return broker, sequencer, emitted
+
+
+async def test_a_repair_whose_history_read_fails_releases_the_room_and_is_reported(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 30: an exception other than Unavailable in the repair left the room's cursor
+    queued: every later message for the room waited forever, and nothing was logged."""
+    monkeypatch.setattr("node.sequencer.REPAIR_BACKOFF", 0.0)
+    _, sequencer, emitted = await _failing_setup(failures=REPAIR_ATTEMPTS)
+    before = FAILURES["gap repair"]
+    sequencer.accept(_message(1))
+    sequencer.accept(_message(4))  # a gap: 2 and 3 are fetched, and every fetch fails
+    await asyncio.wait_for(sequencer.idle(), 5)
+    sequencer.accept(_message(5))
+    assert emitted == [1, (2, 3), 4, 5], "released, the gap told, and the room flows on"
+    assert FAILURES["gap repair"] == before + REPAIR_ATTEMPTS
+    assert "gap repair failed: RuntimeError('a bug below the repair')" in caplog.text
+
+
+async def test_a_repair_that_fails_once_fills_the_gap_on_its_retry(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("node.sequencer.REPAIR_BACKOFF", 0.0)
+    broker, sequencer, emitted = await _failing_setup(failures=1)
+    sequencer.accept(_message(1))
+    sequencer.accept(_message(4))
+    await asyncio.wait_for(sequencer.idle(), 5)
+    assert emitted == [1, 2, 3, 4] and broker.reads == 2
