@@ -38,7 +38,7 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 
 from loadtest import scrape
-from node.jwt_tokens import mint
+from node.identity.jwt_tokens import mint
 
 KIND = "WS"
 REPLY_TIMEOUT = 10.0

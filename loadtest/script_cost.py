@@ -21,8 +21,8 @@ import redis
 
 from gateway.processes import Children, start_redis, stop_all
 from gateway.redis_cluster import free_cluster_port
-from node.broker_redis import PUBLISH_MESSAGE
-from node.redis_support import RedisKeys
+from node.backends.redis.broker import PUBLISH_MESSAGE
+from node.backends.redis.support import RedisKeys
 
 TEMPLATE = b'{"type":"message","room":"r","user":"u","text":"' + b"x" * 100 + b'","seq":'
 ROOMS = 50

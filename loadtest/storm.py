@@ -4,7 +4,7 @@ back on the others.
     .venv/bin/python -m loadtest.storm --clients 4000 --rooms 200 --rate 100
 
 Starts Redis, `--nodes` nodes (admission at its default backlog) and nginx, then `--clients`
-clients of the client library (node/client.py: the resume rules — backoff with full jitter,
+clients of the client library (node/client/: the resume rules — backoff with full jitter,
 `Retry-After` after a refused upgrade, `since`/`epoch`, duplicates dropped) in `--rooms`
 rooms through the gateway, spread over `--workers` processes, and `--observer-rooms` of
 them in a process of their own. One client per room sends, at `--rate` messages/s in all,

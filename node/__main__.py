@@ -1,5 +1,5 @@
 """`python -m node`: run one chat node on uvloop until SIGTERM or SIGINT.
-`python -m node token ...`: mint a JWT (see node/mint.py)."""
+`python -m node token ...`: mint a JWT (see node/identity/mint.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
-from node import mint
 from node.api import AccessLogger
 from node.app import create_app, make_runner
 from node.config import Settings, load_settings
+from node.identity import mint
 from node.runtime import NODE
 
 log = logging.getLogger("node")

@@ -8,9 +8,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
+from node.backends.errors import Unavailable
+from node.chat.protocol import MAX_OFFSET, MAX_PAGE
 from node.drain import DrainRefused
-from node.errors import Unavailable
-from node.protocol import MAX_OFFSET, MAX_PAGE
 from node.metrics import CONTENT_TYPE
 from node.runtime import NODE
 

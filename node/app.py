@@ -13,21 +13,22 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from node import api, disconnect
-from node.addresses import trusted_networks
+from node import api
+from node.chat import disconnect
+from node.chat.delivery_batches import DeliveryBatches
+from node.chat.session import Session
 from node.config import Settings
-from node.delivery_batches import DeliveryBatches
 from node.drain import shutdown_notice
-from node.runtime import NODE, Node, build_node
-from node.origins import OriginPolicy
-from node.output_budget import OutputBudget
 from node.ratelimit import Rate
-from node.server import (
+from node.runtime import NODE, Node, build_node
+from node.transport.addresses import trusted_networks
+from node.transport.origins import OriginPolicy
+from node.transport.output_budget import OutputBudget
+from node.transport.server import (
     CHAT_PATH, ECHO_PATH, Accept, ChatServer, ClientErrorsWithoutTraceback, NodeRunner, Upgrade,
     answered, respond,
 )
-from node.session import Session
-from node.websocket import Limits, WebSocket, switching_protocols
+from node.transport.websocket import Limits, WebSocket, switching_protocols
 
 log = logging.getLogger("node.app")
 
@@ -117,7 +118,7 @@ async def _close_sessions(app: web.Application) -> None:
 
 
 def make_runner(app: web.Application, **kwargs: Any) -> NodeRunner:
-    """The runner to serve `app` with: every socket is a `node.server.Connection`."""
+    """The runner to serve `app` with: every socket is a `node.transport.server.Connection`."""
     node = app[NODE]
     settings = node.settings
     paths = frozenset((CHAT_PATH, ECHO_PATH) if settings.echo else (CHAT_PATH,))

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.addresses import trusted_networks
-from node.jwt_tokens import DEFAULT_MAX_TTL, JwtVerifier
-from node.protocol import ROOM_PATTERN
+from node.identity.jwt_tokens import DEFAULT_MAX_TTL, JwtVerifier
+from node.identity.rules import ROOM_PATTERN
+from node.transport.addresses import trusted_networks
 
 ENV_PREFIX = "CHAT_"
 MIN_JWT_SECRET = 32  # bytes: HS256's key is at least as long as its hash

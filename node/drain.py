@@ -16,12 +16,12 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-from node import disconnect
+from node.backends.coordination import Coordination
+from node.backends.errors import Unavailable
+from node.chat import disconnect
+from node.chat.hub import Hub
+from node.chat.protocol import ServerShutdown, event_frame
 from node.config import Settings
-from node.errors import Unavailable
-from node.hub import Hub
-from node.coordination import Coordination
-from node.protocol import ServerShutdown, event_frame
 
 log = logging.getLogger("node.drain")
 

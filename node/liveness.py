@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import logging
 
-from node import names
+from node.backends.coordination import Coordination
+from node.backends.errors import Unavailable
+from node.backends.presence import Presence
 from node.backoff import Backoff
-from node.coordination import Coordination
-from node.errors import Unavailable
-from node.hub import Hub
-from node.presence import Presence
+from node.chat.hub import Hub
+from node.identity import names
 
 log = logging.getLogger("node.liveness")
 

@@ -91,8 +91,8 @@ def per_second(kind: str, name: str, rate: float, burst: int) -> Budget:
 
 
 class Budgets:
-    """Budgets in memory (the embedded mode's `redis_support.LUA_BUDGET`): the time each
-    bucket is full again. Full buckets are dropped as the table grows, so it holds only
+    """Budgets in memory (the embedded mode's node/backends/redis/lua/lib/budget.lua): the
+    time each bucket is full again. Full buckets are dropped as the table grows, so it holds only
     budgets in use now."""
 
     __slots__ = ("_full_at",)

@@ -8,31 +8,31 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from node.admission import Admission
+from node.backends.broker import Broker
+from node.backends.coordination import Coordination
+from node.backends.envelope import Template
+from node.backends.memory.broker import MemoryBroker
+from node.backends.memory.coordination import MemoryCoordination
+from node.backends.memory.presence import MemoryPresence
+from node.backends.presence import Member, Presence, RoomPolicy
+from node.backends.redis.broker import RedisBroker
+from node.backends.redis.coordination import RedisCoordination
+from node.backends.redis.presence import RedisPresence
+from node.backends.redis.support import Client, connect
 from node.background import Supervised
-from node.broker import Broker
-from node.broker_memory import MemoryBroker
-from node.broker_redis import RedisBroker
+from node.chat.directory import Directory
+from node.chat.handlers import Handlers
+from node.chat.heartbeat import run_heartbeat
+from node.chat.hub import Hub
+from node.chat.protocol import presence_templates
 from node.config import Settings
-from node.connections import Connections
-from node.coordination import Coordination
-from node.coordination_memory import MemoryCoordination
-from node.coordination_redis import RedisCoordination
-from node.directory import Directory
 from node.drain import Drainer
-from node.echo import EchoSockets
-from node.handlers import Handlers
-from node.heartbeat import run_heartbeat
-from node.hub import Hub
 from node.liveness import Liveness
 from node.metrics import Metrics
-from node.envelope import Template
-from node.output_budget import OutputBudget
-from node.presence import Member, Presence, RoomPolicy
-from node.presence_memory import MemoryPresence
-from node.presence_redis import RedisPresence
-from node.protocol import presence_templates
-from node.redis_support import Client, connect
+from node.transport.admission import Admission
+from node.transport.connections import Connections
+from node.transport.echo import EchoSockets
+from node.transport.output_budget import OutputBudget
 
 
 @dataclass(slots=True)
@@ -51,7 +51,7 @@ class Node:
     metrics: Metrics
     admission: Admission
     output: OutputBudget
-    heartbeat: Supervised  # the node's pings (node.heartbeat), restarted if they fail
+    heartbeat: Supervised  # the node's pings (node.chat.heartbeat), restarted if they fail
     redis: Client | None  # the backends' Redis client, closed after them (None: in memory)
     instance: str = field(default_factory=lambda: secrets.token_hex(6))  # this process
 

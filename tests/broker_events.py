@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection
 
-from node.envelope import Publication
+from node.backends.envelope import Publication
 
 
 class Recorder:

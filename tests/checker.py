@@ -27,7 +27,7 @@ from typing import Any
 
 from node.client import HEARTBEAT, UNKNOWN_OUTCOME, ChatClient, ClientClosed, SendFailed
 
-# A writer waits longer than a node waits for Redis (node.redis_support.COMMAND_TIMEOUT):
+# A writer waits longer than a node waits for Redis (node.backends.redis.support.COMMAND_TIMEOUT):
 # what it is told decides, not its own patience.
 SEND_TIMEOUT = 15.0
 QUIET_TIMEOUT = 30.0  # how long members may take to catch up after the writers stopped

@@ -20,9 +20,9 @@ from gateway.processes import Children, Service, redis_url as redis_url_of, star
 from gateway.redis_cluster import RedisCluster, start_redis_cluster
 from gateway.tokens import new_secret
 from node.app import create_app, make_runner
+from node.backends.redis.support import Client
+from node.backends.redis.support import connect as connect_redis
 from node.config import Settings
-from node.redis_support import Client
-from node.redis_support import connect as connect_redis
 from tests.chat_client import ChatClient
 
 pytest_plugins = ["tests.integration.cluster_fixtures"]

@@ -18,7 +18,7 @@ from gateway.processes import (
 )
 from gateway.redis_cluster import RedisCluster, start_redis_cluster
 from gateway.tokens import new_secret
-from node.redis_support import RedisKeys
+from node.backends.redis.support import RedisKeys
 from tests.checker import Verdict
 from tests.fault_net import Host, Network, harness_leftovers
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python docs/examples/chat_client.py --name alice --say "hello" --listen 5
 
-It uses the project's client library (node/client.py), which reconnects on its own: stop a
+It uses the project's client library (node/client/), which reconnects on its own: stop a
 node, drain it or run a rolling restart meanwhile, and the client resumes on another node
 with every message delivered once, in order. Give `--jwt` (or set CHAT_TOKEN) when the
 cluster requires tokens (`.venv/bin/python -m node token --sub alice` mints one).

@@ -7,12 +7,12 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from node import broker_redis
-from node.broker import BudgetSpent
-from node.broker_redis import RedisBroker
-from node.errors import OutcomeUnknown, Unavailable
+from node.backends.broker import BudgetSpent
+from node.backends.errors import OutcomeUnknown, Unavailable
+from node.backends.redis import broker as broker_redis
+from node.backends.redis.broker import RedisBroker
+from node.backends.redis.support import Client
 from node.ratelimit import Budget
-from node.redis_support import Client
 from tests.broker_events import Recorder
 
 

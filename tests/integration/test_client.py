@@ -8,10 +8,10 @@ import aiohttp
 import pytest
 
 from gateway.cluster import Cluster
+from node.backends.errors import Unavailable
 from node.backoff import Backoff
 from node.client import ChatClient, ClientClosed, SendFailed
-from node.errors import Unavailable
-from node.jwt_tokens import mint
+from node.identity.jwt_tokens import mint
 from node.runtime import NODE
 from tests.chat_client import ChatClient as RawClient
 from tests.conftest import unlimited_flags

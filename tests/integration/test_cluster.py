@@ -15,9 +15,9 @@ import redis.asyncio as redis
 from gateway.cluster import Cluster
 from gateway.nginx import GatewayConfig
 from gateway.processes import check_nginx_config
-from node.envelope import close
-from node.protocol import ChatMessage, message_template
-from node.redis_support import RedisKeys
+from node.backends.envelope import close
+from node.backends.redis.support import RedisKeys
+from node.chat.protocol import ChatMessage, message_template
 from tests.chat_client import ChatClient, send_concurrently, settle_joins
 from tests.conftest import REDIS_BACKENDS, REDIS_SHARDS, unlimited_flags
 

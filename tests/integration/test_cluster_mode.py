@@ -17,7 +17,7 @@ from redis.crc import key_slot
 from gateway.cluster import Cluster
 from gateway.processes import Service
 from gateway.redis_cluster import RedisCluster
-from node.redis_support import RedisKeys
+from node.backends.redis.support import RedisKeys
 from tests.chat_client import ChatClient
 from tests.conftest import unlimited_flags
 

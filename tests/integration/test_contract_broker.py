@@ -1,4 +1,4 @@
-"""The broker contract (node.broker.Broker), run against every implementation: a backend is
+"""The broker contract (node.backends.broker.Broker), run against every implementation: a backend is
 one that passes this file."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from node.broker import Broker, BudgetSpent
-from node.broker_memory import MemoryBroker
-from node.broker_redis import RedisBroker
-from node.envelope import base_of, close
+from node.backends.broker import Broker, BudgetSpent
+from node.backends.envelope import base_of, close
+from node.backends.memory.broker import MemoryBroker
+from node.backends.redis.broker import RedisBroker
+from node.backends.redis.support import Client
 from node.ratelimit import Budget
-from node.redis_support import Client
 from tests.broker_events import Recorder
 from tests.conftest import (
     REDIS_BACKENDS, just_after_a_whole_second, just_before_a_whole_second, redis_endpoint,

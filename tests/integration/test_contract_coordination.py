@@ -1,4 +1,4 @@
-"""The coordination contract (node.coordination.Coordination), run against every
+"""The coordination contract (node.backends.coordination.Coordination), run against every
 implementation; what only a multi-node backend can show is in test_drain_lock.py."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from node.coordination import Coordination
-from node.coordination_memory import MemoryCoordination
-from node.coordination_redis import RedisCoordination
+from node.backends.coordination import Coordination
+from node.backends.memory.coordination import MemoryCoordination
+from node.backends.redis.coordination import RedisCoordination
+from node.backends.redis.support import Client
 from node.ratelimit import Budget
-from node.redis_support import Client
 from tests.conftest import (
     REDIS_BACKENDS, just_after_a_whole_second, just_before_a_whole_second, redis_endpoint,
 )

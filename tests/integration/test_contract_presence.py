@@ -1,4 +1,4 @@
-"""The presence contract (node.presence.Presence), run against every implementation: room
+"""The presence contract (node.backends.presence.Presence), run against every implementation: room
 membership announced in the room's presence order, the directory, and display names."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from node.broker import Broker
-from node.broker_memory import MemoryBroker
-from node.broker_redis import RedisBroker
-from node.presence import Member, Presence, RoomLimit, RoomPolicy
-from node.presence_memory import MemoryPresence
-from node.presence_redis import RedisPresence
-from node.protocol import presence_templates
-from node.redis_support import Client
+from node.backends.broker import Broker
+from node.backends.memory.broker import MemoryBroker
+from node.backends.memory.presence import MemoryPresence
+from node.backends.presence import Member, Presence, RoomLimit, RoomPolicy
+from node.backends.redis.broker import RedisBroker
+from node.backends.redis.presence import RedisPresence
+from node.backends.redis.support import Client
+from node.chat.protocol import presence_templates
 from tests.broker_events import Recorder
 from tests.conftest import REDIS_BACKENDS, redis_endpoint
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from node.coordination_redis import RedisCoordination
+from node.backends.redis.coordination import RedisCoordination
 
 
 async def test_one_holder_at_a_time_and_a_crashed_holder_expires(

@@ -1,17 +1,19 @@
-"""The Redis scripts build envelopes and close templates in Lua: the same as node.envelope."""
+"""The Redis scripts build envelopes and close templates in Lua: the same as
+node.backends.envelope."""
 
 from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from node import envelope
-from node.envelope import Publication
+from node.backends import envelope
+from node.backends.envelope import Publication
+from node.backends.redis.lua import library
 
 
 async def _lua(redis_url: str, body: str, *args: object) -> bytes:
     client = aioredis.Redis.from_url(redis_url)
     try:
-        return bytes(await client.eval(envelope.LUA + body, 0, *args))
+        return bytes(await client.eval(library("envelope") + body, 0, *args))
     finally:
         await client.aclose()
 

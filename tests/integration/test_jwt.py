@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from node.jwt_tokens import mint
+from node.identity.jwt_tokens import mint
 from tests.chat_client import ChatClient
 
 SECRET = "a-test-secret-of-at-least-32-bytes!!"

@@ -15,8 +15,8 @@ import pytest
 
 from gateway.processes import Service
 from gateway.redis_cluster import RedisCluster
+from node.backends.redis.support import RedisKeys
 from node.client import ChatClient
-from node.redis_support import RedisKeys
 from loadtest.partitions import measure
 from tests.checker import run_workload
 from tests.conftest import unlimited_flags

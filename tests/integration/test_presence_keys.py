@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis.asyncio as aioredis
 
-from node.presence import Member, RoomPolicy
-from node.presence_redis import RedisPresence
-from node.protocol import presence_templates
-from node.redis_support import Client, RedisKeys
+from node.backends.presence import Member, RoomPolicy
+from node.backends.redis.presence import RedisPresence
+from node.backends.redis.support import Client, RedisKeys
+from node.chat.protocol import presence_templates
 
 POLICY = RoomPolicy(("general",), max_rooms=10, rooms_per_hour=10, ttl=60, listed=100_000)
 ADDRESS = "203.0.113.1"

@@ -1,4 +1,4 @@
-"""The lean Redis connections of the hot paths (node.redis_connection), against a real
+"""The lean Redis connections of the hot paths (node.backends.redis.connection), against a real
 redis-server: replies in call order, errors as redis-py raises them, a silent or lost Redis
 noticed, Pub/Sub pushes delivered."""
 
@@ -18,11 +18,11 @@ from redis.exceptions import ConnectionError, NoScriptError, ResponseError, Time
 
 from gateway.processes import Children, Service, redis_url, start_redis
 from gateway.redis_cluster import RedisCluster, start_redis_cluster
-from node.redis_connection import (
+from node.backends.redis.connection import (
     PING_INTERVAL, PONG_TIMEOUT, Endpoint, NotSent, PipelinedConnection, PushConnection,
 )
-from node.redis_support import connect
-from node.script_pipeline import ScriptPipeline
+from node.backends.redis.script_pipeline import ScriptPipeline
+from node.backends.redis.support import connect
 from tests.conftest import REDIS_PASSWORD
 
 

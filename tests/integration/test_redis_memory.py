@@ -12,7 +12,7 @@ from pathlib import Path
 import redis.asyncio as redis
 
 from gateway.cluster import Cluster
-from node.redis_support import RedisKeys
+from node.backends.redis.support import RedisKeys
 
 
 async def test_a_full_redis_refuses_a_message_whole_and_the_sender_is_told(

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from node.protocol import MAX_OFFSET
+from node.chat.protocol import MAX_OFFSET
 
 from tests.chat_client import ChatClient
 

@@ -9,9 +9,9 @@ import json
 import aiohttp
 import pytest
 
-from node import heartbeat
+from node.backends.redis.connection import PushConnection
 from node.background import FAILURES
-from node.redis_connection import PushConnection
+from node.chat import heartbeat
 from node.runtime import NODE
 
 

@@ -13,7 +13,7 @@ from redis.crc import key_slot
 from gateway.cluster import Cluster
 from gateway.rolling import ClusterState, rolling_restart
 from tests.conftest import REDIS_SHARDS, unlimited_flags
-from node.redis_support import RedisKeys
+from node.backends.redis.support import RedisKeys
 from tests.zero_loss_load import PER_ROOM, ROOMS, Load, under_load
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.addresses import UNIX, trusted_networks
+from node.transport.addresses import UNIX, trusted_networks
 
 GATEWAY = trusted_networks("unix,10.0.0.0/8")
 

@@ -6,13 +6,13 @@ import asyncio
 
 import pytest
 
-from node import disconnect
+from node.backends.envelope import Publication
+from node.chat import disconnect
+from node.chat.delivery_batches import BURST, DeliveryBatches
+from node.chat.disconnect import Disconnect
+from node.chat.session import Session
 from node.config import Settings
-from node.disconnect import Disconnect
-from node.delivery_batches import BURST, DeliveryBatches
-from node.envelope import Publication
 from node.metrics import Metrics
-from node.session import Session
 
 DELAY = 0.05
 RATE = 1000.0  # a spent burst is whole again in 4 ms, long before a tick

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from node import directory
-from node.directory import Directory
-from node.presence import RoomCount, RoomPage
+from node.backends.presence import RoomCount, RoomPage
+from node.chat import directory
+from node.chat.directory import Directory
 
 
 class CountingPresence:

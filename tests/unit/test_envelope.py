@@ -1,6 +1,6 @@
 import msgpack
 
-from node.envelope import (
+from node.backends.envelope import (
     UNSEQUENCED, Publication, base_of, close, joined, pack, split, unpack,
 )
 

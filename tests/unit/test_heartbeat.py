@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import cast
 
-from node.heartbeat import slices_of
-from node.session import Session
+from node.chat.heartbeat import slices_of
+from node.chat.session import Session
 
 
 class Held:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from node.broker import HistoryWindow
-from node.history_snapshots import HistorySnapshots, Snapshot
+from node.backends.broker import HistoryWindow
+from node.chat.history_snapshots import HistorySnapshots, Snapshot
 
 
 def _snapshot(seq: int, size: int, epoch: str = "e") -> Snapshot:

@@ -1,4 +1,4 @@
-from node.identity import sign, verify
+from node.identity.resume_tokens import sign, verify
 
 
 def test_a_token_verifies_only_for_its_user_and_secret() -> None:

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from node import mint
 from node.config import jwt_verifier, load_settings
-from node.jwt_tokens import JwtVerifier, TokenRefused
+from node.identity import mint
+from node.identity.jwt_tokens import JwtVerifier, TokenRefused
 
 SECRET = "a-test-secret-of-at-least-32-bytes!!"
 

@@ -1,5 +1,5 @@
-from node import names
-from node.presence import HeldName
+from node.backends.presence import HeldName
+from node.identity import names
 
 
 def test_held_names_count_each_form_per_user_over_its_connections() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.origins import OriginPolicy, same_origin
+from node.transport.origins import OriginPolicy, same_origin
 
 
 @pytest.mark.parametrize("origin, host, same", [

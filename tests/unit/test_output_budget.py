@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from node import output_budget
-from node.output_budget import OutputBudget
+from node.transport import output_budget
+from node.transport.output_budget import OutputBudget
 
 
 @dataclass(eq=False)

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from node.envelope import close
-from node.protocol import (
+from node.backends.envelope import close
+from node.chat.protocol import (
     Auth, ChatError, ChatMessage, ErrorCode, Join, Parser, Pong, SendMessage, frame,
     iso_timestamp, message_id, message_template, presence_templates,
 )
@@ -78,5 +78,5 @@ def test_a_message_id_is_32_hex_digits_and_new_each_time() -> None:
 ])
 def test_a_timestamp_is_iso_utc_with_milliseconds(monkeypatch: pytest.MonkeyPatch, nanos: int,
                                                   text: str) -> None:
-    monkeypatch.setattr("node.protocol.time.time_ns", lambda: nanos)
+    monkeypatch.setattr("node.chat.protocol.time.time_ns", lambda: nanos)
     assert iso_timestamp() == text

@@ -1,6 +1,6 @@
 """Commands as the lean Redis connections write them: RESP arrays of bulk strings."""
 
-from node.redis_connection import encode
+from node.backends.redis.connection import encode
 
 
 def test_a_command_is_an_array_of_bulk_strings_of_its_bytes_text_and_numbers() -> None:

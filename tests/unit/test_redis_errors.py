@@ -7,8 +7,8 @@ import pytest
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from node.errors import Unavailable
-from node.redis_support import translate_errors
+from node.backends.errors import Unavailable
+from node.backends.redis.support import translate_errors
 
 
 @translate_errors

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from node.resync_gate import ResyncGate
+from node.chat.resync_gate import ResyncGate
 
 
 @pytest.mark.timeout(5)

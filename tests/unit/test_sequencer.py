@@ -3,11 +3,11 @@ from typing import Any
 
 import pytest
 
+from node.backends.broker import HistoryWindow
+from node.backends.envelope import UNSEQUENCED, Publication
+from node.backends.memory.broker import MemoryBroker
 from node.background import FAILURES
-from node.broker import HistoryWindow
-from node.broker_memory import MemoryBroker
-from node.envelope import UNSEQUENCED, Publication
-from node.sequencer import REPAIR_ATTEMPTS, Sequencer
+from node.chat.sequencer import REPAIR_ATTEMPTS, Sequencer
 
 ROOM = "r"
 
@@ -167,7 +167,7 @@ async def test_a_repair_whose_history_read_fails_releases_the_room_and_is_report
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Issue 30: an exception other than Unavailable in the repair left the room's cursor
     queued: every later message for the room waited forever, and nothing was logged."""
-    monkeypatch.setattr("node.sequencer.REPAIR_BACKOFF", 0.0)
+    monkeypatch.setattr("node.chat.sequencer.REPAIR_BACKOFF", 0.0)
     _, sequencer, emitted = await _failing_setup(failures=REPAIR_ATTEMPTS)
     before = FAILURES["gap repair"]
     sequencer.accept(_message(1))
@@ -181,7 +181,7 @@ async def test_a_repair_whose_history_read_fails_releases_the_room_and_is_report
 
 async def test_a_repair_that_fails_once_fills_the_gap_on_its_retry(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("node.sequencer.REPAIR_BACKOFF", 0.0)
+    monkeypatch.setattr("node.chat.sequencer.REPAIR_BACKOFF", 0.0)
     broker, sequencer, emitted = await _failing_setup(failures=1)
     sequencer.accept(_message(1))
     sequencer.accept(_message(4))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from node.backends.envelope import UNSEQUENCED, Publication
+from node.chat.delivery_batches import DeliveryBatches
+from node.chat.session import Session
 from node.config import Settings
-from node.delivery_batches import DeliveryBatches
-from node.envelope import UNSEQUENCED, Publication
 from node.metrics import Metrics
-from node.session import Session
 
 ROOM = "r"
 

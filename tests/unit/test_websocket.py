@@ -8,11 +8,11 @@ import struct
 
 import pytest
 
-from node.server import bad_request, parse_head
+from node.transport.server import bad_request, parse_head
 from tests.frames import client
-from node.output_budget import OutputBudget
 from node.ratelimit import Rate
-from node.websocket import Limits, WebSocket, accept_key, close_frame, frame
+from node.transport.output_budget import OutputBudget
+from node.transport.websocket import Limits, WebSocket, accept_key, close_frame, frame
 
 MAX = 100
 LIMITS = Limits(max_message=MAX, max_fragments=8, frames=Rate(1000.0, 1000),

@@ -1,0 +1,1 @@
+"""The backends in one process: a single node without Redis, and the contract tests' reference."""

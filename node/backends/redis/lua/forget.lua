@@ -1,0 +1,3 @@
+
+forget(ARGV[2], tonumber(ARGV[3]), 4)
+return 1

@@ -1,0 +1,4 @@
+
+local lapsed = redis.call('SET', KEYS[1], 1, 'PX', ARGV[2], 'GET') == false
+redis.call('SADD', KEYS[2], ARGV[1])
+return lapsed and 1 or 0

@@ -1,0 +1,433 @@
+"""What each client message does: one dispatch table from message type to handler."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from msgspec import UNSET, UnsetType
+
+from node.backends.broker import Broker, BudgetSpent, HistoryWindow
+from node.backends.coordination import Coordination
+from node.backends.envelope import base_of
+from node.backends.errors import OutcomeUnknown, Unavailable
+from node.backends.presence import Member, Presence, RoomLimit, RoomPage, Roster
+from node.background import Background
+from node.chat import disconnect
+from node.chat.directory import Directory
+from node.chat.heartbeat import now_ms
+from node.chat.history_snapshots import HistorySnapshots, Snapshot
+from node.chat.hub import Hub
+from node.chat.protocol import (
+    DEFAULT_NAME, Auth, AuthSuccess, ChatError, ChatMessage, ClientMessage, ErrorCode, History,
+    HistoryPage, HistoryReset, Join, Leave, ListRooms, MemberInfo, Parser, Ping, Pong, Refresh,
+    Refreshed, RoomInfo, RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong, event_frame,
+    history_array, iso_timestamp, message_id, message_template,
+)
+from node.chat.session import Session
+from node.config import Settings, jwt_verifier
+from node.identity.jwt_tokens import Claims, TokenRefused
+from node.identity.names import canonical
+from node.identity.resume_tokens import sign, verify
+from node.metrics import Metrics
+from node.ratelimit import Budget, per_second
+from node.transport.admission import Admission
+
+log = logging.getLogger("node.chat.handlers")
+RESERVED_FORMS = frozenset(canonical(DEFAULT_NAME))  # the shared name of nameless users
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    handle: Callable[[Session, Any], Awaitable[None]]
+    requires_auth: bool
+
+
+def room_list(page: RoomPage, offset: int) -> RoomList:
+    """A page of the directory as the client sees it."""
+    return RoomList(rooms=[RoomInfo(name=r.name, user_count=r.user_count) for r in page.rooms],
+                    total=page.total, next=page.next_offset(offset))
+
+
+def _member(session: Session) -> Member:
+    assert session.member is not None, "routes that need a member require auth"
+    return session.member
+
+
+def _joined_room(join: Join) -> str:
+    assert join.room is not None, "the parser validated the room"
+    return join.room
+
+
+def _room(session: Session) -> str:
+    if session.room is None:
+        raise ChatError(ErrorCode.NOT_IN_ROOM, "Join a room first")
+    return session.room
+
+
+class Handlers:
+    """The chat behaviour of a node, above the hub, the broker and presence."""
+
+    def __init__(self, settings: Settings, hub: Hub, broker: Broker, presence: Presence,
+                 coordination: Coordination, directory: Directory,
+                 metrics: Metrics, admission: Admission) -> None:
+        self._node_id = settings.node_id
+        self._metrics = metrics
+        self._jwt = jwt_verifier(settings)
+        self._history_window = min(settings.history_window, settings.history)
+        self._history_capacity = settings.history
+        self._reply_bytes = settings.history_reply_bytes
+        self._snapshots = HistorySnapshots(settings.history_cache_bytes)
+        self._hub = hub
+        self._broker = broker
+        self._presence = presence
+        self._coordination = coordination
+        self._admission = admission
+        self._directory = directory
+        self._presence_grace = settings.presence_grace
+        self._user_budget = (settings.user_rate, settings.user_burst)
+        self._address_budget = (settings.address_rate, settings.address_burst)
+        # Fresh anonymous identities one address may make a minute: each would reset every
+        # per-user allowance.
+        self._identities_per_minute = settings.address_identities_per_minute
+        self._departing = Background()
+        self._stopping = asyncio.Event()  # set when the node leaves: see _release_after_grace
+        self._parser = Parser(settings.max_text)  # one per node: it holds no per-client state
+        self._routes: dict[type[ClientMessage], _Route] = {
+            Auth: _Route(self._auth, requires_auth=False),
+            Refresh: _Route(self._refresh, requires_auth=True),
+            Join: _Route(self._join, requires_auth=True),
+            Leave: _Route(self._leave, requires_auth=True),
+            History: _Route(self._history, requires_auth=True),
+            SendMessage: _Route(self._message, requires_auth=True),
+            ListRooms: _Route(self._list_rooms, requires_auth=False),
+            Ping: _Route(self._ping, requires_auth=False),
+            Pong: _Route(self._pong, requires_auth=False),
+        }
+
+    async def dispatch(self, session: Session, text: str) -> None:
+        """Parse one client frame and do what it asks; raises `ChatError` to answer an error."""
+        message = self._parser.parse(text)
+        route = self._routes[type(message)]
+        if route.requires_auth and session.member is None:
+            raise ChatError(ErrorCode.NOT_AUTHENTICATED, "Authenticate first")
+        try:
+            await route.handle(session, message)
+        except Unavailable as exc:
+            log.warning("session=%s %s failed: %s", session.id, type(message).__name__, exc)
+            raise ChatError(
+                ErrorCode.UNAVAILABLE, "Chat state is unreachable; nothing was done, retry soon"
+            ) from exc
+
+    async def disconnect(self, session: Session) -> None:
+        """The connection is gone: leave its room so that the others are told.
+
+        A drained user stays in presence for the grace period: when it resumes on another
+        node meanwhile, nobody sees it leave and come back. Any user's name stays its own
+        for the grace period, however it left: whoever watches for `user_left` cannot take
+        the name before its owner's resume gets it back (but see `_release_after_grace`).
+        """
+        member, room = session.member, session.room
+        if member is not None and session.holds_name:
+            session.holds_name = False  # out of the node's sessions' names from now
+            if self._presence_grace > 0:
+                self._hub.reserve_name(member.name, member.id)
+                self._departing.spawn(self._release_after_grace(member, session.drained),
+                                     "departure")
+            else:
+                await self._release_name(canonical(member.name))
+        if member is None or room is None:
+            return
+        if session.drained and self._presence_grace > 0:
+            await self._leave_locally(session)
+            self._departing.spawn(self._leave_after_grace(room, member), "departure")
+        else:
+            await self._leave_room(session, member)
+
+    async def _release_after_grace(self, member: Member, drained: bool) -> None:
+        """Let the name go when the grace ends; the user's own connections made meanwhile
+        hold it on by themselves (a name's holds are counted per connection). A node that
+        leaves keeps the names of the users it drained (they come back elsewhere within the
+        grace) and lets the others go at once instead of stopping a grace later."""
+        if drained:
+            await asyncio.sleep(self._presence_grace)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._presence_grace)
+        try:
+            await self._release_name(canonical(member.name))
+        finally:  # released first: a resync meanwhile still writes the hold
+            self._hub.unreserve_name(member.name, member.id)
+
+    async def _release_name(self, forms: tuple[str, ...]) -> None:
+        try:
+            async with self._hub.presence_gate.write():
+                await self._presence.release_name(forms)
+        except Unavailable as exc:  # the next resync writes the node's names afresh
+            log.warning("name not released: %s", exc)
+
+    async def departures(self) -> None:
+        """The node leaves: wait for the presence and names held for drained users to be
+        let go (the others' names go now)."""
+        self._stopping.set()
+        while self._departing:
+            await asyncio.gather(*self._departing, return_exceptions=True)
+
+    async def _leave_after_grace(self, room: str, member: Member) -> None:
+        await asyncio.sleep(self._presence_grace)
+        await self._forget(room, member)
+
+    async def _auth(self, session: Session, message: Auth) -> None:
+        if session.member is not None:
+            raise ChatError(ErrorCode.ALREADY_AUTHENTICATED, "Already authenticated")
+        if self._jwt is not None:
+            return self._auth_by_token(session, message)
+        secret = await self._coordination.secret()
+        user_id = message.user_id or str(uuid.uuid4())
+        if message.user_id is not None and not verify(secret, user_id, message.token or ""):
+            raise ChatError(ErrorCode.INVALID_TOKEN, "userId and token do not match")
+        if message.user_id is None and not await self._coordination.take(
+                Budget("identities", session.address, self._identities_per_minute, 60.0)):
+            raise ChatError(ErrorCode.RATE_LIMITED, "Too many new users from your network; "
+                            "resume with your userId and token, or retry in a minute")
+        name = message.name or DEFAULT_NAME
+        if message.name is not None:
+            await self._claim_name(session, message.name, user_id)
+        session.member = Member(user_id, name)
+        log.info("auth session=%s user=%s", session.id, user_id)
+        session.send(event_frame(AuthSuccess(
+            user_id=user_id, name=name, node=self._node_id, token=sign(secret, user_id)
+        )))
+
+    async def _claim_name(self, session: Session, name: str, user_id: str) -> None:
+        """Hold the name, and every name that looks like it, for this user while it is
+        connected anywhere in the cluster."""
+        forms = canonical(name)
+        if RESERVED_FORMS.intersection(forms):
+            raise ChatError(ErrorCode.NAME_TAKEN, f"{DEFAULT_NAME!r} is the name of users "
+                            "without one; choose another")
+        async with self._hub.presence_gate.write():
+            holder = await self._presence.claim_name(forms, user_id)
+        if holder is not None:
+            raise ChatError(ErrorCode.NAME_TAKEN,
+                            f"{name!r}, or a name that looks like it, is in use; choose another")
+        session.holds_name = True
+
+    def _auth_by_token(self, session: Session, message: Auth) -> None:
+        claims = self._verified(message.token)
+        session.member = Member(claims.user_id, claims.name)
+        self._authorize(session, claims)
+        log.info("auth session=%s user=%s (token)", session.id, claims.user_id)
+        session.send(event_frame(AuthSuccess(user_id=claims.user_id, name=claims.name,
+                                             node=self._node_id, exp=int(claims.expires))))
+
+    def _verified(self, token: str | None) -> Claims:
+        """The claims of the client's token; any failure ends the connection (4001)."""
+        assert self._jwt is not None
+        if token is None:
+            raise ChatError(ErrorCode.AUTH_FAILED, "This server needs a token",
+                            close=disconnect.AUTH_FAILED)
+        try:
+            return self._jwt.verify(token)
+        except TokenRefused as refused:
+            raise ChatError(ErrorCode.AUTH_FAILED, str(refused),
+                            close=disconnect.AUTH_FAILED) from None
+
+    def _authorize(self, session: Session, claims: Claims) -> None:
+        """The session acts on these claims, and ends when they expire."""
+        session.claims = claims
+        session.expire_at(claims.expires, disconnect.TOKEN_EXPIRED)
+
+    async def _refresh(self, session: Session, message: Refresh) -> None:
+        if self._jwt is None:
+            raise ChatError(ErrorCode.INVALID_FORMAT, "refresh is for servers that use tokens")
+        claims = self._verified(message.token)
+        if claims.user_id != _member(session).id:
+            raise ChatError(ErrorCode.AUTH_FAILED, "The new token is for another user",
+                            close=disconnect.AUTH_FAILED)
+        self._authorize(session, claims)
+        session.send(event_frame(Refreshed(exp=int(claims.expires))))
+        if session.room is not None and not claims.may_join(session.room):
+            room = session.room
+            await self._leave_room(session, _member(session))
+            session.send(event_frame(RoomLeft(room=room)))
+            raise ChatError(ErrorCode.FORBIDDEN, f"The new token does not allow room {room!r}")
+
+    async def _join(self, session: Session, message: Join) -> None:
+        member, room = _member(session), _joined_room(message)
+        session.check_join()
+        if session.claims is not None and not session.claims.may_join(room):
+            raise ChatError(ErrorCode.FORBIDDEN, f"Your token does not allow room {room!r}")
+        if session.room == room:  # a fresh snapshot and the messages after `since`
+            session.hold()
+            try:
+                roster = await self._presence.roster(room)
+            except Unavailable:
+                session.release(0, 0)
+                raise
+            return await self._welcome(session, message, roster)
+        if session.room is not None:
+            await self._leave_room(session, member)
+        session.room = room
+        session.hold()  # the room's events wait until room_joined has gone out
+        try:
+            await self._hub.add(room, session)  # subscribed before the snapshot is taken
+            async with self._hub.presence_gate.write():
+                joined = await self._presence.join(room, member, exclude=session.id,
+                                                   address=session.address)
+        except (Unavailable, RoomLimit) as refused:
+            session.room = None
+            session.release(0, 0)
+            await self._hub.remove(room, session)
+            if isinstance(refused, RoomLimit):
+                raise ChatError(ErrorCode.ROOM_LIMIT, str(refused)) from None
+            raise
+        await self._welcome(session, message, joined.roster)
+        self._metrics.joins += 1
+        log.info("join session=%s room=%s", session.id, room)
+
+    async def _welcome(self, session: Session, join: Join, roster: Roster) -> None:
+        """Send `room_joined`, then whatever the room said after its history was read and
+        its roster taken."""
+        seen, epoch = 0, ""
+        room = _joined_room(join)
+        try:
+            snapshot, recovered = await self._history_for(session, join)
+            members = roster.members
+            session.send(event_frame(RoomJoined(
+                room=room,
+                history=snapshot.history,
+                more=snapshot.more,
+                users=[m.name for m in members],
+                members=[MemberInfo(user_id=m.id, name=m.name) for m in members],
+                user_count=roster.count,
+                seq=snapshot.seq,
+                epoch=snapshot.epoch,
+                presence=roster.version,
+                recovered=recovered,
+                large=True if roster.large else UNSET,
+            )))
+            seen, epoch = snapshot.seq, snapshot.epoch
+            self._hub.track(room, snapshot.epoch, snapshot.seq)
+            self._hub.joined(room, session, roster.large)
+            self._admission.finished(session)  # its handshake is done
+        finally:
+            session.release(seen, roster.version, epoch, counted=roster.large)
+
+    async def _history_for(self, session: Session, join: Join
+                           ) -> tuple[Snapshot, bool | UnsetType]:
+        """Everything after `since` when the room still keeps it (as much of it as a reply
+        carries, the newest first), else the newest window. A resume from before a fork (a
+        failover) goes on in the new epoch from the fork's base, once the session was told,
+        as the room's members were, that the history was reset there."""
+        room = _joined_room(join)
+        if join.since is None:
+            return await self._newest(room), UNSET
+        since = join.since
+        resumed = await self._after(room, since)
+        if resumed.forked_from(join.epoch):
+            base = base_of(resumed.epoch)
+            session.send(event_frame(HistoryReset(room=room, epoch=resumed.epoch, seq=base)))
+            if since > base:
+                since = base
+                resumed = await self._after(room, since)
+        if resumed.covers(since, join.epoch):
+            return Snapshot.of(resumed), True
+        return await self._newest(room), False
+
+    async def _after(self, room: str, since: int) -> HistoryWindow:
+        return await self._broker.history(room, self._history_capacity, after=since,
+                                          max_bytes=self._reply_bytes)
+
+    async def _newest(self, room: str) -> Snapshot:
+        """The room's newest window: the shared snapshot of its state, or read and kept."""
+        snapshot = self._snapshots.get(room, self._hub.position(room))
+        if snapshot is None:
+            snapshot = Snapshot.of(await self._broker.history(
+                room, self._history_window, max_bytes=self._reply_bytes))
+            self._snapshots.put(room, snapshot)
+            self._metrics.history_reads += 1
+        return snapshot
+
+    async def _history(self, session: Session, message: History) -> None:
+        """Older messages of the client's room, as bounded as a join's."""
+        room = _room(session)
+        session.check_join("history requests")
+        window = await self._broker.history(
+            room, min(message.limit or self._history_window, self._history_capacity),
+            before=message.before, max_bytes=self._reply_bytes)
+        session.send(event_frame(HistoryPage(room=room, epoch=window.epoch,
+                                             messages=history_array(window.messages),
+                                             more=window.more)))
+
+    async def _leave(self, session: Session, message: Leave) -> None:
+        room = _room(session)
+        await self._leave_room(session, _member(session))
+        session.send(event_frame(RoomLeft(room=room)))
+
+    async def _leave_room(self, session: Session, member: Member) -> None:
+        await self._forget(await self._leave_locally(session), member)
+
+    async def _leave_locally(self, session: Session) -> str:
+        room = _room(session)
+        session.room = None
+        await self._hub.remove(room, session)
+        log.info("leave session=%s room=%s", session.id, room)
+        return room
+
+    async def _forget(self, room: str, member: Member) -> None:
+        """Remove from presence (which tells the room), unless another connection of the
+        member is still in it here; an update lost to an outage is repaired on reconnect,
+        and a member that another node holds (it moved, or has a tab there) did not leave."""
+        if self._hub.has_member(room, member.id):
+            return
+        try:
+            async with self._hub.presence_gate.write():
+                await self._presence.leave(room, member)
+        except Unavailable as exc:
+            log.warning("%s left %s unannounced: %s", member.id, room, exc)
+
+    async def _message(self, session: Session, message: SendMessage) -> None:
+        started = time.perf_counter()
+        self._metrics.received += 1
+        member, room = _member(session), _room(session)
+        assert message.text is not None, "the parser validated the text"
+        template = message_template(ChatMessage(
+            room=room, user=member.name, user_id=member.id, text=message.text,
+            timestamp=iso_timestamp(), id=message_id(),
+            ref=UNSET if message.ref is None else message.ref,
+        ))
+        if not session.budgets:  # made at the first message: most sessions stay idle
+            session.budgets = (per_second("user", member.id, *self._user_budget),
+                               per_second("address", session.address, *self._address_budget))
+        try:
+            seen_epoch, seen = self._hub.seen(room)
+            await self._broker.publish_message(room, template, session.budgets, seen,
+                                               seen_epoch)
+        except BudgetSpent as spent:
+            raise ChatError(ErrorCode.RATE_LIMITED,
+                            f"Too many messages from this {spent.budget.kind}; this one was "
+                            "dropped") from None
+        except OutcomeUnknown as unknown:
+            log.warning("session=%s publish outcome unknown: %s", session.id, unknown)
+            raise ChatError(ErrorCode.UNKNOWN_OUTCOME, "No answer from the chat state: the "
+                            "message may have been stored. Resume (join with since) and look "
+                            "for its ref before sending it again") from None
+        self._metrics.published += 1
+        self._metrics.publish_seconds.observe(time.perf_counter() - started)
+
+    async def _list_rooms(self, session: Session, message: ListRooms) -> None:
+        page = await self._directory.page(message.offset, message.limit)
+        session.send(event_frame(room_list(page, message.offset)))
+
+    async def _ping(self, session: Session, message: Ping) -> None:
+        session.send(event_frame(ServerPong(timestamp=now_ms())))
+
+    async def _pong(self, session: Session, message: Pong) -> None:
+        session.last_pong = time.monotonic()
