@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway.nginx import GatewayConfig, max_files
 from gateway.processes import (
@@ -55,7 +57,7 @@ class Cluster:
     node_env: dict[str, str] = field(default_factory=dict)  # secrets for the nodes (JWT)
     # GatewayConfig fields; `websockets` (what nginx's workers are sized for) is by default
     # what the nodes may hold, and a load tool that knows its clients says how many
-    gateway_limits: dict[str, int] = field(default_factory=dict)
+    gateway_limits: dict[str, Any] = field(default_factory=dict)
     redis: Service | None = None
     redis_cluster: RedisCluster | None = None
     nodes: list[Service] = field(default_factory=list)
@@ -87,6 +89,7 @@ class Cluster:
             if self.gateway_port:
                 ensure_free(self.gateway_port)
             if self.redis_url is None and self.redis_shards:
+                self.redis_password = self.redis_password or new_secret()  # a cluster has one
                 self.redis_cluster = start_redis_cluster(self.run_dir, self.redis_shards,
                                                          self.redis_password, self.children,
                                                          self.redis_limits)
@@ -174,8 +177,9 @@ class Cluster:
             run_dir=self.run_dir,
             temp_dir=self.run.public,
             instance=self.instance,
-            **{"websockets": len(self.nodes) * self.node_capacity(), **self.gateway_limits},
+            websockets=len(self.nodes) * self.node_capacity(),
         )
+        config = dataclasses.replace(config, **self.gateway_limits)
         config.prepare_run_dir()
         return config
 

@@ -4,6 +4,7 @@ cluster mode; every process is one of the launcher's children, stopped by PID.""
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -34,6 +35,10 @@ class RedisCluster:
 
     def info(self, service: Service) -> dict[str, str]:
         return cluster_info(service, self.password)
+
+    def ok(self, service: Service) -> bool:
+        """Whether `service` says the cluster is ok (every slot served)."""
+        return self.info(service).get("cluster_state") == "ok"
 
     def role(self, service: Service) -> str:
         """"master" or "slave", as the node itself says."""
@@ -160,8 +165,8 @@ def start_redis_cluster(run_dir: Path, shards: int, password: str,
                            f"{create.stderr[-2000:]}")
     cluster = RedisCluster(nodes, password)
     for node in nodes:
-        wait_until(node, lambda node=node: cluster.info(node).get("cluster_state") == "ok",
-                   timeout=30, stopping=children.stopping)
+        wait_until(node, functools.partial(cluster.ok, node), timeout=30,
+                   stopping=children.stopping)
     # "ok" comes before every replica has attached to its primary: a primary lost before
     # that has nobody to take over.
     wait_until(nodes[0], lambda: cluster.replicas_synced() == shards, timeout=30,

@@ -130,7 +130,7 @@ def _watch(node: Node) -> None:
     """The gauges Prometheus reads from the node's state when it scrapes."""
     metrics = node.metrics
     metrics.watch_each("chat_sockets", "Open sockets by kind", "kind", {
-        kind: (lambda kind=kind: node.connections.by_kind()[kind])
+        kind: functools.partial(_sockets_of_kind, node.connections, kind)
         for kind in node.connections.by_kind()})
     metrics.watch("chat_sessions", "Chat WebSocket sessions", lambda: len(node.hub.sessions))
     metrics.watch("chat_rooms_local", "Rooms with a member on this node",
@@ -144,3 +144,7 @@ def _watch(node: Node) -> None:
                   lambda: float(node.unready_reason() is None))
     metrics.watch("chat_output_queued_bytes", "Bytes queued to peers that have not read them "
                   "(as last counted), against --max-node-output", lambda: node.output.total)
+
+
+def _sockets_of_kind(connections: Connections, kind: str) -> float:
+    return connections.by_kind()[kind]

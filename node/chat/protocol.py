@@ -12,7 +12,8 @@ import functools
 import random
 import re
 import time
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, cast
 
 import msgspec
 
@@ -63,7 +64,7 @@ class _Incoming(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fi
     pass
 
 
-class Auth(_Incoming, tag="auth"):
+class Auth(_Incoming, frozen=True, tag="auth"):
     """Anonymous mode: `name`, and `userId` + `token` (from an earlier `auth_success`) to
     resume that identity. JWT mode: `token` is the identity provider's JWT."""
 
@@ -72,13 +73,13 @@ class Auth(_Incoming, tag="auth"):
     token: str | None = None
 
 
-class Refresh(_Incoming, tag="refresh"):
+class Refresh(_Incoming, frozen=True, tag="refresh"):
     """JWT mode: a new token for the same user, before the current one expires."""
 
     token: str | None = None
 
 
-class Join(_Incoming, tag="join"):
+class Join(_Incoming, frozen=True, tag="join"):
     """`since`/`epoch`: resume after the last seq seen in that incarnation of the room."""
 
     room: str | None = None
@@ -86,11 +87,11 @@ class Join(_Incoming, tag="join"):
     epoch: str | None = None
 
 
-class Leave(_Incoming, tag="leave"):
+class Leave(_Incoming, frozen=True, tag="leave"):
     pass
 
 
-class History(_Incoming, tag="history"):
+class History(_Incoming, frozen=True, tag="history"):
     """Older messages of the room the client is in: up to `limit` of those below seq
     `before`, the newest of them first when a reply's byte bound cuts."""
 
@@ -98,7 +99,7 @@ class History(_Incoming, tag="history"):
     limit: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
 
 
-class SendMessage(_Incoming, tag="message"):
+class SendMessage(_Incoming, frozen=True, tag="message"):
     """`ref`: the sender's own id for this message, echoed in the event so that a client
     that lost its connection can tell from history whether the message made it."""
 
@@ -122,18 +123,18 @@ def quoted(text: str) -> str:
     return repr(text[:MAX_QUOTED]) + ("..." if len(text) > MAX_QUOTED else "")
 
 
-class ListRooms(_Incoming, tag="list_rooms"):
+class ListRooms(_Incoming, frozen=True, tag="list_rooms"):
     """A page of the room directory, in name order."""
 
     offset: Annotated[int, msgspec.Meta(ge=0, le=MAX_OFFSET)] = 0
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)] = MAX_PAGE
 
 
-class Ping(_Incoming, tag="ping"):
+class Ping(_Incoming, frozen=True, tag="ping"):
     pass
 
 
-class Pong(_Incoming, tag="pong"):
+class Pong(_Incoming, frozen=True, tag="pong"):
     timestamp: Any = None
 
 
@@ -153,7 +154,8 @@ class Parser:
     def __init__(self, max_text: int) -> None:
         self._max_text = max_text
         self._decode = msgspec.json.Decoder().decode
-        self._decode_message = msgspec.json.Decoder(ClientMessage).decode
+        self._decode_message: Callable[[str], ClientMessage] = msgspec.json.Decoder(
+            ClientMessage).decode
 
     def parse(self, data: str) -> ClientMessage:
         """A valid frame decodes straight into its type; any other is decoded again, step by
@@ -172,7 +174,7 @@ class Parser:
         if cls is None:
             raise ChatError(ErrorCode.UNKNOWN_TYPE, f"Unknown message type: {quoted(kind)}")
         try:
-            message = msgspec.convert(raw, cls)
+            message = cast(ClientMessage, msgspec.convert(raw, cls))
         except msgspec.ValidationError as exc:
             raise ChatError(ErrorCode.INVALID_FORMAT, str(exc)) from None
         return self._checked(message)
@@ -233,7 +235,7 @@ class _Event(msgspec.Struct, frozen=True, tag_field="type", rename="camel"):
     pass
 
 
-class AuthSuccess(_Event, tag="auth_success"):
+class AuthSuccess(_Event, frozen=True, tag="auth_success"):
     """`token`: the resume token (anonymous mode); `exp`: when the JWT expires (JWT mode)."""
 
     user_id: str
@@ -243,7 +245,7 @@ class AuthSuccess(_Event, tag="auth_success"):
     exp: int | msgspec.UnsetType = msgspec.UNSET
 
 
-class Refreshed(_Event, tag="refreshed"):
+class Refreshed(_Event, frozen=True, tag="refreshed"):
     exp: int
 
 
@@ -257,7 +259,7 @@ class RoomInfo(msgspec.Struct, frozen=True, rename="camel"):
     user_count: int
 
 
-class RoomJoined(_Event, tag="room_joined"):
+class RoomJoined(_Event, frozen=True, tag="room_joined"):
     """`history`: the newest stored messages (a JSON array, see `history_array`), at most a
     window of them and a reply's bytes; `more`: the room keeps older ones (page them with
     `history`). `recovered` answers a join with `since`: whether the room still keeps
@@ -279,7 +281,7 @@ class RoomJoined(_Event, tag="room_joined"):
     large: bool | msgspec.UnsetType = msgspec.UNSET
 
 
-class HistoryPage(_Event, tag="history"):
+class HistoryPage(_Event, frozen=True, tag="history"):
     """The answer to `history`: `messages` oldest first; `more`: the room keeps older ones;
     `epoch`: the incarnation of the room's history the seqs belong to."""
 
@@ -295,7 +297,7 @@ def history_array(payloads: list[bytes]) -> msgspec.Raw:
     return msgspec.Raw(b"[" + b",".join(payloads) + b"]")
 
 
-class UserJoined(_Event, tag="user_joined"):
+class UserJoined(_Event, frozen=True, tag="user_joined"):
     """A membership change; `user_count` and `presence` (the room's presence version) are
     those right after it, assigned by the backend atomically with the change."""
 
@@ -306,7 +308,7 @@ class UserJoined(_Event, tag="user_joined"):
     presence: int
 
 
-class UserLeft(_Event, tag="user_left"):
+class UserLeft(_Event, frozen=True, tag="user_left"):
     user: str
     user_id: str
     room: str
@@ -314,7 +316,7 @@ class UserLeft(_Event, tag="user_left"):
     presence: int
 
 
-class UserCount(_Event, tag="user_count"):
+class UserCount(_Event, frozen=True, tag="user_count"):
     """A large room's newest member count and presence version: every change since the
     last one, in one (see node.chat.room_counts)."""
 
@@ -323,11 +325,11 @@ class UserCount(_Event, tag="user_count"):
     presence: int
 
 
-class RoomLeft(_Event, tag="room_left"):
+class RoomLeft(_Event, frozen=True, tag="room_left"):
     room: str
 
 
-class MessagesLost(_Event, tag="messages_lost"):
+class MessagesLost(_Event, frozen=True, tag="messages_lost"):
     """Seqs `from`..`to` of the room will never be delivered: the room said more than its
     history keeps while this node could not receive it, or the backend lost them. Sent in
     line, where those messages would have been; a client that already holds `to` (it joined
@@ -338,7 +340,7 @@ class MessagesLost(_Event, tag="messages_lost"):
     last: int = msgspec.field(name="to")
 
 
-class HistoryReset(_Event, tag="history_reset"):
+class HistoryReset(_Event, frozen=True, tag="history_reset"):
     """The room's history forked after `seq` into `epoch` (a Redis failover, or a Redis
     that lost its newest writes): messages after `seq` that the client holds may exist
     nowhere else, and messages after it that were acknowledged to their senders but not
@@ -349,7 +351,7 @@ class HistoryReset(_Event, tag="history_reset"):
     seq: int
 
 
-class ChatMessage(_Event, tag="message"):
+class ChatMessage(_Event, frozen=True, tag="message"):
     """A chat message before its room assigns the seq; see `message_template`."""
 
     room: str
@@ -361,7 +363,7 @@ class ChatMessage(_Event, tag="message"):
     ref: str | msgspec.UnsetType = msgspec.UNSET
 
 
-class RoomList(_Event, tag="room_list"):
+class RoomList(_Event, frozen=True, tag="room_list"):
     """`next`: the offset of the next page, or null on the last one."""
 
     rooms: list[RoomInfo]
@@ -369,27 +371,27 @@ class RoomList(_Event, tag="room_list"):
     next: int | None
 
 
-class ServerPing(_Event, tag="ping"):
+class ServerPing(_Event, frozen=True, tag="ping"):
     timestamp: int
 
 
-class ServerPong(_Event, tag="pong"):
+class ServerPong(_Event, frozen=True, tag="pong"):
     timestamp: Any
 
 
-class ServerShutdown(_Event, tag="server_shutdown"):
+class ServerShutdown(_Event, frozen=True, tag="server_shutdown"):
     reconnect: bool = True
     retry_after_ms: int = 0
 
 
-class Error(_Event, tag="error"):
+class Error(_Event, frozen=True, tag="error"):
     code: ErrorCode
     message: str
 
 
 Event = (
     AuthSuccess | Refreshed | RoomJoined | HistoryPage | UserJoined | UserLeft | UserCount
-    | RoomLeft | MessagesLost | ChatMessage | RoomList
+    | RoomLeft | MessagesLost | HistoryReset | ChatMessage | RoomList
     | ServerPing | ServerPong | ServerShutdown | Error
 )
 
@@ -450,7 +452,7 @@ class _Count(msgspec.Struct, rename="camel"):
     user_count: int
 
 
-_decode_count = msgspec.json.Decoder(_Count).decode
+_decode_count: Callable[[bytes], _Count] = msgspec.json.Decoder(_Count).decode
 
 
 def presence_count(payload: bytes) -> int:

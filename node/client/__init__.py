@@ -69,7 +69,7 @@ def is_final(code: int | None) -> bool:
 def _retry_after(refused: aiohttp.WSServerHandshakeError) -> float:
     """The seconds a refused upgrade's Retry-After asks for (0 without one)."""
     try:
-        return float((refused.headers or {}).get("Retry-After", 0))
+        return float(dict(refused.headers or {}).get("Retry-After", "0"))
     except ValueError:
         return 0.0
 

@@ -332,7 +332,7 @@ class WebSocket(asyncio.Protocol):
                 self._transport.pause_reading()  # its bytes cost more than its close frame
             return
         if buffer is self._buffer:
-            del self._buffer[:used]
+            del cast(bytearray, buffer)[:used]  # a bytes buffer is never partly used
             if not self._buffer:
                 self._buffer = b""
         elif used < len(buffer):

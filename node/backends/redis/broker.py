@@ -9,8 +9,9 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from typing import cast
 
-from redis.asyncio import RedisCluster
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from node.backends import envelope
@@ -142,7 +143,8 @@ class RedisBroker:
         self._events: BrokerEvents | None = None
         sharded = ShardedSubscriber(redis, self) if isinstance(redis, RedisCluster) else None
         self._subscriber: Subscriber = sharded or ChannelSubscriber(
-            Endpoint.of(redis.connection_pool), self._keys.node_channel(node_id), self)
+            Endpoint.of(cast(Redis, redis).connection_pool), self._keys.node_channel(node_id),
+            self)
         self._scripts = ScriptPipeline(
             self._redis, (self._publish_message, self._take_budgets, self._read_history),
             on_failover=None if sharded is None else sharded.primary_replaced)

@@ -4,9 +4,10 @@ cluster secret, and the drain lock. All cluster-wide keys: one slot of a Redis C
 from __future__ import annotations
 
 import secrets
+from typing import cast
 
 from node.backends.redis.lua import lua_script
-from node.backends.redis.support import Client, RedisKeys, translate_errors
+from node.backends.redis.support import Client, RedisKeys, members, translate_errors
 from node.ratelimit import Budget
 
 # KEYS: the node's liveness key, the set of nodes (one slot). ARGV: node id, ttl (ms).
@@ -39,7 +40,7 @@ class RedisCoordination:
         if self._secret is None:
             key = self._keys.secret
             await self._redis.set(key, secrets.token_hex(32), nx=True)
-            self._secret = bytes(await self._redis.get(key))
+            self._secret = cast(bytes, await self._redis.get(key))
         return self._secret
 
     @translate_errors
@@ -50,7 +51,7 @@ class RedisCoordination:
 
     @translate_errors
     async def live_nodes(self) -> list[str]:
-        nodes = sorted(n.decode() for n in await self._redis.smembers(self._keys.nodes))
+        nodes = sorted(n.decode() for n in await members(self._redis, self._keys.nodes))
         async with self._redis.pipeline() as pipe:
             for node in nodes:
                 pipe.exists(self._keys.node_alive(node))
@@ -62,7 +63,7 @@ class RedisCoordination:
         key = self._keys.drain_lock
         if await self._redis.set(key, self._node_id, nx=True, px=int(ttl * 1000)):
             return None
-        holder = await self._redis.get(key)
+        holder = cast(bytes | None, await self._redis.get(key))
         return holder.decode() if holder else await self.lock_drain(ttl)
 
     @translate_errors

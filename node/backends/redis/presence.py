@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -31,7 +32,7 @@ from node.backends.presence import (
 from node.backends.redis.lua import lua_script
 from node.backends.redis.script_pipeline import ScriptPipeline
 from node.backends.redis.support import (
-    Client, RedisKeys, publish_command, translate_errors,
+    Client, RedisKeys, members, publish_command, translate_errors,
 )
 
 log = logging.getLogger("node.backends.presence")
@@ -117,7 +118,7 @@ class _MemberInfo(msgspec.Struct, array_like=True):
 
 
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(_MemberInfo).decode
+_decode: Callable[[bytes], _MemberInfo] = msgspec.json.Decoder(_MemberInfo).decode
 
 
 def _member(info: bytes) -> Member:
@@ -262,7 +263,7 @@ class RedisPresence:
 
     @translate_errors
     async def reap(self) -> list[Departure]:
-        nodes = [n.decode() for n in await self._redis.smembers(self._keys.nodes)]
+        nodes = [n.decode() for n in await members(self._redis, self._keys.nodes)]
         departures: list[Departure] = []
         for node in nodes:
             if node != self._node_id:

@@ -10,9 +10,9 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from redis.asyncio import RedisCluster
+from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AskError, ClusterDownError, ConnectionError, MovedError, NoScriptError, RedisError,
@@ -152,7 +152,7 @@ class ScriptPipeline:
         name = "" if node is None else node.name
         connection = self._connections.get(name)
         if connection is None:
-            settings = self._redis.connection_pool if node is None else node
+            settings = node or cast(Redis, self._redis).connection_pool
             on_stall = None if self._cluster is None else functools.partial(
                 self._stalled, self._cluster, name)
             connection = self._connections[name] = PipelinedConnection(

@@ -152,7 +152,9 @@ class ShardedSubscriber:
 
     @translate_errors
     async def _subscribe_on_owner(self, channel: bytes) -> None:
-        node = self._cluster.get_node_from_key(channel)
+        node = self._cluster.get_node_from_key(channel.decode())
+        if node is None:
+            raise Unavailable("no Redis Cluster node serves the room's slot")
         shard = self._shards.get(node.name)
         if shard is None:
             shard = self._shards[node.name] = Shard(node, self)

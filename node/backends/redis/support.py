@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
@@ -82,7 +82,14 @@ def raised_in_redis_py(exc: BaseException) -> bool:
             and not files[-1].startswith(NODE))
 
 
-def translate_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+async def members(client: Client, key: str) -> set[bytes]:
+    """A set's members (redis-py types replies as str or bytes; the node's client reads
+    bytes)."""
+    return await cast(Awaitable[set[bytes]], client.smembers(key))
+
+
+def translate_errors(method: Callable[P, Coroutine[Any, Any, T]]
+                     ) -> Callable[P, Coroutine[Any, Any, T]]:
     """Redis and socket failures leave the Redis layer as `Unavailable`, and so do errors
     raised inside redis-py itself: to a client they are the same outage."""
 
