@@ -32,6 +32,11 @@ def _setting(default: Any, help: str, **kwargs: Any) -> Any:
     return field(default=default, metadata={"help": help}, **kwargs)
 
 
+def _positive(default: Any, help: str, **kwargs: Any) -> Any:
+    """A settings field that must be above 0 (load_settings refuses any other value)."""
+    return field(default=default, metadata={"help": help, "positive": True}, **kwargs)
+
+
 def _secret(help: str, flag: bool = False) -> Any:
     """A secret: from CHAT_<NAME> or the file `--<name>-file` names. Not from argv, where
     every local user can read it (`ps`) and a value starting with "-" reads as a flag, unless
@@ -60,79 +65,79 @@ class Settings:
         False, "the Redis URL names a seed node of a Redis Cluster: room traffic on sharded "
         "Pub/Sub, each room's keys on its shard")
     redis_prefix: str = _setting("chat", "prefix of every Redis key and channel this cluster uses")
-    node_ttl: float = _setting(
+    node_ttl: float = _positive(
         10.0, "seconds after its last heartbeat that a dead node's users leave presence"
     )
-    ping_interval: float = _setting(30.0, "seconds between server pings")
-    ping_timeout: float = _setting(60.0, "seconds without a pong before a client is closed")
-    rate: float = _setting(10.0, "chat frames per second one connection may send (token "
+    ping_interval: float = _positive(30.0, "seconds between server pings")
+    ping_timeout: float = _positive(60.0, "seconds without a pong before a client is closed")
+    rate: float = _positive(10.0, "chat frames per second one connection may send (token "
                            "bucket refill); more get error rate_limited")
-    burst: int = _setting(20, "chat frames one connection may send at once (token bucket size)")
-    join_rate: float = _setting(
+    burst: int = _positive(20, "chat frames one connection may send at once (token bucket size)")
+    join_rate: float = _positive(
         2.0, "room joins per second one connection may make, resumes, re-joins and history "
         "requests included (each reads the room's history); more get error rate_limited")
-    join_burst: int = _setting(5, "room joins (and history requests) one connection may make "
+    join_burst: int = _positive(5, "room joins (and history requests) one connection may make "
                                "at once")
-    frame_rate: float = _setting(
+    frame_rate: float = _positive(
         50.0, "WebSocket frames per second one connection may send, pings and fragments "
         "included; past --frame-burst the connection is closed (1008)"
     )
-    frame_burst: int = _setting(200, "WebSocket frames one connection may send at once")
-    user_rate: float = _setting(
+    frame_burst: int = _positive(200, "WebSocket frames one connection may send at once")
+    user_rate: float = _positive(
         10.0, "chat messages per second one user may publish, over all its connections and "
         "nodes; more get error rate_limited"
     )
-    user_burst: int = _setting(20, "chat messages one user may publish at once")
-    address_rate: float = _setting(
+    user_burst: int = _positive(20, "chat messages one user may publish at once")
+    address_rate: float = _positive(
         100.0, "chat messages per second one client address may publish, cluster-wide"
     )
-    address_burst: int = _setting(400, "chat messages one client address may publish at once")
-    flood_limit: int = _setting(
+    address_burst: int = _positive(400, "chat messages one client address may publish at once")
+    flood_limit: int = _positive(
         50, "rate-limited frames within --flood-window that get a client closed (1008)"
     )
-    flood_window: float = _setting(10.0, "seconds over which rate-limited frames are counted")
-    max_text: int = _setting(10000, "longest chat message text, in characters")
-    max_frame: int = _setting(
+    flood_window: float = _positive(10.0, "seconds over which rate-limited frames are counted")
+    max_text: int = _positive(10000, "longest chat message text, in characters")
+    max_frame: int = _positive(
         65536, "largest client message in bytes (a frame, or its fragments together); larger "
         "closes with 1009"
     )
-    max_fragments: int = _setting(
+    max_fragments: int = _positive(
         128, "frames one fragmented WebSocket message may have; more closes with 1009"
     )
-    max_connections: int = _setting(
+    max_connections: int = _positive(
         10000, "open sockets this node accepts (chat, echo, plain HTTP and unread requests)"
     )
-    max_connections_per_address: int = _setting(
+    max_connections_per_address: int = _positive(
         1000, "open sockets one client address may hold on this node; more get 429"
     )
     trusted_proxies: str = _setting(
         "", "comma list of proxy addresses (IPs, CIDRs, 'unix' for --unix-socket peers) whose "
         "X-Real-IP / X-Forwarded-For header names the client"
     )
-    handshake_timeout: float = _setting(
+    handshake_timeout: float = _positive(
         10.0, "seconds a client has to send a complete request (head and body) before its "
         "connection is closed; applies to every request on every connection"
     )
-    handshake_backlog: int = _setting(
+    handshake_backlog: int = _positive(
         500, "chat handshakes (upgrade to first room_joined, at most --handshake-timeout) this "
         "node works on at once; more upgrades get 503 with Retry-After, which nginx passes to "
         "another node"
     )
-    max_head: int = _setting(
+    max_head: int = _positive(
         DEFAULT_MAX_HEAD, "largest HTTP request head in bytes; larger gets 431 (the gateway's header "
         "buffers are rendered from the same value)"
     )
-    keepalive_timeout: float = _setting(
+    keepalive_timeout: float = _positive(
         5.0, "seconds an idle keep-alive HTTP connection is kept open"
     )
     echo: bool = _setting(False, "serve the diagnostic echo WebSocket at /ws/echo")
-    max_buffer: int = _setting(
+    max_buffer: int = _positive(
         4 * 1024 * 1024, "bytes queued to one client before it is closed as too slow"
     )
-    max_address_output: int = _setting(
+    max_address_output: int = _positive(
         32 * 1024 * 1024, "bytes queued to all the sockets of one client address together; "
         "past it, the one written to is closed as too slow (1013)")
-    max_node_output: int = _setting(
+    max_node_output: int = _positive(
         256 * 1024 * 1024, "bytes queued to all the node's sockets together; past it, the "
         "one written to is closed as too slow (1013)")
     write_delay: float = _setting(
@@ -140,48 +145,48 @@ class Settings:
         "are gathered and written once per this tick, each at most this late; 0 writes each "
         "at once"
     )
-    busy_rate: float = _setting(
+    busy_rate: float = _positive(
         50.0, "room events per second a client is written one by one (after a burst of 4); "
         "a client sent more is busy and gets them every --write-delay"
     )
-    history: int = _setting(100, "messages kept per room")
+    history: int = _positive(100, "messages kept per room")
     rooms: str = _setting("general,random", "comma list of fixed rooms, which always exist")
-    max_rooms: int = _setting(
+    max_rooms: int = _positive(
         1000, "rooms that joining may create, cluster-wide; more get error room_limit"
     )
-    user_rooms_per_hour: int = _setting(
+    user_rooms_per_hour: int = _positive(
         20, "rooms one user may create per hour; more get error room_limit"
     )
-    address_identities_per_minute: int = _setting(
+    address_identities_per_minute: int = _positive(
         600, "new anonymous users (an auth without userId) one client address may start per "
         "minute, across the cluster; more get error rate_limited")
-    address_rooms_per_hour: int = _setting(
+    address_rooms_per_hour: int = _positive(
         60, "rooms one client address may create per hour, whatever users it claims to be; "
         "more get error room_limit")
-    room_ttl: float = _setting(
+    room_ttl: float = _positive(
         3600.0, "seconds an empty created room is kept before it expires with its history"
     )
-    history_window: int = _setting(
+    history_window: int = _positive(
         50, "newest messages sent to a joiner, and the most one history request returns")
-    history_reply_bytes: int = _setting(
+    history_reply_bytes: int = _positive(
         65536, "bytes of stored messages one room_joined or history reply carries at most (the "
         "newest first, and always one): past them the reply says more and the client pages")
-    history_cache_bytes: int = _setting(
+    history_cache_bytes: int = _positive(
         16777216, "bytes of rooms' encoded newest history a node keeps to answer joins without "
         "asking Redis (least recently used rooms go first)")
-    history_bytes: int = _setting(
+    history_bytes: int = _positive(
         262144, "bytes of messages a room's history keeps, its newest message always: with "
         "--max-rooms, it bounds what history may take of Redis's memory")
-    presence_limit: int = _setting(
+    presence_limit: int = _positive(
         1000, "most members a room lists: past it a joiner's room_joined lists none (\"large\": "
         "true) and members get user_count, at most every --presence-interval, instead of "
         "user_joined / user_left"
     )
-    presence_interval: float = _setting(
+    presence_interval: float = _positive(
         1.0, "seconds between user_count updates to the members of a large room"
     )
     shutdown_timeout: float = _setting(10.0, "seconds a stopping node waits for its clients")
-    drain_window: float = _setting(10.0, "seconds over which a draining node closes its clients")
+    drain_window: float = _positive(10.0, "seconds over which a draining node closes its clients")
     presence_grace: float = _setting(
         5.0, "seconds a drained user stays in presence, so a reconnect elsewhere does not flap, "
         "and any dropped user keeps its name (anonymous mode), so its resume gets it back"
@@ -197,7 +202,7 @@ class Settings:
     )
     jwt_audience: str | None = _setting(None, "the `aud` every JWT must carry")
     jwt_issuer: str | None = _setting(None, "the `iss` every JWT must carry")
-    jwt_max_ttl: float = _setting(
+    jwt_max_ttl: float = _positive(
         DEFAULT_MAX_TTL, "seconds a JWT may still live when presented: a token valid for longer "
         "(a leaked one would be usable for as long) is refused")
     allowed_origins: str = _setting(
@@ -334,21 +339,9 @@ def jwt_verifier(settings: Settings) -> JwtVerifier | None:
 
 
 def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
-    positive = ("ping_interval", "ping_timeout", "rate", "burst", "max_text", "max_frame",
-                "max_connections", "max_buffer", "history", "history_window", "flood_limit",
-                "flood_window", "node_ttl", "drain_window", "handshake_timeout", "frame_rate",
-                "handshake_backlog",
-                "frame_burst", "user_rate", "user_burst", "address_rate", "address_burst",
-                "max_fragments", "max_connections_per_address", "max_head",
-                "keepalive_timeout", "max_rooms", "user_rooms_per_hour", "room_ttl",
-                "presence_limit", "presence_interval", "busy_rate", "jwt_max_ttl",
-                "history_bytes", "history_reply_bytes", "history_cache_bytes", "join_rate",
-                "join_burst", "max_address_output",
-                "max_node_output", "address_rooms_per_hour",
-                "address_identities_per_minute")
-    for name in positive:
-        if getattr(settings, name) <= 0:
-            parser.error(f"{_flag(name)} must be positive")
+    for f in dataclasses.fields(Settings):
+        if f.metadata.get("positive") and getattr(settings, f.name) <= 0:
+            parser.error(f"{_flag(f.name)} must be positive")
     if not 0 <= settings.write_delay <= MAX_WRITE_DELAY:
         parser.error(f"--write-delay must be 0 to {MAX_WRITE_DELAY:g} seconds")
     if not settings.fixed_rooms or not all(map(ROOM_PATTERN.fullmatch, settings.fixed_rooms)):
