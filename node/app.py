@@ -165,7 +165,7 @@ def acceptor(node: Node) -> Accept:
         if upgrade.path == ECHO_PATH:
             node.echoes.start(ws, upgrade.rest)
             return ws
-        session = Session(ws, node.settings, dispatch, ended, upgrade.address,
+        session = Session(ws, node.session_limits, dispatch, ended, upgrade.address,
                           node.metrics, batches)
         node.admission.admit(session)
         node.hub.connect(session)

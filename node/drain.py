@@ -21,7 +21,6 @@ from node.backends.errors import Unavailable
 from node.chat import disconnect
 from node.chat.hub import Hub
 from node.chat.protocol import ServerShutdown, event_frame
-from node.config import Settings
 
 log = logging.getLogger("node.drain")
 
@@ -49,10 +48,10 @@ def shutdown_notice() -> bytes:
 class Drainer:
     """Runs this node's drain once; `finished` is set when its last client is gone."""
 
-    def __init__(self, settings: Settings, hub: Hub, coordination: Coordination,
+    def __init__(self, node_id: str, window: float, hub: Hub, coordination: Coordination,
                  departures: Callable[[], Awaitable[None]]) -> None:
-        self._node_id = settings.node_id
-        self._window = settings.drain_window
+        self._node_id = node_id
+        self._window = window  # seconds over which its clients are closed
         self._hub = hub
         self._coordination = coordination
         self._departures = departures

@@ -11,24 +11,21 @@ from aiohttp import web
 from node.backends.broker import Broker
 from node.backends.coordination import Coordination
 from node.backends.envelope import Template
-from node.backends.memory.broker import MemoryBroker
-from node.backends.memory.coordination import MemoryCoordination
-from node.backends.memory.presence import MemoryPresence
+from node.backends.factory import BackendSettings, open_backends
 from node.backends.presence import Member, Presence, RoomPolicy
-from node.backends.redis.broker import RedisBroker
-from node.backends.redis.coordination import RedisCoordination
-from node.backends.redis.presence import RedisPresence
-from node.backends.redis.support import Client, connect
+from node.backends.redis.support import Client
 from node.background import Supervised
 from node.chat.directory import Directory
-from node.chat.handlers import Handlers
+from node.chat.handlers import ChatLimits, Handlers
 from node.chat.heartbeat import run_heartbeat
 from node.chat.hub import Hub
 from node.chat.protocol import presence_templates
-from node.config import Settings
+from node.chat.session import SessionLimits
+from node.config import Settings, jwt_verifier
 from node.drain import Drainer
 from node.liveness import Liveness
 from node.metrics import Metrics
+from node.ratelimit import Rate
 from node.transport.admission import Admission
 from node.transport.connections import Connections
 from node.transport.echo import EchoSockets
@@ -38,6 +35,7 @@ from node.transport.output_budget import OutputBudget
 @dataclass(slots=True)
 class Node:
     settings: Settings
+    session_limits: SessionLimits  # what each connection may send
     broker: Broker
     presence: Presence
     coordination: Coordination
@@ -79,32 +77,8 @@ NODE = web.AppKey("node", Node)
 
 def build_node(settings: Settings) -> Node:
     """A node on the backends its settings name (in memory when there is no Redis URL)."""
-    broker: Broker
-    presence: Presence
-    coordination: Coordination
-    redis: Client | None = None
-    policy = RoomPolicy(settings.fixed_rooms, settings.max_rooms,
-                        settings.user_rooms_per_hour, settings.room_ttl, settings.presence_limit,
-                        settings.address_rooms_per_hour)
-
-    def announcements(room: str, member: Member) -> tuple[Template, Template]:
-        """The client protocol's presence events, which the backends complete."""
-        return presence_templates(room, member.id, member.name)
-
-    if settings.redis_url is None:
-        memory = MemoryBroker(capacity=settings.history, capacity_bytes=settings.history_bytes)
-        broker = memory
-        presence = MemoryPresence(policy, announcements, memory.deliver, memory.drop_room)
-        coordination = MemoryCoordination(settings.node_id)
-    else:
-        # One client for the node: one slot map, which a failover noticed by any part
-        # updates for every part (a shard's primary is left for its replica at once).
-        redis = connect(settings.redis_url, settings.redis_cluster)
-        prefix, node_id = settings.redis_prefix, settings.node_id
-        broker = RedisBroker(redis, prefix, node_id, settings.history, settings.history_bytes)
-        presence = RedisPresence(redis, prefix, node_id, settings.node_ttl, policy,
-                                 announcements)
-        coordination = RedisCoordination(redis, prefix, node_id, settings.node_ttl)
+    backends = open_backends(_backend_settings(settings), _announcements)
+    broker, presence, coordination = backends.broker, backends.presence, backends.coordination
     metrics = Metrics()
     hub = Hub(broker, settings.history, metrics, settings.presence_limit,
               settings.presence_interval)
@@ -112,18 +86,50 @@ def build_node(settings: Settings) -> Node:
     hub.on_reconnect(liveness.resync)  # shared state may have forgotten this node's members
     directory = Directory(presence)
     admission = Admission(settings.handshake_backlog, settings.handshake_timeout)
-    handlers = Handlers(settings, hub, broker, presence, coordination, directory, metrics,
-                        admission)
-    drain = Drainer(settings, hub, coordination, handlers.departures)
+    handlers = Handlers(_chat_limits(settings), jwt_verifier(settings), hub, broker, presence,
+                        coordination, directory, metrics, admission)
+    drain = Drainer(settings.node_id, settings.drain_window, hub, coordination,
+                    handlers.departures)
     connections = Connections(settings.max_connections, settings.max_connections_per_address)
     output = OutputBudget(settings.max_address_output, settings.max_node_output)
-    heartbeat = Supervised("heartbeat", functools.partial(run_heartbeat, hub, settings),
-                           settle=settings.ping_interval)
-    node = Node(settings, broker, presence, coordination, hub, handlers, liveness, drain,
-                connections, EchoSockets(), directory, metrics, admission, output, heartbeat,
-                redis)
+    heartbeat = Supervised("heartbeat", functools.partial(
+        run_heartbeat, hub, settings.ping_interval, settings.ping_timeout),
+        settle=settings.ping_interval)
+    node = Node(settings, session_limits(settings), broker, presence, coordination, hub,
+                handlers, liveness, drain, connections, EchoSockets(), directory, metrics,
+                admission, output, heartbeat, backends.redis)
     _watch(node)
     return node
+
+
+def _announcements(room: str, member: Member) -> tuple[Template, Template]:
+    """The client protocol's presence events, which the backends complete."""
+    return presence_templates(room, member.id, member.name)
+
+
+def _backend_settings(settings: Settings) -> BackendSettings:
+    rooms = RoomPolicy(settings.fixed_rooms, settings.max_rooms, settings.user_rooms_per_hour,
+                       settings.room_ttl, settings.presence_limit,
+                       settings.address_rooms_per_hour)
+    return BackendSettings(settings.redis_url, settings.redis_cluster, settings.redis_prefix,
+                           settings.node_id, settings.node_ttl, settings.history,
+                           settings.history_bytes, rooms)
+
+
+def _chat_limits(settings: Settings) -> ChatLimits:
+    return ChatLimits(
+        settings.node_id, settings.history, settings.history_window,
+        settings.history_reply_bytes, settings.history_cache_bytes, settings.presence_grace,
+        (settings.user_rate, settings.user_burst), (settings.address_rate,
+                                                    settings.address_burst),
+        settings.address_identities_per_minute, settings.max_text)
+
+
+def session_limits(settings: Settings) -> SessionLimits:
+    """What each connection may send, one object for every session of the node."""
+    return SessionLimits(Rate(settings.rate, settings.burst),
+                         Rate(settings.join_rate, settings.join_burst),
+                         settings.flood_limit, settings.flood_window)
 
 
 def _watch(node: Node) -> None:

@@ -31,8 +31,7 @@ from node.chat.protocol import (
     history_array, iso_timestamp, message_id, message_template,
 )
 from node.chat.session import Session
-from node.config import Settings, jwt_verifier
-from node.identity.jwt_tokens import Claims, TokenRefused
+from node.identity.jwt_tokens import Claims, JwtVerifier, TokenRefused
 from node.identity.names import canonical
 from node.identity.resume_tokens import sign, verify
 from node.metrics import Metrics
@@ -47,6 +46,22 @@ RESERVED_FORMS = frozenset(canonical(DEFAULT_NAME))  # the shared name of namele
 class _Route:
     handle: Callable[[Session, Any], Awaitable[None]]
     requires_auth: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChatLimits:
+    """The part of the node's settings the handlers use."""
+
+    node_id: str
+    history: int  # messages a room keeps
+    history_window: int  # newest messages sent to a joiner, most one history reply holds
+    history_reply_bytes: int  # bytes of messages one reply carries at most
+    history_cache_bytes: int  # bytes of rooms' newest history kept to answer joins
+    presence_grace: float  # seconds a dropped user stays present (and keeps its name)
+    user_budget: tuple[float, int]  # one user's messages per second, and burst
+    address_budget: tuple[float, int]  # one client address's messages per second, and burst
+    identities_per_minute: int  # fresh anonymous users one address may start
+    max_text: int  # characters of one message
 
 
 def room_list(page: RoomPage, offset: int) -> RoomList:
@@ -74,31 +89,31 @@ def _room(session: Session) -> str:
 class Handlers:
     """The chat behaviour of a node, above the hub, the broker and presence."""
 
-    def __init__(self, settings: Settings, hub: Hub, broker: Broker, presence: Presence,
-                 coordination: Coordination, directory: Directory,
+    def __init__(self, limits: ChatLimits, jwt: JwtVerifier | None, hub: Hub, broker: Broker,
+                 presence: Presence, coordination: Coordination, directory: Directory,
                  metrics: Metrics, admission: Admission) -> None:
-        self._node_id = settings.node_id
+        self._node_id = limits.node_id
         self._metrics = metrics
-        self._jwt = jwt_verifier(settings)
-        self._history_window = min(settings.history_window, settings.history)
-        self._history_capacity = settings.history
-        self._reply_bytes = settings.history_reply_bytes
-        self._snapshots = HistorySnapshots(settings.history_cache_bytes)
+        self._jwt = jwt  # None: anonymous mode (names, no tokens)
+        self._history_window = min(limits.history_window, limits.history)
+        self._history_capacity = limits.history
+        self._reply_bytes = limits.history_reply_bytes
+        self._snapshots = HistorySnapshots(limits.history_cache_bytes)
         self._hub = hub
         self._broker = broker
         self._presence = presence
         self._coordination = coordination
         self._admission = admission
         self._directory = directory
-        self._presence_grace = settings.presence_grace
-        self._user_budget = (settings.user_rate, settings.user_burst)
-        self._address_budget = (settings.address_rate, settings.address_burst)
+        self._presence_grace = limits.presence_grace
+        self._user_budget = limits.user_budget
+        self._address_budget = limits.address_budget
         # Fresh anonymous identities one address may make a minute: each would reset every
         # per-user allowance.
-        self._identities_per_minute = settings.address_identities_per_minute
+        self._identities_per_minute = limits.identities_per_minute
         self._departing = Background()
         self._stopping = asyncio.Event()  # set when the node leaves: see _release_after_grace
-        self._parser = Parser(settings.max_text)  # one per node: it holds no per-client state
+        self._parser = Parser(limits.max_text)  # one per node: it holds no per-client state
         self._routes: dict[type[ClientMessage], _Route] = {
             Auth: _Route(self._auth, requires_auth=False),
             Refresh: _Route(self._refresh, requires_auth=True),

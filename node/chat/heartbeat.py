@@ -10,7 +10,6 @@ from node.chat import disconnect
 from node.chat.hub import Hub
 from node.chat.protocol import ServerPing, event_frame
 from node.chat.session import Session
-from node.config import Settings
 
 PING_TICK = 0.1  # seconds between two slices of the node's pings
 
@@ -29,7 +28,7 @@ def slices_of(sessions: Iterable[Session], count: int) -> list[list[Session]]:
     return slices
 
 
-async def run_heartbeat(hub: Hub, settings: Settings) -> None:
+async def run_heartbeat(hub: Hub, interval: float, timeout: float) -> None:
     """Every ping interval: close connections silent past the timeout, ping the rest.
 
     A single loop instead of a timer per connection keeps idle connections cheap; the
@@ -38,20 +37,20 @@ async def run_heartbeat(hub: Hub, settings: Settings) -> None:
     interval (docs/performance.md, *A node's idle connections*). A silent client is closed
     between ping-timeout and ping-timeout + ping-interval after its last pong.
     """
-    count = max(1, round(settings.ping_interval / PING_TICK))
-    tick = settings.ping_interval / count
+    count = max(1, round(interval / PING_TICK))
+    tick = interval / count
     while True:
         for sessions in slices_of(hub.sessions, count):
             await asyncio.sleep(tick)
-            ping(sessions, settings)
+            ping(sessions, timeout)
 
 
-def ping(sessions: list[Session], settings: Settings) -> None:
-    """Ping a slice (those still open), closing the silent ones."""
+def ping(sessions: list[Session], timeout: float) -> None:
+    """Ping a slice (those still open), closing those silent for `timeout` seconds."""
     now = time.monotonic()
     frame = event_frame(ServerPing(timestamp=now_ms()))
     for session in sessions:
-        if now - session.last_pong > settings.ping_timeout:
+        if now - session.last_pong > timeout:
             session.close_soon(disconnect.PING_TIMEOUT)
         else:
             session.send(frame)

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from node.backends.envelope import Publication, base_of
 from node.backends.presence import Member
@@ -15,10 +16,9 @@ from node.chat import disconnect
 from node.chat.delivery_batches import DeliveryBatches
 from node.chat.disconnect import Disconnect
 from node.chat.protocol import ChatError, Error, ErrorCode, count_update, event_frame
-from node.config import Settings
 from node.identity.jwt_tokens import Claims
 from node.metrics import Metrics
-from node.ratelimit import Budget, FloodGuard, shared_rate
+from node.ratelimit import Budget, FloodGuard, Rate
 from node.transport.websocket import WebSocket
 
 log = logging.getLogger("node.chat.session")
@@ -26,6 +26,16 @@ log = logging.getLogger("node.chat.session")
 Dispatch = Callable[["Session", str], Awaitable[None]]
 OnEnd = Callable[["Session"], Awaitable[None]]
 INBOX_LIMIT = 64  # frames read ahead of the handler before the socket stops being read
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """What one connection may send; one object shared by every session of a node."""
+
+    messages: Rate  # its chat frames
+    joins: Rate  # its joins and history requests, which each read a room's history
+    flood_limit: int  # rate-limited frames within flood_window that get it closed
+    flood_window: float
 
 
 class Session:
@@ -43,12 +53,12 @@ class Session:
     __slots__ = (
         "id", "address", "member", "claims", "holds_name", "budgets", "room", "last_pong",
         "drained", "_expiry", "_metrics", "_ws", "_dispatch",
-        "_on_end", "_settings", "_rate", "_full_at", "_flood", "_held", "_closing", "_closer",
+        "_on_end", "_limits", "_full_at", "_flood", "_held", "_closing", "_closer",
         "_inbox", "_worker", "_lost", "_finished", "_floor", "_epoch", "_batches", "_batch",
-        "_writes_full_at", "_join_rate", "_joins_full_at",
+        "_writes_full_at", "_joins_full_at",
     )
 
-    def __init__(self, ws: WebSocket, settings: Settings, dispatch: Dispatch, on_end: OnEnd,
+    def __init__(self, ws: WebSocket, limits: SessionLimits, dispatch: Dispatch, on_end: OnEnd,
                  address: str, metrics: Metrics, batches: DeliveryBatches) -> None:
         now = time.monotonic()
         self.id = uuid.uuid4().hex
@@ -65,11 +75,9 @@ class Session:
         self._ws = ws
         self._dispatch = dispatch
         self._on_end = on_end
-        self._rate = shared_rate(settings.rate, settings.burst)
+        self._limits = limits
         self._full_at = now  # its chat frames' token bucket (see Rate)
-        self._join_rate = shared_rate(settings.join_rate, settings.join_burst)
         self._joins_full_at = now  # its joins' token bucket
-        self._settings = settings
         self._flood: FloodGuard | None = None  # made at the first rate-limited frame
         self._held: list[tuple[Publication, bytes]] | None = None
         self._floor = 0  # the newest seq its room_joined gave: never delivered again
@@ -154,20 +162,20 @@ class Session:
     def _flooded(self) -> bool:
         """Count a rate-limited frame; True when the client is past the flood limit."""
         if self._flood is None:
-            self._flood = FloodGuard(self._settings.flood_limit, self._settings.flood_window)
+            self._flood = FloodGuard(self._limits.flood_limit, self._limits.flood_window)
         return self._flood.reject(time.monotonic())
 
     def check_join(self, what: str = "joins") -> None:
         """Take a join from this connection's join bucket, or refuse it: each join (and each
         history request, which takes from the same bucket) reads a room's history, so they
         are dearer than messages."""
-        full_at = self._join_rate.take(self._joins_full_at, time.monotonic())
+        full_at = self._limits.joins.take(self._joins_full_at, time.monotonic())
         if full_at is None:
             raise ChatError(ErrorCode.RATE_LIMITED, f"Too many {what}; slow down")
         self._joins_full_at = full_at
 
     def _check_rate(self) -> None:
-        full_at = self._rate.take(self._full_at, time.monotonic())
+        full_at = self._limits.messages.take(self._full_at, time.monotonic())
         if full_at is None:
             raise ChatError(ErrorCode.RATE_LIMITED, "Too many messages; this one was dropped")
         self._full_at = full_at

@@ -80,15 +80,16 @@ async def test_the_heartbeat_survives_an_unexpected_error(make_node, connect,
                                                          monkeypatch) -> None:
     """Issue 30: the heartbeat loop was not supervised: one exception ended the pings of
     the whole node, silently, with /readyz 200."""
-    node = await make_node(ping_interval=0.2, ping_timeout=5.0)
-    real, ours = heartbeat.ping, node.server.app[NODE].settings
+    ours = 4.75  # this node's ping timeout, which no other test node has
+    node = await make_node(ping_interval=0.2, ping_timeout=ours)
+    real = heartbeat.ping
     failed = asyncio.Event()
 
-    def broken_once(sessions, settings):  # type: ignore[no-untyped-def]
-        if settings is ours and not failed.is_set():  # this node's, not another test node's
+    def broken_once(sessions, timeout):  # type: ignore[no-untyped-def]
+        if timeout == ours and not failed.is_set():  # this node's, not another test node's
             failed.set()
             raise RuntimeError("injected into the heartbeat")
-        return real(sessions, settings)
+        return real(sessions, timeout)
 
     alice = await connect(node)
     await alice.auth("alice")

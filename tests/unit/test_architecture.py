@@ -5,6 +5,7 @@ architecture only while the imports keep pointing one way.
 - backends/ (what nodes share: interfaces, memory/, redis/) knows neither chat/ nor transport/;
 - redis-py and hiredis are imported only under backends/redis/;
 - identity/ does not import the wire protocol (chat/);
+- none of them imports node.config: each component is given the part of the settings it uses;
 - client/ (the user-facing library) imports no server module, only the leaf `node.backoff`;
 - no import cycles, between modules nor between folders (a folder counts as one unit, a
   module at node/'s root as its own: the wiring above everything, the leaf tools below).
@@ -90,6 +91,11 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     ("node.backends", "node.chat"),
     ("node.backends", "node.transport"),
     ("node.identity", "node.chat"),
+    # components get the small typed part of the settings they use, built by node.runtime
+    ("node.chat", "node.config"),
+    ("node.transport", "node.config"),
+    ("node.backends", "node.config"),
+    ("node.identity", "node.config"),
 ])
 def test_a_lower_folder_imports_nothing_of_a_higher_one(folder: str, forbidden: str) -> None:
     crossings = sorted(f"{module} imports {imported}"

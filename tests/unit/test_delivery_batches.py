@@ -13,6 +13,7 @@ from node.chat.disconnect import Disconnect
 from node.chat.session import Session
 from node.config import Settings
 from node.metrics import Metrics
+from node.runtime import session_limits
 
 DELAY = 0.05
 RATE = 1000.0  # a spent burst is whole again in 4 ms, long before a tick
@@ -58,7 +59,7 @@ async def _unused(*_: object) -> None:
 def _session(delay: float = DELAY, socket: CountingSocket | None = None,
              batches: DeliveryBatches | None = None) -> tuple[ClosingSession, CountingSocket]:
     socket = socket or CountingSocket()
-    session = ClosingSession(socket, Settings(), _unused, _unused,  # type: ignore[arg-type]
+    session = ClosingSession(socket, session_limits(Settings()), _unused, _unused,  # type: ignore[arg-type]
                              "127.0.0.1", Metrics(), batches or DeliveryBatches(delay, RATE))
     session.reasons = []
     return session, socket

@@ -7,6 +7,7 @@ from node.chat.delivery_batches import DeliveryBatches
 from node.chat.session import Session
 from node.config import Settings
 from node.metrics import Metrics
+from node.runtime import session_limits
 
 ROOM = "r"
 
@@ -28,7 +29,7 @@ async def _unused(*_: object) -> None:
 
 def _session() -> tuple[Session, RecordingSocket]:
     socket = RecordingSocket()
-    session = Session(socket, Settings(), _unused, _unused,  # type: ignore[arg-type]
+    session = Session(socket, session_limits(Settings()), _unused, _unused,  # type: ignore[arg-type]
                       "127.0.0.1", Metrics(), DeliveryBatches(0, 50))
     return session, socket
 
