@@ -34,7 +34,7 @@ class DeliveryBatches:
     long as every tick has something to write. Two figures, not one: the rate says who is
     busy, so that a client sent 25 events a second still gets each at once, and the delay
     says how often a busy client is written to, so that one sent 150 a second costs the node
-    20 writes a second instead of 50 (docs/performance.md, *Who is busy, and how often a
+    20 writes a second instead of 50 (docs/performance-history.md, *Who is busy, and how often a
     busy client is written*). The timer runs only while some connection is busy.
     """
 

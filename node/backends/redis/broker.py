@@ -49,7 +49,7 @@ log = logging.getLogger("node.backends.broker")
 #   keys move whole) only takes the term over. Only a Redis Cluster's shards (they publish
 #   with SPUBLISH) keep a term: a single Redis has no replica to fail over to. The
 #   replication ids are read only when the node id changed: reading them costs the script
-#   about half again its Redis CPU (docs/performance.md);
+#   about half again its Redis CPU (docs/performance-history.md);
 # - the node saw seqs of this history that this Redis no longer has (a restart that lost the
 #   newest writes): the room numbers on above them, in a history that starts here.
 PUBLISH_MESSAGE = lua_script("publish_message", "envelope")

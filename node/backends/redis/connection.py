@@ -3,8 +3,8 @@
 Every message a node accepts is one script call, and every message of its rooms one Pub/Sub
 push. Through redis-py each call took a pooled connection, a retry wrapper, a task for its
 socket timeout and a stream read: about 30 % of a node's CPU at 60,000 deliveries/s with
-senders on both nodes, more than the fan-out's writes (docs/performance.md, "Lean Redis
-connections"). Here both are asyncio protocols with hiredis's reply parser: calls made in
+senders on both nodes, more than the fan-out's writes (docs/performance-history.md, "Lean
+Redis connections"). Here both are asyncio protocols with hiredis's reply parser: calls made in
 one loop iteration go out in one write, replies complete their futures in order as they
 arrive, pushes are handed on as each read is parsed, and one timer per connection (not one
 per call) notices a Redis that went silent. redis-py still parses the URL, builds the TLS

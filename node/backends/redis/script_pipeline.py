@@ -1,6 +1,6 @@
 """The hot Redis scripts over lean pipelined connections (node.backends.redis.connection): a
 publish, a budget slice, every presence change. redis-py's script calls cost a node more than the
-rest of a publish (docs/performance.md, *Lean Redis connections*); its clients still parse
+rest of a publish (docs/performance-history.md, *The script pipeline*); its clients still parse
 the URL, follow a Redis Cluster's slot map and run what a shard redirects."""
 
 from __future__ import annotations
