@@ -188,7 +188,8 @@ class Settings:
         1.0, "seconds between user_count updates to the members of a large room"
     )
     shutdown_timeout: float = _setting(10.0, "seconds a stopping node waits for its clients")
-    drain_window: float = _positive(10.0, "seconds over which a draining node closes its clients")
+    drain_window: float = _positive(
+        10.0, "seconds over which a draining node closes its clients")
     presence_grace: float = _setting(
         5.0, "seconds a drained user stays in presence, so a reconnect elsewhere does not flap, "
         "and any dropped user keeps its name (anonymous mode), so its resume gets it back"
