@@ -9,8 +9,8 @@ iproute2 and nftables), puts 3 members on each node and a writer on each (10 mes
 second each; through the gateway for `gateway-cut`), plays the fault for `--seconds` and
 heals it, then prints the checker's verdict: acknowledged messages lost unreported,
 duplicates and disorder (all must be 0), each writer's longest wait without an
-acknowledgement, what clients were told. Exits 1 when the verdict is not clean. Every
-namespace, rule and process is gone afterwards.
+acknowledgement, what clients were told, and when every member's list was right again.
+Exits 1 when the verdict is not clean. Every namespace, rule and process is gone afterwards.
 
 Faults: `redis-cut` (node1 ↔ the room's Redis, both ways), `redis-deaf` (Redis → node1
 only), `gateway-cut` (gateway ↔ node1), `clients-cut` (the clients' path to node1, without
@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -46,16 +47,19 @@ def _faults(hosts: Hosts) -> dict[str, Callable[[], None]]:
     }
 
 
-def schedule(hosts: Hosts, fault: str, seconds: float) -> Callable[[], Awaitable[None]]:
-    """The fault played once: SETTLE s of writing, the fault for `seconds`, SETTLE s after."""
+def schedule(hosts: Hosts, fault: str, seconds: float) -> Callable[[], Awaitable[float]]:
+    """The fault played once: SETTLE s of writing, the fault for `seconds`, SETTLE s after;
+    returns when the fault began."""
     make = _faults(hosts)[fault]
 
-    async def play() -> None:
+    async def play() -> float:
         await asyncio.sleep(SETTLE)
         make()
+        faulted_at = time.monotonic()
         await asyncio.sleep(seconds)
         hosts.net.heal()
         await asyncio.sleep(SETTLE)
+        return faulted_at
 
     return play
 

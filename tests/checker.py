@@ -14,6 +14,11 @@ history) and every loss report: a `room_joined` with `"recovered": false`, a
 - disorder: deliveries whose seq goes backwards within one epoch — none;
 - conflicts (over all members): one seq of one epoch naming two different texts — none (a
   split brain numbered two histories alike).
+
+Besides, every member's member list is sampled every VIEW_SAMPLE seconds against everyone
+in the room: the time from the fault to the last sample in which some list was wrong is
+how long the presence view took to be complete again; a list still wrong when the run ends
+fails the verdict.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 
 from node.client import HEARTBEAT, UNKNOWN_OUTCOME, ChatClient, ClientClosed, SendFailed
 
@@ -31,6 +36,7 @@ from node.client import HEARTBEAT, UNKNOWN_OUTCOME, ChatClient, ClientClosed, Se
 # what it is told decides, not its own patience.
 SEND_TIMEOUT = 15.0
 QUIET_TIMEOUT = 30.0  # how long members may take to catch up after the writers stopped
+VIEW_SAMPLE = 0.1  # seconds between two looks at every member's member list
 
 
 @dataclass
@@ -101,6 +107,10 @@ class Verdict:
     unavailable: dict[str, float]  # per writer: its longest time without an acknowledgement
     refusals: Counter[str]
     conflicts: dict[tuple[str, int], set[str]]
+    # seconds from the fault to a complete presence view on every member (0: never wrong),
+    # and how the last wrong views differed
+    view_complete: float = 0.0
+    last_wrong_views: list[str] = field(default_factory=list)
 
     @property
     def unavailable_s(self) -> float:
@@ -109,7 +119,8 @@ class Verdict:
     @property
     def valid(self) -> bool:
         return not (any(self.lost.values()) or any(self.duplicates.values())
-                    or any(self.disorder.values()) or self.conflicts)
+                    or any(self.disorder.values()) or self.conflicts
+                    or self.view_complete == float("inf"))
 
 
 def check(members: dict[str, Member], writers: list[Writer], started: float) -> Verdict:
@@ -153,12 +164,39 @@ async def quiesce(members: dict[str, Member], writers: list[Writer]) -> None:
         await asyncio.sleep(0.2)
 
 
+async def watch_views(members: dict[str, Member], everyone: set[str],
+                      samples: list[tuple[float, list[str]]]) -> None:
+    """Append to `samples` every VIEW_SAMPLE seconds, until cancelled: when, and how each
+    member list that is not `everyone` differs ("m0 -w0": m0's list lacks w0)."""
+    while True:
+        wrong = []
+        for name, member in members.items():
+            held = set(member.client.members.values())
+            if held != everyone:
+                wrong.append(" ".join([name, *(f"-{gone}" for gone in sorted(everyone - held)),
+                                       *(f"+{extra}" for extra in sorted(held - everyone))]))
+        samples.append((time.monotonic(), wrong))
+        await asyncio.sleep(VIEW_SAMPLE)
+
+
+def view_complete(samples: list[tuple[float, list[str]]], faulted_at: float
+                  ) -> tuple[float, list[str]]:
+    """Seconds from the fault to the last wrong view after it, and how the views differed
+    then: 0 when none was wrong, infinite when the last sample was still wrong."""
+    after = [(when - faulted_at, wrong) for when, wrong in samples if when >= faulted_at and wrong]
+    if not after:
+        return 0.0, []
+    if samples[-1][1]:
+        return float("inf"), samples[-1][1]
+    return round(after[-1][0], 1), after[-1][1]
+
+
 async def run_workload(member_urls: dict[str, str], writer_urls: list[str], room: str,
-                       fault: Any, interval: float = 0.05, heartbeat: float = HEARTBEAT
-                       ) -> Verdict:
-    """Members join, writers write while `fault()` (a coroutine function) plays its
-    schedule, then the writers stop, members catch up, and the checker rules. Every client
-    pings every `heartbeat` seconds."""
+                       fault: Callable[[], Awaitable[float]], interval: float = 0.05,
+                       heartbeat: float = HEARTBEAT) -> Verdict:
+    """Members join, writers write while `fault()` plays its schedule (returning when its
+    fault began), then the writers stop, members catch up, and the checker rules. Every
+    client pings every `heartbeat` seconds."""
     members = {name: Member(ChatClient(url, name, room, heartbeat=heartbeat))
                for name, url in member_urls.items()}
     writers = [Writer(ChatClient(url, f"w{n}", room, heartbeat=heartbeat), f"w{n}")
@@ -171,14 +209,19 @@ async def run_workload(member_urls: dict[str, str], writer_urls: list[str], room
         for writer in writers:
             await writer.client.start()
         stop, started = asyncio.Event(), time.monotonic()
+        samples: list[tuple[float, list[str]]] = []
+        recorders.append(asyncio.create_task(
+            watch_views(members, {*members, *(writer.name for writer in writers)}, samples)))
         writing = [asyncio.create_task(w.write(stop, interval)) for w in writers]
         try:
-            await fault()
+            faulted_at = await fault()
         finally:
             stop.set()
             await asyncio.gather(*writing)
         await quiesce(members, writers)
-        return check(members, writers, started)
+        complete, last_wrong = view_complete(samples, faulted_at)
+        return replace(check(members, writers, started), view_complete=complete,
+                       last_wrong_views=last_wrong)
     finally:
         for client in [*(m.client for m in members.values()), *(w.client for w in writers)]:
             await client.close()

@@ -111,4 +111,6 @@ def report(verdict: Verdict) -> str:
             f"duplicates {counts(verdict.duplicates)}, disorder {verdict.disorder}, longest "
             f"without an acknowledgement (s) {verdict.unavailable}, refusals "
             f"{dict(verdict.refusals)}, reported {verdict.reported}, seqs naming two texts "
-            f"{sorted(seq for _, seq in verdict.conflicts)}")
+            f"{sorted(seq for _, seq in verdict.conflicts)}, every member list right "
+            f"{verdict.view_complete} s after the fault (the last wrong: "
+            f"{'; '.join(verdict.last_wrong_views) or 'none'})")
