@@ -105,6 +105,10 @@ class ShardedSubscriber:
         self._shards: dict[str, Shard] = {}
         self._owners: dict[bytes, Shard] = {}
         self._lost: set[bytes] = set()  # wanted, but on no live shard
+        # The shard that failed last: a reroute asks it for the slot map last, so that it
+        # does not wait out a connect to a primary cut off (holding the slot map's lock,
+        # which the publishing side's failover watch needs too).
+        self._failed: str | None = None
         self._started = False
         self._repairing: asyncio.Task[None] | None = None
         self._closing = Background()
@@ -172,6 +176,7 @@ class ShardedSubscriber:
                     len(shard.channels))
         if self._shards.get(shard.name) is shard:
             del self._shards[shard.name]
+        self._failed = shard.name
         for channel in shard.channels:
             self._owners.pop(channel, None)
             self._lost.add(channel)
@@ -211,7 +216,7 @@ class ShardedSubscriber:
         backoff = Backoff()
         while not self._started or self._lost:
             try:
-                await self._cluster.nodes_manager.initialize()
+                await self._cluster.nodes_manager.initialize(last_failed_node_name=self._failed)
                 self._started = True
                 wanted = self._channels.wanted_channels()
                 for channel in list(self._lost):
