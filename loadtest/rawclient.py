@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import cast
 from urllib.parse import urlsplit
 
-from node.transport.websocket import MASKED, OP_TEXT, header
+from node.transport.frames import MASKED, OP_TEXT, header
 
 MARKER = b'"text":"t'  # the start of a text made by `stamp_text`
 PING = b'{"type":"ping","timestamp":'

@@ -28,7 +28,8 @@ from node.transport.server import (
     CHAT_PATH, ECHO_PATH, Accept, ChatServer, ClientErrorsWithoutTraceback, NodeRunner, Upgrade,
     answered, respond,
 )
-from node.transport.websocket import Limits, WebSocket, switching_protocols
+from node.transport.frames import switching_protocols
+from node.transport.websocket import Limits, WebSocket
 
 log = logging.getLogger("node.app")
 

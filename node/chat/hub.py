@@ -16,7 +16,7 @@ from node.chat.room_counts import RoomCounts
 from node.chat.sequencer import Sequencer
 from node.chat.session import Session
 from node.metrics import Metrics
-from node.transport import websocket
+from node.transport import frames
 
 
 def _member_id(session: Session) -> str:
@@ -177,7 +177,7 @@ class Hub:
             members = self._counts.recipients(publication)
         if not members:
             return
-        data = websocket.frame(websocket.OP_TEXT, publication.payload)
+        data = frames.frame(frames.OP_TEXT, publication.payload)
         exclude = publication.exclude
         recipients = [s for s in members if s.id != exclude] if exclude else members
         for session in recipients:
@@ -197,7 +197,7 @@ class Hub:
         publication = Publication(room, UNSEQUENCED,
                                   encode(HistoryReset(room=room, epoch=epoch, seq=base)),
                                   epoch=epoch)
-        data = websocket.frame(websocket.OP_TEXT, publication.payload)
+        data = frames.frame(frames.OP_TEXT, publication.payload)
         for session in self._rooms.get(room, ()):
             session.fork(data, publication)
 

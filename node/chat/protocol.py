@@ -20,7 +20,7 @@ import msgspec
 from node.backends.envelope import UNSEQUENCED, Publication, Template
 from node.chat.disconnect import Disconnect
 from node.identity import rules
-from node.transport import websocket
+from node.transport import frames
 
 
 class ErrorCode(enum.StrEnum):
@@ -470,7 +470,7 @@ def count_update(change: Publication) -> tuple[Publication, bytes]:
 
 def frame(payload: bytes) -> bytes:
     """A complete WebSocket text frame of one encoded event."""
-    return websocket.frame(websocket.OP_TEXT, payload)
+    return frames.frame(frames.OP_TEXT, payload)
 
 
 def event_frame(event: Event) -> bytes:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 
 from node.background import Background
-from node.transport.websocket import OP_BINARY, OP_TEXT, WebSocket, frame
+from node.transport.frames import OP_BINARY, OP_TEXT, frame
+from node.transport.websocket import WebSocket
 
 
 class Echo:

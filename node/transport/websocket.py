@@ -1,4 +1,5 @@
-"""The server side of one WebSocket (RFC 6455), kept small because there are many.
+"""The server side of one WebSocket (RFC 6455), kept small because there are many; its
+frames are built and read with node.transport.frames.
 
 aiohttp's WebSocketResponse keeps its HTTP request, a request handler, a reader queue and a
 suspended handler coroutine alive for the life of every connection: about 16 KiB each. This
@@ -15,31 +16,19 @@ connection's frame budget, and a peer that does not read what it is sent stops b
 from __future__ import annotations
 
 import asyncio
-import base64
-import codecs
-import hashlib
 import struct
 import time
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from aiohttp._websocket.helpers import websocket_mask  # aiohttp's C masking, when built
-
 from node.ratelimit import Rate
+from node.transport.frames import (
+    ABNORMAL, CONTROL_OPCODES, DATA_OPCODES, INVALID_TEXT, MAX_CONTROL_PAYLOAD,
+    MESSAGE_TOO_BIG, NO_STATUS, NORMAL, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG,
+    PROTOCOL_ERROR, SENDABLE_CLOSE_CODES, TRY_AGAIN_LATER, Flood, Fragmented, Violation,
+    close_frame, frame, unmask,
+)
 from node.transport.output_budget import OutputBudget
-
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-DATA_OPCODES = (OP_CONTINUATION, OP_TEXT, OP_BINARY)
-CONTROL_OPCODES = (OP_CLOSE, OP_PING, OP_PONG)
-NORMAL, PROTOCOL_ERROR, NO_STATUS, ABNORMAL = 1000, 1002, 1005, 1006
-INVALID_TEXT, POLICY_VIOLATION, MESSAGE_TOO_BIG, TRY_AGAIN_LATER = 1007, 1008, 1009, 1013
-MAX_CONTROL_PAYLOAD = 125
-MAX_REASON = MAX_CONTROL_PAYLOAD - 2
-# Close codes a peer may send (RFC 6455 7.4.1 and the IANA registry): 1004-1006 and 1015
-# are reserved, 1016-2999 unassigned, 3000-4999 for libraries and applications.
-SENDABLE_CLOSE_CODES = frozenset((*range(1000, 1004), *range(1007, 1015), *range(3000, 5000)))
-
 
 class Peer(Protocol):
     """What the connection tells the session behind it."""
@@ -61,94 +50,6 @@ class Limits:
     max_buffer: int  # bytes queued to the peer before it is closed as too slow
     close_timeout: float  # seconds a close waits for the peer's answer
     output: OutputBudget  # what all peers of an address, and all of the node's, may queue
-
-
-def accept_key(key: str) -> str:
-    """Sec-WebSocket-Accept for a client's Sec-WebSocket-Key."""
-    return base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
-
-
-def switching_protocols(key: str) -> bytes:
-    """The 101 response that completes the handshake."""
-    return (f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n").encode()
-
-
-_HEAD = struct.Struct("!BB").pack
-_HEAD16 = struct.Struct("!BBH").pack
-_HEAD64 = struct.Struct("!BBQ").pack
-MASKED = 0x80
-
-
-def header(opcode: int, size: int, mask_bit: int = 0) -> bytes:
-    """A FIN frame's header up to its payload length; a client frame (`mask_bit` MASKED) has
-    its masking key after it."""
-    first = 0x80 | opcode
-    if size < 126:
-        return _HEAD(first, mask_bit | size)
-    if size < 1 << 16:
-        return _HEAD16(first, mask_bit | 126, size)
-    return _HEAD64(first, mask_bit | 127, size)
-
-
-def frame(opcode: int, payload: bytes) -> bytes:
-    """An unmasked server frame with FIN set: servers never mask, so it fits every client."""
-    return header(opcode, len(payload)) + payload
-
-
-def close_reason(reason: str) -> bytes:
-    """The reason as UTF-8 that fits a close frame, cut on a character boundary."""
-    return reason.encode()[:MAX_REASON].decode(errors="ignore").encode()
-
-
-def close_frame(code: int, reason: str = "") -> bytes:
-    return frame(OP_CLOSE, struct.pack("!H", code) + close_reason(reason))
-
-
-def unmask(payload: bytes | bytearray, mask: bytes) -> bytearray:
-    """The payload XORed with its 4-byte key (in C where aiohttp's extension is built)."""
-    data = bytearray(payload)
-    websocket_mask(mask, data)
-    return data
-
-
-class Violation(Exception):
-    """The peer broke the protocol or a limit: close with `code`."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
-class Flood(Violation):
-    """The peer sends frames faster than its budget: stop reading it at all."""
-
-    def __init__(self) -> None:
-        super().__init__(POLICY_VIOLATION, "Too many frames")
-
-
-class _Fragmented:
-    """A message arriving in fragments: counted, sized, and text decoded as it comes, so
-    that invalid UTF-8 fails at the fragment that carries it."""
-
-    __slots__ = ("opcode", "parts", "count", "size", "_decoder")
-
-    def __init__(self, opcode: int) -> None:
-        self.opcode = opcode
-        self.parts: list[bytes | str] = []
-        self.count = self.size = 0
-        self._decoder = codecs.getincrementaldecoder("utf-8")() if opcode == OP_TEXT else None
-
-    def add(self, payload: bytearray, final: bool) -> None:
-        self.count += 1
-        self.size += len(payload)
-        if self._decoder is None:
-            self.parts.append(bytes(payload))
-            return
-        try:
-            self.parts.append(self._decoder.decode(payload, final))
-        except UnicodeDecodeError as error:
-            raise Violation(INVALID_TEXT, "Invalid UTF-8 text") from error
 
 
 INBOX, WRITES = 1, 2  # why reading is held: the session is behind, the peer is not reading
@@ -177,7 +78,7 @@ class WebSocket(asyncio.Protocol):
         self._buffer: bytes | bytearray = b""  # an idle connection holds no bytearray
         self._need = 2  # bytes the buffer must hold before the next frame can be parsed
         self._skip = 0  # bytes of an oversized frame still to discard
-        self._fragments: _Fragmented | None = None
+        self._fragments: Fragmented | None = None
         self._full_at = now  # its frames' token bucket (see Rate)
         self._holds = 0
         self._close_sent = False
@@ -430,7 +331,7 @@ class WebSocket(asyncio.Protocol):
             if fin:
                 self._on_message(opcode, payload)
                 return
-            message = self._fragments = _Fragmented(opcode)
+            message = self._fragments = Fragmented(opcode)
         if message.count >= self._limits.max_fragments:
             raise Violation(MESSAGE_TOO_BIG, "Too many fragments")
         message.add(payload, fin)
@@ -438,7 +339,7 @@ class WebSocket(asyncio.Protocol):
             self._fragments = None
             self._deliver(message)
 
-    def _deliver(self, message: _Fragmented) -> None:
+    def _deliver(self, message: Fragmented) -> None:
         if self._peer is None:
             return
         if message.opcode == OP_BINARY:

@@ -7,6 +7,8 @@ architecture only while the imports keep pointing one way.
 - identity/ does not import the wire protocol (chat/);
 - none of them imports node.config: each component is given the part of the settings it uses;
 - client/ (the user-facing library) imports no server module, only the leaf `node.backoff`;
+- transport/frames (the RFC 6455 codec, which the load generators use too) imports no node
+  module: no connection state behind the bytes;
 - no import cycles, between modules nor between folders (a folder counts as one unit, a
   module at node/'s root as its own: the wiring above everything, the leaf tools below).
 """
@@ -121,6 +123,11 @@ def test_the_client_library_imports_no_server_module() -> None:
     assert not offenders
     for leaf in LEAVES_FOR_THE_CLIENT:
         assert not graph[leaf], f"{leaf} must stay a leaf: the client library imports it"
+
+
+def test_the_frame_codec_stands_alone() -> None:
+    assert not _graph()["node.transport.frames"]
+    assert "node.transport.frames" in _graph()["node.transport.websocket"]
 
 
 def test_no_import_cycle_between_modules() -> None:

@@ -12,7 +12,8 @@ from node.transport.server import bad_request, parse_head
 from tests.frames import client
 from node.ratelimit import Rate
 from node.transport.output_budget import OutputBudget
-from node.transport.websocket import Limits, WebSocket, accept_key, close_frame, frame
+from node.transport.frames import accept_key, close_frame, frame
+from node.transport.websocket import Limits, WebSocket
 
 MAX = 100
 LIMITS = Limits(max_message=MAX, max_fragments=8, frames=Rate(1000.0, 1000),
