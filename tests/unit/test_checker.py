@@ -57,10 +57,10 @@ def test_a_writer_is_unavailable_for_its_longest_time_without_an_acknowledgement
 
 
 def test_the_presence_view_is_complete_after_its_last_wrong_sample() -> None:
-    samples = [(0.0, ["m -w0"]), (10.0, []), (11.0, ["m +ghost"]), (13.25, []), (14.0, [])]
-    assert view_complete(samples, 10.0) == (1.0, ["m +ghost"])
+    samples = [(0.0, ["m -w0"]), (10.0, []), (11.0, ["m -w1"]), (13.25, []), (14.0, [])]
+    assert view_complete(samples, 10.0) == (1.0, ["m -w1"])
     assert view_complete(samples[:2], 10.0) == (0.0, [])  # wrong only before the fault
-    assert view_complete(samples[:3], 10.0) == (float("inf"), ["m +ghost"])
+    assert view_complete(samples[:3], 10.0) == (float("inf"), ["m -w1"])
 
 
 def test_a_member_list_still_wrong_at_the_end_fails_the_verdict() -> None:
