@@ -5,8 +5,10 @@
 Starts Redis and one node on loopback, reads Redis's `used_memory`, then: `--rooms` clients
 each join a room of their own (a room with one member: its directory entry, presence and
 history keys), a second member joins each, and the first ones send `--messages` messages of
-`--text` characters each. Prints the bytes each step added per room, per member and per
-message; `--json` keeps them for the capacity planner.
+`--text` characters each, then the second ones as many with a `clientId` each (the key that
+makes a resend exactly-once, held for `--client-id-window`). Prints the bytes each step added
+per room, per member, per message and per clientId; `--json` keeps them for the capacity
+planner.
 """
 
 from __future__ import annotations
@@ -47,10 +49,12 @@ async def _member(http: aiohttp.ClientSession, url: str, room: int, name: str
     return ws
 
 
-async def _say(ws: aiohttp.ClientWebSocketResponse, count: int, text: str) -> None:
-    for _ in range(count):
-        await ws.send_json({"type": "message", "text": text})
-        await _next(ws, "message")
+async def _say(ws: aiohttp.ClientWebSocketResponse, count: int, text: str, keyed: bool = False
+               ) -> None:
+    for n in range(count):
+        await ws.send_json({"type": "message", "text": text,
+                            **({"clientId": f"k{n}"} if keyed else {})})
+        await _next(ws, "message_sent" if keyed else "message")
 
 
 async def measure(cluster: Cluster, rooms: int, messages: int, text: int) -> dict[str, float]:
@@ -65,11 +69,24 @@ async def measure(cluster: Cluster, rooms: int, messages: int, text: int) -> dic
         with_members = await _used(client)
         await asyncio.gather(*(_say(ws, messages, "x" * text) for ws in members[:rooms]))
         with_messages = await _used(client)
+        await asyncio.gather(*(_say(ws, messages, "x" * text, keyed=True)
+                               for ws in members[rooms:]))
+        with_keys = await _used(client)
+        await _forget_client_ids(client)
+        without_keys = await _used(client)
         await asyncio.gather(*(ws.close() for ws in members))
     return {"bytes per room": (with_rooms - before) / rooms,
             "bytes per member": (with_members - with_rooms) / rooms,
             "bytes per message": (with_messages - with_members) / (rooms * messages),
+            "bytes per clientId": (with_keys - without_keys) / (rooms * messages),
             "text": text}
+
+
+async def _forget_client_ids(client: redis.Redis) -> None:
+    """Delete the clientId keys (what their bytes are is what deleting them frees)."""
+    keys = [key async for key in client.scan_iter(match="*:sent:*", count=1000)]
+    for start in range(0, len(keys), 1000):
+        await client.delete(*keys[start:start + 1000])
 
 
 def main() -> None:

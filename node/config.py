@@ -99,6 +99,9 @@ class Settings:
     )
     flood_window: float = _positive(10.0, "seconds over which rate-limited frames are counted")
     max_text: int = _positive(10000, "longest chat message text, in characters")
+    client_id_window: float = _positive(
+        600.0, "seconds within which a message sent again with the same clientId (by the same "
+        "user, to the same room) is stored and delivered once")
     max_frame: int = _positive(
         65536, "largest client message in bytes (a frame, or its fragments together); larger "
         "closes with 1009"

@@ -122,7 +122,7 @@ def _chat_limits(settings: Settings) -> ChatLimits:
         settings.history_reply_bytes, settings.history_cache_bytes, settings.presence_grace,
         (settings.user_rate, settings.user_burst), (settings.address_rate,
                                                     settings.address_burst),
-        settings.address_identities_per_minute, settings.max_text)
+        settings.address_identities_per_minute, settings.max_text, settings.client_id_window)
 
 
 def session_limits(settings: Settings) -> SessionLimits:

@@ -2,9 +2,10 @@
 what every member was given, and what it was told it missed.
 
 Writers send uniquely numbered texts and record each acknowledgement (the seq the room
-gave it) with its time; a `unavailable` refusal is retried with the same text, as a client
-told "nothing was done, retry" does; an `unknown_outcome` that the client library could not
-settle is not (it may have been stored). Members record every delivery (live or in a resumed
+gave it) with its time; a `unavailable` refusal or a send that timed out is retried with the
+same text and `clientId`, as a client told "nothing was done, retry" or left without an
+answer does (the client library itself sends again after a resume or an `unknown_outcome`,
+with the same `clientId`: the room stores it once). Members record every delivery (live or in a resumed
 history) and every loss report: a `room_joined` with `"recovered": false`, a
 `messages_lost` or a `history_reset` event. Afterwards, per member:
 
@@ -30,7 +31,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
-from node.client import HEARTBEAT, UNKNOWN_OUTCOME, ChatClient, ClientClosed, SendFailed
+from node.client import HEARTBEAT, ChatClient, ClientClosed, SendFailed
 
 # A writer waits longer than a node waits for Redis (node.backends.redis.support.COMMAND_TIMEOUT):
 # what it is told decides, not its own patience.
@@ -79,13 +80,11 @@ class Writer:
             text = f"{self.name}-{number}"
             while not stop.is_set():
                 try:
-                    await self.client.send(text, timeout=SEND_TIMEOUT)
+                    await self.client.send(text, timeout=SEND_TIMEOUT, client_id=text)
                     self.acks.append((text, time.monotonic()))
                     break
                 except (SendFailed, TimeoutError) as refused:
-                    self.refusals[str(refused).split(":")[0]] += 1
-                    if isinstance(refused, SendFailed) and refused.code == UNKNOWN_OUTCOME:
-                        break  # perhaps stored: sending it again could store it twice
+                    self.refusals[str(refused).split(":")[0] or "timeout"] += 1
                     await asyncio.sleep(interval)
                 except ClientClosed:
                     return

@@ -36,6 +36,24 @@ class BrokerEvents(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A sender's own key for one message (its user and the client's `clientId`): a second
+    publish with the same key within `window` seconds stores and delivers nothing and is
+    answered with the first one's seq (`AlreadyStored`)."""
+
+    key: str
+    window: float
+
+
+class AlreadyStored(Exception):
+    """A publish whose idempotency key was stored before, as `seq`: nothing was done."""
+
+    def __init__(self, seq: int) -> None:
+        super().__init__(f"already stored as seq {seq}")
+        self.seq = seq
+
+
 class BudgetSpent(Exception):
     """A publish refused because one of its budgets is spent; nothing was stored."""
 
@@ -106,10 +124,13 @@ class Broker(Protocol):
         ...
 
     async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget],
-                              seen: int, seen_epoch: str = "") -> int:
+                              seen: int, seen_epoch: str = "",
+                              idempotency: Idempotency | None = None) -> int:
         """Take one message from every budget, assign the next seq, store the stamped
         message and publish it, as one step; returns the seq. Raises `BudgetSpent` (and
-        does nothing) when a budget is spent.
+        does nothing) when a budget is spent, and `AlreadyStored` (doing nothing) when a
+        message with the same `idempotency` key was stored within its window; with a key, a
+        publish whose connection failed may be run again (it cannot store twice).
 
         `seen` is the newest seq of the room this node delivered (in `seen_epoch`). A
         backend that forgot messages it had published in that epoch (a restart that lost

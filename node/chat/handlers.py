@@ -13,7 +13,7 @@ from typing import Any
 
 from msgspec import UNSET, UnsetType
 
-from node.backends.broker import Broker, BudgetSpent, HistoryWindow
+from node.backends.broker import AlreadyStored, Broker, BudgetSpent, HistoryWindow, Idempotency
 from node.backends.coordination import Coordination
 from node.backends.envelope import base_of
 from node.backends.errors import OutcomeUnknown, Unavailable
@@ -26,9 +26,9 @@ from node.chat.history_snapshots import HistorySnapshots, Snapshot
 from node.chat.hub import Hub
 from node.chat.protocol import (
     DEFAULT_NAME, Auth, AuthSuccess, ChatError, ChatMessage, ClientMessage, ErrorCode, History,
-    HistoryPage, HistoryReset, Join, Leave, ListRooms, MemberInfo, Parser, Ping, Pong, Refresh,
-    Refreshed, RoomInfo, RoomJoined, RoomLeft, RoomList, SendMessage, ServerPong, event_frame,
-    history_array, iso_timestamp, message_id, message_template,
+    HistoryPage, HistoryReset, Join, Leave, ListRooms, MemberInfo, MessageSent, Parser, Ping,
+    Pong, Refresh, Refreshed, RoomInfo, RoomJoined, RoomLeft, RoomList, SendMessage,
+    ServerPong, event_frame, history_array, iso_timestamp, message_id, message_template,
 )
 from node.chat.session import Session
 from node.identity.jwt_tokens import Claims, JwtVerifier, TokenRefused
@@ -62,6 +62,7 @@ class ChatLimits:
     address_budget: tuple[float, int]  # one client address's messages per second, and burst
     identities_per_minute: int  # fresh anonymous users one address may start
     max_text: int  # characters of one message
+    client_id_window: float  # seconds a clientId keeps a resend from being stored again
 
 
 def room_list(page: RoomPage, offset: int) -> RoomList:
@@ -114,6 +115,7 @@ class Handlers:
         self._departing = Background()
         self._stopping = asyncio.Event()  # set when the node leaves: see _release_after_grace
         self._parser = Parser(limits.max_text)  # one per node: it holds no per-client state
+        self._client_id_window = limits.client_id_window
         self._routes: dict[type[ClientMessage], _Route] = {
             Auth: _Route(self._auth, requires_auth=False),
             Refresh: _Route(self._refresh, requires_auth=True),
@@ -413,18 +415,22 @@ class Handlers:
         self._metrics.received += 1
         member, room = _member(session), _room(session)
         assert message.text is not None, "the parser validated the text"
+        client_id = UNSET if message.client_id is None else message.client_id
         template = message_template(ChatMessage(
             room=room, user=member.name, user_id=member.id, text=message.text,
-            timestamp=iso_timestamp(), id=message_id(),
-            ref=UNSET if message.ref is None else message.ref,
-        ))
+            timestamp=iso_timestamp(), id=message_id(), client_id=client_id))
         if not session.budgets:  # made at the first message: most sessions stay idle
             session.budgets = (per_second("user", member.id, *self._user_budget),
                                per_second("address", session.address, *self._address_budget))
         try:
             seen_epoch, seen = self._hub.seen(room)
-            await self._broker.publish_message(room, template, session.budgets, seen,
-                                               seen_epoch)
+            seq = await self._broker.publish_message(
+                room, template, session.budgets, seen, seen_epoch,
+                self._idempotency(member, message.client_id))
+        except AlreadyStored as stored:
+            session.send(event_frame(MessageSent(room=room, seq=stored.seq, client_id=client_id,
+                                                 duplicate=True)))
+            return
         except BudgetSpent as spent:
             raise ChatError(ErrorCode.RATE_LIMITED,
                             f"Too many messages from this {spent.budget.kind}; this one was "
@@ -432,10 +438,19 @@ class Handlers:
         except OutcomeUnknown as unknown:
             log.warning("session=%s publish outcome unknown: %s", session.id, unknown)
             raise ChatError(ErrorCode.UNKNOWN_OUTCOME, "No answer from the chat state: the "
-                            "message may have been stored. Resume (join with since) and look "
-                            "for its ref before sending it again") from None
+                            "message may have been stored. Send it again with the same "
+                            "clientId (stored once)") from None
+        if message.client_id is not None:  # without one, the echo is the acknowledgement
+            session.send(event_frame(MessageSent(room=room, seq=seq, client_id=client_id)))
         self._metrics.published += 1
         self._metrics.publish_seconds.observe(time.perf_counter() - started)
+
+    def _idempotency(self, member: Member, client_id: str | None) -> Idempotency | None:
+        """The key of a message the client named: its user's (length-prefixed, so that no
+        two users' keys meet) and its clientId."""
+        if client_id is None:
+            return None
+        return Idempotency(f"{len(member.id)}:{member.id}:{client_id}", self._client_id_window)
 
     async def _list_rooms(self, session: Session, message: ListRooms) -> None:
         page = await self._directory.page(message.offset, message.limit)

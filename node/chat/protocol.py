@@ -99,12 +99,17 @@ class History(_Incoming, frozen=True, tag="history"):
     limit: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
 
 
+# A client's idempotency key: printable ASCII, so that its bytes are bounded with its length.
+ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern="^[!-~]+$")]
+
+
 class SendMessage(_Incoming, frozen=True, tag="message"):
-    """`ref`: the sender's own id for this message, echoed in the event so that a client
-    that lost its connection can tell from history whether the message made it."""
+    """`clientId`: the sender's own key for this message. Sent again by the same user
+    within the window (after a reconnect, on any node), it is stored and delivered once:
+    the resend is answered with the first one's seq. The message event carries it."""
 
     text: str | None = None
-    ref: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    client_id: ClientId | None = msgspec.field(default=None, name="clientId")
 
 
 MAX_PAGE = 100
@@ -360,7 +365,18 @@ class ChatMessage(_Event, frozen=True, tag="message"):
     text: str
     timestamp: str
     id: str
-    ref: str | msgspec.UnsetType = msgspec.UNSET
+    client_id: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class MessageSent(_Event, frozen=True, tag="message_sent"):
+    """The sender's acknowledgement of a message with a `clientId`: stored as `seq` (of the
+    room's current epoch). `duplicate`: it was stored before under the same `clientId`, and
+    this send did nothing. (A message without a clientId has its echo as acknowledgement.)"""
+
+    room: str
+    seq: int
+    client_id: str | msgspec.UnsetType = msgspec.UNSET
+    duplicate: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class RoomList(_Event, frozen=True, tag="room_list"):
@@ -391,7 +407,7 @@ class Error(_Event, frozen=True, tag="error"):
 
 Event = (
     AuthSuccess | Refreshed | RoomJoined | HistoryPage | UserJoined | UserLeft | UserCount
-    | RoomLeft | MessagesLost | HistoryReset | ChatMessage | RoomList
+    | RoomLeft | MessagesLost | HistoryReset | ChatMessage | MessageSent | RoomList
     | ServerPing | ServerPong | ServerShutdown | Error
 )
 

@@ -91,7 +91,7 @@ class ClientClosed(Exception):
 
 @dataclass(slots=True)
 class _Pending:
-    ref: str
+    client_id: str  # the idempotency key: every resend of it is stored once
     text: str
     result: asyncio.Future[int]
     sent_on: int = 0  # the connection it was last sent on: never twice on one connection
@@ -171,17 +171,21 @@ class ChatClient:
         if self._http is not None:
             await self._http.close()
 
-    async def send(self, text: str, timeout: float = 10.0) -> int:
-        """Send one message and return its seq once the room stored it.
+    async def send(self, text: str, timeout: float = 10.0, client_id: str | None = None
+                   ) -> int:
+        """Send one message and return its seq once the room stored it. `client_id`: its
+        idempotency key (1-64 printable ASCII characters; a fresh one by default): a caller
+        whose send timed out sends it again with the same key to have it stored once.
 
-        Across a reconnect the message is looked up in the resumed history by its `ref` and
-        sent again only if it is not there; so is a message the server could not say it
-        stored (`unknown_outcome`: the client reconnects to find out). Raises `SendFailed`
-        when the server refuses it, and `SendFailed("unknown_outcome")` when a resume that
-        could not recover the whole gap leaves it unknown whether it was stored.
+        It returns once the message came back in the room's stream (or, sent again, the
+        server said it was stored before: `message_sent` with `duplicate`). A message not
+        back when the connection drops is sent again after the resume with the same
+        `clientId`, and so is one the server could not say it stored (`unknown_outcome`:
+        the client reconnects first): the server stores it once and answers a resend with
+        the first one's seq. Raises `SendFailed` when the server refuses it.
         """
         async with self._send_lock, asyncio.timeout(timeout):
-            pending = _Pending(uuid.uuid4().hex[:16], text,
+            pending = _Pending(client_id or uuid.uuid4().hex[:16], text,
                                asyncio.get_running_loop().create_future())
             self._pending = pending
             try:
@@ -270,6 +274,10 @@ class ChatClient:
             await self._on_message(ws, event)
         elif kind in ("user_joined", "user_left"):
             await self._on_presence(ws, event)
+        elif kind == "message_sent" and event.get("duplicate"):
+            pending = self._pending  # stored before: its echo came, or the resume has it
+            if pending is not None and event.get("clientId") == pending.client_id:
+                self._settle(seq=event["seq"])
         elif kind == "user_count":
             self._on_count(event)
         elif kind == "messages_lost":
@@ -288,7 +296,7 @@ class ChatClient:
         elif (kind == "error" and event["code"] == UNKNOWN_OUTCOME
               and self._pending is not None):
             self._events.put_nowait(event)
-            await ws.close()  # the resume tells: its ref in history, or it is sent again
+            await ws.close()  # sent again after the resume, with the same clientId
         elif kind == "error" and self._pending is not None:
             self._settle(error=SendFailed(event["code"], event["message"]))
         elif kind == "error" and event["code"] == "unavailable" and not self._joined.is_set():
@@ -327,11 +335,7 @@ class ChatClient:
         self._joined.set()
         pending = self._pending
         if pending is not None and not pending.result.done():
-            if pending.sent_on and not self._recovered:  # the history cannot tell
-                self._settle(error=SendFailed(UNKNOWN_OUTCOME, "sent, not answered, and not "
-                                              "in the history the resume could give"))
-            else:
-                await self._send_pending()  # it was not in the resumed history
+            await self._send_pending()  # stored once, however often it was sent
 
     async def _on_page(self, ws: aiohttp.ClientWebSocketResponse, event: dict[str, Any]
                        ) -> None:
@@ -388,8 +392,8 @@ class ChatClient:
         self.last_seq = message["seq"]
         self._recent_ids.append(message["id"])
         self._events.put_nowait(message)
-        pending = self._pending
-        if pending is not None and message.get("ref") == pending.ref:
+        pending = self._pending  # its own echo: the room delivered it, to this client too
+        if pending is not None and message.get("clientId") == pending.client_id:
             self._settle(seq=message["seq"])
 
     async def _send_pending(self) -> None:
@@ -398,7 +402,8 @@ class ChatClient:
             return  # the next room_joined sends it, or it went out on this connection already
         pending.sent_on = self.connections
         with contextlib.suppress(aiohttp.ClientError, ConnectionError):
-            await ws.send_json({"type": "message", "text": pending.text, "ref": pending.ref})
+            await ws.send_json({"type": "message", "text": pending.text,
+                                "clientId": pending.client_id})
 
     def _settle(self, seq: int | None = None, error: Exception | None = None) -> None:
         pending = self._pending

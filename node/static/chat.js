@@ -16,7 +16,7 @@ const chat = {
   userCount: 0, large: false,  // large: more members than the server lists (only the count)
   connections: 0, ws: null, retryAfterMs: 0, backoffMs: BACKOFF_MS.first, stopped: null,
   stoppedState: "stopped",
-  pending: new Map(),  // ref -> text: sent, not yet seen stored; sent again after a resume
+  pending: new Map(),  // clientId -> text: sent, not yet seen stored; sent again after a resume
   presence: [],  // user_joined / user_left events seen
   more: false,  // the room keeps older messages than the first shown
   joinedSeq: 0,  // the room's seq of the last room_joined
@@ -85,7 +85,7 @@ function showEarlierButton() {
 
 // A message is shown once: seqs at or below the last one shown are repeats.
 function accept(message) {
-  if (message.ref) chat.pending.delete(message.ref);
+  if (message.clientId) chat.pending.delete(message.clientId);
   if (message.seq <= chat.lastSeq) return;
   chat.lastSeq = message.seq;
   showMessage(message);
@@ -152,7 +152,7 @@ function onJoined(event) {
   chat.members = new Map(event.members.map((m) => [m.userId, m.name]));
   Object.assign(chat, {presenceVersion: event.presence, userCount: event.userCount,
                        large: Boolean(event.large), joinedSeq: event.seq, backfill: null,
-                       held: [], recovered: event.recovered === true});
+                       held: []});
   if (!chat.messages.length) chat.more = event.more;
   showMembers();
   takeHistory(event.history, event.recovered === true && event.more);
@@ -173,14 +173,9 @@ function takeHistory(messages, more) {
   chat.backoffMs = BACKOFF_MS.first;
   setState("online", `${chat.room} on ${chat.node}`);
   send({type: "list_rooms"});
-  // Not in what the room kept: those never reached it, when the resume recovered the whole
-  // gap. The same ref lets a reader of the history tell a message sent twice apart. When it
-  // did not, nobody can tell: say so rather than risk storing one twice.
-  if (chat.recovered) {
-    return chat.pending.forEach((text, ref) => send({type: "message", text, ref}));
-  }
-  chat.pending.forEach((text) => notice(`not known whether “${text}” was sent`));
-  chat.pending.clear();
+  // Not seen stored: sent again with the same clientId, which the server stores once (a
+  // resend of one it has answers message_sent with "duplicate").
+  chat.pending.forEach((text, clientId) => send({type: "message", text, clientId}));
 }
 
 const handlers = {
@@ -229,6 +224,7 @@ const handlers = {
     showMembers();
   },
   room_list(event) { showRooms(event.rooms); },
+  message_sent(event) { if (event.duplicate) chat.pending.delete(event.clientId); },
   ping(event) { send({type: "pong", timestamp: event.timestamp}); },
   server_shutdown(event) { chat.retryAfterMs = event.retryAfterMs || 0; },
   error(event) {
@@ -236,8 +232,8 @@ const handlers = {
       return setTimeout(() => chat.backfill &&
                         send({type: "history", before: chat.backfill[0].seq}), 1000);
     }
-    if (event.code === "unknown_outcome" && chat.pending.size) {  // stored or not: the
-      return chat.ws.close();  // resume's history tells, and what is not there is sent again
+    if (event.code === "unknown_outcome" && chat.pending.size) {  // stored or not: sent
+      return chat.ws.close();  // again after the resume, with its clientId: stored once
     }
     notice(`${event.code}: ${event.message}`);
     if (event.code === "name_taken" || event.code === "invalid_name") pickAnotherName();
@@ -307,9 +303,9 @@ $("send").onsubmit = (submit) => {
   submit.preventDefault();
   const text = $("text").value;
   if (!text.trim()) return;
-  const ref = [...crypto.getRandomValues(new Uint8Array(8))]  // works on plain http too
+  const clientId = [...crypto.getRandomValues(new Uint8Array(8))]  // plain http too
     .map((b) => b.toString(16).padStart(2, "0")).join("");
-  chat.pending.set(ref, text);
-  send({type: "message", text, ref});
+  chat.pending.set(clientId, text);
+  send({type: "message", text, clientId});
   $("text").value = "";
 };

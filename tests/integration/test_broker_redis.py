@@ -7,13 +7,16 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from node.backends.broker import BudgetSpent
+from gateway.processes import redis_url as redis_url_of
+from node.backends.broker import AlreadyStored, BudgetSpent, Idempotency
 from node.backends.errors import OutcomeUnknown, Unavailable
 from node.backends.redis import broker as broker_redis
 from node.backends.redis.broker import RedisBroker
 from node.backends.redis.support import Client
 from node.ratelimit import Budget
 from tests.broker_events import Recorder
+from tests.conftest import REDIS_PASSWORD
+from tests.reply_losing_proxy import reply_losing_proxy
 
 
 async def started(client: Client, prefix: str, events: Recorder | None = None) -> RedisBroker:
@@ -116,3 +119,32 @@ async def test_a_publish_without_an_answer_is_of_unknown_outcome(redis_url, redi
             await broker.publish_message("r", b'{"n":', (), 0)
     finally:
         await broker.close()
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+async def test_a_publish_whose_answer_was_lost_is_stored_once(
+        redis_server, redis_prefix, redis_client, keyed: bool) -> None:
+    """Issue 31: the publish ran in Redis and its answer was lost with the connection. With
+    an idempotency key the node runs it again on a fresh connection, where the script finds
+    the key: stored once, and its seq known. Without one it must not run again: its outcome
+    is unknown to the sender, and it is stored once."""
+    template = b'{"text":"lose-my-answer","seq":'
+    idempotency = Idempotency("5:alice:k1", 60.0) if keyed else None
+    async with reply_losing_proxy(redis_server.port, b"lose-my-answer",
+                                  every_connection=False) as port:
+        through = redis_client(redis_url_of(port, REDIS_PASSWORD))
+        broker = await started(through, redis_prefix)
+        try:
+            if keyed:
+                with pytest.raises(AlreadyStored) as stored:
+                    await broker.publish_message("r", template, (), 0, "", idempotency)
+                assert stored.value.seq == 1, "its own first run: the seq it was stored as"
+            else:
+                with pytest.raises(OutcomeUnknown):
+                    await broker.publish_message("r", template, (), 0, "", idempotency)
+            window = await broker.history("r", 100)
+            assert (window.seq, len(window.messages)) == (1, 1), "stored once"
+            assert await broker.publish_message("r", b'{"n":', (), 0) == 2
+        finally:
+            await broker.close()
+

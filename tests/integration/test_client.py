@@ -231,3 +231,28 @@ async def test_a_resume_larger_than_a_reply_is_paged_and_delivered_whole_in_orde
         assert [m["text"] for m in got] == texts
         assert await writer.send("after") == 12
         assert (await _next_of(reader, "message"))["seq"] == 12
+
+
+@pytest.mark.timeout(120)
+async def test_a_send_cut_off_by_its_nodes_death_is_sent_again_and_stored_once(
+        make_cluster) -> None:
+    """Issue 31: the node under a send is killed before the client hears back; the client
+    resumes through the gateway on the other node and sends the message again with its
+    clientId. Stored or not before the kill, it is stored and delivered once."""
+    cluster: Cluster = make_cluster(nodes=2, node_args=[*unlimited_flags(),
+                                                        "--presence-grace", "0"])
+    sent: dict[str, int] = {}
+    async with ChatClient(cluster.ws_url, "writer", "general") as writer:
+        for n in range(4):
+            home = int(writer.node.removeprefix("node"))  # type: ignore[union-attr]
+            sending = asyncio.create_task(writer.send(f"m{n}", timeout=30))
+            await asyncio.sleep(0)  # the frame is written; the node may or may not store it
+            port = cluster.nodes[home - 1].port
+            await asyncio.to_thread(cluster.nodes[home - 1].kill)
+            sent[f"m{n}"] = await sending
+            cluster.nodes[home - 1] = await asyncio.to_thread(cluster.start_node, home, port)
+        assert writer.connections == 5
+    async with ChatClient(cluster.ws_url, "reader", "general") as reader:
+        joined = await _until(reader, "room_joined")
+    stored = [(message["text"], message["seq"]) for message in joined["history"]]
+    assert stored == sorted(sent.items(), key=lambda item: item[1]), "each once, as acknowledged"

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from node.backends.broker import Broker, BudgetSpent
+from node.backends.broker import AlreadyStored, Broker, BudgetSpent, Idempotency
 from node.backends.envelope import base_of, close
 from node.backends.memory.broker import MemoryBroker
 from node.backends.redis.broker import RedisBroker
@@ -198,3 +198,23 @@ async def test_a_backend_behind_what_the_node_saw_numbers_on_above_it_in_a_new_e
     assert after.covers(7, before.epoch), "a resume at the base goes on in the new epoch"
     assert await broker.publish_message("r", TEMPLATE, (), 8) == 9
     assert (await broker.history("r", 10)).epoch == after.epoch, "one new epoch, not more"
+
+
+async def test_an_idempotency_key_stores_a_message_once_within_its_window(
+        started: tuple[Broker, Recorder]) -> None:
+    """Issue 31: a publish that finds its key stored does nothing and names the first seq;
+    the key is the room's, and it ends with its window."""
+    broker, events = started
+    await broker.subscribe("r")
+    key = Idempotency("5:alice:k1", 0.2)
+    assert await broker.publish_message("r", TEMPLATE, (), 0, "", key) == 1
+    with pytest.raises(AlreadyStored) as stored:
+        await broker.publish_message("r", TEMPLATE, (), 0, "", key)
+    assert stored.value.seq == 1
+    assert await broker.publish_message("q", TEMPLATE, (), 0, "", key) == 1, "per room"
+    assert (await broker.history("r", 10)).seq == 1, "nothing stored"
+    await asyncio.sleep(0.3)  # the window passes
+    assert await broker.publish_message("r", TEMPLATE, (), 0, "", key) == 2
+    received = await events.until(2)
+    assert [(p.room, p.seq) for p in received] == [("r", 1), ("r", 2)], \
+        "the refused one was not delivered"

@@ -43,7 +43,7 @@ messages = st.fixed_dictionaries(
     optional={"name": json_values, "room": json_values | st.sampled_from(["general", "x" * 65]),
               "text": json_values, "userId": json_values, "token": json_values,
               "since": json_values, "epoch": json_values, "offset": json_values,
-              "limit": json_values, "ref": json_values},
+              "limit": json_values, "clientId": json_values},
 )
 texts = st.one_of(
     messages.map(json.dumps),

@@ -281,22 +281,67 @@ async def test_concurrent_senders_share_one_gapless_sequence(member) -> None:
             assert mine == [f"{n}:{i}" for i in range(per_sender)]
 
 
-async def test_a_message_ref_is_echoed_to_every_member(member) -> None:
+async def test_a_client_id_is_echoed_to_every_member_and_acknowledged_to_the_sender(
+        member) -> None:
     alice = await member("alice")
     bob = await member("bob")
     await alice.expect("user_joined")
-    await alice.send(type="message", text="with a ref", ref="alice-1")
-    for client in (alice, bob):
-        assert (await client.expect("message"))["ref"] == "alice-1"
+    await alice.send(type="message", text="with a clientId", clientId="alice-1")
+    events = [await alice.recv(), await alice.recv()]  # the ack and the echo, either first
+    ack = next(event for event in events if event["type"] == "message_sent")
+    echo = next(event for event in events if event["type"] == "message")
+    assert ack == {"type": "message_sent", "room": "general", "seq": echo["seq"],
+                   "clientId": "alice-1"}
+    assert echo["clientId"] == "alice-1"
+    assert (await bob.expect("message"))["clientId"] == "alice-1"
     await alice.say("without")
-    assert "ref" not in await bob.expect("message")
+    assert "clientId" not in await alice.expect("message"), "no clientId: the echo is the ack"
+    assert "clientId" not in await bob.expect("message")
 
 
-@pytest.mark.parametrize("ref", ["", "r" * 65, 7])
-async def test_a_ref_must_be_a_short_string(member, ref: object) -> None:
+async def test_a_resend_with_the_same_client_id_is_stored_and_delivered_once(
+        member, connect: ClientFactory) -> None:
+    """Issue 31: the same user sending the same clientId again (another connection, as
+    after a reconnect) gets the first seq back; nothing is stored or delivered twice."""
+    alice = await connect()
+    identity = await alice.auth("alice")
+    await alice.join("general")
+    bob = await member("bob")
+    await alice.send(type="message", text="once", clientId="k1")
+    first = (await bob.expect("message"))["seq"]
+    again = await connect()
+    await again.resume(identity)
+    await again.join("general")
+    await again.send(type="message", text="once", clientId="k1")
+    assert await again.skip_to("message_sent") == {
+        "type": "message_sent", "room": "general", "seq": first, "clientId": "k1",
+        "duplicate": True}
+    await again.send(type="message", text="next", clientId="k2")  # a new key: a new message
+    following = await bob.skip_to("message")
+    assert (following["text"], following["seq"]) == ("next", first + 1), "once, not twice"
+    await bob.send(type="history")
+    history = await bob.expect("history")
+    assert [m["text"] for m in history["messages"]].count("once") == 1
+
+
+async def test_the_same_client_id_from_another_user_is_another_message(member) -> None:
     alice = await member("alice")
-    await alice.send(type="message", text="x", ref=ref)
+    bob = await member("bob")
+    await alice.send(type="message", text="alice's", clientId="same")
+    await bob.send(type="message", text="bob's", clientId="same")
+    seqs = {(await bob.skip_to("message_sent"))["seq"],
+            (await alice.skip_to("message_sent"))["seq"]}
+    assert len(seqs) == 2
+
+
+@pytest.mark.parametrize("client_id", ["", "r" * 65, 7, "with space", "é"])
+async def test_a_client_id_is_1_to_64_printable_ascii_characters(member, client_id: object
+                                                                 ) -> None:
+    alice = await member("alice")
+    await alice.send(type="message", text="x", clientId=client_id)
     await alice.expect_error("invalid_format")
+    await alice.send(type="message", text="x", clientId="~" * 64)
+    assert (await alice.skip_to("message_sent"))["clientId"] == "~" * 64
 
 
 async def test_a_token_resumes_the_same_identity(connect: ClientFactory) -> None:

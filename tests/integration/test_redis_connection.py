@@ -24,6 +24,7 @@ from node.backends.redis.connection import (
 from node.backends.redis.script_pipeline import ScriptPipeline
 from node.backends.redis.support import connect
 from tests.conftest import REDIS_PASSWORD
+from tests.reply_losing_proxy import reply_losing_proxy
 
 
 def _endpoint(url: str) -> Endpoint:
@@ -197,33 +198,6 @@ async def test_a_call_that_never_left_fails_as_not_sent(unused_tcp_port: int) ->
         await connection.close()
 
 
-@contextlib.asynccontextmanager
-async def _reply_losing_proxy(redis_port: int) -> AsyncIterator[int]:
-    """A loopback proxy to Redis that passes every call on and closes the client's connection
-    instead of passing a reply back: a call Redis ran whose answer was lost on the way."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream = await asyncio.open_connection("127.0.0.1", redis_port)
-        try:
-            while data := await reader.read(65536):
-                upstream.write(data)
-                await upstream.drain()
-                if not await upstream_reader.read(65536):
-                    break
-                writer.transport.abort()  # the reply is lost
-                break
-        finally:
-            upstream.close()
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
 @pytest.mark.parametrize("repeatable,runs", [(True, 2), (False, 1)])
 async def test_a_call_sent_and_unanswered_runs_again_only_if_repeatable(
         tmp_path: Path, repeatable: bool, runs: int, redis_prefix: str) -> None:
@@ -232,7 +206,7 @@ async def test_a_call_sent_and_unanswered_runs_again_only_if_repeatable(
     bare = start_redis(tmp_path)
     admin = aioredis.from_url(redis_url(bare.port, None))
     script = admin.register_script("return redis.call('INCR', KEYS[1])")
-    async with _reply_losing_proxy(bare.port) as port:
+    async with reply_losing_proxy(bare.port) as port:
         pipeline = ScriptPipeline(aioredis.from_url(f"redis://127.0.0.1:{port}"), [])
         try:
             await admin.script_load(script.script)

@@ -50,11 +50,13 @@ async def test_a_full_redis_refuses_a_message_whole_and_the_sender_is_told(
 
 def test_the_memory_tool_measures_rooms_members_and_messages(tmp_path: Path) -> None:
     out = tmp_path / "redis-memory.json"
-    done = subprocess.run([sys.executable, "-m", "loadtest.redis_memory", "--rooms", "50",
-                           "--messages", "4", "--text", "2000", "--json", str(out)],
+    done = subprocess.run([sys.executable, "-m", "loadtest.redis_memory", "--rooms", "200",
+                           "--messages", "10", "--text", "2000", "--json", str(out)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     figures = json.loads(out.read_text())
     assert figures["benchmark"] == "redis_memory" and figures["text"] == 2000
     assert 2000 < figures["bytes per message"] < 4000  # the text, its fields, the entry
     assert figures["bytes per room"] > figures["bytes per member"] > 0
+    # a key with its seq, held for the window (2,000 of them: fewer drown in Redis's noise)
+    assert 50 < figures["bytes per clientId"] < 1000

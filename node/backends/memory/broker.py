@@ -8,7 +8,9 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from node.backends.broker import BrokerEvents, BudgetSpent, HistoryWindow
+from node.backends.broker import (
+    AlreadyStored, BrokerEvents, BudgetSpent, HistoryWindow, Idempotency,
+)
 from node.backends.envelope import Publication, close
 from node.ratelimit import Budget, Budgets
 
@@ -35,6 +37,8 @@ class MemoryBroker:
     _subscribed: set[str] = field(default_factory=set)
     _logs: dict[str, _RoomLog] = field(default_factory=dict)
     _budgets: Budgets = field(default_factory=Budgets)
+    # idempotency key -> (seq, until when it holds), per room; dropped once past its window
+    _sent: dict[str, dict[str, tuple[int, float]]] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
@@ -54,8 +58,12 @@ class MemoryBroker:
         self._subscribed.discard(room)
 
     async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget],
-                              seen: int, seen_epoch: str = "") -> int:
+                              seen: int, seen_epoch: str = "",
+                              idempotency: Idempotency | None = None) -> int:
         self._spend(budgets)
+        sent = self._sent_in(room)
+        if idempotency is not None and idempotency.key in sent:
+            raise AlreadyStored(sent[idempotency.key][0])
         log = self._log(room)
         # Never so in memory (it cannot lose what it numbered): what the contract says.
         if log.seq < seen and seen_epoch == log.epoch:
@@ -65,8 +73,19 @@ class MemoryBroker:
         log.seq += 1
         payload = close((template,), log.seq)
         self._keep(log, payload)
+        if idempotency is not None:
+            sent[idempotency.key] = (log.seq, time.monotonic() + idempotency.window)
         self.deliver(Publication(room, log.seq, payload, epoch=log.epoch))
         return log.seq
+
+    def _sent_in(self, room: str) -> dict[str, tuple[int, float]]:
+        """The room's idempotency keys still within their window: the oldest go first (one
+        window for all, so the order they were stored in is the order they end in)."""
+        sent = self._sent.setdefault(room, {})
+        now = time.monotonic()
+        while sent and (oldest := next(iter(sent.items())))[1][1] <= now:
+            del sent[oldest[0]]
+        return sent
 
     def _keep(self, log: _RoomLog, payload: bytes) -> None:
         """Append, then let the oldest go past either capacity (as the Redis script does)."""
@@ -85,6 +104,7 @@ class MemoryBroker:
     def drop_room(self, room: str) -> None:
         """The room expired: its history goes with it."""
         self._logs.pop(room, None)
+        self._sent.pop(room, None)
 
     async def history(self, room: str, limit: int, after: int | None = None,
                       before: int | None = None, max_bytes: int | None = None

@@ -15,7 +15,9 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from node.backends import envelope
-from node.backends.broker import BrokerEvents, BudgetSpent, HistoryWindow
+from node.backends.broker import (
+    AlreadyStored, BrokerEvents, BudgetSpent, HistoryWindow, Idempotency,
+)
 from node.backends.errors import OutcomeUnknown, Unavailable
 from node.backends.redis.connection import Endpoint, NotSent
 from node.backends.redis.lua import lua_script
@@ -187,13 +189,16 @@ class RedisBroker:
 
     @translate_errors
     async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget],
-                              seen: int, seen_epoch: str = "") -> int:
+                              seen: int, seen_epoch: str = "",
+                              idempotency: Idempotency | None = None) -> int:
         charged, asks = self._charge(budgets)
         grants: list[int] = [0] * len(asks)
         try:
             if asks:
                 grants = await self._take(asks)
-            return await self._publish_fenced(room, template, seen, seen_epoch)
+            return await self._publish_fenced(room, template, seen, seen_epoch, idempotency)
+        except AlreadyStored:
+            raise  # a resend spends its budget as a send does: resending is not free
         except BaseException:
             self._ledger.refund(charged)
             raise
@@ -201,28 +206,34 @@ class RedisBroker:
             for (key, _, take), granted_now in zip(asks, grants, strict=True):
                 self._ledger.settle(key, take, granted_now)
 
-    async def _publish_fenced(self, room: str, template: bytes, seen: int, seen_epoch: str
-                              ) -> int:
+    async def _publish_fenced(self, room: str, template: bytes, seen: int, seen_epoch: str,
+                              idempotency: Idempotency | None) -> int:
         """Run the publish script with a deadline: an answer is the truth, and so is no answer
         past the deadline (the script will not run any more), but without an answer the
         outcome is unknown (`OutcomeUnknown`). A publish that never left the node, or that
-        Redis refused (out of memory), stored nothing: `Unavailable`."""
+        Redis refused (out of memory), stored nothing: `Unavailable`. With an idempotency
+        key the script may run twice (the second finds the key): a failed connection's call
+        runs again on a fresh one instead of ending unknown."""
         deadline = int(time.time() * 1000 + PUBLISH_DEADLINE * 1000)
+        window = "" if idempotency is None else str(max(1, round(idempotency.window * 1000)))
         try:
             seq = int(await self._scripts.run(
                 self._publish_message,
                 [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room),
                  self._keys.history_bytes(room), self._keys.term(room),
-                 self._keys.parent(room)],
+                 self._keys.parent(room),
+                 self._keys.sent(room, "" if idempotency is None else idempotency.key)],
                 [template, self._capacity, self._keys.channel(room), room, self._fresh_epoch(),
-                 self._publish, seen, self._capacity_bytes, deadline, seen_epoch],
-                repeatable=False))
+                 self._publish, seen, self._capacity_bytes, deadline, seen_epoch, window],
+                repeatable=idempotency is not None))
         except (ResponseError, NotSent) as exc:
             raise Unavailable(f"the publish was refused or never sent: {exc}") from exc
         except (RedisError, OSError) as exc:
             raise OutcomeUnknown(f"no answer to a publish: {exc}") from exc
-        if seq < 0:
+        if seq == -1:
             raise Unavailable("the publish reached Redis past its deadline; nothing was stored")
+        if seq < 0:
+            raise AlreadyStored(-2 - seq)
         return seq
 
     async def _take(self, asks: list[tuple[str, Budget, int]]) -> list[int]:

@@ -156,6 +156,10 @@ class RedisKeys:
         a promoted replica numbering the next forks the history (a failover)."""
         return self._room(room, "term")
 
+    def sent(self, room: str, key: str) -> str:
+        """A sender's idempotency key for a message of the room, holding its seq."""
+        return self._room(room, f"sent:{key}")
+
     def history(self, room: str) -> str:
         """Sorted set of message JSON scored by seq."""
         return self._room(room, "history")

@@ -1,6 +1,12 @@
 
 local clock = redis.call('TIME')
 if tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000 > tonumber(ARGV[9]) then return -1 end
+-- A sender's idempotency key (KEYS[7], when ARGV[11] gives its window in ms) stored before:
+-- nothing is done, the first message's seq is the answer (negated: -2 - seq).
+if ARGV[11] ~= '' then
+  local first = redis.call('GET', KEYS[7])
+  if first then return -2 - tonumber(first) end
+end
 local myid, term = false, false
 if ARGV[6] == 'SPUBLISH' then
   myid, term = redis.call('CLUSTER', 'MYID'), redis.call('GET', KEYS[5])
@@ -38,5 +44,6 @@ while count > most or (size > most_bytes and count > 1) do
   count = count - 1
 end
 redis.call('SET', KEYS[4], size, 'KEEPTTL')
+if ARGV[11] ~= '' then redis.call('SET', KEYS[7], seq, 'PX', ARGV[11]) end
 redis.call(ARGV[6], ARGV[3], envelope(ARGV[4], seq, '', payload, 0, epoch))
 return seq
