@@ -63,6 +63,10 @@ class Cluster:
     nodes: list[Service] = field(default_factory=list)
     nginx: Service | None = None
     admin_token: str | None = None
+    # The server API's admin key: each node serves the API on a loopback port of its own
+    # (`api_url`); None: no API.
+    api_key: str | None = None
+    api_ports: dict[int, int] = field(default_factory=dict)  # node index -> its API's port
     # For the Redis this cluster starts itself: no local process may use it unasked.
     redis_password: str | None = field(default_factory=new_secret)
     # Its memory, bounded: past it, writes are refused (nodes answer `unavailable`) rather
@@ -111,11 +115,16 @@ class Cluster:
         """Start node `index` (1-based), on `port` when it is a restart."""
         env = {**self.node_env, **({"CHAT_ADMIN_TOKEN": self.admin_token}
                                    if self.admin_token else {})}
+        api: list[str] = []
+        if self.api_key:
+            env["CHAT_API_KEYS"] = f"admin:{self.api_key}"
+            api_port = self.api_ports.setdefault(index, free_port())
+            api = [f"--api-listen={LOOPBACK}:{api_port}"]
         # nginx reaches the nodes over their Unix sockets and names the client in X-Real-IP.
         trusted = ["--trusted-proxies=unix"]
         cluster_mode = ["--redis-cluster"] if self.redis_shards else []
         return start_node(self.run_dir, f"node{index}", self.redis_url,
-                          [*trusted, *cluster_mode, *self.node_args], port,
+                          [*trusted, *cluster_mode, *api, *self.node_args], port,
                           self.node_socket(index), env, self.children)
 
     def restart_redis(self) -> None:
@@ -221,6 +230,10 @@ class Cluster:
     def node_url(self, index: int) -> str:
         """HTTP URL of node `index` (1-based)."""
         return f"http://{LOOPBACK}:{self.nodes[index - 1].port}"
+
+    def api_url(self, index: int) -> str:
+        """The server API of node `index` (1-based), when the cluster has an API key."""
+        return f"http://{LOOPBACK}:{self.api_ports[index]}"
 
     def node_ws_url(self, index: int) -> str:
         """The chat WebSocket of node `index` (1-based), bypassing the gateway."""

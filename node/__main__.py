@@ -16,10 +16,10 @@ import uvloop
 from aiohttp import web
 
 from node.api import AccessLogger
-from node.app import create_app, make_runner
-from node.config import Settings, load_settings
+from node.app import create_app, make_runner, server_api_app
+from node.config import Settings, api_address, load_settings
 from node.identity import mint
-from node.runtime import NODE
+from node.runtime import NODE, Node
 
 log = logging.getLogger("node")
 
@@ -35,10 +35,14 @@ async def serve(settings: Settings) -> None:
         shutdown_timeout=settings.shutdown_timeout,
     )
     await runner.setup()
+    api_runner = None
     try:
+        api_runner = await _listen_api(runner.app[NODE], settings)
         await _listen(runner, settings)
     except OSError as exc:
         log.error("node %s cannot listen where it was told to: %s", settings.node_id, exc)
+        if api_runner is not None:
+            await api_runner.cleanup()
         await runner.cleanup()  # background loops stopped in order: nothing left to hang on
         raise SystemExit(1) from None
     log.info("node %s listening on http://%s:%d (%s mode)", settings.node_id, settings.host,
@@ -51,6 +55,8 @@ async def serve(settings: Settings) -> None:
     await _first(stop.wait(), drain.finished.wait())
     log.info("node %s stopping", settings.node_id)
     await drain.drain_for_shutdown()
+    if api_runner is not None:
+        await api_runner.cleanup()
     await runner.cleanup()
     log.info("node %s stopped", settings.node_id)
 
@@ -62,6 +68,29 @@ async def _listen(runner: web.AppRunner, settings: Settings) -> None:
         os.chmod(settings.unix_socket, 0o666)  # nginx's workers run as another user
         log.info("node %s also listening on %s", settings.node_id, settings.unix_socket)
     await web.TCPSite(runner, settings.host, settings.port, backlog=1024).start()
+
+
+async def _listen_api(node: Node, settings: Settings) -> web.AppRunner | None:
+    """The server API's listeners, when one is asked for: its own address or Unix socket
+    (owner-only), never the node's public port."""
+    if not (settings.api_listen or settings.api_socket):
+        return None
+    runner = web.AppRunner(server_api_app(node), handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        if settings.api_socket:
+            await web.UnixSite(runner, settings.api_socket).start()
+            os.chmod(settings.api_socket, 0o600)
+            log.info("node %s serves its API on %s", settings.node_id, settings.api_socket)
+        if settings.api_listen:
+            host, port = api_address(settings.api_listen)
+            await web.TCPSite(runner, host, port).start()
+            log.info("node %s serves its API on http://%s", settings.node_id,
+                     settings.api_listen)
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner
 
 
 async def _first(*waits: Coroutine[Any, Any, Any]) -> None:

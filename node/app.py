@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from pathlib import Path
@@ -16,11 +17,15 @@ from aiohttp.typedefs import Handler
 from node import api
 from node.chat import disconnect
 from node.chat.delivery_batches import DeliveryBatches
+from node.chat.protocol import Parser
 from node.chat.session import Session
 from node.config import Settings
 from node.drain import shutdown_notice
+from node.identity.api_keys import parse_api_keys
 from node.ratelimit import Rate
 from node.runtime import NODE, Node, build_node
+from node.server_api.commands import ServerApi
+from node.server_api.listener import Listener, api_app
 from node.transport.addresses import trusted_networks
 from node.transport.origins import OriginPolicy
 from node.transport.output_budget import OutputBudget
@@ -41,6 +46,26 @@ STATIC = Path(__file__).with_name("static")
 # Scripts, styles and sockets from this site only; no inline code, no framing by others.
 PAGE_POLICY = ("default-src 'self'; frame-ancestors 'none'; "
                "base-uri 'none'; form-action 'none'")
+
+
+def server_api_app(node: Node) -> web.Application:
+    """The server API's application over a node's chat domain and backends (its listener
+    is its own: docs/server-api.md). Needs the API keys in the node's settings."""
+    settings = node.settings
+    assert settings.api_keys is not None, "load_settings refuses an API without keys"
+    commands = ServerApi(node.handlers, node.broker, node.presence, node.coordination,
+                         node.directory, Parser(settings.max_text),
+                         settings.history_reply_bytes, functools.partial(_node_info, node))
+    return api_app(Listener(commands, parse_api_keys(settings.api_keys),
+                            Rate(settings.api_rate, settings.api_burst),
+                            settings.api_max_body, node.metrics.api_calls))
+
+
+def _node_info(node: Node) -> dict[str, Any]:
+    reason = node.unready_reason()
+    return {"id": node.settings.node_id, "instance": node.instance,
+            "connections": len(node.hub.sessions), "ready": reason is None,
+            **({"reason": reason} if reason else {})}
 
 
 def create_app(settings: Settings) -> web.Application:

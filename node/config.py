@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from node.identity.api_keys import parse_api_keys
 from node.identity.jwt_tokens import DEFAULT_MAX_TTL, JwtVerifier
 from node.identity.rules import ROOM_PATTERN
 from node.transport.addresses import trusted_networks
@@ -198,6 +199,17 @@ class Settings:
         "and any dropped user keeps its name (anonymous mode), so its resume gets it back"
     )
     admin_token: str | None = _secret("bearer token for /admin/* routes; absent = admin routes off")
+    api_listen: str | None = _setting(
+        None, "HOST:PORT of the server API (docs/server-api.md), a listener of its own that the "
+        "gateway never routes; absent (and no --api-socket): the API is off")
+    api_socket: str | None = _setting(
+        None, "Unix socket of the server API (owner-only), beside or instead of --api-listen")
+    api_keys: str | None = _secret(
+        "server API keys: <scope>:<key> entries (scope publish or admin, key of 16-256 "
+        "printable ASCII characters) separated by commas or new lines")
+    api_rate: float = _positive(100.0, "server API commands per second per key")
+    api_burst: int = _positive(200, "server API commands one key may send at once")
+    api_max_body: int = _positive(65536, "bytes of one server API request body")
     jwt_secret: str | None = _secret(
         "HS256 secret of the identity provider's JWTs; set, `auth` requires a token (prefer "
         "the environment or the file: a flag's value is visible to every local user)",
@@ -375,5 +387,32 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
         jwt_verifier(settings)
     except (OSError, ValueError) as error:
         parser.error(f"--jwt-public-key: {error}")
+    _validate_api(settings, parser)
     if logging.getLevelName(settings.log_level.upper()) not in range(0, 60):
         parser.error(f"unknown --log-level {settings.log_level}")
+
+
+def api_address(listen: str) -> tuple[str, int]:
+    """HOST and PORT of `--api-listen` (an IPv6 host in brackets); ValueError otherwise."""
+    host, _, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{listen!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def _validate_api(settings: Settings, parser: argparse.ArgumentParser) -> None:
+    """An API listener needs keys; keys must parse. An empty value is no listener (as
+    compose passes an unset variable)."""
+    if settings.api_listen:
+        try:
+            api_address(settings.api_listen)
+        except ValueError as error:
+            parser.error(f"--api-listen: {error}")
+    if (settings.api_listen or settings.api_socket) and settings.api_keys is None:
+        parser.error("the server API needs keys: CHAT_API_KEYS or --api-keys-file")
+    if settings.api_keys is not None:
+        try:
+            parse_api_keys(settings.api_keys)
+        except ValueError as error:
+            parser.error(f"the server API's keys: {error}")

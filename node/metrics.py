@@ -69,6 +69,7 @@ class Metrics:
         self.fanout_seconds = Latency()  # an envelope's arrival to written to every member
         self.errors: Counter[str] = Counter()  # error events sent, by code
         self.closes: Counter[str] = Counter()  # server-initiated closes, by close code
+        self.api_calls: Counter[tuple[str, str]] = Counter()  # (command, "ok" or error code)
         self._gauges: list[tuple[str, str, Callable[[], float]]] = []
         self._labelled: list[tuple[str, str, str, dict[str, Callable[[], float]]]] = []
         self.registry = CollectorRegistry()
@@ -122,6 +123,12 @@ class Metrics:
                         "needs restarts with backoff", "purpose", FAILURES)
         yield _by_label("chat_closes", "Connections the server closed, by close code (1013: "
                         "slow consumer, 1008: flood, 4001: authentication)", "code", self.closes)
+        api_calls = CounterMetricFamily("chat_api_calls", "Server API commands this node "
+                                        "answered, by command and result (ok or the error "
+                                        "code)", labels=["command", "result"])
+        for (command, result), count in sorted(self.api_calls.items()):
+            api_calls.add_metric([command, result], count)
+        yield api_calls
         yield self.publish_seconds.family(
             "chat_publish_seconds", "From a message's handling to its being stored and published")
         yield self.fanout_seconds.family(

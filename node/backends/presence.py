@@ -155,6 +155,10 @@ class Presence(Protocol):
         version that reflects."""
         ...
 
+    async def room_exists(self, room: str) -> bool:
+        """The room is in the directory: fixed, or created and not expired."""
+        ...
+
     async def rooms(self, offset: int, limit: int) -> RoomPage:
         """`limit` rooms from `offset` in name order, with their user counts: the cost is
         one round trip and the page's size, whatever the number of rooms."""

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,15 @@ class ChatLimits:
     identities_per_minute: int  # fresh anonymous users one address may start
     max_text: int  # characters of one message
     client_id_window: float  # seconds a clientId keeps a resend from being stored again
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Who a message is from: a member, or (`system`) the application itself."""
+
+    user_id: str
+    name: str
+    system: bool = False
 
 
 def room_list(page: RoomPage, offset: int) -> RoomList:
@@ -415,22 +424,13 @@ class Handlers:
         self._metrics.received += 1
         member, room = _member(session), _room(session)
         assert message.text is not None, "the parser validated the text"
-        client_id = UNSET if message.client_id is None else message.client_id
-        template = message_template(ChatMessage(
-            room=room, user=member.name, user_id=member.id, text=message.text,
-            timestamp=iso_timestamp(), id=message_id(), client_id=client_id))
         if not session.budgets:  # made at the first message: most sessions stay idle
             session.budgets = (per_second("user", member.id, *self._user_budget),
                                per_second("address", session.address, *self._address_budget))
         try:
-            seen_epoch, seen = self._hub.seen(room)
-            seq = await self._broker.publish_message(
-                room, template, session.budgets, seen, seen_epoch,
-                self._idempotency(member, message.client_id))
-        except AlreadyStored as stored:
-            session.send(event_frame(MessageSent(room=room, seq=stored.seq, client_id=client_id,
-                                                 duplicate=True)))
-            return
+            seq, duplicate = await self.publish(room, Author(member.id, member.name),
+                                                message.text, message.client_id,
+                                                session.budgets)
         except BudgetSpent as spent:
             raise ChatError(ErrorCode.RATE_LIMITED,
                             f"Too many messages from this {spent.budget.kind}; this one was "
@@ -441,16 +441,37 @@ class Handlers:
                             "message may have been stored. Send it again with the same "
                             "clientId (stored once)") from None
         if message.client_id is not None:  # without one, the echo is the acknowledgement
-            session.send(event_frame(MessageSent(room=room, seq=seq, client_id=client_id)))
-        self._metrics.published += 1
-        self._metrics.publish_seconds.observe(time.perf_counter() - started)
+            session.send(event_frame(MessageSent(
+                room=room, seq=seq, client_id=message.client_id, duplicate=duplicate or UNSET)))
+        if not duplicate:
+            self._metrics.published += 1
+            self._metrics.publish_seconds.observe(time.perf_counter() - started)
 
-    def _idempotency(self, member: Member, client_id: str | None) -> Idempotency | None:
-        """The key of a message the client named: its user's (length-prefixed, so that no
+    async def publish(self, room: str, author: Author, text: str, client_id: str | None,
+                      budgets: Sequence[Budget] = ()) -> tuple[int, bool]:
+        """Store and publish one message the way every message goes (the room's seq, its
+        history, the fan-out through the broker, in the room's one order): a member's, or
+        one the application posts through the server API. Returns its seq, and whether it
+        was stored before under the same `client_id` (then nothing was done)."""
+        template = message_template(ChatMessage(
+            room=room, user=author.name, user_id=author.user_id, text=text,
+            timestamp=iso_timestamp(), id=message_id(),
+            client_id=UNSET if client_id is None else client_id,
+            system=True if author.system else UNSET))
+        seen_epoch, seen = self._hub.seen(room)
+        try:
+            return await self._broker.publish_message(
+                room, template, budgets, seen, seen_epoch,
+                self._idempotency(author.user_id, client_id)), False
+        except AlreadyStored as stored:
+            return stored.seq, True
+
+    def _idempotency(self, user_id: str, client_id: str | None) -> Idempotency | None:
+        """The key of a message its sender named: the user's (length-prefixed, so that no
         two users' keys meet) and its clientId."""
         if client_id is None:
             return None
-        return Idempotency(f"{len(member.id)}:{member.id}:{client_id}", self._client_id_window)
+        return Idempotency(f"{len(user_id)}:{user_id}:{client_id}", self._client_id_window)
 
     async def _list_rooms(self, session: Session, message: ListRooms) -> None:
         page = await self._directory.page(message.offset, message.limit)

@@ -202,10 +202,12 @@ class Parser:
             case Join(room=room):
                 return msgspec.structs.replace(message, room=checked_room(room))
             case SendMessage(text=text):
-                self._check_text(text)
+                self.check_text(text)
         return message
 
-    def _check_text(self, text: str | None) -> None:
+    def check_text(self, text: str | None) -> None:
+        """A message text as the rules accept it (`text_required`, `text_too_long`,
+        `invalid_text` otherwise): a member's, or one the server API posts."""
         if text is None or not text.strip():
             raise ChatError(ErrorCode.TEXT_REQUIRED, "Message text is required")
         if len(text) > self._max_text:
@@ -366,6 +368,7 @@ class ChatMessage(_Event, frozen=True, tag="message"):
     timestamp: str
     id: str
     client_id: str | msgspec.UnsetType = msgspec.UNSET
+    system: bool | msgspec.UnsetType = msgspec.UNSET  # posted by the application itself
 
 
 class MessageSent(_Event, frozen=True, tag="message_sent"):

@@ -152,6 +152,8 @@ async def test_joining_creates_rooms_up_to_the_limit_and_the_directory_lists_the
     assert [(r.name, r.user_count) for r in page.rooms] == [
         ("general", 0), ("made", 1), ("second", 1)]
     assert page.total == 3
+    for room, exists in [("general", True), ("made", True), ("third", False), ("gen", False)]:
+        assert await backend.presence.room_exists(room) is exists, room
 
 
 async def test_fresh_users_of_one_address_share_its_allowance_of_rooms(

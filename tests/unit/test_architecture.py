@@ -5,7 +5,9 @@ architecture only while the imports keep pointing one way.
 - backends/ (what nodes share: interfaces, memory/, redis/) knows neither chat/ nor transport/;
 - redis-py and hiredis are imported only under backends/redis/;
 - identity/ does not import the wire protocol (chat/);
-- none of them imports node.config: each component is given the part of the settings it uses;
+- none of them (nor server_api/) imports node.config: each component is given the part of
+  the settings it uses;
+- server_api/ (the application's HTTP API) sits above chat/: nothing below imports it;
 - client/ (the user-facing library) imports no server module, only the leaf `node.backoff`;
 - transport/frames (the RFC 6455 codec, which the load generators use too) imports no node
   module: no connection state behind the bytes;
@@ -98,6 +100,12 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     ("node.transport", "node.config"),
     ("node.backends", "node.config"),
     ("node.identity", "node.config"),
+    ("node.server_api", "node.config"),
+    # the server API drives the chat domain from above: nothing below knows of it
+    ("node.chat", "node.server_api"),
+    ("node.transport", "node.server_api"),
+    ("node.backends", "node.server_api"),
+    ("node.identity", "node.server_api"),
 ])
 def test_a_lower_folder_imports_nothing_of_a_higher_one(folder: str, forbidden: str) -> None:
     crossings = sorted(f"{module} imports {imported}"

@@ -109,3 +109,28 @@ def test_the_default_node_id_tells_no_process_id() -> None:
     host, _, suffix = first.node_id.rpartition("-")
     assert host == socket.gethostname() and len(suffix) == 8 and int(suffix, 16) >= 0
     assert first.node_id != second.node_id  # random, not the pid
+
+
+def test_the_server_api_needs_keys_from_the_environment_or_a_file(tmp_path) -> None:
+    keys = "publish:publish-key-0123456789\nadmin:admin-key-0123456789"
+    path = tmp_path / "keys"
+    path.write_text(keys)
+    for settings in (load_settings(["--api-listen", "127.0.0.1:8001"], {"CHAT_API_KEYS": keys}),
+                     load_settings(["--api-listen=[::1]:8001", f"--api-keys-file={path}"], {})):
+        assert settings.api_keys == keys
+    with pytest.raises(SystemExit):
+        load_settings(["--api-listen", "127.0.0.1:8001"], {})  # no key: no API
+    with pytest.raises(SystemExit):
+        load_settings(["--api-keys", keys], {})  # never on argv, where `ps` shows it
+    for listen in ("8001", "host:", "host:70000", ":8001"):
+        with pytest.raises(SystemExit):
+            load_settings(["--api-listen", listen], {"CHAT_API_KEYS": keys})
+    assert load_settings([], {"CHAT_API_LISTEN": "", "CHAT_API_KEYS": ""}).api_listen == ""
+
+
+@pytest.mark.parametrize("keys", ["admin:short", "root:admin-key-0123456789",
+                                  "admin-key-0123456789", "admin:with space in the key", ",",
+                                  "admin:" + "k" * 257])
+def test_api_keys_are_a_known_scope_and_16_to_256_printable_characters(keys: str) -> None:
+    with pytest.raises(SystemExit):
+        load_settings([], {"CHAT_API_KEYS": keys})

@@ -105,6 +105,11 @@ class MemoryPresence:
     async def roster(self, room: str) -> Roster:
         return self._roster(room)
 
+    async def room_exists(self, room: str) -> bool:
+        self._prune(time.monotonic())
+        at = bisect.bisect_left(self._names, room)
+        return at < len(self._names) and self._names[at] == room
+
     async def rooms(self, offset: int, limit: int) -> RoomPage:
         self._prune(time.monotonic())
         page = self._names[offset:offset + limit]

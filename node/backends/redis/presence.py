@@ -251,6 +251,14 @@ class RedisPresence:
         return _roster(await self._room("roster", room))
 
     @translate_errors
+    async def room_exists(self, room: str) -> bool:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zscore(self._keys.room_names, room)
+            pipe.zscore(self._keys.room_expiry, room)
+            listed, expires = await pipe.execute()
+        return listed is not None and (expires is None or expires > time.time() * 1000)
+
+    @translate_errors
     async def rooms(self, offset: int, limit: int) -> RoomPage:
         total, *names = await self._shared("list_rooms", offset, limit)
         rooms = [name.decode() for name in names]

@@ -1,0 +1,246 @@
+"""The server API (issue 31) against a real node, on the memory backend and on Redis: each
+command's effect as clients see it, keys and scopes, bounds at their edges, and bad input
+answered with a machine code, never a 500."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from node.app import server_api_app
+from node.client.server_api import ServerAPI, ServerAPIError
+from node.runtime import NODE
+from tests.chat_client import ChatClient
+from tests.conftest import REDIS_SHARDS, unlimited_flags
+
+PUBLISH_KEY = "publish-key-0123456789"
+ADMIN_KEY = "admin-key-0123456789ab"
+KEYS = f"publish:{PUBLISH_KEY}, admin:{ADMIN_KEY}"
+MAX_BODY = 4096
+MAX_TEXT = 1000
+BURST = 1000
+
+Api = Callable[..., Awaitable[ServerAPI]]
+
+
+@pytest.fixture
+async def api_node(make_node: Any, aiohttp_client: Any
+                   ) -> tuple[TestClient[Any, Any], TestClient[Any, Any]]:
+    """A node with its server API: (the node's HTTP client, the API's)."""
+    node = await make_node(api_keys=KEYS, api_max_body=MAX_BODY, api_rate=1000.0,
+                           api_burst=BURST, max_text=MAX_TEXT)
+    return node, await aiohttp_client(server_api_app(node.server.app[NODE]))
+
+
+@pytest.fixture
+async def api(api_node: tuple[TestClient[Any, Any], TestClient[Any, Any]]
+              ) -> Callable[[str], ServerAPI]:
+    opened: list[ServerAPI] = []
+
+    def make(key: str = ADMIN_KEY) -> ServerAPI:
+        opened.append(ServerAPI(str(api_node[1].make_url("")), key))
+        return opened[-1]
+
+    yield make
+    for client in opened:
+        await client.close()
+
+
+async def _member(api_node: Any, name: str, room: str = "general") -> ChatClient:
+    client = ChatClient(await api_node[0].ws_connect("/ws"))
+    await client.auth(name)
+    await client.join(room)
+    return client
+
+
+async def test_a_published_message_takes_the_rooms_path(api_node, api) -> None:
+    alice = await _member(api_node, "alice")
+    await alice.say("from alice")
+    assert (await alice.expect("message"))["seq"] == 1
+    seq = await api(PUBLISH_KEY).publish("general", "from the backend")
+    notice = await alice.expect("message")
+    assert (notice["seq"], notice["text"], notice["user"], notice["userId"],
+            notice["system"]) == (seq, "from the backend", "System", "", True) == (
+        2, "from the backend", "System", "", True)
+    await alice.say("after")
+    assert (await alice.expect("message"))["seq"] == 3, "one order with clients' messages"
+    as_bob = await api(PUBLISH_KEY).publish("general", "on bob's behalf", user_id="u-bob",
+                                            name="Bob")
+    event = await alice.expect("message")
+    assert (event["seq"], event["userId"], event["user"]) == (as_bob, "u-bob", "Bob")
+    assert "system" not in event
+    history = await api().history("general", since=1)
+    assert [m["text"] for m in history["messages"]] == [
+        "from the backend", "after", "on bob's behalf"]
+
+
+async def test_a_publish_with_a_client_id_is_stored_once(api_node, api) -> None:
+    alice = await _member(api_node, "alice")
+    first = await api().publish("general", "once", client_id="job-42")
+    again = await api().call("publish", room="general", text="once", clientId="job-42")
+    assert again == {"seq": first, "duplicate": True}
+    await alice.expect("message")
+    assert (await api().history("general"))["seq"] == first
+
+
+async def test_publish_refuses_what_a_client_could_not_send(api) -> None:
+    for fields, code in [({"room": "no-such-room", "text": "x"}, "room_not_found"),
+                         ({"room": "bad room", "text": "x"}, "invalid_room"),
+                         ({"room": "general", "text": "  "}, "text_required"),
+                         ({"room": "general", "text": "x" * (MAX_TEXT + 1)}, "text_too_long"),
+                         ({"room": "general", "text": "bell\x07"}, "invalid_text"),
+                         ({"room": "general", "text": "x", "userId": "u1"}, "invalid_request"),
+                         ({"room": "general", "text": "x", "userId": "u1", "name": "a\tb"},
+                          "invalid_name"),
+                         ({"room": "general", "text": "x", "colour": "red"}, "invalid_request"),
+                         ({"room": "general"}, "invalid_request")]:
+        with pytest.raises(ServerAPIError) as refused:
+            await api().call("publish", **fields)
+        assert refused.value.code == code, fields
+
+
+async def test_broadcast_answers_each_room(api_node, api) -> None:
+    await _member(api_node, "alice", "general")
+    await _member(api_node, "bob", "random")
+    results = await api().broadcast(["general", "random", "nowhere"], "to all")
+    assert results == [{"room": "general", "seq": 1}, {"room": "random", "seq": 1},
+                       {"room": "nowhere", "error": results[2]["error"]}]
+    assert results[2]["error"]["code"] == "room_not_found"
+
+
+async def test_presence_stats_rooms_and_info(api_node, api) -> None:
+    alice = await _member(api_node, "alice")
+    await _member(api_node, "bob")
+    presence = await api().presence("general")
+    assert sorted((m["name"], m["userId"] == alice.user_id) for m in presence["members"]) == [
+        ("alice", True), ("bob", False)]
+    assert (await api().presence_stats("general"))["userCount"] == 2
+    rooms = await api().rooms()
+    assert {"name": "general", "userCount": 2} in rooms["rooms"]
+    info = await api().info()
+    assert info["node"]["id"] == "test-node" and info["node"]["connections"] == 2
+    assert info["node"]["ready"] is True and info["nodes"] == ["test-node"]
+
+
+async def test_keys_and_scopes(api_node, api) -> None:
+    url = api_node[1].make_url("/api/info")
+    async with aiohttp.ClientSession() as http:
+        for headers in ({}, {"X-API-Key": "wrong-key-0123456789"}, {"X-API-Key": ""}):
+            async with http.post(url, headers=headers, json={}) as reply:
+                assert reply.status == 401
+                assert (await reply.json())["error"]["code"] == "unauthorized"
+    with pytest.raises(ServerAPIError) as refused:
+        await api(PUBLISH_KEY).info()
+    assert (refused.value.status, refused.value.code) == (403, "forbidden")
+    answers = await api(PUBLISH_KEY).batch([{"command": "publish", "room": "general",
+                                             "text": "ok"},
+                                            {"command": "presence", "room": "general"},
+                                            {"command": "batch", "commands": []},
+                                            {"room": "general"}])
+    assert answers[0] == {"result": {"seq": 1}}
+    assert [answer["error"]["code"] for answer in answers[1:]] == [
+        "forbidden", "invalid_request", "invalid_request"]
+
+
+async def test_a_body_is_bounded_in_bytes(api_node) -> None:
+    url = api_node[1].make_url("/api/publish")
+    headers = {"X-API-Key": ADMIN_KEY}
+    body = '{"room":"general","text":"edge"}'
+    at_the_edge = body + " " * (MAX_BODY - len(body))  # JSON allows the white space
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, headers=headers, data=at_the_edge) as reply:
+            assert reply.status == 200, await reply.text()
+        async with http.post(url, headers=headers, data=at_the_edge + " ") as reply:
+            assert reply.status == 413
+            assert (await reply.json())["error"]["code"] == "body_too_large"
+
+
+async def test_a_key_has_a_rate(make_node, aiohttp_client) -> None:
+    node = await make_node(api_keys=KEYS, api_rate=0.5, api_burst=5)
+    served = await aiohttp_client(server_api_app(node.server.app[NODE]))
+    async with ServerAPI(str(served.make_url("")), ADMIN_KEY) as admin, \
+            ServerAPI(str(served.make_url("")), PUBLISH_KEY) as publisher:
+        commands = [{"command": "presence_stats", "room": "general"}] * 5
+        assert all("result" in answer for answer in await admin.batch(commands))
+        with pytest.raises(ServerAPIError) as refused:
+            await admin.info()
+        assert (refused.value.status, refused.value.code) == (429, "rate_limited")
+        assert await publisher.publish("general", "another key, another bucket") == 1
+
+
+async def test_calls_are_counted_by_command_and_result(api_node, api) -> None:
+    await api().info()
+    with pytest.raises(ServerAPIError):
+        await api(PUBLISH_KEY).info()
+    async with api_node[0].get("/metrics") as reply:
+        text = await reply.text()
+    assert 'chat_api_calls_total{command="info",result="ok"} 1.0' in text
+    assert 'chat_api_calls_total{command="info",result="forbidden"} 1.0' in text
+
+
+async def test_the_api_is_not_on_the_nodes_public_port(api_node) -> None:
+    async with api_node[0].post("/api/publish", headers={"X-API-Key": ADMIN_KEY},
+                                json={"room": "general", "text": "x"}) as reply:
+        assert reply.status in (404, 405)
+
+
+def _hostile_values(rng: random.Random) -> Any:
+    return rng.choice([None, True, -1, 0, 2**70, 1.5, "", "x" * 300, "général", [], [1, 2],
+                       {}, {"a": {"b": []}}, "\x00", "general", ["general"] * 200])
+
+
+async def test_hostile_bodies_get_a_code_never_a_500(api_node) -> None:
+    rng = random.Random(31)
+    url = api_node[1].make_url("/api/")
+    fields = ["room", "rooms", "text", "userId", "name", "clientId", "since", "before",
+              "limit", "offset", "commands", "command"]
+    names = ["publish", "broadcast", "presence", "presence_stats", "history", "rooms", "info",
+             "batch", "nope", "..%2F..%2Fadmin"]
+    async with aiohttp.ClientSession(headers={"X-API-Key": ADMIN_KEY}) as http:
+        for _ in range(300):
+            body = {name: _hostile_values(rng) for name in rng.sample(fields, rng.randint(0, 4))}
+            raw = rng.choice([json.dumps(body), "[" * 5000, "{", "null", '"x"', "1e999"])
+            async with http.post(f"{url}{rng.choice(names)}", data=raw) as reply:
+                assert reply.status < 500 or reply.status == 503, await reply.text()
+                assert (await reply.json())  # JSON either way, with a code when refused
+
+
+@pytest.mark.parametrize("redis_shards", REDIS_SHARDS)
+@pytest.mark.timeout(120)
+async def test_any_node_drives_the_cluster_and_the_gateway_hides_the_api(
+        make_cluster: Any, open_ws: Any, redis_shards: int) -> None:
+    """Node processes with Redis (or a Redis Cluster) and nginx: a publish through node1's API
+    reaches a member on node2 in the room's order; node2's API sees node1's members; the
+    gateway routes nothing to the API (its paths answer 404 there)."""
+    key = "admin-cluster-key-0123456789"
+    cluster = make_cluster(nodes=2, redis_shards=redis_shards, api_key=key,
+                           node_args=unlimited_flags())
+    alice = await open_ws(cluster.node_ws_url(1))
+    await alice.auth("alice")
+    await alice.join("general")
+    bob = await open_ws(cluster.node_ws_url(2))
+    await bob.auth("bob")
+    await bob.join("general")
+    await alice.say("first")
+    async with ServerAPI(cluster.api_url(1), key) as node1, \
+            ServerAPI(cluster.api_url(2), key) as node2:
+        seq = await node1.publish("general", "from the backend")
+        assert [(e["seq"], e["text"]) for e in (await bob.expect("message"),
+                                                 await bob.expect("message"))] == [
+            (1, "first"), (seq, "from the backend")]
+        names = {m["name"] for m in (await node2.presence("general"))["members"]}
+        assert names == {"alice", "bob"}
+        assert sorted((await node2.info())["nodes"]) == sorted(
+            [(await node1.info())["node"]["id"], (await node2.info())["node"]["id"]])
+    async with aiohttp.ClientSession() as http:
+        for command in ("publish", "info", "batch"):
+            async with http.post(f"{cluster.http_url}/api/{command}",
+                                 headers={"X-API-Key": key},
+                                 json={"room": "general", "text": "x"}) as reply:
+                assert reply.status == 404, command
