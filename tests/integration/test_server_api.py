@@ -5,7 +5,9 @@ answered with a machine code, never a 500."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +20,7 @@ from node.client.server_api import ServerAPI, ServerAPIError
 from node.runtime import NODE
 from tests.chat_client import ChatClient
 from tests.conftest import REDIS_SHARDS, unlimited_flags
+from tests.docs_blocks import blocks_run_by
 
 PUBLISH_KEY = "publish-key-0123456789"
 ADMIN_KEY = "admin-key-0123456789ab"
@@ -244,3 +247,23 @@ async def test_any_node_drives_the_cluster_and_the_gateway_hides_the_api(
                                  headers={"X-API-Key": key},
                                  json={"room": "general", "text": "x"}) as reply:
                 assert reply.status == 404, command
+
+
+@pytest.mark.timeout(60)
+def test_the_documented_calls_run_as_written(make_cluster: Any) -> None:
+    """docs/server-api.md's curl commands, as typed, against a node process: each answers
+    a result, none an error."""
+    key = "admin-docs-key-0123456789"
+    cluster = make_cluster(nodes=1, api_key=key, node_args=unlimited_flags())
+    env = {**os.environ, "CHAT_API": cluster.api_url(1), "CHAT_API_KEY": key}
+    commands = [command for block in blocks_run_by("tests/integration/test_server_api.py")
+                for command, _ in block.commands()]
+    assert len(commands) >= 8, commands
+    for command in commands:
+        done = subprocess.run(command, shell=True, executable="/bin/bash", env=env,
+                              capture_output=True, text=True, timeout=20)
+        assert done.returncode == 0, (command, done.stderr)
+        answer = json.loads(done.stdout)
+        assert "result" in answer, (command, answer)
+        assert "error" not in json.dumps(answer["result"]).replace('"room_not_found"', ""), \
+            (command, answer)
