@@ -54,6 +54,10 @@ class AlreadyStored(Exception):
         self.seq = seq
 
 
+class Muted(Exception):
+    """A publish refused because its sender is muted in the room; nothing was stored."""
+
+
 class BudgetSpent(Exception):
     """A publish refused because one of its budgets is spent; nothing was stored."""
 
@@ -125,12 +129,13 @@ class Broker(Protocol):
 
     async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget],
                               seen: int, seen_epoch: str = "",
-                              idempotency: Idempotency | None = None) -> int:
+                              idempotency: Idempotency | None = None, sender: str = "") -> int:
         """Take one message from every budget, assign the next seq, store the stamped
         message and publish it, as one step; returns the seq. Raises `BudgetSpent` (and
-        does nothing) when a budget is spent, and `AlreadyStored` (doing nothing) when a
-        message with the same `idempotency` key was stored within its window; with a key, a
-        publish whose connection failed may be run again (it cannot store twice).
+        does nothing) when a budget is spent, `Muted` when the `sender` (a user id) is muted
+        in the room, and `AlreadyStored` (doing nothing) when a message with the same
+        `idempotency` key was stored within its window; with a key, a publish whose
+        connection failed may be run again (it cannot store twice).
 
         `seen` is the newest seq of the room this node delivered (in `seen_epoch`). A
         backend that forgot messages it had published in that epoch (a restart that lost
@@ -143,6 +148,11 @@ class Broker(Protocol):
 
         Raises `node.backends.errors.OutcomeUnknown` when the publish was sent and no answer came:
         it may have been stored (it will not be later)."""
+        ...
+
+    async def mute(self, room: str, user_id: str, until: float) -> None:
+        """Refuse the user's messages to the room until `until` (Unix seconds); a time past
+        lifts a mute."""
         ...
 
     async def history(self, room: str, limit: int, after: int | None = None,

@@ -13,7 +13,9 @@ from typing import Any
 
 from msgspec import UNSET, UnsetType
 
-from node.backends.broker import AlreadyStored, Broker, BudgetSpent, HistoryWindow, Idempotency
+from node.backends.broker import (
+    AlreadyStored, Broker, BudgetSpent, HistoryWindow, Idempotency, Muted,
+)
 from node.backends.coordination import Coordination
 from node.backends.envelope import base_of
 from node.backends.errors import OutcomeUnknown, Unavailable
@@ -435,6 +437,9 @@ class Handlers:
             raise ChatError(ErrorCode.RATE_LIMITED,
                             f"Too many messages from this {spent.budget.kind}; this one was "
                             "dropped") from None
+        except Muted:
+            raise ChatError(ErrorCode.MUTED, "You are muted in this room: your messages are "
+                            "not delivered (you still read)") from None
         except OutcomeUnknown as unknown:
             log.warning("session=%s publish outcome unknown: %s", session.id, unknown)
             raise ChatError(ErrorCode.UNKNOWN_OUTCOME, "No answer from the chat state: the "
@@ -462,7 +467,7 @@ class Handlers:
         try:
             return await self._broker.publish_message(
                 room, template, budgets, seen, seen_epoch,
-                self._idempotency(author.user_id, client_id)), False
+                self._idempotency(author.user_id, client_id), author.user_id), False
         except AlreadyStored as stored:
             return stored.seq, True
 

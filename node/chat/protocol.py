@@ -44,6 +44,7 @@ class ErrorCode(enum.StrEnum):
     AUTH_FAILED = "auth_failed"
     FORBIDDEN = "forbidden"
     NAME_TAKEN = "name_taken"
+    MUTED = "muted"
 
 
 class ChatError(Exception):

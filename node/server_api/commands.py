@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from node.backends.broker import Broker
+from node.backends.broker import Broker, Muted
 from node.backends.coordination import Coordination
 from node.backends.errors import OutcomeUnknown, Unavailable
 from node.backends.presence import Presence
@@ -25,6 +25,7 @@ from node.identity.api_keys import Scope
 MAX_BROADCAST = 100  # rooms of one broadcast
 MAX_BATCH = 100  # commands of one batch
 MAX_USER_ID = 128  # characters of a userId the application names
+MAX_UNTIL = 2**33  # Unix seconds: past the year 2200, so no float overflows a backend
 SYSTEM_NAME = "System"  # the author of a message the application posts as itself
 
 
@@ -62,6 +63,12 @@ class BroadcastBody(_Body, frozen=True):
 
 class RoomBody(_Body, frozen=True):
     room: str
+
+
+class MuteBody(_Body, frozen=True):
+    room: str
+    user_id: UserId
+    until: Annotated[float, msgspec.Meta(ge=0, le=MAX_UNTIL)]
 
 
 class HistoryBody(_Body, frozen=True):
@@ -109,6 +116,7 @@ class ServerApi:
         self.commands = {
             "publish": _Command(Scope.PUBLISH, PublishBody, self._publish),
             "broadcast": _Command(Scope.PUBLISH, BroadcastBody, self._broadcast),
+            "mute": _Command(Scope.ADMIN, MuteBody, self._mute),
             "presence": _Command(Scope.ADMIN, RoomBody, self._presence_of),
             "presence_stats": _Command(Scope.ADMIN, RoomBody, self._presence_stats),
             "history": _Command(Scope.ADMIN, HistoryBody, self._history),
@@ -137,6 +145,8 @@ class ServerApi:
             return await command.run(body)
         except ChatError as refused:
             raise ApiError(400, refused.code, str(refused)) from None
+        except Muted:
+            raise ApiError(403, "muted", "That user is muted in this room") from None
         except OutcomeUnknown:
             raise ApiError(503, "unknown_outcome", "No answer from the chat state: the "
                            "message may have been stored; send it again with the same "
@@ -189,6 +199,15 @@ class ServerApi:
             raise ApiError(404, "room_not_found", f"No room {room!r}: rooms are made by "
                            "joining them, or fixed with --rooms")
         return room
+
+    # Moderation.
+
+    async def _mute(self, body: MuteBody) -> dict[str, Any]:
+        """The user's messages to the room refused (`muted`) until `until`, Unix seconds;
+        they still read. A time past lifts the mute."""
+        room = checked_room(body.room)
+        await self.broker.mute(room, body.user_id, body.until)
+        return {"room": room, "userId": body.user_id, "until": body.until}
 
     # Queries.
 

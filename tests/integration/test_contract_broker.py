@@ -4,11 +4,12 @@ one that passes this file."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from node.backends.broker import AlreadyStored, Broker, BudgetSpent, Idempotency
+from node.backends.broker import AlreadyStored, Broker, BudgetSpent, Idempotency, Muted
 from node.backends.envelope import base_of, close
 from node.backends.memory.broker import MemoryBroker
 from node.backends.redis.broker import RedisBroker
@@ -218,3 +219,22 @@ async def test_an_idempotency_key_stores_a_message_once_within_its_window(
     received = await events.until(2)
     assert [(p.room, p.seq) for p in received] == [("r", 1), ("r", 2)], \
         "the refused one was not delivered"
+
+
+async def test_a_muted_sender_is_refused_in_that_room_until_the_mute_ends(
+        started: tuple[Broker, Recorder]) -> None:
+    """Issue 31: a mute refuses the user's messages to one room, stores nothing, and ends
+    at its time (or when lifted with a time past)."""
+    broker, _ = started
+    await broker.mute("r", "u-mallory", time.time() + 60)
+    with pytest.raises(Muted):
+        await broker.publish_message("r", TEMPLATE, (), 0, sender="u-mallory")
+    assert await broker.publish_message("r", TEMPLATE, (), 0, sender="u-alice") == 1
+    assert await broker.publish_message("q", TEMPLATE, (), 0, sender="u-mallory") == 1
+    await broker.mute("r", "u-mallory", time.time() - 1)  # lifted
+    assert await broker.publish_message("r", TEMPLATE, (), 0, sender="u-mallory") == 2
+    await broker.mute("r", "u-mallory", time.time() + 0.2)
+    with pytest.raises(Muted):
+        await broker.publish_message("r", TEMPLATE, (), 0, sender="u-mallory")
+    await asyncio.sleep(0.3)  # the mute's time passes
+    assert await broker.publish_message("r", TEMPLATE, (), 0, sender="u-mallory") == 3

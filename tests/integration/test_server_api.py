@@ -8,6 +8,7 @@ import json
 import os
 import random
 import subprocess
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -267,3 +268,24 @@ def test_the_documented_calls_run_as_written(make_cluster: Any) -> None:
         assert "result" in answer, (command, answer)
         assert "error" not in json.dumps(answer["result"]).replace('"room_not_found"', ""), \
             (command, answer)
+
+
+async def test_a_muted_member_still_reads_and_others_chat(api_node, api) -> None:
+    alice = await _member(api_node, "alice")
+    mallory = await _member(api_node, "mallory")
+    await alice.expect("user_joined")
+    muted = await api().call("mute", room="general", userId=mallory.user_id,
+                             until=time.time() + 60)
+    assert muted["userId"] == mallory.user_id
+    await mallory.say("spam")
+    await mallory.expect_error("muted")
+    with pytest.raises(ServerAPIError) as refused:
+        await api().publish("general", "on mallory's behalf", user_id=mallory.user_id,
+                            name="mallory")
+    assert refused.value.code == "muted"
+    await alice.say("still here")
+    assert (await mallory.expect("message"))["text"] == "still here", "muted, not deaf"
+    await api().call("mute", room="general", userId=mallory.user_id, until=0)
+    await mallory.say("sorry")
+    assert (await alice.skip_to("message"))["text"] == "still here"
+    assert (await alice.skip_to("message"))["text"] == "sorry"

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from node.backends.broker import (
-    AlreadyStored, BrokerEvents, BudgetSpent, HistoryWindow, Idempotency,
+    AlreadyStored, BrokerEvents, BudgetSpent, HistoryWindow, Idempotency, Muted,
 )
 from node.backends.envelope import Publication, close
 from node.ratelimit import Budget, Budgets
@@ -39,6 +39,7 @@ class MemoryBroker:
     _budgets: Budgets = field(default_factory=Budgets)
     # idempotency key -> (seq, until when it holds), per room; dropped once past its window
     _sent: dict[str, dict[str, tuple[int, float]]] = field(default_factory=dict)
+    _muted: dict[tuple[str, str], float] = field(default_factory=dict)  # (room, user) -> until
 
     @property
     def ready(self) -> bool:
@@ -59,8 +60,10 @@ class MemoryBroker:
 
     async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget],
                               seen: int, seen_epoch: str = "",
-                              idempotency: Idempotency | None = None) -> int:
+                              idempotency: Idempotency | None = None, sender: str = "") -> int:
         self._spend(budgets)
+        if self._muted.get((room, sender), 0.0) > time.time():
+            raise Muted(room)
         sent = self._sent_in(room)
         if idempotency is not None and idempotency.key in sent:
             raise AlreadyStored(sent[idempotency.key][0])
@@ -77,6 +80,15 @@ class MemoryBroker:
             sent[idempotency.key] = (log.seq, time.monotonic() + idempotency.window)
         self.deliver(Publication(room, log.seq, payload, epoch=log.epoch))
         return log.seq
+
+    async def mute(self, room: str, user_id: str, until: float) -> None:
+        now = time.time()
+        for ended in [key for key, end in self._muted.items() if end <= now]:
+            del self._muted[ended]  # a mute's only writer is the API: this stays small
+        if until > now:
+            self._muted[(room, user_id)] = until
+        else:
+            self._muted.pop((room, user_id), None)
 
     def _sent_in(self, room: str) -> dict[str, tuple[int, float]]:
         """The room's idempotency keys still within their window: the oldest go first (one

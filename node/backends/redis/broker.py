@@ -16,7 +16,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from node.backends import envelope
 from node.backends.broker import (
-    AlreadyStored, BrokerEvents, BudgetSpent, HistoryWindow, Idempotency,
+    AlreadyStored, BrokerEvents, BudgetSpent, HistoryWindow, Idempotency, Muted,
 )
 from node.backends.errors import OutcomeUnknown, Unavailable
 from node.backends.redis.connection import Endpoint, NotSent
@@ -190,15 +190,16 @@ class RedisBroker:
     @translate_errors
     async def publish_message(self, room: str, template: bytes, budgets: Sequence[Budget],
                               seen: int, seen_epoch: str = "",
-                              idempotency: Idempotency | None = None) -> int:
+                              idempotency: Idempotency | None = None, sender: str = "") -> int:
         charged, asks = self._charge(budgets)
         grants: list[int] = [0] * len(asks)
         try:
             if asks:
                 grants = await self._take(asks)
-            return await self._publish_fenced(room, template, seen, seen_epoch, idempotency)
-        except AlreadyStored:
-            raise  # a resend spends its budget as a send does: resending is not free
+            return await self._publish_fenced(room, template, seen, seen_epoch, idempotency,
+                                              sender)
+        except (AlreadyStored, Muted):
+            raise  # spent as a send is: resending, or sending while muted, is not free
         except BaseException:
             self._ledger.refund(charged)
             raise
@@ -207,7 +208,7 @@ class RedisBroker:
                 self._ledger.settle(key, take, granted_now)
 
     async def _publish_fenced(self, room: str, template: bytes, seen: int, seen_epoch: str,
-                              idempotency: Idempotency | None) -> int:
+                              idempotency: Idempotency | None, sender: str) -> int:
         """Run the publish script with a deadline: an answer is the truth, and so is no answer
         past the deadline (the script will not run any more), but without an answer the
         outcome is unknown (`OutcomeUnknown`). A publish that never left the node, or that
@@ -222,7 +223,8 @@ class RedisBroker:
                 [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room),
                  self._keys.history_bytes(room), self._keys.term(room),
                  self._keys.parent(room),
-                 self._keys.sent(room, "" if idempotency is None else idempotency.key)],
+                 self._keys.sent(room, "" if idempotency is None else idempotency.key),
+                 self._keys.mute(room, sender)],
                 [template, self._capacity, self._keys.channel(room), room, self._fresh_epoch(),
                  self._publish, seen, self._capacity_bytes, deadline, seen_epoch, window],
                 repeatable=idempotency is not None))
@@ -232,9 +234,19 @@ class RedisBroker:
             raise OutcomeUnknown(f"no answer to a publish: {exc}") from exc
         if seq == -1:
             raise Unavailable("the publish reached Redis past its deadline; nothing was stored")
+        if seq == -2:
+            raise Muted(room)
         if seq < 0:
-            raise AlreadyStored(-2 - seq)
+            raise AlreadyStored(-3 - seq)
         return seq
+
+    @translate_errors
+    async def mute(self, room: str, user_id: str, until: float) -> None:
+        key = self._keys.mute(room, user_id)
+        if until <= time.time():
+            await self._redis.delete(key)
+        else:
+            await self._redis.set(key, b"1", pxat=int(until * 1000))
 
     async def _take(self, asks: list[tuple[str, Budget, int]]) -> list[int]:
         """Take slices of the budgets from Redis: what each granted, or BudgetSpent."""

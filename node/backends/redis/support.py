@@ -160,6 +160,10 @@ class RedisKeys:
         """A sender's idempotency key for a message of the room, holding its seq."""
         return self._room(room, f"sent:{key}")
 
+    def mute(self, room: str, user_id: str) -> str:
+        """Lives while the user is muted in the room (its TTL: until when)."""
+        return self._room(room, f"mute:{len(user_id)}:{user_id}")
+
     def history(self, room: str) -> str:
         """Sorted set of message JSON scored by seq."""
         return self._room(room, "history")

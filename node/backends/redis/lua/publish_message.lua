@@ -1,11 +1,13 @@
 
 local clock = redis.call('TIME')
 if tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000 > tonumber(ARGV[9]) then return -1 end
+-- A sender muted in the room (KEYS[8], while it lives): nothing is done.
+if redis.call('EXISTS', KEYS[8]) == 1 then return -2 end
 -- A sender's idempotency key (KEYS[7], when ARGV[11] gives its window in ms) stored before:
--- nothing is done, the first message's seq is the answer (negated: -2 - seq).
+-- nothing is done, the first message's seq is the answer (negated: -3 - seq).
 if ARGV[11] ~= '' then
   local first = redis.call('GET', KEYS[7])
-  if first then return -2 - tonumber(first) end
+  if first then return -3 - tonumber(first) end
 end
 local myid, term = false, false
 if ARGV[6] == 'SPUBLISH' then
