@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler
 from node import api
 from node.chat import disconnect
 from node.chat.delivery_batches import DeliveryBatches
+from node.background import Supervised
 from node.chat.protocol import Parser
 from node.chat.session import Session
 from node.config import Settings
@@ -54,7 +55,7 @@ def server_api_app(node: Node) -> web.Application:
     settings = node.settings
     assert settings.api_keys is not None, "load_settings refuses an API without keys"
     commands = ServerApi(node.handlers, node.broker, node.presence, node.coordination,
-                         node.directory, Parser(settings.max_text),
+                         node.directory, node.moderation, Parser(settings.max_text),
                          settings.history_reply_bytes, functools.partial(_node_info, node))
     return api_app(Listener(commands, parse_api_keys(settings.api_keys),
                             Rate(settings.api_rate, settings.api_burst),
@@ -124,12 +125,17 @@ async def _background_loops(app: web.Application) -> AsyncIterator[None]:
     node = app[NODE]
     heartbeat = asyncio.create_task(node.heartbeat.run(), name="heartbeat")
     liveness = asyncio.create_task(node.liveness.run())
+    control = asyncio.create_task(Supervised("control channel", node.moderation.listen,
+                                             settle=1.0).run(), name="control")
     yield
     node.liveness.stop()
+    control.cancel()
     heartbeat.cancel()
     await liveness  # finishes its tick: the backends close after this
     with contextlib.suppress(asyncio.CancelledError):
         await heartbeat
+    with contextlib.suppress(asyncio.CancelledError):
+        await control
 
 
 async def _close_sessions(app: web.Application) -> None:

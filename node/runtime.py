@@ -19,6 +19,7 @@ from node.chat.directory import Directory
 from node.chat.handlers import ChatLimits, Handlers
 from node.chat.heartbeat import run_heartbeat
 from node.chat.hub import Hub
+from node.chat.moderation import Moderation
 from node.chat.protocol import presence_templates
 from node.chat.session import SessionLimits
 from node.config import Settings, jwt_verifier
@@ -50,6 +51,7 @@ class Node:
     admission: Admission
     output: OutputBudget
     heartbeat: Supervised  # the node's pings (node.chat.heartbeat), restarted if they fail
+    moderation: Moderation  # cluster-wide disconnects and bans
     redis: Client | None  # the backends' Redis client, closed after them (None: in memory)
     instance: str = field(default_factory=lambda: secrets.token_hex(6))  # this process
 
@@ -95,9 +97,10 @@ def build_node(settings: Settings) -> Node:
     heartbeat = Supervised("heartbeat", functools.partial(
         run_heartbeat, hub, settings.ping_interval, settings.ping_timeout),
         settle=settings.ping_interval)
+    moderation = Moderation(hub, broker, coordination)
     node = Node(settings, session_limits(settings), broker, presence, coordination, hub,
                 handlers, liveness, drain, connections, EchoSockets(), directory, metrics,
-                admission, output, heartbeat, backends.redis)
+                admission, output, heartbeat, moderation, backends.redis)
     _watch(node)
     return node
 

@@ -36,6 +36,11 @@ class BrokerEvents(Protocol):
         ...
 
 
+# The channel every node listens on for commands to the whole cluster (the server API's
+# disconnect): a room name no room can have (room names are [A-Za-z0-9._-]).
+CONTROL = "@control"
+
+
 @dataclass(frozen=True, slots=True)
 class Idempotency:
     """A sender's own key for one message (its user and the client's `clientId`): a second
@@ -148,6 +153,11 @@ class Broker(Protocol):
 
         Raises `node.backends.errors.OutcomeUnknown` when the publish was sent and no answer came:
         it may have been stored (it will not be later)."""
+        ...
+
+    async def publish_event(self, room: str, payload: bytes) -> None:
+        """Publish `payload` to the room's subscribers as an unsequenced event, stored
+        nowhere (on `CONTROL`: a command to every node)."""
         ...
 
     async def mute(self, room: str, user_id: str, until: float) -> None:

@@ -38,3 +38,11 @@ class Coordination(Protocol):
     async def take(self, budget: Budget) -> bool:
         """Take one event from a cluster-wide allowance; False when it is spent."""
         ...
+
+    async def ban(self, user_id: str, until: float) -> None:
+        """Refuse the user's connections until `until` (Unix seconds); a time past lifts it."""
+        ...
+
+    async def banned_until(self, user_id: str) -> float | None:
+        """When the user's ban ends, or None when there is none."""
+        ...

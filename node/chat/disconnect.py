@@ -24,3 +24,4 @@ SLOW_CONSUMER = Disconnect(WSCloseCode.TRY_AGAIN_LATER, "Slow consumer", reconne
 INTERNAL = Disconnect(WSCloseCode.INTERNAL_ERROR, "Internal error", reconnect=True)
 AUTH_FAILED = Disconnect(4001, "Authentication failed", reconnect=False)
 TOKEN_EXPIRED = Disconnect(4001, "Token expired", reconnect=True)  # with a fresh token
+BANNED = Disconnect(4003, "Banned", reconnect=False)

@@ -215,7 +215,7 @@ class Handlers:
         if session.member is not None:
             raise ChatError(ErrorCode.ALREADY_AUTHENTICATED, "Already authenticated")
         if self._jwt is not None:
-            return self._auth_by_token(session, message)
+            return await self._auth_by_token(session, message)
         secret = await self._coordination.secret()
         user_id = message.user_id or str(uuid.uuid4())
         if message.user_id is not None and not verify(secret, user_id, message.token or ""):
@@ -224,6 +224,7 @@ class Handlers:
                 Budget("identities", session.address, self._identities_per_minute, 60.0)):
             raise ChatError(ErrorCode.RATE_LIMITED, "Too many new users from your network; "
                             "resume with your userId and token, or retry in a minute")
+        await self._refuse_banned(user_id)
         name = message.name or DEFAULT_NAME
         if message.name is not None:
             await self._claim_name(session, message.name, user_id)
@@ -232,6 +233,14 @@ class Handlers:
         session.send(event_frame(AuthSuccess(
             user_id=user_id, name=name, node=self._node_id, token=sign(secret, user_id)
         )))
+
+    async def _refuse_banned(self, user_id: str) -> None:
+        """A user the application banned (server API `disconnect` with `until`) is refused
+        and closed (4003) on every node until its ban ends."""
+        until = await self._coordination.banned_until(user_id)
+        if until is not None:
+            ends = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
+            raise ChatError(ErrorCode.BANNED, f"Banned until {ends}", close=disconnect.BANNED)
 
     async def _claim_name(self, session: Session, name: str, user_id: str) -> None:
         """Hold the name, and every name that looks like it, for this user while it is
@@ -247,8 +256,9 @@ class Handlers:
                             f"{name!r}, or a name that looks like it, is in use; choose another")
         session.holds_name = True
 
-    def _auth_by_token(self, session: Session, message: Auth) -> None:
+    async def _auth_by_token(self, session: Session, message: Auth) -> None:
         claims = self._verified(message.token)
+        await self._refuse_banned(claims.user_id)
         session.member = Member(claims.user_id, claims.name)
         self._authorize(session, claims)
         log.info("auth session=%s user=%s (token)", session.id, claims.user_id)

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
 
-from node.backends.broker import Broker
+from node.backends.broker import CONTROL, Broker
 from node.backends.envelope import UNSEQUENCED, Publication
 from node.backends.presence import Member
 from node.chat.protocol import HistoryReset, MessagesLost, encode
@@ -48,6 +48,7 @@ class Hub:
         # (display name, user id) of names kept for users that dropped, until their grace ends
         self._reserved_names: Counter[tuple[str, str]] = Counter()
         self._subscription_lock = asyncio.Lock()
+        self._control: Callable[[bytes], None] | None = None  # carries out control commands
         self.presence_gate = ResyncGate()  # this node's presence writes, and its resyncs
         self._empty = asyncio.Event()
 
@@ -150,7 +151,9 @@ class Hub:
         """Every publication of a subscribed room comes here, the moment it arrived, and is
         written to every local member before this returns (unless a gap repair holds it
         back): this call's duration is the fan-out latency."""
-        if publication.room in self._rooms:
+        if publication.room == CONTROL and self._control is not None:
+            self._control(publication.payload)
+        elif publication.room in self._rooms:
             started = time.perf_counter()
             self._sequencer.accept(publication)
             self._metrics.fanout_seconds.observe(time.perf_counter() - started)
@@ -164,7 +167,13 @@ class Hub:
             await listener()
 
     def wanted_rooms(self) -> Collection[str]:
-        return self._rooms.keys()
+        return [*self._rooms, CONTROL] if self._control is not None else self._rooms.keys()
+
+    async def listen_to_control(self, carry_out: Callable[[bytes], None]) -> None:
+        """Hand every command of the control channel to `carry_out` (this node's share of a
+        cluster-wide command); returns once the broker delivers them."""
+        self._control = carry_out
+        await self._broker.subscribe(CONTROL)
 
     # ---------------------------------------------------------------------------------------
 

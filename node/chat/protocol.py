@@ -45,6 +45,7 @@ class ErrorCode(enum.StrEnum):
     FORBIDDEN = "forbidden"
     NAME_TAKEN = "name_taken"
     MUTED = "muted"
+    BANNED = "banned"
 
 
 class ChatError(Exception):

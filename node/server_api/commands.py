@@ -17,6 +17,7 @@ from node.backends.errors import OutcomeUnknown, Unavailable
 from node.backends.presence import Presence
 from node.chat.directory import Directory
 from node.chat.handlers import Author, Handlers
+from node.chat.moderation import Moderation
 from node.chat.protocol import (
     MAX_OFFSET, MAX_PAGE, ChatError, ClientId, Parser, checked_name, checked_room,
 )
@@ -26,6 +27,8 @@ MAX_BROADCAST = 100  # rooms of one broadcast
 MAX_BATCH = 100  # commands of one batch
 MAX_USER_ID = 128  # characters of a userId the application names
 MAX_UNTIL = 2**33  # Unix seconds: past the year 2200, so no float overflows a backend
+DISCONNECT_CODE = 4002  # a close code of the application range: the client does not come back
+MAX_REASON = 60  # characters of a close reason (a close frame holds 123 bytes of it)
 SYSTEM_NAME = "System"  # the author of a message the application posts as itself
 
 
@@ -63,6 +66,13 @@ class BroadcastBody(_Body, frozen=True):
 
 class RoomBody(_Body, frozen=True):
     room: str
+
+
+class DisconnectBody(_Body, frozen=True):
+    user_id: UserId
+    code: Annotated[int, msgspec.Meta(ge=4000, le=4999)] = DISCONNECT_CODE
+    reason: Annotated[str, msgspec.Meta(max_length=MAX_REASON)] = "Disconnected"
+    until: Annotated[float, msgspec.Meta(ge=0, le=MAX_UNTIL)] | None = None
 
 
 class MuteBody(_Body, frozen=True):
@@ -107,6 +117,7 @@ class ServerApi:
     presence: Presence
     coordination: Coordination
     directory: Directory
+    moderation: Moderation
     parser: Parser  # the text rules of members' messages
     reply_bytes: int  # bytes of history one answer carries at most
     node_info: Callable[[], dict[str, Any]]  # this node, as `info` tells of it
@@ -116,6 +127,7 @@ class ServerApi:
         self.commands = {
             "publish": _Command(Scope.PUBLISH, PublishBody, self._publish),
             "broadcast": _Command(Scope.PUBLISH, BroadcastBody, self._broadcast),
+            "disconnect": _Command(Scope.ADMIN, DisconnectBody, self._disconnect),
             "mute": _Command(Scope.ADMIN, MuteBody, self._mute),
             "presence": _Command(Scope.ADMIN, RoomBody, self._presence_of),
             "presence_stats": _Command(Scope.ADMIN, RoomBody, self._presence_stats),
@@ -201,6 +213,12 @@ class ServerApi:
         return room
 
     # Moderation.
+
+    async def _disconnect(self, body: DisconnectBody) -> dict[str, Any]:
+        """Every connection of the user closed, on every node; with `until`, banned till
+        then (its `auth` refused with `banned`, on any node)."""
+        await self.moderation.disconnect(body.user_id, body.code, body.reason, body.until)
+        return {"userId": body.user_id, **({"until": body.until} if body.until else {})}
 
     async def _mute(self, body: MuteBody) -> dict[str, Any]:
         """The user's messages to the room refused (`muted`) until `until`, Unix seconds;

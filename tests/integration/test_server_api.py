@@ -220,8 +220,9 @@ async def test_hostile_bodies_get_a_code_never_a_500(api_node) -> None:
 async def test_any_node_drives_the_cluster_and_the_gateway_hides_the_api(
         make_cluster: Any, open_ws: Any, redis_shards: int) -> None:
     """Node processes with Redis (or a Redis Cluster) and nginx: a publish through node1's API
-    reaches a member on node2 in the room's order; node2's API sees node1's members; the
-    gateway routes nothing to the API (its paths answer 404 there)."""
+    reaches a member on node2 in the room's order; node2's API sees node1's members; node1's
+    API disconnects and bans a member of node2, who is then refused on both; the gateway
+    routes nothing to the API (its paths answer 404 there)."""
     key = "admin-cluster-key-0123456789"
     cluster = make_cluster(nodes=2, redis_shards=redis_shards, api_key=key,
                            node_args=unlimited_flags())
@@ -229,7 +230,7 @@ async def test_any_node_drives_the_cluster_and_the_gateway_hides_the_api(
     await alice.auth("alice")
     await alice.join("general")
     bob = await open_ws(cluster.node_ws_url(2))
-    await bob.auth("bob")
+    bob_token = (await bob.auth("bob"))["token"]
     await bob.join("general")
     await alice.say("first")
     async with ServerAPI(cluster.api_url(1), key) as node1, \
@@ -242,6 +243,12 @@ async def test_any_node_drives_the_cluster_and_the_gateway_hides_the_api(
         assert names == {"alice", "bob"}
         assert sorted((await node2.info())["nodes"]) == sorted(
             [(await node1.info())["node"]["id"], (await node2.info())["node"]["id"]])
+        await node1.call("disconnect", userId=bob.user_id, until=time.time() + 60)
+        assert (await bob.expect_close())[0] == 4002, "node2's member, closed from node1"
+        for url in (cluster.node_ws_url(1), cluster.node_ws_url(2)):
+            again = await open_ws(url)
+            await again.send(type="auth", name="bob", userId=bob.user_id, token=bob_token)
+            await again.expect_error("banned")
     async with aiohttp.ClientSession() as http:
         for command in ("publish", "info", "batch"):
             async with http.post(f"{cluster.http_url}/api/{command}",
@@ -289,3 +296,32 @@ async def test_a_muted_member_still_reads_and_others_chat(api_node, api) -> None
     await mallory.say("sorry")
     assert (await alice.skip_to("message"))["text"] == "still here"
     assert (await alice.skip_to("message"))["text"] == "sorry"
+
+
+async def test_a_disconnected_user_is_closed_and_a_banned_one_kept_out(api_node, api) -> None:
+    alice = await _member(api_node, "alice")
+    first = ChatClient(await api_node[0].ws_connect("/ws"))
+    identity = await first.auth("mallory")
+    await first.join("general")
+    second = ChatClient(await api_node[0].ws_connect("/ws"))
+    await second.resume(identity, "mallory")  # a second tab: both go
+    await api().call("disconnect", userId=identity["userId"], reason="Spam")
+    for tab in (first, second):
+        assert await tab.expect_close() == (4002, "Spam")
+    back = ChatClient(await api_node[0].ws_connect("/ws"))
+    await back.resume(identity, "mallory")  # no ban: it may come back
+    await back.close()
+    until = time.time() + 60
+    await api().call("disconnect", userId=identity["userId"], until=until)
+    banned = ChatClient(await api_node[0].ws_connect("/ws"))
+    await banned.send(type="auth", name="mallory", userId=identity["userId"],
+                      token=identity["token"])
+    refused = await banned.expect_error("banned")
+    assert "Banned until" in refused["message"]
+    assert (await banned.expect_close())[0] == 4003
+    await alice.say("unbothered")
+    assert (await alice.skip_to("message"))["text"] == "unbothered"
+    await api().call("disconnect", userId=identity["userId"], until=0)  # the ban lifted
+    again = ChatClient(await api_node[0].ws_connect("/ws"))
+    assert (await again.resume(identity, "mallory"))["userId"] == identity["userId"]
+    await again.close()

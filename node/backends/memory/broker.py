@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from node.backends.broker import (
     AlreadyStored, BrokerEvents, BudgetSpent, HistoryWindow, Idempotency, Muted,
 )
-from node.backends.envelope import Publication, close
+from node.backends.envelope import UNSEQUENCED, Publication, close
 from node.ratelimit import Budget, Budgets
 
 
@@ -80,6 +80,9 @@ class MemoryBroker:
             sent[idempotency.key] = (log.seq, time.monotonic() + idempotency.window)
         self.deliver(Publication(room, log.seq, payload, epoch=log.epoch))
         return log.seq
+
+    async def publish_event(self, room: str, payload: bytes) -> None:
+        self.deliver(Publication(room, UNSEQUENCED, payload))
 
     async def mute(self, room: str, user_id: str, until: float) -> None:
         now = time.time()

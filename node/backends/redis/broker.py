@@ -241,6 +241,12 @@ class RedisBroker:
         return seq
 
     @translate_errors
+    async def publish_event(self, room: str, payload: bytes) -> None:
+        data = envelope.pack(envelope.Publication(room, envelope.UNSEQUENCED, payload))
+        await self._redis.execute_command(self._publish.decode(), self._keys.channel(room),
+                                          data)
+
+    @translate_errors
     async def mute(self, room: str, user_id: str, until: float) -> None:
         key = self._keys.mute(room, user_id)
         if until <= time.time():

@@ -4,6 +4,7 @@ cluster secret, and the drain lock. All cluster-wide keys: one slot of a Redis C
 from __future__ import annotations
 
 import secrets
+import time
 from typing import cast
 
 from node.backends.redis.lua import lua_script
@@ -69,6 +70,19 @@ class RedisCoordination:
     @translate_errors
     async def unlock_drain(self) -> None:
         await self._unlock_drain(keys=[self._keys.drain_lock], args=[self._node_id])
+
+    @translate_errors
+    async def ban(self, user_id: str, until: float) -> None:
+        key = self._keys.ban(user_id)
+        if until <= time.time():
+            await self._redis.delete(key)
+        else:
+            await self._redis.set(key, repr(until), pxat=int(until * 1000))
+
+    @translate_errors
+    async def banned_until(self, user_id: str) -> float | None:
+        until = await self._redis.get(self._keys.ban(user_id))
+        return None if until is None else float(until)
 
     @translate_errors
     async def take(self, budget: Budget) -> bool:

@@ -203,6 +203,10 @@ class RedisKeys:
         epoch; +inf while someone is in them)."""
         return self._shared("rooms-created")
 
+    def ban(self, user_id: str) -> str:
+        """Lives while the user is banned (its TTL and value: until when)."""
+        return self._shared(f"ban:{len(user_id)}:{user_id}")
+
     def budget(self, key: str) -> str:
         """A budget's bucket (see `Budget.bucket`)."""
         return self._shared(f"budget:{key}")

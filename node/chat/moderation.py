@@ -1,0 +1,64 @@
+"""Moderation that acts on connections anywhere in the cluster (the server API's disconnect
+and ban): the node that takes the command records a ban in shared state and publishes the
+command on the control channel; every node, itself included, closes its own sessions of the
+user. A ban then refuses the user's `auth` on any node until it ends."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import msgspec
+
+from node.backends.broker import CONTROL, Broker
+from node.backends.coordination import Coordination
+from node.background import Background
+from node.chat.disconnect import Disconnect
+from node.chat.hub import Hub
+
+log = logging.getLogger("node.chat.moderation")
+
+
+class _Command(msgspec.Struct, frozen=True, tag_field="kind", rename="camel"):
+    """A command on the control channel, node to node (msgspec JSON)."""
+
+
+class DisconnectUser(_Command, frozen=True, tag="disconnect"):
+    user_id: str
+    code: int
+    reason: str
+
+
+class Moderation:
+    def __init__(self, hub: Hub, broker: Broker, coordination: Coordination) -> None:
+        self._hub = hub
+        self._broker = broker
+        self._coordination = coordination
+        self._decode: Callable[[bytes], DisconnectUser] = msgspec.json.Decoder(
+            DisconnectUser).decode
+        self._closing = Background()
+
+    async def listen(self) -> None:
+        """Carry out what comes on the control channel (returns once subscribed)."""
+        await self._hub.listen_to_control(self.carry_out)
+
+    async def disconnect(self, user_id: str, code: int, reason: str,
+                         ban_until: float | None) -> None:
+        """Close every connection of the user, on every node, with `code` and `reason`;
+        with `ban_until`, refuse its connections until then first (so that none slips in)."""
+        if ban_until is not None:
+            await self._coordination.ban(user_id, ban_until)
+        await self._broker.publish_event(
+            CONTROL, msgspec.json.encode(DisconnectUser(user_id, code, reason)))
+
+    def carry_out(self, payload: bytes) -> None:
+        """A command from the control channel, for this node's own sessions."""
+        try:
+            command = self._decode(payload)
+        except msgspec.DecodeError as error:  # a newer node's command, or not ours
+            log.warning("ignoring a control command: %s", error)
+            return
+        closing = Disconnect(command.code, command.reason, reconnect=False)
+        for session in [s for s in self._hub.sessions
+                        if s.member is not None and s.member.id == command.user_id]:
+            self._closing.spawn(session.close(closing), "moderation close")
