@@ -97,7 +97,7 @@ def build_node(settings: Settings) -> Node:
     heartbeat = Supervised("heartbeat", functools.partial(
         run_heartbeat, hub, settings.ping_interval, settings.ping_timeout),
         settle=settings.ping_interval)
-    moderation = Moderation(hub, broker, coordination)
+    moderation = Moderation(hub, broker, coordination, handlers.kick)
     node = Node(settings, session_limits(settings), broker, presence, coordination, hub,
                 handlers, liveness, drain, connections, EchoSockets(), directory, metrics,
                 admission, output, heartbeat, moderation, backends.redis)

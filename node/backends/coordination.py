@@ -39,10 +39,11 @@ class Coordination(Protocol):
         """Take one event from a cluster-wide allowance; False when it is spent."""
         ...
 
-    async def ban(self, user_id: str, until: float) -> None:
-        """Refuse the user's connections until `until` (Unix seconds); a time past lifts it."""
+    async def ban(self, user_id: str, until: float, room: str = "") -> None:
+        """Refuse the user until `until` (Unix seconds): its connections, or (`room`) its
+        joins of that room. A time past lifts the ban."""
         ...
 
-    async def banned_until(self, user_id: str) -> float | None:
-        """When the user's ban ends, or None when there is none."""
+    async def banned_until(self, user_id: str, room: str = "") -> float | None:
+        """When the user's ban (from the cluster, or from `room`) ends; None: no ban."""
         ...

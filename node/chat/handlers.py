@@ -237,10 +237,19 @@ class Handlers:
     async def _refuse_banned(self, user_id: str) -> None:
         """A user the application banned (server API `disconnect` with `until`) is refused
         and closed (4003) on every node until its ban ends."""
-        until = await self._coordination.banned_until(user_id)
-        if until is not None:
-            ends = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
+        if ends := await self._ban_ends(user_id):
             raise ChatError(ErrorCode.BANNED, f"Banned until {ends}", close=disconnect.BANNED)
+
+    async def _refuse_barred(self, room: str, user_id: str) -> None:
+        """A user the application kicked out of a room until a time (server API `kick`)
+        may not join it again before then, on any node."""
+        if ends := await self._ban_ends(user_id, room):
+            raise ChatError(ErrorCode.KICKED, f"You were removed from {room!r} until {ends}")
+
+    async def _ban_ends(self, user_id: str, room: str = "") -> str | None:
+        """When the user's ban from the cluster (or `room`) ends, in ISO 8601; None: none."""
+        until = await self._coordination.banned_until(user_id, room)
+        return None if until is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
 
     async def _claim_name(self, session: Session, name: str, user_id: str) -> None:
         """Hold the name, and every name that looks like it, for this user while it is
@@ -302,6 +311,7 @@ class Handlers:
         session.check_join()
         if session.claims is not None and not session.claims.may_join(room):
             raise ChatError(ErrorCode.FORBIDDEN, f"Your token does not allow room {room!r}")
+        await self._refuse_barred(room, member.id)
         if session.room == room:  # a fresh snapshot and the messages after `since`
             session.hold()
             try:
@@ -408,6 +418,13 @@ class Handlers:
         room = _room(session)
         await self._leave_room(session, _member(session))
         session.send(event_frame(RoomLeft(room=room)))
+
+    async def kick(self, session: Session, room: str) -> None:
+        """Take the session out of `room` (the application's `kick`): it leaves as if it had
+        asked, and is told why."""
+        if session.room == room and session.member is not None:
+            await self._leave_room(session, session.member)
+            session.send(event_frame(RoomLeft(room=room, reason=ErrorCode.KICKED.value)))
 
     async def _leave_room(self, session: Session, member: Member) -> None:
         await self._forget(await self._leave_locally(session), member)

@@ -1,12 +1,14 @@
-"""Moderation that acts on connections anywhere in the cluster (the server API's disconnect
-and ban): the node that takes the command records a ban in shared state and publishes the
-command on the control channel; every node, itself included, closes its own sessions of the
-user. A ban then refuses the user's `auth` on any node until it ends."""
+"""Moderation that acts on connections anywhere in the cluster (the server API's disconnect,
+ban and kick): the node that takes the command records a ban in shared state and publishes
+the command on the control channel; every node, itself included, closes (or takes out of the
+room) its own sessions of the user. A ban then refuses the user's `auth` (or, from a room,
+its `join`) on any node until it ends."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import msgspec
 
@@ -15,6 +17,7 @@ from node.backends.coordination import Coordination
 from node.background import Background
 from node.chat.disconnect import Disconnect
 from node.chat.hub import Hub
+from node.chat.session import Session
 
 log = logging.getLogger("node.chat.moderation")
 
@@ -29,14 +32,23 @@ class DisconnectUser(_Command, frozen=True, tag="disconnect"):
     reason: str
 
 
+class KickUser(_Command, frozen=True, tag="kick"):
+    user_id: str
+    room: str
+
+
+Command = DisconnectUser | KickUser
+
+
 class Moderation:
-    def __init__(self, hub: Hub, broker: Broker, coordination: Coordination) -> None:
+    def __init__(self, hub: Hub, broker: Broker, coordination: Coordination,
+                 kick: Callable[[Session, str], Coroutine[Any, Any, None]]) -> None:
         self._hub = hub
         self._broker = broker
         self._coordination = coordination
-        self._decode: Callable[[bytes], DisconnectUser] = msgspec.json.Decoder(
-            DisconnectUser).decode
-        self._closing = Background()
+        self._kick = kick  # takes a session out of a room, telling it why
+        self._decode: Callable[[bytes], Command] = msgspec.json.Decoder(Command).decode
+        self._acting = Background()
 
     async def listen(self) -> None:
         """Carry out what comes on the control channel (returns once subscribed)."""
@@ -51,6 +63,13 @@ class Moderation:
         await self._broker.publish_event(
             CONTROL, msgspec.json.encode(DisconnectUser(user_id, code, reason)))
 
+    async def kick(self, user_id: str, room: str, ban_until: float | None) -> None:
+        """Take every connection of the user out of `room`, on every node; with
+        `ban_until`, refuse its joins of the room until then first."""
+        if ban_until is not None:
+            await self._coordination.ban(user_id, ban_until, room)
+        await self._broker.publish_event(CONTROL, msgspec.json.encode(KickUser(user_id, room)))
+
     def carry_out(self, payload: bytes) -> None:
         """A command from the control channel, for this node's own sessions."""
         try:
@@ -58,7 +77,12 @@ class Moderation:
         except msgspec.DecodeError as error:  # a newer node's command, or not ours
             log.warning("ignoring a control command: %s", error)
             return
-        closing = Disconnect(command.code, command.reason, reconnect=False)
-        for session in [s for s in self._hub.sessions
-                        if s.member is not None and s.member.id == command.user_id]:
-            self._closing.spawn(session.close(closing), "moderation close")
+        sessions = [s for s in self._hub.sessions
+                    if s.member is not None and s.member.id == command.user_id]
+        for session in sessions:
+            match command:
+                case DisconnectUser(code=code, reason=reason):
+                    self._acting.spawn(session.close(Disconnect(code, reason, reconnect=False)),
+                                       "moderation close")
+                case KickUser(room=room):
+                    self._acting.spawn(self._kick(session, room), "moderation kick")

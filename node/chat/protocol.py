@@ -46,6 +46,7 @@ class ErrorCode(enum.StrEnum):
     NAME_TAKEN = "name_taken"
     MUTED = "muted"
     BANNED = "banned"
+    KICKED = "kicked"
 
 
 class ChatError(Exception):
@@ -335,7 +336,10 @@ class UserCount(_Event, frozen=True, tag="user_count"):
 
 
 class RoomLeft(_Event, frozen=True, tag="room_left"):
+    """`reason` "kicked": the application removed the member (server API `kick`)."""
+
     room: str
+    reason: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class MessagesLost(_Event, frozen=True, tag="messages_lost"):

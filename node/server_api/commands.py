@@ -75,6 +75,12 @@ class DisconnectBody(_Body, frozen=True):
     until: Annotated[float, msgspec.Meta(ge=0, le=MAX_UNTIL)] | None = None
 
 
+class KickBody(_Body, frozen=True):
+    room: str
+    user_id: UserId
+    until: Annotated[float, msgspec.Meta(ge=0, le=MAX_UNTIL)] | None = None
+
+
 class MuteBody(_Body, frozen=True):
     room: str
     user_id: UserId
@@ -128,6 +134,7 @@ class ServerApi:
             "publish": _Command(Scope.PUBLISH, PublishBody, self._publish),
             "broadcast": _Command(Scope.PUBLISH, BroadcastBody, self._broadcast),
             "disconnect": _Command(Scope.ADMIN, DisconnectBody, self._disconnect),
+            "kick": _Command(Scope.ADMIN, KickBody, self._kick),
             "mute": _Command(Scope.ADMIN, MuteBody, self._mute),
             "presence": _Command(Scope.ADMIN, RoomBody, self._presence_of),
             "presence_stats": _Command(Scope.ADMIN, RoomBody, self._presence_stats),
@@ -219,6 +226,14 @@ class ServerApi:
         then (its `auth` refused with `banned`, on any node)."""
         await self.moderation.disconnect(body.user_id, body.code, body.reason, body.until)
         return {"userId": body.user_id, **({"until": body.until} if body.until else {})}
+
+    async def _kick(self, body: KickBody) -> dict[str, Any]:
+        """The user taken out of the room on every node (`room_left` with reason
+        `kicked`); with `until`, its joins of the room refused till then."""
+        room = checked_room(body.room)
+        await self.moderation.kick(body.user_id, room, body.until)
+        return {"room": room, "userId": body.user_id,
+                **({"until": body.until} if body.until else {})}
 
     async def _mute(self, body: MuteBody) -> dict[str, Any]:
         """The user's messages to the room refused (`muted`) until `until`, Unix seconds;

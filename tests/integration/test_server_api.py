@@ -325,3 +325,21 @@ async def test_a_disconnected_user_is_closed_and_a_banned_one_kept_out(api_node,
     again = ChatClient(await api_node[0].ws_connect("/ws"))
     assert (await again.resume(identity, "mallory"))["userId"] == identity["userId"]
     await again.close()
+
+
+async def test_a_kicked_member_leaves_the_room_and_a_barred_one_may_not_rejoin(
+        api_node, api) -> None:
+    alice = await _member(api_node, "alice")
+    mallory = await _member(api_node, "mallory")
+    await alice.expect("user_joined")
+    await api().call("kick", room="general", userId=mallory.user_id,
+                     until=time.time() + 60)
+    assert await mallory.skip_to("room_left") == {"type": "room_left", "room": "general",
+                                                   "reason": "kicked"}
+    assert (await alice.skip_to("user_left"))["userId"] == mallory.user_id
+    await mallory.send(type="join", room="general")
+    refused = await mallory.expect_error("kicked")
+    assert "until" in refused["message"]
+    assert (await mallory.join("random"))["room"] == "random", "other rooms stay open"
+    await api().call("kick", room="general", userId=mallory.user_id, until=0)  # lifted
+    assert (await mallory.join("general"))["room"] == "general"

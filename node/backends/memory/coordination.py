@@ -13,7 +13,8 @@ class MemoryCoordination:
         self._node_id = node_id
         self._secret = secrets.token_bytes(32)
         self._budgets = Budgets()
-        self._bans: dict[str, float] = {}  # user id -> banned until (Unix seconds)
+        # (room, or "" for the cluster; user id) -> banned until (Unix seconds)
+        self._bans: dict[tuple[str, str], float] = {}
 
     async def close(self) -> None:
         pass
@@ -36,15 +37,15 @@ class MemoryCoordination:
     async def take(self, budget: Budget) -> bool:
         return self._budgets.take_all([budget], time.time()) is None
 
-    async def ban(self, user_id: str, until: float) -> None:
+    async def ban(self, user_id: str, until: float, room: str = "") -> None:
         now = time.time()
-        for ended in [user for user, end in self._bans.items() if end <= now]:
+        for ended in [key for key, end in self._bans.items() if end <= now]:
             del self._bans[ended]  # a ban's only writer is the API: this stays small
         if until > now:
-            self._bans[user_id] = until
+            self._bans[(room, user_id)] = until
         else:
-            self._bans.pop(user_id, None)
+            self._bans.pop((room, user_id), None)
 
-    async def banned_until(self, user_id: str) -> float | None:
-        until = self._bans.get(user_id)
+    async def banned_until(self, user_id: str, room: str = "") -> float | None:
+        until = self._bans.get((room, user_id))
         return until if until is not None and until > time.time() else None

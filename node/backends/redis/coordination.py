@@ -72,16 +72,16 @@ class RedisCoordination:
         await self._unlock_drain(keys=[self._keys.drain_lock], args=[self._node_id])
 
     @translate_errors
-    async def ban(self, user_id: str, until: float) -> None:
-        key = self._keys.ban(user_id)
+    async def ban(self, user_id: str, until: float, room: str = "") -> None:
+        key = self._keys.ban(user_id, room)
         if until <= time.time():
             await self._redis.delete(key)
         else:
             await self._redis.set(key, repr(until), pxat=int(until * 1000))
 
     @translate_errors
-    async def banned_until(self, user_id: str) -> float | None:
-        until = await self._redis.get(self._keys.ban(user_id))
+    async def banned_until(self, user_id: str, room: str = "") -> float | None:
+        until = await self._redis.get(self._keys.ban(user_id, room))
         return None if until is None else float(until)
 
     @translate_errors

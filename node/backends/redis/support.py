@@ -203,9 +203,11 @@ class RedisKeys:
         epoch; +inf while someone is in them)."""
         return self._shared("rooms-created")
 
-    def ban(self, user_id: str) -> str:
-        """Lives while the user is banned (its TTL and value: until when)."""
-        return self._shared(f"ban:{len(user_id)}:{user_id}")
+    def ban(self, user_id: str, room: str = "") -> str:
+        """Lives while the user is banned from the cluster, or from `room` (its TTL and
+        value: until when)."""
+        user = f"{len(user_id)}:{user_id}"
+        return self._room(room, f"ban:{user}") if room else self._shared(f"ban:{user}")
 
     def budget(self, key: str) -> str:
         """A budget's bucket (see `Budget.bucket`)."""
