@@ -160,6 +160,14 @@ class Broker(Protocol):
         nowhere (on `CONTROL`: a command to every node)."""
         ...
 
+    async def replace_message(self, room: str, seq: int, stored: bytes, replacement: bytes,
+                              event: bytes) -> bool | None:
+        """Put `replacement` in the place of message `seq` of the room's history if it still
+        is `stored`, and publish `event` to the room in its order, as one step: True when
+        done, False when the history holds no message `seq`, None when it changed meanwhile
+        (read it again)."""
+        ...
+
     async def mute(self, room: str, user_id: str, until: float) -> None:
         """Refuse the user's messages to the room until `until` (Unix seconds); a time past
         lifts a mute."""

@@ -28,9 +28,10 @@ from node.chat.history_snapshots import HistorySnapshots, Snapshot
 from node.chat.hub import Hub
 from node.chat.protocol import (
     DEFAULT_NAME, Auth, AuthSuccess, ChatError, ChatMessage, ClientMessage, ErrorCode, History,
-    HistoryPage, HistoryReset, Join, Leave, ListRooms, MemberInfo, MessageSent, Parser, Ping,
-    Pong, Refresh, Refreshed, RoomInfo, RoomJoined, RoomLeft, RoomList, SendMessage,
-    ServerPong, event_frame, history_array, iso_timestamp, message_id, message_template,
+    HistoryPage, HistoryReset, Join, Leave, ListRooms, MemberInfo, MessageDeleted, MessageSent,
+    Parser, Ping, Pong, Refresh, Refreshed, RoomInfo, RoomJoined, RoomLeft, RoomList,
+    SendMessage, ServerPong, event_frame, event_payload, history_array, is_tombstone,
+    iso_timestamp, message_id, message_template, tombstone,
 )
 from node.chat.session import Session
 from node.identity.jwt_tokens import Claims, JwtVerifier, TokenRefused
@@ -42,6 +43,7 @@ from node.transport.admission import Admission
 
 log = logging.getLogger("node.chat.handlers")
 RESERVED_FORMS = frozenset(canonical(DEFAULT_NAME))  # the shared name of nameless users
+DELETE_ATTEMPTS = 3  # reads and conditional writes of a message being deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,7 @@ class Handlers:
         self._history_capacity = limits.history
         self._reply_bytes = limits.history_reply_bytes
         self._snapshots = HistorySnapshots(limits.history_cache_bytes)
+        hub.on_edit(self._snapshots.edited)  # a deletion changes a room's history in place
         self._hub = hub
         self._broker = broker
         self._presence = presence
@@ -397,9 +400,10 @@ class Handlers:
         """The room's newest window: the shared snapshot of its state, or read and kept."""
         snapshot = self._snapshots.get(room, self._hub.position(room))
         if snapshot is None:
+            edits = self._snapshots.edits(room)
             snapshot = Snapshot.of(await self._broker.history(
                 room, self._history_window, max_bytes=self._reply_bytes))
-            self._snapshots.put(room, snapshot)
+            self._snapshots.put(room, snapshot, edits)
             self._metrics.history_reads += 1
         return snapshot
 
@@ -497,6 +501,24 @@ class Handlers:
                 self._idempotency(author.user_id, client_id), author.user_id), False
         except AlreadyStored as stored:
             return stored.seq, True
+
+    async def delete(self, room: str, seq: int) -> bool:
+        """Put a tombstone in the place of message `seq` of the room's history and tell the
+        room's members (`message_deleted`, in the room's order); False when the history
+        holds no such message. Deleting a tombstone again changes nothing."""
+        for _ in range(DELETE_ATTEMPTS):  # another edit between the read and the write
+            window = await self._broker.history(room, 1, after=seq - 1, before=seq + 1)
+            if not window.messages:
+                return False
+            stored = window.messages[0]
+            if is_tombstone(stored):
+                return True
+            replaced = await self._broker.replace_message(
+                room, seq, stored, tombstone(stored),
+                event_payload(MessageDeleted(room=room, seq=seq)))
+            if replaced is not None:
+                return replaced
+        raise Unavailable(f"message {seq} of {room} kept changing")
 
     def _idempotency(self, user_id: str, client_id: str | None) -> Idempotency | None:
         """The key of a message its sender named: the user's (length-prefixed, so that no

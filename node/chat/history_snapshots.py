@@ -10,7 +10,7 @@ client re-joining one room in a loop made the node read and encode its history e
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 import msgspec
@@ -40,6 +40,9 @@ class HistorySnapshots:
         self._max_bytes = max_bytes
         self._snapshots: OrderedDict[str, Snapshot] = OrderedDict()
         self._bytes = 0
+        # Edits of a room's history in place (deletions) seen here: a window read before
+        # one is not kept, though the room's seq is the same.
+        self._edits: Counter[str] = Counter()
 
     def get(self, room: str, position: tuple[str, int] | None) -> Snapshot | None:
         """The room's snapshot, when it is of the state `position` (epoch, seq) names."""
@@ -49,7 +52,21 @@ class HistorySnapshots:
         self._snapshots.move_to_end(room)
         return snapshot
 
-    def put(self, room: str, snapshot: Snapshot) -> None:
+    def edits(self, room: str) -> int:
+        """How many edits of the room were seen: give it back to `put`."""
+        return self._edits[room]
+
+    def edited(self, room: str) -> None:
+        """The room's history changed in place: its snapshot goes, and a window being read
+        now is not kept."""
+        self._edits[room] += 1
+        self._drop(room)
+
+    def put(self, room: str, snapshot: Snapshot, edits: int) -> None:
+        """Keep `snapshot`, read when the room had seen `edits` edits (unless it saw more
+        since: then it may hold a deleted message)."""
+        if edits != self._edits[room]:
+            return
         self._drop(room)
         size = len(snapshot.history)
         if size > self._max_bytes:

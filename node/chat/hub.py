@@ -49,6 +49,7 @@ class Hub:
         self._reserved_names: Counter[tuple[str, str]] = Counter()
         self._subscription_lock = asyncio.Lock()
         self._control: Callable[[bytes], None] | None = None  # carries out control commands
+        self._edit_listeners: list[Callable[[str], None]] = []
         self.presence_gate = ResyncGate()  # this node's presence writes, and its resyncs
         self._empty = asyncio.Event()
 
@@ -141,6 +142,10 @@ class Hub:
         """(epoch, newest seq) of a room this node delivers with nothing missing, else None."""
         return self._sequencer.position(room)
 
+    def on_edit(self, listener: Callable[[str], None]) -> None:
+        """Have `listener` called with a room whose history was edited in place."""
+        self._edit_listeners.append(listener)
+
     def on_reconnect(self, listener: Callable[[], Awaitable[None]]) -> None:
         """Have `listener` called after each broker reconnect (after the gap repairs start)."""
         self._reconnect_listeners.append(listener)
@@ -154,6 +159,9 @@ class Hub:
         if publication.room == CONTROL and self._control is not None:
             self._control(publication.payload)
         elif publication.room in self._rooms:
+            if publication.seq == UNSEQUENCED and not publication.presence:
+                for listener in self._edit_listeners:  # an edit of the history (a deletion)
+                    listener(publication.room)
             started = time.perf_counter()
             self._sequencer.accept(publication)
             self._metrics.fanout_seconds.observe(time.perf_counter() - started)

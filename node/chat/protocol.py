@@ -377,6 +377,14 @@ class ChatMessage(_Event, frozen=True, tag="message"):
     system: bool | msgspec.UnsetType = msgspec.UNSET  # posted by the application itself
 
 
+class MessageDeleted(_Event, frozen=True, tag="message_deleted"):
+    """Message `seq` of the room was deleted (server API `delete`); history holds its
+    tombstone (`deleted`, no text) in its place. Comes in the room's order."""
+
+    room: str
+    seq: int
+
+
 class MessageSent(_Event, frozen=True, tag="message_sent"):
     """The sender's acknowledgement of a message with a `clientId`: stored as `seq` (of the
     room's current epoch). `duplicate`: it was stored before under the same `clientId`, and
@@ -416,8 +424,8 @@ class Error(_Event, frozen=True, tag="error"):
 
 Event = (
     AuthSuccess | Refreshed | RoomJoined | HistoryPage | UserJoined | UserLeft | UserCount
-    | RoomLeft | MessagesLost | HistoryReset | ChatMessage | MessageSent | RoomList
-    | ServerPing | ServerPong | ServerShutdown | Error
+    | RoomLeft | MessagesLost | HistoryReset | ChatMessage | MessageSent | MessageDeleted
+    | RoomList | ServerPing | ServerPong | ServerShutdown | Error
 )
 
 _encode = msgspec.json.Encoder().encode
@@ -501,3 +509,20 @@ def frame(payload: bytes) -> bytes:
 def event_frame(event: Event) -> bytes:
     """One event, encoded and framed."""
     return frame(_encode(event))
+
+
+def event_payload(event: Event) -> bytes:
+    """One event, encoded, for the broker to carry to a room's members."""
+    return _encode(event)
+
+
+def tombstone(stored: bytes) -> bytes:
+    """A deleted message's place in history: the message without its text (and clientId),
+    marked `"deleted": true`, its seq, author and time kept."""
+    message = msgspec.json.decode(stored)
+    message.pop("clientId", None)
+    return _encode({**message, "text": "", "deleted": True})
+
+
+def is_tombstone(stored: bytes) -> bool:
+    return bool(msgspec.json.decode(stored).get("deleted"))

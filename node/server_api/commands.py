@@ -81,6 +81,11 @@ class KickBody(_Body, frozen=True):
     until: Annotated[float, msgspec.Meta(ge=0, le=MAX_UNTIL)] | None = None
 
 
+class DeleteBody(_Body, frozen=True):
+    room: str
+    seq: Annotated[int, msgspec.Meta(ge=1, le=MAX_OFFSET)]
+
+
 class MuteBody(_Body, frozen=True):
     room: str
     user_id: UserId
@@ -136,6 +141,7 @@ class ServerApi:
             "disconnect": _Command(Scope.ADMIN, DisconnectBody, self._disconnect),
             "kick": _Command(Scope.ADMIN, KickBody, self._kick),
             "mute": _Command(Scope.ADMIN, MuteBody, self._mute),
+            "delete": _Command(Scope.ADMIN, DeleteBody, self._delete),
             "presence": _Command(Scope.ADMIN, RoomBody, self._presence_of),
             "presence_stats": _Command(Scope.ADMIN, RoomBody, self._presence_stats),
             "history": _Command(Scope.ADMIN, HistoryBody, self._history),
@@ -241,6 +247,14 @@ class ServerApi:
         room = checked_room(body.room)
         await self.broker.mute(room, body.user_id, body.until)
         return {"room": room, "userId": body.user_id, "until": body.until}
+
+    async def _delete(self, body: DeleteBody) -> dict[str, Any]:
+        """A tombstone in the message's place in history (`deleted`, no text), and
+        `message_deleted` to the room's members in its order."""
+        room = checked_room(body.room)
+        if not await self.handlers.delete(room, body.seq):
+            raise ApiError(404, "message_not_found", f"{room!r} keeps no message {body.seq}")
+        return {"room": room, "seq": body.seq}
 
     # Queries.
 

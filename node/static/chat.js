@@ -48,7 +48,8 @@ function messageItem(message) {
   who.className = "who";
   who.textContent = message.user;
   who.title = message.userId;
-  li.append(who, document.createTextNode(message.text));
+  li.append(who, document.createTextNode(message.deleted ? "(deleted)" : message.text));
+  li.classList.toggle("deleted", Boolean(message.deleted));
   return li;
 }
 
@@ -225,6 +226,12 @@ const handlers = {
   },
   room_list(event) { showRooms(event.rooms); },
   message_sent(event) { if (event.duplicate) chat.pending.delete(event.clientId); },
+  message_deleted(event) {  // the application deleted it: its tombstone takes its place
+    const message = chat.messages.find((m) => m.seq === event.seq);
+    if (!message) return;
+    Object.assign(message, {text: "", deleted: true});
+    document.querySelector(`#log li[data-seq="${event.seq}"]`)?.replaceWith(messageItem(message));
+  },
   ping(event) { send({type: "pong", timestamp: event.timestamp}); },
   server_shutdown(event) { chat.retryAfterMs = event.retryAfterMs || 0; },
   error(event) {

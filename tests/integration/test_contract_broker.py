@@ -238,3 +238,24 @@ async def test_a_muted_sender_is_refused_in_that_room_until_the_mute_ends(
         await broker.publish_message("r", TEMPLATE, (), 0, sender="u-mallory")
     await asyncio.sleep(0.3)  # the mute's time passes
     assert await broker.publish_message("r", TEMPLATE, (), 0, sender="u-mallory") == 3
+
+
+async def test_a_message_is_replaced_in_place_only_if_unchanged_and_the_room_is_told(
+        started: tuple[Broker, Recorder]) -> None:
+    """Issue 31 (delete): the replacement takes the message's place in history (its seq and
+    the history's byte count kept true), the event reaches the room after the messages
+    before it; a stale read is refused, a missing seq answered False."""
+    broker, events = started
+    await broker.subscribe("r")
+    for _ in range(2):
+        await broker.publish_message("r", TEMPLATE, (), 0)
+    stored = (await broker.history("r", 1, after=0, before=2)).messages[0]
+    assert await broker.replace_message("r", 1, b"stale", b"{}", b'{"e":1}') is None
+    assert await broker.replace_message("r", 1, stored, b'{"gone":1}', b'{"e":1}') is True
+    assert await broker.replace_message("r", 9, stored, b'{"gone":1}', b'{"e":1}') is False
+    assert (await broker.history("r", 5)).messages == [b'{"gone":1}', close((TEMPLATE,), 2)]
+    received = await events.until(3)
+    assert [(p.seq, p.payload) for p in received][2] == (0, b'{"e":1}')
+    for n in range(3, 3 + CAPACITY):  # the byte count followed: the newest still fit
+        assert await broker.publish_message("r", TEMPLATE, (), 0) == n
+    assert len((await broker.history("r", 10)).messages) == CAPACITY

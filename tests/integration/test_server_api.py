@@ -343,3 +343,34 @@ async def test_a_kicked_member_leaves_the_room_and_a_barred_one_may_not_rejoin(
     assert (await mallory.join("random"))["room"] == "random", "other rooms stay open"
     await api().call("kick", room="general", userId=mallory.user_id, until=0)  # lifted
     assert (await mallory.join("general"))["room"] == "general"
+
+
+async def test_a_deleted_message_is_a_tombstone_in_history_and_announced_in_order(
+        api_node, api) -> None:
+    alice = await _member(api_node, "alice")
+    bob = await _member(api_node, "bob")
+    await alice.expect("user_joined")
+    for text in ("keep", "remove me", "after"):
+        await bob.send(type="message", text=text, clientId=text.replace(" ", "-"))
+    assert [(await alice.expect("message"))["text"] for _ in range(3)] == [
+        "keep", "remove me", "after"]
+    newcomer = await _member(api_node, "carol")  # caches the room's newest window
+    assert [m["text"] for m in (await newcomer.join("general"))["history"]][-2:] == [
+        "remove me", "after"]
+    assert await api().call("delete", room="general", seq=2) == {"room": "general", "seq": 2}
+    assert await alice.skip_to("message_deleted") == {"type": "message_deleted",
+                                                      "room": "general", "seq": 2}
+    late = await _member(api_node, "dave")  # the room's seq is still 3: the same state
+    history = {m["seq"]: m for m in (await late.join("general"))["history"]}
+    assert history[2]["deleted"] is True, "no cached window holds the deleted text"
+    await api().call("delete", room="general", seq=1)
+    await alice.say("next")
+    assert (await alice.skip_to("message_deleted"))["seq"] == 1
+    assert (await alice.expect("message"))["text"] == "next", "in the room's order"
+    stored = {m["seq"]: m for m in (await api().history("general"))["messages"]}
+    assert (stored[2]["deleted"], stored[2]["text"], stored[2]["user"]) == (True, "", "bob")
+    assert "clientId" not in stored[2] and stored[3]["text"] == "after"
+    assert await api().call("delete", room="general", seq=2) == {"room": "general", "seq": 2}
+    with pytest.raises(ServerAPIError) as missing:
+        await api().call("delete", room="general", seq=99)
+    assert (missing.value.status, missing.value.code) == (404, "message_not_found")

@@ -84,6 +84,19 @@ class MemoryBroker:
     async def publish_event(self, room: str, payload: bytes) -> None:
         self.deliver(Publication(room, UNSEQUENCED, payload))
 
+    async def replace_message(self, room: str, seq: int, stored: bytes, replacement: bytes,
+                              event: bytes) -> bool | None:
+        log = self._log(room)
+        at = seq - (log.seq - len(log.messages) + 1)
+        if not 0 <= at < len(log.messages):
+            return False
+        if log.messages[at] != stored:
+            return None
+        log.messages[at] = replacement
+        log.size += len(replacement) - len(stored)
+        self.deliver(Publication(room, UNSEQUENCED, event))
+        return True
+
     async def mute(self, room: str, user_id: str, until: float) -> None:
         now = time.time()
         for ended in [key for key, end in self._muted.items() if end <= now]:

@@ -68,6 +68,7 @@ TAKE_BUDGETS = lua_script("take_budgets", "budget")
 # whether older messages than those returned are kept (1/0), messages oldest first, the
 # epoch's parent (false for none)}.
 READ_HISTORY = lua_script("read_history")
+REPLACE_MESSAGE = lua_script("replace_message", "envelope")
 
 SLICES = 8  # a node takes a budget from Redis an eighth of its limit at a time
 # Seconds a publish may take to reach Redis; later, the script refuses it. A second short of
@@ -140,6 +141,7 @@ class RedisBroker:
         self._publish_message = self._redis.register_script(PUBLISH_MESSAGE)
         self._take_budgets = self._redis.register_script(TAKE_BUDGETS)
         self._read_history = self._redis.register_script(READ_HISTORY)
+        self._replace_message = self._redis.register_script(REPLACE_MESSAGE)
         self._epoch_prefix = uuid.uuid4().hex[:16]
         self._epochs = itertools.count()
         self._events: BrokerEvents | None = None
@@ -245,6 +247,15 @@ class RedisBroker:
         data = envelope.pack(envelope.Publication(room, envelope.UNSEQUENCED, payload))
         await self._redis.execute_command(self._publish.decode(), self._keys.channel(room),
                                           data)
+
+    @translate_errors
+    async def replace_message(self, room: str, seq: int, stored: bytes, replacement: bytes,
+                              event: bytes) -> bool | None:
+        done = int(await self._replace_message(
+            keys=[self._keys.history(room), self._keys.history_bytes(room)],
+            args=[seq, stored, replacement, event, self._publish, self._keys.channel(room),
+                  room]))
+        return None if done < 0 else bool(done)
 
     @translate_errors
     async def mute(self, room: str, user_id: str, until: float) -> None:
