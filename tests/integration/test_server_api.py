@@ -4,24 +4,28 @@ answered with a machine code, never a 500."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
+import stat
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.processes import start_node
 from node.app import server_api_app
 from node.client.server_api import ServerAPI, ServerAPIError
 from node.runtime import NODE
 from tests.chat_client import ChatClient
 from tests.conftest import REDIS_SHARDS, unlimited_flags
-from tests.docs_blocks import blocks_run_by
+from tests.docs_blocks import ROOT, blocks_run_by
 
 PUBLISH_KEY = "publish-key-0123456789"
 ADMIN_KEY = "admin-key-0123456789ab"
@@ -257,24 +261,35 @@ async def test_any_node_drives_the_cluster_and_the_gateway_hides_the_api(
                 assert reply.status == 404, command
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
 def test_the_documented_calls_run_as_written(make_cluster: Any) -> None:
     """docs/server-api.md's curl commands, as typed, against a node process: each answers
-    a result, none an error."""
+    a result, none an error; and docs/loadtesting.md's run of the backend's Locust users
+    ends without a failure."""
     key = "admin-docs-key-0123456789"
     cluster = make_cluster(nodes=1, api_key=key, node_args=unlimited_flags())
     env = {**os.environ, "CHAT_API": cluster.api_url(1), "CHAT_API_KEY": key}
-    commands = [command for block in blocks_run_by("tests/integration/test_server_api.py")
-                for command, _ in block.commands()]
-    assert len(commands) >= 8, commands
-    for command in commands:
-        done = subprocess.run(command, shell=True, executable="/bin/bash", env=env,
-                              capture_output=True, text=True, timeout=20)
-        assert done.returncode == 0, (command, done.stderr)
-        answer = json.loads(done.stdout)
+    blocks = blocks_run_by("tests/integration/test_server_api.py")
+    calls = [command for block in blocks if block.document == "docs/server-api.md"
+             for command, _ in block.commands()]
+    assert len(calls) >= 8, calls
+    for command in calls:
+        answer = json.loads(_run(command, env))
         assert "result" in answer, (command, answer)
         assert "error" not in json.dumps(answer["result"]).replace('"room_not_found"', ""), \
             (command, answer)
+    load, = [command for block in blocks if block.document == "docs/loadtesting.md"
+             for command, _ in block.commands()]
+    summary = _run(load, env, timeout=60)
+    assert "publish" in summary, summary
+
+
+def _run(command: str, env: dict[str, str], timeout: float = 20) -> str:
+    """Run a documented command as typed: what it printed, once it succeeded."""
+    done = subprocess.run(command, shell=True, executable="/bin/bash", env=env,
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-2000:])
+    return done.stdout + done.stderr
 
 
 async def test_a_muted_member_still_reads_and_others_chat(api_node, api) -> None:
@@ -374,3 +389,28 @@ async def test_a_deleted_message_is_a_tombstone_in_history_and_announced_in_orde
     with pytest.raises(ServerAPIError) as missing:
         await api().call("delete", room="general", seq=99)
     assert (missing.value.status, missing.value.code) == (404, "message_not_found")
+
+
+@pytest.mark.timeout(60)
+async def test_the_api_on_a_unix_socket_is_the_owners_alone(tmp_path: Path) -> None:
+    socket_path = tmp_path / "api.sock"
+    node = await asyncio.to_thread(start_node, tmp_path, "sock", None,
+                                   [f"--api-socket={socket_path}"], env={"CHAT_API_KEYS": KEYS})
+    try:
+        assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
+        async with ServerAPI(f"unix:{socket_path}", ADMIN_KEY) as api:
+            assert (await api.info())["node"]["id"] == "sock"
+            assert await api.publish("general", "through the socket") == 1
+    finally:
+        await asyncio.to_thread(node.stop)
+
+
+async def test_a_ban_ends_at_its_time(api_node, api) -> None:
+    first = ChatClient(await api_node[0].ws_connect("/ws"))
+    identity = await first.auth("mallory")
+    await api().call("disconnect", userId=identity["userId"], until=time.time() + 0.5)
+    assert (await first.expect_close())[0] == 4002
+    await asyncio.sleep(0.6)  # the ban's time passes (Redis expires the key)
+    again = ChatClient(await api_node[0].ws_connect("/ws"))
+    assert (await again.resume(identity, "mallory"))["userId"] == identity["userId"]
+    await again.close()
