@@ -247,6 +247,8 @@ async def test_any_node_drives_the_cluster_and_the_gateway_hides_the_api(
         assert names == {"alice", "bob"}
         assert sorted((await node2.info())["nodes"]) == sorted(
             [(await node1.info())["node"]["id"], (await node2.info())["node"]["id"]])
+        await node1.call("kick", room="general", userId=bob.user_id)
+        assert (await bob.skip_to("room_left"))["reason"] == "kicked", "kicked from node1"
         await node1.call("disconnect", userId=bob.user_id, until=time.time() + 60)
         assert (await bob.expect_close())[0] == 4002, "node2's member, closed from node1"
         for url in (cluster.node_ws_url(1), cluster.node_ws_url(2)):
