@@ -72,6 +72,25 @@ class ServerAPI:
                                  name=name, clientId=client_id)
         return list(result["results"])
 
+    async def disconnect(self, user_id: str, *, code: int | None = None,
+                         reason: str | None = None, until: float | None = None) -> None:
+        """Close the user's connections on every node; with `until` (Unix seconds), ban it
+        till then (a time past lifts a ban)."""
+        await self.call("disconnect", userId=user_id, code=code, reason=reason, until=until)
+
+    async def kick(self, room: str, user_id: str, *, until: float | None = None) -> None:
+        """Take the user out of the room on every node; with `until`, bar it from the room
+        till then."""
+        await self.call("kick", room=room, userId=user_id, until=until)
+
+    async def mute(self, room: str, user_id: str, until: float) -> None:
+        """Refuse the user's messages to the room until `until` (a time past lifts it)."""
+        await self.call("mute", room=room, userId=user_id, until=until)
+
+    async def delete(self, room: str, seq: int) -> None:
+        """Replace message `seq` of the room by a tombstone; its members are told."""
+        await self.call("delete", room=room, seq=seq)
+
     async def presence(self, room: str) -> dict[str, Any]:
         return dict(await self.call("presence", room=room))
 

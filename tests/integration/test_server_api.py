@@ -298,9 +298,7 @@ async def test_a_muted_member_still_reads_and_others_chat(api_node, api) -> None
     alice = await _member(api_node, "alice")
     mallory = await _member(api_node, "mallory")
     await alice.expect("user_joined")
-    muted = await api().call("mute", room="general", userId=mallory.user_id,
-                             until=time.time() + 60)
-    assert muted["userId"] == mallory.user_id
+    await api().mute("general", mallory.user_id, time.time() + 60)
     await mallory.say("spam")
     await mallory.expect_error("muted")
     with pytest.raises(ServerAPIError) as refused:
@@ -322,7 +320,7 @@ async def test_a_disconnected_user_is_closed_and_a_banned_one_kept_out(api_node,
     await first.join("general")
     second = ChatClient(await api_node[0].ws_connect("/ws"))
     await second.resume(identity, "mallory")  # a second tab: both go
-    await api().call("disconnect", userId=identity["userId"], reason="Spam")
+    await api().disconnect(identity["userId"], reason="Spam")
     for tab in (first, second):
         assert await tab.expect_close() == (4002, "Spam")
     back = ChatClient(await api_node[0].ws_connect("/ws"))
@@ -349,8 +347,7 @@ async def test_a_kicked_member_leaves_the_room_and_a_barred_one_may_not_rejoin(
     alice = await _member(api_node, "alice")
     mallory = await _member(api_node, "mallory")
     await alice.expect("user_joined")
-    await api().call("kick", room="general", userId=mallory.user_id,
-                     until=time.time() + 60)
+    await api().kick("general", mallory.user_id, until=time.time() + 60)
     assert await mallory.skip_to("room_left") == {"type": "room_left", "room": "general",
                                                    "reason": "kicked"}
     assert (await alice.skip_to("user_left"))["userId"] == mallory.user_id
@@ -380,7 +377,7 @@ async def test_a_deleted_message_is_a_tombstone_in_history_and_announced_in_orde
     late = await _member(api_node, "dave")  # the room's seq is still 3: the same state
     history = {m["seq"]: m for m in (await late.join("general"))["history"]}
     assert history[2]["deleted"] is True, "no cached window holds the deleted text"
-    await api().call("delete", room="general", seq=1)
+    await api().delete("general", 1)
     await alice.say("next")
     assert (await alice.skip_to("message_deleted"))["seq"] == 1
     assert (await alice.expect("message"))["text"] == "next", "in the room's order"
