@@ -61,7 +61,7 @@ class Liveness:
         self._stop.set()
 
     async def _tick(self) -> None:
-        if await self._coordination.heartbeat():
+        if await self._coordination.heartbeat(len(self._hub.sessions)):
             await self.resync()
         for departure in await self._presence.reap():
             log.info("reaped %s from %s", departure.member.name, departure.room)

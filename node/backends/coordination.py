@@ -18,13 +18,17 @@ class Coordination(Protocol):
         """A random secret shared by the cluster: it signs resume tokens."""
         ...
 
-    async def heartbeat(self) -> bool:
-        """Prove this node alive; True when its liveness had lapsed (its presence may have
-        been reaped: the node writes it again)."""
+    async def heartbeat(self, connections: int = 0) -> bool:
+        """Prove this node alive, holding `connections` chat connections; True when its
+        liveness had lapsed (its presence may have been reaped: the node writes it again)."""
         ...
 
     async def live_nodes(self) -> list[str]:
         """Nodes whose liveness has not expired, this one included."""
+        ...
+
+    async def node_connections(self) -> dict[str, int]:
+        """Each live node's chat connections, as of its last heartbeat."""
         ...
 
     async def lock_drain(self, ttl: float) -> str | None:

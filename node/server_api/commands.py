@@ -285,7 +285,9 @@ class ServerApi:
                 "total": page.total, "next": page.next_offset(body.offset)}
 
     async def _info(self, body: InfoBody) -> dict[str, Any]:
-        return {"node": self.node_info(), "nodes": sorted(await self.coordination.live_nodes())}
+        nodes = await self.coordination.node_connections()
+        return {"node": self.node_info(), "connections": sum(nodes.values()),
+                "nodes": [{"id": node, "connections": count} for node, count in nodes.items()]}
 
 
 def _error(refused: ApiError | ChatError) -> dict[str, str]:

@@ -46,6 +46,13 @@ async def test_a_node_that_beats_is_alive(coordination: Coordination) -> None:
     assert "node-a" in await coordination.live_nodes()
 
 
+async def test_a_heartbeat_tells_the_nodes_connections(coordination: Coordination) -> None:
+    await coordination.heartbeat(7)
+    assert (await coordination.node_connections())["node-a"] == 7
+    await coordination.heartbeat(2)
+    assert (await coordination.node_connections())["node-a"] == 2
+
+
 async def test_the_drain_lock_is_taken_released_and_taken_again(
         coordination: Coordination) -> None:
     assert await coordination.lock_drain(ttl=5) is None

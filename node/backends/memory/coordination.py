@@ -13,6 +13,7 @@ class MemoryCoordination:
         self._node_id = node_id
         self._secret = secrets.token_bytes(32)
         self._budgets = Budgets()
+        self._connections = 0  # as of the last heartbeat
         # (room, or "" for the cluster; user id) -> banned until (Unix seconds)
         self._bans: dict[tuple[str, str], float] = {}
 
@@ -22,11 +23,15 @@ class MemoryCoordination:
     async def secret(self) -> bytes:
         return self._secret
 
-    async def heartbeat(self) -> bool:
+    async def heartbeat(self, connections: int = 0) -> bool:
+        self._connections = connections
         return False  # nobody else could have reaped this node
 
     async def live_nodes(self) -> list[str]:
         return [self._node_id]
+
+    async def node_connections(self) -> dict[str, int]:
+        return {self._node_id: self._connections}
 
     async def lock_drain(self, ttl: float) -> str | None:
         return None  # no other node can be draining

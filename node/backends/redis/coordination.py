@@ -45,19 +45,23 @@ class RedisCoordination:
         return self._secret
 
     @translate_errors
-    async def heartbeat(self) -> bool:
+    async def heartbeat(self, connections: int = 0) -> bool:
         return bool(await self._heartbeat(
             keys=[self._keys.node_alive(self._node_id), self._keys.nodes],
-            args=[self._node_id, self._ttl_ms]))
+            args=[self._node_id, self._ttl_ms, connections]))
+
+    async def live_nodes(self) -> list[str]:
+        return sorted(await self.node_connections())
 
     @translate_errors
-    async def live_nodes(self) -> list[str]:
+    async def node_connections(self) -> dict[str, int]:
         nodes = sorted(n.decode() for n in await members(self._redis, self._keys.nodes))
         async with self._redis.pipeline() as pipe:
             for node in nodes:
-                pipe.exists(self._keys.node_alive(node))
-            alive = await pipe.execute()
-        return [node for node, exists in zip(nodes, alive, strict=True) if exists]
+                pipe.get(self._keys.node_alive(node))
+            counts = await pipe.execute()
+        return {node: int(count) for node, count in zip(nodes, counts, strict=True)
+                if count is not None}
 
     @translate_errors
     async def lock_drain(self, ttl: float) -> str | None:
