@@ -226,8 +226,8 @@ async def test_any_node_drives_the_cluster_and_the_gateway_hides_the_api(
         make_cluster: Any, open_ws: Any, redis_shards: int) -> None:
     """Node processes with Redis (or a Redis Cluster) and nginx: a publish through node1's API
     reaches a member on node2 in the room's order; node2's API sees node1's members; node1's
-    API disconnects and bans a member of node2, who is then refused on both; the gateway
-    routes nothing to the API (its paths answer 404 there)."""
+    API kicks, mutes, deletes for, disconnects and bans a member of node2, who is then
+    refused on both; the gateway routes nothing to the API (its paths answer 404 there)."""
     key = "admin-cluster-key-0123456789"
     cluster = make_cluster(nodes=2, redis_shards=redis_shards, api_key=key,
                            node_args=unlimited_flags())
@@ -248,8 +248,15 @@ async def test_any_node_drives_the_cluster_and_the_gateway_hides_the_api(
         assert names == {"alice", "bob"}
         assert sorted(node["id"] for node in (await node2.info())["nodes"]) == sorted(
             [(await node1.info())["node"]["id"], (await node2.info())["node"]["id"]])
-        await node1.call("kick", room="general", userId=bob.user_id)
+        await node1.kick("general", bob.user_id)
         assert (await bob.skip_to("room_left"))["reason"] == "kicked", "kicked from node1"
+        await bob.join("general")  # not barred: it may come back
+        await node1.mute("general", bob.user_id, time.time() + 60)
+        await bob.say("muted on node2 by node1")
+        await bob.expect_error("muted")
+        await node1.delete("general", 1)
+        assert (await bob.skip_to("message_deleted"))["seq"] == 1
+        assert (await node2.history("general"))["messages"][0]["deleted"] is True
         await node1.call("disconnect", userId=bob.user_id, until=time.time() + 60)
         assert (await bob.expect_close())[0] == 4002, "node2's member, closed from node1"
         for url in (cluster.node_ws_url(1), cluster.node_ws_url(2)):
