@@ -21,7 +21,7 @@ import redis
 
 from gateway.processes import Children, start_redis, stop_all
 from gateway.redis_cluster import free_cluster_port
-from node.backends.redis.broker import PUBLISH_MESSAGE
+from node.backends.redis.broker import PUBLISH_MESSAGE, PublishCall
 from node.backends.redis.support import RedisKeys
 
 TEMPLATE = b'{"type":"message","room":"r","user":"u","text":"' + b"x" * 100 + b'","seq":'
@@ -32,12 +32,12 @@ def _round(client: redis.Redis, sha: str, command: str, calls: int) -> float:
     keys = RedisKeys("cost")
     client.config_resetstat()
     pipe = client.pipeline(transaction=False)
+    deadline = int(time.time() * 1000) + 600_000
     for call in range(calls):
-        room = f"r{call % ROOMS}"
-        pipe.evalsha(sha, 6, keys.seq(room), keys.history(room), keys.epoch(room),
-                     keys.history_bytes(room), keys.term(room), keys.parent(room),
-                     TEMPLATE, 100, keys.channel(room), room, "e", command, 0, 2**18,
-                     int(time.time() * 1000) + 600_000, "")
+        publish = PublishCall(f"r{call % ROOMS}", TEMPLATE, "e", 0, "", deadline)
+        call_keys = publish.keys(keys)
+        pipe.evalsha(sha, len(call_keys), *call_keys,
+                     *publish.args(keys, command.encode(), 100, 2**18))
     pipe.execute()
     return float(client.info("commandstats")["cmdstat_evalsha"]["usec_per_call"])
 

@@ -9,7 +9,8 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import cast
+from dataclasses import dataclass
+from typing import Any, cast
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError, ResponseError
@@ -126,6 +127,35 @@ def _limits(asks: tuple[tuple[Budget, int], ...]) -> bytes:
     return " ".join(f"{b.limit} {int(b.window * 1000)} {take}" for b, take in asks).encode()
 
 
+@dataclass(frozen=True, slots=True)
+class PublishCall:
+    """One call of the publish script (publish_message.lua): its keys and arguments, in the
+    order the script reads them (loadtest.script_cost makes the same calls)."""
+
+    room: str
+    template: bytes
+    fresh_epoch: str  # the epoch a room's first message starts
+    seen: int  # the newest seq of the room this node delivered, in `seen_epoch`
+    seen_epoch: str
+    deadline_ms: int  # past it (Redis's clock), the script refuses to run
+    idempotency: Idempotency | None = None
+    sender: str = ""  # the user id whose mute the script checks
+
+    def keys(self, keys: RedisKeys) -> list[str]:
+        room = self.room
+        return [keys.seq(room), keys.history(room), keys.epoch(room), keys.history_bytes(room),
+                keys.term(room), keys.parent(room),
+                keys.sent(room, "" if self.idempotency is None else self.idempotency.key),
+                keys.mute(room, self.sender)]
+
+    def args(self, keys: RedisKeys, publish: bytes, capacity: int, capacity_bytes: int
+             ) -> list[Any]:
+        window = ("" if self.idempotency is None
+                  else str(max(1, round(self.idempotency.window * 1000))))
+        return [self.template, capacity, keys.channel(self.room), self.room, self.fresh_epoch,
+                publish, self.seen, capacity_bytes, self.deadline_ms, self.seen_epoch, window]
+
+
 class RedisBroker:
     """Publishes through a connection pool; receives through a subscriber: one connection
     to a single Redis, one per shard of a Redis Cluster."""
@@ -218,17 +248,12 @@ class RedisBroker:
         key the script may run twice (the second finds the key): a failed connection's call
         runs again on a fresh one instead of ending unknown."""
         deadline = int(time.time() * 1000 + PUBLISH_DEADLINE * 1000)
-        window = "" if idempotency is None else str(max(1, round(idempotency.window * 1000)))
+        call = PublishCall(room, template, self._fresh_epoch(), seen, seen_epoch, deadline,
+                           idempotency, sender)
         try:
             seq = int(await self._scripts.run(
-                self._publish_message,
-                [self._keys.seq(room), self._keys.history(room), self._keys.epoch(room),
-                 self._keys.history_bytes(room), self._keys.term(room),
-                 self._keys.parent(room),
-                 self._keys.sent(room, "" if idempotency is None else idempotency.key),
-                 self._keys.mute(room, sender)],
-                [template, self._capacity, self._keys.channel(room), room, self._fresh_epoch(),
-                 self._publish, seen, self._capacity_bytes, deadline, seen_epoch, window],
+                self._publish_message, call.keys(self._keys),
+                call.args(self._keys, self._publish, self._capacity, self._capacity_bytes),
                 repeatable=idempotency is not None))
         except (ResponseError, NotSent) as exc:
             raise Unavailable(f"the publish was refused or never sent: {exc}") from exc
