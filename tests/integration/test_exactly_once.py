@@ -14,7 +14,7 @@ import pytest
 from tests.chat_client import ChatClient
 from tests.conftest import REDIS_SHARDS, unlimited_flags
 
-ITERATIONS = 8
+ITERATIONS = 6
 
 
 async def _in_room(open_ws: Any, url: str, room: str, identity: dict[str, Any] | None,
