@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from gateway.processes import LOOPBACK, Service, start_node
 from loadtest.procstats import memory_kib
 from tests.frames import client
+from tests.hostile_json import json_values
 
 CANARY_SECONDS = 25.0
 MAX_FRAME = 4096
@@ -32,12 +33,6 @@ TYPES = ["auth", "join", "leave", "message", "list_rooms", "ping", "pong", "nons
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=4),
-    max_leaves=12,
-)
 messages = st.fixed_dictionaries(
     {"type": st.sampled_from(TYPES)},
     optional={"name": json_values, "room": json_values | st.sampled_from(["general", "x" * 65]),

@@ -51,12 +51,12 @@ async def test_presence_upkeep_survives_an_unexpected_error(make_node) -> None:
     mended = asyncio.Event()
     calls = 0
 
-    async def broken_until_mended() -> bool:
+    async def broken_until_mended(connections: int = 0) -> bool:
         nonlocal calls
         calls += 1
         if not mended.is_set():
             raise RuntimeError("injected")
-        return await real()
+        return await real(connections)
 
     coordination.heartbeat = broken_until_mended
     assert await _readiness_until(node, 503) == "presence upkeep failing"
