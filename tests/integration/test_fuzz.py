@@ -27,7 +27,7 @@ from loadtest.procstats import memory_kib
 from tests.frames import client
 from tests.hostile_json import json_values
 
-CANARY_SECONDS = 25.0
+CANARY_SECONDS = 20.0
 MAX_FRAME = 4096
 TYPES = ["auth", "join", "leave", "message", "list_rooms", "ping", "pong", "nonsense"]
 
