@@ -30,8 +30,8 @@ from node.chat.protocol import (
     DEFAULT_NAME, Auth, AuthSuccess, ChatError, ChatMessage, ClientMessage, ErrorCode, History,
     HistoryPage, HistoryReset, Join, Leave, ListRooms, MemberInfo, MessageDeleted, MessageSent,
     Parser, Ping, Pong, Refresh, Refreshed, RoomInfo, RoomJoined, RoomLeft, RoomList,
-    SendMessage, ServerPong, event_frame, event_payload, history_array, is_tombstone,
-    iso_timestamp, message_id, message_template, tombstone,
+    SendMessage, ServerPong, event_frame, event_payload, history_array, iso_timestamp,
+    message_id, message_template, tombstone,
 )
 from node.chat.session import Session
 from node.identity.jwt_tokens import Claims, JwtVerifier, TokenRefused
@@ -511,11 +511,10 @@ class Handlers:
             if not window.messages:
                 return False
             stored = window.messages[0]
-            if is_tombstone(stored):
-                return True
+            if (replacement := tombstone(stored)) is None:
+                return True  # deleted before
             replaced = await self._broker.replace_message(
-                room, seq, stored, tombstone(stored),
-                event_payload(MessageDeleted(room=room, seq=seq)))
+                room, seq, stored, replacement, event_payload(MessageDeleted(room=room, seq=seq)))
             if replaced is not None:
                 return replaced
         raise Unavailable(f"message {seq} of {room} kept changing")

@@ -516,13 +516,11 @@ def event_payload(event: Event) -> bytes:
     return _encode(event)
 
 
-def tombstone(stored: bytes) -> bytes:
+def tombstone(stored: bytes) -> bytes | None:
     """A deleted message's place in history: the message without its text (and clientId),
-    marked `"deleted": true`, its seq, author and time kept."""
+    marked `"deleted": true`, its seq, author and time kept; None when `stored` is one."""
     message = msgspec.json.decode(stored)
+    if message.get("deleted"):
+        return None
     message.pop("clientId", None)
     return _encode({**message, "text": "", "deleted": True})
-
-
-def is_tombstone(stored: bytes) -> bool:
-    return bool(msgspec.json.decode(stored).get("deleted"))

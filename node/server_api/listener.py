@@ -47,12 +47,17 @@ class Listener:
             else:
                 result = await self._one(key, name, body)
         except ApiError as refused:
-            self._calls[(name if name in self._api.commands or name == "batch" else "unknown",
-                         refused.code)] += 1
+            self._count(name, refused.code)
             return _refusal(refused)
         if name == "batch":
             self._calls[("batch", "ok")] += 1
         return web.json_response({"result": result})
+
+    def _count(self, name: str, result: str) -> None:
+        """One refused call, by command (`unknown` for a name that is none: a bounded set
+        of labels) and code."""
+        known = name in self._api.commands or name == "batch"
+        self._calls[(name if known else "unknown", result)] += 1
 
     def _authenticate(self, request: web.Request) -> ApiKey:
         key = find_key(self._keys, request.headers.get(KEY_HEADER, ""))
@@ -73,8 +78,7 @@ class Listener:
                                    "`command` (not batch)")
                 answers.append({"result": await self._one(key, name, fields)})
             except ApiError as refused:
-                self._calls[(name if name in self._api.commands else "unknown",
-                             refused.code)] += 1
+                self._count(str(name), refused.code)
                 answers.append({"error": {"code": refused.code, "message": str(refused)}})
         return answers
 

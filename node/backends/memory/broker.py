@@ -12,6 +12,7 @@ from node.backends.broker import (
     AlreadyStored, BrokerEvents, BudgetSpent, HistoryWindow, Idempotency, Muted,
 )
 from node.backends.envelope import UNSEQUENCED, Publication, close
+from node.backends.memory.deadlines import Deadlines
 from node.ratelimit import Budget, Budgets
 
 
@@ -39,7 +40,7 @@ class MemoryBroker:
     _budgets: Budgets = field(default_factory=Budgets)
     # idempotency key -> (seq, until when it holds), per room; dropped once past its window
     _sent: dict[str, dict[str, tuple[int, float]]] = field(default_factory=dict)
-    _muted: dict[tuple[str, str], float] = field(default_factory=dict)  # (room, user) -> until
+    _muted: Deadlines[tuple[str, str]] = field(default_factory=Deadlines)  # (room, user)
 
     @property
     def ready(self) -> bool:
@@ -62,7 +63,7 @@ class MemoryBroker:
                               seen: int, seen_epoch: str = "",
                               idempotency: Idempotency | None = None, sender: str = "") -> int:
         self._spend(budgets)
-        if self._muted.get((room, sender), 0.0) > time.time():
+        if self._muted.until((room, sender)) is not None:
             raise Muted(room)
         sent = self._sent_in(room)
         if idempotency is not None and idempotency.key in sent:
@@ -98,13 +99,7 @@ class MemoryBroker:
         return True
 
     async def mute(self, room: str, user_id: str, until: float) -> None:
-        now = time.time()
-        for ended in [key for key, end in self._muted.items() if end <= now]:
-            del self._muted[ended]  # a mute's only writer is the API: this stays small
-        if until > now:
-            self._muted[(room, user_id)] = until
-        else:
-            self._muted.pop((room, user_id), None)
+        self._muted.set((room, user_id), until)
 
     def _sent_in(self, room: str) -> dict[str, tuple[int, float]]:
         """The room's idempotency keys still within their window: the oldest go first (one

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 
+from node.backends.memory.deadlines import Deadlines
 from node.ratelimit import Budget, Budgets
 
 
@@ -14,8 +15,7 @@ class MemoryCoordination:
         self._secret = secrets.token_bytes(32)
         self._budgets = Budgets()
         self._connections = 0  # as of the last heartbeat
-        # (room, or "" for the cluster; user id) -> banned until (Unix seconds)
-        self._bans: dict[tuple[str, str], float] = {}
+        self._bans: Deadlines[tuple[str, str]] = Deadlines()  # (room or "", user id)
 
     async def close(self) -> None:
         pass
@@ -43,14 +43,7 @@ class MemoryCoordination:
         return self._budgets.take_all([budget], time.time()) is None
 
     async def ban(self, user_id: str, until: float, room: str = "") -> None:
-        now = time.time()
-        for ended in [key for key, end in self._bans.items() if end <= now]:
-            del self._bans[ended]  # a ban's only writer is the API: this stays small
-        if until > now:
-            self._bans[(room, user_id)] = until
-        else:
-            self._bans.pop((room, user_id), None)
+        self._bans.set((room, user_id), until)
 
     async def banned_until(self, user_id: str, room: str = "") -> float | None:
-        until = self._bans.get((room, user_id))
-        return until if until is not None and until > time.time() else None
+        return self._bans.until((room, user_id))

@@ -26,7 +26,7 @@ from node.backends.redis.script_pipeline import ScriptPipeline
 from node.backends.redis.subscriber import ChannelSubscriber, Subscriber
 from node.backends.redis.subscriber_cluster import ShardedSubscriber
 from node.backends.redis.support import (
-    COMMAND_TIMEOUT, Client, RedisKeys, publish_command, translate_errors,
+    COMMAND_TIMEOUT, Client, RedisKeys, hold_until, publish_command, translate_errors,
 )
 from node.ratelimit import Budget
 
@@ -284,11 +284,7 @@ class RedisBroker:
 
     @translate_errors
     async def mute(self, room: str, user_id: str, until: float) -> None:
-        key = self._keys.mute(room, user_id)
-        if until <= time.time():
-            await self._redis.delete(key)
-        else:
-            await self._redis.set(key, b"1", pxat=int(until * 1000))
+        await hold_until(self._redis, self._keys.mute(room, user_id), until)
 
     async def _take(self, asks: list[tuple[str, Budget, int]]) -> list[int]:
         """Take slices of the budgets from Redis: what each granted, or BudgetSpent."""

@@ -4,11 +4,12 @@ cluster secret, and the drain lock. All cluster-wide keys: one slot of a Redis C
 from __future__ import annotations
 
 import secrets
-import time
 from typing import cast
 
 from node.backends.redis.lua import lua_script
-from node.backends.redis.support import Client, RedisKeys, members, translate_errors
+from node.backends.redis.support import (
+    Client, RedisKeys, hold_until, members, translate_errors,
+)
 from node.ratelimit import Budget
 
 # KEYS: the node's liveness key, the set of nodes (one slot). ARGV: node id, ttl (ms).
@@ -77,11 +78,7 @@ class RedisCoordination:
 
     @translate_errors
     async def ban(self, user_id: str, until: float, room: str = "") -> None:
-        key = self._keys.ban(user_id, room)
-        if until <= time.time():
-            await self._redis.delete(key)
-        else:
-            await self._redis.set(key, repr(until), pxat=int(until * 1000))
+        await hold_until(self._redis, self._keys.ban(user_id, room), until)
 
     @translate_errors
     async def banned_until(self, user_id: str, room: str = "") -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -105,6 +106,15 @@ def translate_errors(method: Callable[P, Coroutine[Any, Any, T]]
             raise Unavailable(f"redis client failed: {exc!r}") from exc
 
     return wrapper
+
+
+async def hold_until(redis: Client, key: str, until: float) -> None:
+    """`key` lives until `until` (Unix seconds) and holds that time; a time past deletes it
+    (the mutes and bans the server API sets)."""
+    if until <= time.time():
+        await redis.delete(key)
+    else:
+        await redis.set(key, repr(until), pxat=int(until * 1000))
 
 
 # The hash tag of the cluster-wide keys: every one of them is in one slot of a Redis Cluster,
