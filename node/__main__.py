@@ -1,5 +1,6 @@
 """`python -m node`: run one chat node on uvloop until SIGTERM or SIGINT.
-`python -m node token ...`: mint a JWT (see node/identity/mint.py)."""
+`python -m node token ...`: mint a JWT (see node/identity/mint.py).
+`python -m node webhooks ...`: an endpoint's dead letters (see node/hooks/dead_letters.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from aiohttp import web
 from node.api import AccessLogger
 from node.app import create_app, make_runner, server_api_app
 from node.config import Settings, api_address, load_settings
+from node.hooks import dead_letters
 from node.identity import mint
 from node.runtime import NODE, Node
 
@@ -114,6 +116,8 @@ def raise_open_files_limit() -> int:
 def main() -> None:
     if sys.argv[1:2] == ["token"]:
         return mint.main(sys.argv[2:])
+    if sys.argv[1:2] == ["webhooks"]:
+        return dead_letters.main(sys.argv[2:])
     settings = load_settings()
     logging.basicConfig(
         level=settings.log_level.upper(),

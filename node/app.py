@@ -127,7 +127,16 @@ async def _background_loops(app: web.Application) -> AsyncIterator[None]:
     liveness = asyncio.create_task(node.liveness.run())
     control = asyncio.create_task(Supervised("control channel", node.moderation.listen,
                                              settle=1.0).run(), name="control")
+    webhooks = None if node.deliverer is None else asyncio.create_task(
+        Supervised("webhook delivery", node.deliverer.run, settle=5.0).run(), name="webhooks")
     yield
+    if webhooks is not None and node.deliverer is not None:
+        webhooks.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await webhooks
+        await node.deliverer.release()
+    if node.caller is not None:
+        await node.caller.close()
     node.liveness.stop()
     control.cancel()
     heartbeat.cancel()

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from node.hooks.endpoints import parse_endpoint
+from node.hooks.signing import Signer
 from node.identity.api_keys import parse_api_keys
 from node.identity.jwt_tokens import DEFAULT_MAX_TTL, JwtVerifier
 from node.identity.rules import ROOM_PATTERN
@@ -210,6 +212,39 @@ class Settings:
     api_rate: float = _positive(100.0, "server API commands per second per key")
     api_burst: int = _positive(200, "server API commands one key may send at once")
     api_max_body: int = _positive(65536, "bytes of one server API request body")
+    publish_hook: str | None = _setting(
+        None, "URL the node asks, signed, before accepting each client message: accept, reject "
+        "or replace its text (docs/hooks.md); absent: no hook")
+    publish_hook_timeout: float = _positive(
+        1.0, "seconds a publish (or connect) hook call may take, waiting for a free slot "
+        "included; past it --publish-hook-failure decides")
+    publish_hook_concurrency: int = _positive(
+        64, "publish and connect hook calls one node has in flight at once; more wait for a "
+        "slot within the hook's timeout")
+    publish_hook_failure: str = _setting(
+        "reject", "what happens to a message when the publish hook fails, answers badly or "
+        "times out: reject (the client gets error unavailable) or accept (published unchecked)")
+    connect_hook: str | None = _setting(
+        None, "URL the node asks, signed, at each auth: accept (maybe setting the name and the "
+        "rooms allowed) or refuse; a failing hook refuses (docs/hooks.md); absent: no hook")
+    webhook_url: tuple[str, ...] = field(default=(), metadata={"help": (
+        "webhook endpoint, URL#event,event... (the fragment, never sent, picks the events; "
+        "none: all); the flag repeats, the variable takes them separated by spaces; needs "
+        "--redis-url (the queue is in Redis) and the same list on every node"),
+        "repeat": True})
+    webhook_timeout: float = _positive(5.0, "seconds one webhook POST may take")
+    webhook_max_age: float = _positive(
+        3600.0, "seconds an event is retried for, from when it happened; older, it goes to "
+        "the endpoint's dead letters (python -m node webhooks)")
+    webhook_max_backoff: float = _positive(
+        30.0, "the longest wait between two tries of an event (exponential from 0.5 s, full "
+        "jitter)")
+    webhook_concurrency: int = _positive(
+        16, "rooms whose events one node delivers at once, per endpoint (each room's in order)")
+    webhook_dead_max: int = _positive(
+        100000, "dead letters kept per endpoint; past it the oldest go")
+    hook_secret: str | None = _secret(
+        "Standard Webhooks secret (whsec_<base64>) that signs hook calls and webhooks")
     jwt_secret: str | None = _secret(
         "HS256 secret of the identity provider's JWTs; set, `auth` requires a token (prefer "
         "the environment or the file: a flag's value is visible to every local user)",
@@ -296,14 +331,26 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default = convert(env[env_name]) if env_name in env else _default(f)
         options: dict[str, Any] = (
             {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": convert})
+        if f.metadata.get("repeat"):  # None when no flag is given: see _repeated
+            options, default = {"action": "append"}, _repeated(None, env, f)
         parser.add_argument(
             _flag(f.name),
             dest=f.name,
-            default=default,
+            default=None if f.metadata.get("repeat") else default,
             help=f"{f.metadata['help']} [env {env_name}, default {default}]",
             **options,
         )
     return parser
+
+
+def _repeated(given: list[str] | None, env: Mapping[str, str],
+              f: dataclasses.Field[Any]) -> tuple[str, ...]:
+    """A repeated flag's values: those given, else the CHAT_* variable's (separated by
+    white space), else the default. Given flags replace the rest rather than add to it."""
+    if given is not None:
+        return tuple(given)
+    env_name = _env_name(f.name)
+    return tuple(env[env_name].split()) if env_name in env else _default(f)
 
 
 def _add_secret_file(parser: argparse.ArgumentParser, f: dataclasses.Field[Any],
@@ -346,6 +393,9 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
     parser = build_parser(env)
     values = vars(parser.parse_args(argv))
     _read_secrets(values, env, parser)
+    for f in dataclasses.fields(Settings):
+        if f.metadata.get("repeat"):
+            values[f.name] = _repeated(values[f.name], env, f)
     settings = Settings(**values)
     _validate(settings, parser)
     return settings
@@ -388,6 +438,7 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
     except (OSError, ValueError) as error:
         parser.error(f"--jwt-public-key: {error}")
     _validate_api(settings, parser)
+    _validate_hooks(settings, parser)
     if logging.getLevelName(settings.log_level.upper()) not in range(0, 60):
         parser.error(f"unknown --log-level {settings.log_level}")
 
@@ -416,3 +467,27 @@ def _validate_api(settings: Settings, parser: argparse.ArgumentParser) -> None:
             parse_api_keys(settings.api_keys)
         except ValueError as error:
             parser.error(f"the server API's keys: {error}")
+
+
+def _validate_hooks(settings: Settings, parser: argparse.ArgumentParser) -> None:
+    """Hooks and webhooks are signed, so they need the secret; the webhooks' queue is in
+    Redis; every URL and event name must parse."""
+    if settings.publish_hook_failure not in ("reject", "accept"):
+        parser.error("--publish-hook-failure must be reject or accept")
+    wanted = [settings.publish_hook, settings.connect_hook, *settings.webhook_url]
+    for url in filter(None, wanted):
+        try:
+            parse_endpoint(url)
+        except ValueError as error:
+            parser.error(str(error))
+    if any(wanted) and settings.hook_secret is None:
+        parser.error("hooks and webhooks are signed: give CHAT_HOOK_SECRET or --hook-secret-file")
+    if settings.hook_secret is not None:
+        try:
+            Signer(settings.hook_secret)
+        except ValueError as error:
+            parser.error(f"the hook secret: {error}")
+    if settings.webhook_url and settings.redis_url is None:
+        parser.error("--webhook-url needs --redis-url: the webhooks' queue is kept in Redis")
+    if len({parse_endpoint(url).key for url in settings.webhook_url}) < len(settings.webhook_url):
+        parser.error("--webhook-url names one URL twice")

@@ -42,12 +42,17 @@ class Latency:
         self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.total += seconds
 
-    def family(self, name: str, help: str) -> HistogramMetricFamily:
+    def buckets(self) -> tuple[list[tuple[str, float]], float]:
+        """Cumulative (bound, count) pairs and the sum, as prometheus-client takes them."""
         cumulative, buckets = 0, []
         for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self.counts):
             cumulative += count
-            buckets.append((bound, cumulative))
-        return HistogramMetricFamily(name, help, buckets=buckets, sum_value=self.total)
+            buckets.append((bound, float(cumulative)))
+        return buckets, self.total
+
+    def family(self, name: str, help: str) -> HistogramMetricFamily:
+        buckets, total = self.buckets()
+        return HistogramMetricFamily(name, help, buckets=buckets, sum_value=total)
 
 
 class Metrics:
@@ -70,10 +75,18 @@ class Metrics:
         self.errors: Counter[str] = Counter()  # error events sent, by code
         self.closes: Counter[str] = Counter()  # server-initiated closes, by close code
         self.api_calls: Counter[tuple[str, str]] = Counter()  # (command, "ok" or error code)
+        self.webhook_results: Counter[tuple[str, str]] = Counter()  # (endpoint, result)
+        self._hook_seconds: dict[str, Latency] = {}  # per hook: answered calls
+        self._hook_failures: Counter[tuple[str, str]] = Counter()  # (hook, why)
         self._gauges: list[tuple[str, str, Callable[[], float]]] = []
         self._labelled: list[tuple[str, str, str, dict[str, Callable[[], float]]]] = []
         self.registry = CollectorRegistry()
         self.registry.register(self)
+
+    def hook_calls(self, seconds: dict[str, Latency], failures: Counter[tuple[str, str]]
+                   ) -> None:
+        """Report the hooks' calls as their caller counts them."""
+        self._hook_seconds, self._hook_failures = seconds, failures
 
     def watch(self, name: str, help: str, read: Callable[[], float]) -> None:
         """A gauge whose value is read when Prometheus scrapes."""
@@ -123,12 +136,20 @@ class Metrics:
                         "needs restarts with backoff", "purpose", FAILURES)
         yield _by_label("chat_closes", "Connections the server closed, by close code (1013: "
                         "slow consumer, 1008: flood, 4001: authentication)", "code", self.closes)
-        api_calls = CounterMetricFamily("chat_api_calls", "Server API commands this node "
-                                        "answered, by command and result (ok or the error "
-                                        "code)", labels=["command", "result"])
-        for (command, result), count in sorted(self.api_calls.items()):
-            api_calls.add_metric([command, result], count)
-        yield api_calls
+        yield _by_labels("chat_api_calls", "Server API commands this node answered, by "
+                         "command and result (ok or the error code)", ("command", "result"),
+                         self.api_calls)
+        yield _by_labels("chat_hook_failures", "Publish and connect hook calls without a "
+                         "usable answer, by hook and why (timeout, connection, status, "
+                         "too_large, bad_answer)", ("hook", "why"), self._hook_failures)
+        yield _by_labels("chat_webhook_deliveries", "Webhook POSTs by endpoint and result "
+                         "(ok; failed: retried later; dead: too old, now a dead letter)",
+                         ("endpoint", "result"), self.webhook_results)
+        hooks = HistogramMetricFamily("chat_hook_seconds", "Answered publish and connect "
+                                      "hook calls, from asking to the answer", labels=["hook"])
+        for hook, latency in sorted(self._hook_seconds.items()):
+            hooks.add_metric([hook], *latency.buckets())
+        yield hooks
         yield self.publish_seconds.family(
             "chat_publish_seconds", "From a message's handling to its being stored and published")
         yield self.fanout_seconds.family(
@@ -150,4 +171,12 @@ def _by_label(name: str, help: str, label: str, counts: Counter[str]) -> Counter
     family = CounterMetricFamily(name, help, labels=[label])
     for value, count in sorted(counts.items()):
         family.add_metric([value], count)
+    return family
+
+
+def _by_labels(name: str, help: str, labels: tuple[str, str],
+               counts: Counter[tuple[str, str]]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help, labels=list(labels))
+    for values, count in sorted(counts.items()):
+        family.add_metric(list(values), count)
     return family

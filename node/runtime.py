@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from node.backends.broker import Broker
+from node.backends.broker import CONTROL
 from node.backends.coordination import Coordination
+from node.backends.event_queue import EventQueue, Recorded
 from node.backends.envelope import Template
 from node.backends.factory import BackendSettings, open_backends
 from node.backends.presence import Member, Presence, RoomPolicy
@@ -19,11 +21,17 @@ from node.chat.directory import Directory
 from node.chat.handlers import ChatLimits, Handlers
 from node.chat.heartbeat import run_heartbeat
 from node.chat.hub import Hub
-from node.chat.moderation import Moderation
+from node.chat.moderation import Banned, Moderation
 from node.chat.protocol import presence_templates
 from node.chat.session import SessionLimits
 from node.config import Settings, jwt_verifier
 from node.drain import Drainer
+from node.hooks.application import ApplicationHooks, HookSettings
+from node.hooks.caller import Caller
+from node.hooks.delivery import Deliverer, DeliverySettings
+from node.hooks.endpoints import Endpoint, parse_endpoint, recorded_by
+from node.hooks.events import ban_payload
+from node.hooks.signing import Signer
 from node.liveness import Liveness
 from node.metrics import Metrics
 from node.ratelimit import Rate
@@ -53,6 +61,8 @@ class Node:
     heartbeat: Supervised  # the node's pings (node.chat.heartbeat), restarted if they fail
     moderation: Moderation  # cluster-wide disconnects and bans
     redis: Client | None  # the backends' Redis client, closed after them (None: in memory)
+    caller: Caller | None  # the hooks' and webhooks' HTTP client (None: no hook configured)
+    deliverer: Deliverer | None  # this node's share of the webhooks (None: no webhooks)
     instance: str = field(default_factory=lambda: secrets.token_hex(6))  # this process
 
     def unready_reason(self) -> str | None:
@@ -81,6 +91,8 @@ def build_node(settings: Settings) -> Node:
     """A node on the backends its settings name (in memory when there is no Redis URL)."""
     backends = open_backends(_backend_settings(settings), _announcements)
     broker, presence, coordination = backends.broker, backends.presence, backends.coordination
+    caller = (None if settings.hook_secret is None else
+              Caller(Signer(settings.hook_secret), settings.publish_hook_concurrency))
     metrics = Metrics()
     hub = Hub(broker, settings.history, metrics, settings.presence_limit,
               settings.presence_interval)
@@ -89,7 +101,8 @@ def build_node(settings: Settings) -> Node:
     directory = Directory(presence)
     admission = Admission(settings.handshake_backlog, settings.handshake_timeout)
     handlers = Handlers(_chat_limits(settings), jwt_verifier(settings), hub, broker, presence,
-                        coordination, directory, metrics, admission)
+                        coordination, directory, metrics, admission,
+                        ApplicationHooks(caller, _hook_settings(settings)))
     drain = Drainer(settings.node_id, settings.drain_window, hub, coordination,
                     handlers.departures)
     connections = Connections(settings.max_connections, settings.max_connections_per_address)
@@ -97,10 +110,15 @@ def build_node(settings: Settings) -> Node:
     heartbeat = Supervised("heartbeat", functools.partial(
         run_heartbeat, hub, settings.ping_interval, settings.ping_timeout),
         settle=settings.ping_interval)
-    moderation = Moderation(hub, broker, coordination, handlers.kick)
+    events = backends.events
+    moderation = Moderation(hub, broker, coordination, handlers.kick,
+                            *([_ban_events(events)] if events and _recorded(settings).bans
+                              else []))
+    deliverer = None if events is None or caller is None else Deliverer(
+        events, caller, _delivery_settings(settings), coordination.live_nodes)
     node = Node(settings, session_limits(settings), broker, presence, coordination, hub,
                 handlers, liveness, drain, connections, EchoSockets(), directory, metrics,
-                admission, output, heartbeat, moderation, backends.redis)
+                admission, output, heartbeat, moderation, backends.redis, caller, deliverer)
     _watch(node)
     return node
 
@@ -116,7 +134,34 @@ def _backend_settings(settings: Settings) -> BackendSettings:
                        settings.address_rooms_per_hour)
     return BackendSettings(settings.redis_url, settings.redis_cluster, settings.redis_prefix,
                            settings.node_id, settings.node_ttl, settings.history,
-                           settings.history_bytes, rooms)
+                           settings.history_bytes, rooms, _recorded(settings))
+
+
+def _recorded(settings: Settings) -> Recorded:
+    return recorded_by(_endpoints(settings))
+
+
+def _endpoints(settings: Settings) -> tuple[Endpoint, ...]:
+    return tuple(parse_endpoint(url) for url in settings.webhook_url)
+
+
+def _hook_settings(settings: Settings) -> HookSettings:
+    return HookSettings(settings.publish_hook, settings.connect_hook,
+                        settings.publish_hook_timeout, settings.publish_hook_failure == "accept")
+
+
+def _delivery_settings(settings: Settings) -> DeliverySettings:
+    return DeliverySettings(_endpoints(settings), settings.webhook_timeout,
+                            settings.webhook_max_age, settings.webhook_max_backoff,
+                            settings.webhook_concurrency, settings.webhook_dead_max)
+
+
+def _ban_events(events: EventQueue) -> Banned:
+    """Bans queued for the webhooks (user_banned): a room's in the room's queue, the
+    cluster's in the control channel's."""
+    async def banned(user_id: str, until: float, room: str) -> None:
+        await events.append(room or CONTROL, ban_payload(user_id, until, room))
+    return banned
 
 
 def _chat_limits(settings: Settings) -> ChatLimits:
@@ -151,9 +196,27 @@ def _watch(node: Node) -> None:
                   "first room_joined", lambda: node.admission.unfinished)
     metrics.watch("chat_ready", "1 while /readyz answers 200",
                   lambda: float(node.unready_reason() is None))
+    if node.caller is not None:
+        metrics.hook_calls(node.caller.seconds, node.caller.failures)
+    if node.deliverer is not None:
+        _watch_webhooks(node.deliverer, metrics, _endpoints(node.settings))
     metrics.watch("chat_output_queued_bytes", "Bytes queued to peers that have not read them "
                   "(as last counted), against --max-node-output", lambda: node.output.total)
 
 
 def _sockets_of_kind(connections: Connections, kind: str) -> float:
     return connections.by_kind()[kind]
+
+
+def _watch_webhooks(deliverer: Deliverer, metrics: Metrics, endpoints: tuple[Endpoint, ...]
+                    ) -> None:
+    metrics.webhook_results = deliverer.results
+    metrics.watch("chat_webhook_queue_events", "Room events queued for webhooks in the "
+                  "partitions this node delivers, not yet had by every endpoint (counted "
+                  "every few seconds)", lambda: deliverer.queued)
+    metrics.watch("chat_webhook_partitions", "Webhook partitions this node delivers",
+                  lambda: deliverer.partitions)
+    metrics.watch_each("chat_webhook_oldest_seconds", "Age of the oldest event this node "
+                       "holds back for an endpoint after a failed delivery (0: none)",
+                       "endpoint", {e.url: functools.partial(deliverer.oldest, e)
+                                    for e in endpoints})

@@ -7,14 +7,16 @@ from dataclasses import dataclass
 
 from node.backends.broker import Broker
 from node.backends.coordination import Coordination
+from node.backends.event_queue import EventQueue, Recorded
 from node.backends.memory.broker import MemoryBroker
 from node.backends.memory.coordination import MemoryCoordination
 from node.backends.memory.presence import MemoryPresence
 from node.backends.presence import Announcements, Presence, RoomPolicy
 from node.backends.redis.broker import RedisBroker
 from node.backends.redis.coordination import RedisCoordination
+from node.backends.redis.event_queue import Marks, RedisEventQueue
 from node.backends.redis.presence import RedisPresence
-from node.backends.redis.support import Client, connect
+from node.backends.redis.support import Client, RedisKeys, connect
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,7 @@ class BackendSettings:
     history: int  # messages a room keeps
     history_bytes: int  # bytes of messages a room keeps
     rooms: RoomPolicy
+    recorded: Recorded = Recorded()  # the events queued for webhooks (Redis only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,7 @@ class Backends:
     broker: Broker
     presence: Presence
     coordination: Coordination
+    events: EventQueue | None  # the webhooks' queue (None: no webhooks)
     redis: Client | None  # the Redis client they share, closed after them (None: in memory)
 
 
@@ -48,14 +52,17 @@ def open_backends(settings: BackendSettings, announcements: Announcements) -> Ba
     # for every part (a shard's primary is left for its replica at once).
     redis = connect(settings.redis_url, settings.redis_cluster)
     prefix, node_id = settings.prefix, settings.node_id
+    marks = Marks(redis, RedisKeys(prefix), settings.recorded) if settings.recorded.any else None
     return Backends(
-        RedisBroker(redis, prefix, node_id, settings.history, settings.history_bytes),
-        RedisPresence(redis, prefix, node_id, settings.node_ttl, settings.rooms, announcements),
+        RedisBroker(redis, prefix, node_id, settings.history, settings.history_bytes, marks),
+        RedisPresence(redis, prefix, node_id, settings.node_ttl, settings.rooms, announcements,
+                      marks),
         RedisCoordination(redis, prefix, node_id, settings.node_ttl),
+        None if marks is None else RedisEventQueue(redis, RedisKeys(prefix), node_id, marks),
         redis)
 
 
 def _in_memory(settings: BackendSettings, announcements: Announcements) -> Backends:
     broker = MemoryBroker(capacity=settings.history, capacity_bytes=settings.history_bytes)
     presence = MemoryPresence(settings.rooms, announcements, broker.deliver, broker.drop_room)
-    return Backends(broker, presence, MemoryCoordination(settings.node_id), None)
+    return Backends(broker, presence, MemoryCoordination(settings.node_id), None, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,9 +32,11 @@ from node.chat.protocol import (
     HistoryPage, HistoryReset, Join, Leave, ListRooms, MemberInfo, MessageDeleted, MessageSent,
     Parser, Ping, Pong, Refresh, Refreshed, RoomInfo, RoomJoined, RoomLeft, RoomList,
     SendMessage, ServerPong, event_frame, event_payload, history_array, iso_timestamp,
-    message_id, message_template, tombstone,
+    checked_name, message_id, message_template, tombstone,
 )
 from node.chat.session import Session
+from node.hooks.application import Admitted, ApplicationHooks, HookUnavailable, Rejected
+from node.hooks.wire import ConnectCheck, MessageCheck
 from node.identity.jwt_tokens import Claims, JwtVerifier, TokenRefused
 from node.identity.names import canonical
 from node.identity.resume_tokens import sign, verify
@@ -105,8 +108,9 @@ class Handlers:
 
     def __init__(self, limits: ChatLimits, jwt: JwtVerifier | None, hub: Hub, broker: Broker,
                  presence: Presence, coordination: Coordination, directory: Directory,
-                 metrics: Metrics, admission: Admission) -> None:
+                 metrics: Metrics, admission: Admission, hooks: ApplicationHooks) -> None:
         self._node_id = limits.node_id
+        self._hooks = hooks
         self._metrics = metrics
         self._jwt = jwt  # None: anonymous mode (names, no tokens)
         self._history_window = min(limits.history_window, limits.history)
@@ -227,15 +231,44 @@ class Handlers:
                 Budget("identities", session.address, self._identities_per_minute, 60.0)):
             raise ChatError(ErrorCode.RATE_LIMITED, "Too many new users from your network; "
                             "resume with your userId and token, or retry in a minute")
+        admitted = await self._admitted(session, message)
+        user_id = admitted.user_id or user_id
         await self._refuse_banned(user_id)
-        name = message.name or DEFAULT_NAME
-        if message.name is not None:
-            await self._claim_name(session, message.name, user_id)
+        name = admitted.name or message.name or DEFAULT_NAME
+        if name != DEFAULT_NAME:
+            await self._claim_name(session, name, user_id)
         session.member = Member(user_id, name)
+        if admitted.rooms is not None:  # the application's word, as a token's `rooms`
+            session.claims = Claims(user_id, name, math.inf, admitted.rooms)
         log.info("auth session=%s user=%s", session.id, user_id)
         session.send(event_frame(AuthSuccess(
             user_id=user_id, name=name, node=self._node_id, token=sign(secret, user_id)
         )))
+
+    async def _admitted(self, session: Session, message: Auth) -> Admitted:
+        """The connect hook's word on this `auth`: who the client is and where it may go
+        (docs/hooks.md); a refusal closes the connection (4001)."""
+        if not self._hooks.checks_connects:
+            return Admitted(None, None, None)
+        resumed = message.user_id is not None
+        try:
+            admitted = await self._hooks.check_connect(ConnectCheck(
+                session.address, message.user_id, message.name,
+                None if resumed else message.token))
+        except Rejected as refused:
+            raise ChatError(refused.code, refused.reason or "The application refused you",
+                            close=disconnect.AUTH_FAILED) from None
+        except HookUnavailable:
+            raise ChatError(ErrorCode.UNAVAILABLE, "The application could not be asked "
+                            "whether you may come in; retry soon") from None
+        if admitted.name is not None:
+            try:
+                checked_name(admitted.name)
+            except ChatError:
+                log.warning("the connect hook gave a name the rules refuse: %r", admitted.name)
+                raise ChatError(ErrorCode.UNAVAILABLE, "The application gave you a name "
+                                "the chat cannot use") from None
+        return admitted
 
     async def _refuse_banned(self, user_id: str) -> None:
         """A user the application banned (server API `disconnect` with `until`) is refused
@@ -460,10 +493,13 @@ class Handlers:
         if not session.budgets:  # made at the first message: most sessions stay idle
             session.budgets = (per_second("user", member.id, *self._user_budget),
                                per_second("address", session.address, *self._address_budget))
+        text = message.text
+        if self._hooks.checks_messages:
+            text = await self._hooked_text(MessageCheck(room, member.id, member.name, text,
+                                                        message.client_id))
         try:
             seq, duplicate = await self.publish(room, Author(member.id, member.name),
-                                                message.text, message.client_id,
-                                                session.budgets)
+                                                text, message.client_id, session.budgets)
         except BudgetSpent as spent:
             raise ChatError(ErrorCode.RATE_LIMITED,
                             f"Too many messages from this {spent.budget.kind}; this one was "
@@ -482,6 +518,26 @@ class Handlers:
         if not duplicate:
             self._metrics.published += 1
             self._metrics.publish_seconds.observe(time.perf_counter() - started)
+
+    async def _hooked_text(self, check: MessageCheck) -> str:
+        """The text the publish hook lets through (maybe its replacement), or the client's
+        `error`: the application's code when it rejected the message, `unavailable` when
+        the hook failed under the reject policy."""
+        try:
+            text = await self._hooks.check_message(check)
+        except Rejected as refused:
+            raise ChatError(refused.code, refused.reason or "The application rejected your "
+                            "message; it was not sent") from None
+        except HookUnavailable:
+            raise ChatError(ErrorCode.UNAVAILABLE, "The application could not check your "
+                            "message; it was not sent, retry soon") from None
+        try:
+            self._parser.check_text(text)
+        except ChatError:
+            log.warning("the publish hook's replacement breaks the text rules; refused")
+            raise ChatError(ErrorCode.UNAVAILABLE, "The application's replacement of your "
+                            "message cannot be sent; it was not sent") from None
+        return text
 
     async def publish(self, room: str, author: Author, text: str, client_id: str | None,
                       budgets: Sequence[Budget] = ()) -> tuple[int, bool]:

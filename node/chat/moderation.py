@@ -7,7 +7,7 @@ its `join`) on any node until it ends."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -40,10 +40,21 @@ class KickUser(_Command, frozen=True, tag="kick"):
 Command = DisconnectUser | KickUser
 
 
+# Told of each ban (user id, until, room or "" for the cluster) once it holds: the webhooks'
+# user_banned.
+Banned = Callable[[str, float, str], Awaitable[None]]
+
+
+async def _untold(user_id: str, until: float, room: str) -> None:
+    """No one to tell of bans."""
+
+
 class Moderation:
     def __init__(self, hub: Hub, broker: Broker, coordination: Coordination,
-                 kick: Callable[[Session, str], Coroutine[Any, Any, None]]) -> None:
+                 kick: Callable[[Session, str], Coroutine[Any, Any, None]],
+                 banned: Banned = _untold) -> None:
         self._hub = hub
+        self._banned = banned
         self._broker = broker
         self._coordination = coordination
         self._kick = kick  # takes a session out of a room, telling it why
@@ -60,6 +71,7 @@ class Moderation:
         with `ban_until`, refuse its connections until then first (so that none slips in)."""
         if ban_until is not None:
             await self._coordination.ban(user_id, ban_until)
+            await self._banned(user_id, ban_until, "")
         await self._broker.publish_event(
             CONTROL, msgspec.json.encode(DisconnectUser(user_id, code, reason)))
 
@@ -68,6 +80,7 @@ class Moderation:
         `ban_until`, refuse its joins of the room until then first."""
         if ban_until is not None:
             await self._coordination.ban(user_id, ban_until, room)
+            await self._banned(user_id, ban_until, room)
         await self._broker.publish_event(CONTROL, msgspec.json.encode(KickUser(user_id, room)))
 
     def carry_out(self, payload: bytes) -> None:

@@ -53,7 +53,8 @@ class ChatError(Exception):
     """A request the server refuses; the client gets an `error` event and stays connected,
     unless `close` says how the server then closes the connection."""
 
-    def __init__(self, code: ErrorCode, message: str, close: Disconnect | None = None) -> None:
+    def __init__(self, code: ErrorCode | str, message: str, close: Disconnect | None = None
+                 ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -418,7 +419,7 @@ class ServerShutdown(_Event, frozen=True, tag="server_shutdown"):
 
 
 class Error(_Event, frozen=True, tag="error"):
-    code: ErrorCode
+    code: ErrorCode | str  # str: a code of the application's (its publish or connect hook)
     message: str
 
 

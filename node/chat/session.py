@@ -152,7 +152,7 @@ class Session:
             self._check_rate()
             await self._dispatch(self, data)
         except ChatError as error:
-            self._metrics.errors[error.code.value] += 1
+            self._metrics.errors[str(error.code)] += 1
             self.send(event_frame(Error(code=error.code, message=error.message)))
             if error.close is not None:
                 self.close_soon(error.close)

@@ -8,6 +8,8 @@ architecture only while the imports keep pointing one way.
 - none of them (nor server_api/) imports node.config: each component is given the part of
   the settings it uses;
 - server_api/ (the application's HTTP API) sits above chat/: nothing below imports it;
+- hooks/ (the application's hooks and webhooks) knows neither chat/ nor transport/; chat/
+  asks it, backends/ (which queue the webhooks' events) do not know it;
 - client/ (the user-facing library) imports no server module, only the leaf `node.backoff`;
 - transport/frames (the RFC 6455 codec, which the load generators use too) imports no node
   module: no connection state behind the bytes;
@@ -106,6 +108,13 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     ("node.transport", "node.server_api"),
     ("node.backends", "node.server_api"),
     ("node.identity", "node.server_api"),
+    # the hooks speak HTTP to the application; the chat domain asks them
+    ("node.hooks", "node.chat"),
+    ("node.hooks", "node.transport"),
+    ("node.hooks", "node.server_api"),
+    ("node.hooks", "node.config"),
+    ("node.backends", "node.hooks"),
+    ("node.transport", "node.hooks"),
 ])
 def test_a_lower_folder_imports_nothing_of_a_higher_one(folder: str, forbidden: str) -> None:
     crossings = sorted(f"{module} imports {imported}"

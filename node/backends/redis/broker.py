@@ -21,6 +21,7 @@ from node.backends.broker import (
 )
 from node.backends.errors import OutcomeUnknown, Unavailable
 from node.backends.redis.connection import Endpoint, NotSent
+from node.backends.redis.event_queue import Marks
 from node.backends.redis.lua import lua_script
 from node.backends.redis.script_pipeline import ScriptPipeline
 from node.backends.redis.subscriber import ChannelSubscriber, Subscriber
@@ -140,13 +141,14 @@ class PublishCall:
     deadline_ms: int  # past it (Redis's clock), the script refuses to run
     idempotency: Idempotency | None = None
     sender: str = ""  # the user id whose mute the script checks
+    queued: bool = False  # the script queues the message for the webhooks
 
     def keys(self, keys: RedisKeys) -> list[str]:
         room = self.room
         return [keys.seq(room), keys.history(room), keys.epoch(room), keys.history_bytes(room),
                 keys.term(room), keys.parent(room),
                 keys.sent(room, "" if self.idempotency is None else self.idempotency.key),
-                keys.mute(room, self.sender)]
+                keys.mute(room, self.sender), *([keys.hooks(room)] if self.queued else [])]
 
     def args(self, keys: RedisKeys, publish: bytes, capacity: int, capacity_bytes: int
              ) -> list[Any]:
@@ -161,8 +163,9 @@ class RedisBroker:
     to a single Redis, one per shard of a Redis Cluster."""
 
     def __init__(self, redis: Client, prefix: str, node_id: str, capacity: int,
-                 capacity_bytes: int) -> None:
+                 capacity_bytes: int, marks: Marks | None = None) -> None:
         self._redis = redis  # the node's, shared: one slot map follows a failover for all
+        self._marks = marks  # the webhooks' queue's, when it takes messages or deletions
         self._keys = RedisKeys(prefix)
         self._publish = publish_command(redis).encode()  # encoded once: the hot path
         self._capacity = capacity
@@ -247,9 +250,11 @@ class RedisBroker:
         Redis refused (out of memory), stored nothing: `Unavailable`. With an idempotency
         key the script may run twice (the second finds the key): a failed connection's call
         runs again on a fresh one instead of ending unknown."""
+        queued = self._marks is not None and await self._marks.queues(
+            room, self._marks.recorded.messages)
         deadline = int(time.time() * 1000 + PUBLISH_DEADLINE * 1000)
         call = PublishCall(room, template, self._fresh_epoch(), seen, seen_epoch, deadline,
-                           idempotency, sender)
+                           idempotency, sender, queued)
         try:
             seq = int(await self._scripts.run(
                 self._publish_message, call.keys(self._keys),
@@ -276,8 +281,11 @@ class RedisBroker:
     @translate_errors
     async def replace_message(self, room: str, seq: int, stored: bytes, replacement: bytes,
                               event: bytes) -> bool | None:
+        queued = self._marks is not None and await self._marks.queues(
+            room, self._marks.recorded.deletions)
         done = int(await self._replace_message(
-            keys=[self._keys.history(room), self._keys.history_bytes(room)],
+            keys=[self._keys.history(room), self._keys.history_bytes(room),
+                  *([self._keys.hooks(room)] if queued else [])],
             args=[seq, stored, replacement, event, self._publish, self._keys.channel(room),
                   room]))
         return None if done < 0 else bool(done)

@@ -20,7 +20,7 @@ HEARTBEAT = lua_script("heartbeat")
 # Returns 1 when one event was taken, 0 when the budget is spent.
 TAKE = lua_script("take", "budget")
 
-UNLOCK_DRAIN = lua_script("unlock_drain")
+RELEASE_LOCK = lua_script("release_lock")
 
 
 class RedisCoordination:
@@ -30,7 +30,7 @@ class RedisCoordination:
         self._node_id = node_id
         self._ttl_ms = int(ttl * 1000)
         self._heartbeat = self._redis.register_script(HEARTBEAT)
-        self._unlock_drain = self._redis.register_script(UNLOCK_DRAIN)
+        self._unlock_drain = self._redis.register_script(RELEASE_LOCK)
         self._take = self._redis.register_script(TAKE)
         self._secret: bytes | None = None
 

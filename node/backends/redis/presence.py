@@ -29,6 +29,7 @@ from node.backends.presence import (
     Announcements, Departure, HeldName, Joined, Member, RoomCount, RoomLimit, RoomPage,
     RoomPolicy, Roster, creation_refusal,
 )
+from node.backends.redis.event_queue import Marks
 from node.backends.redis.lua import lua_script
 from node.backends.redis.script_pipeline import ScriptPipeline
 from node.backends.redis.support import (
@@ -156,8 +157,10 @@ class RedisPresence:
     """
 
     def __init__(self, redis: Client, prefix: str, node_id: str, ttl: float,
-                 policy: RoomPolicy, announcements: Announcements) -> None:
+                 policy: RoomPolicy, announcements: Announcements, marks: Marks | None = None
+                 ) -> None:
         self._redis = redis  # the node's, shared with its broker
+        self._marks = marks  # the webhooks' queue's, when it takes membership changes
         self._keys = RedisKeys(prefix)
         self._publish = publish_command(redis)
         self._node_id = node_id
@@ -188,10 +191,15 @@ class RedisPresence:
     async def close(self) -> None:
         await self._pipeline.close()
 
-    async def _room(self, script: str, room: str, *args: object) -> Any:
-        """Run a script of the room's (on the room's shard)."""
+    async def _room(self, script: str, room: str, *args: object, announces: bool = False
+                    ) -> Any:
+        """Run a script of the room's (on the room's shard); one that `announces` a change
+        also queues it for the webhooks when they want membership changes."""
+        queued = announces and self._marks is not None and await self._marks.queues(
+            room, self._marks.recorded.presence)
         return await self._pipeline.run(
-            self._scripts[script], [self._keys.members(room)],
+            self._scripts[script],
+            [self._keys.members(room), *([self._keys.hooks(room)] if queued else [])],
             [self._keys.prefix, self._publish, room, self._policy.listed, *args])
 
     async def _shared(self, script: str, *args: object) -> Any:
@@ -220,7 +228,7 @@ class RedisPresence:
                             else creation_refusal(-entered - 2))
         added, *roster = await self._room(
             "join_room", room, member.id, _info(member), self._node_id,
-            *self._templates(room, member), exclude, self._fixed(room))
+            *self._templates(room, member), exclude, self._fixed(room), announces=True)
         return Joined(_roster(roster), bool(added))
 
     async def _release(self, node: str, room: str, member_ids: list[str],
@@ -231,7 +239,7 @@ class RedisPresence:
         emptied) for each released)."""
         reply = await self._room("settle_room", room, node, self._room_ttl_ms,
                                  self._fixed(room), len(member_ids), *member_ids,
-                                 *(holds or ()))
+                                 *(holds or ()), announces=True)
         departures: list[Departure] = []
         forget: list[object] = []
         for member_id, info, count in zip(member_ids, reply[::2], reply[1::2], strict=True):

@@ -246,6 +246,27 @@ class RedisKeys:
         """Hash "room NUL member id" -> 1, for the members a node holds."""
         return self._shared(f"node-members:{node_id}")
 
+    def hooks(self, room: str) -> str:
+        """Stream of the room's events queued for the webhooks, in the room's order."""
+        return self._room(room, "hooks")
+
+    def hook_cursors(self, room: str) -> str:
+        """Hash endpoint key -> id of the room's last event the endpoint had."""
+        return self._room(room, "hook-cursors")
+
+    def hook_rooms(self, partition: int) -> str:
+        """Sorted set of the partition's rooms with webhook events waiting, scored by when
+        they were last marked (ms)."""
+        return self._shared(f"hook-rooms:{partition}")
+
+    def hook_lease(self, partition: int) -> str:
+        """Names the node that delivers the partition's webhooks; expires."""
+        return self._shared(f"hook-lease:{partition}")
+
+    def hook_dead(self, endpoint: str) -> str:
+        """Stream of the webhooks an endpoint (by its key) never took in time."""
+        return self._shared(f"hook-dead:{endpoint}")
+
     def settling(self, node_id: str) -> str:
         """Held (expiring) while one node settles a node's presence: a reaper releasing a dead
         node's members, or the node itself writing them back. Names its holder."""

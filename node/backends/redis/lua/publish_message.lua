@@ -48,4 +48,6 @@ end
 redis.call('SET', KEYS[4], size, 'KEEPTTL')
 if ARGV[11] ~= '' then redis.call('SET', KEYS[7], seq, 'PX', ARGV[11]) end
 redis.call(ARGV[6], ARGV[3], envelope(ARGV[4], seq, '', payload, 0, epoch))
+-- Queued for the webhooks (KEYS[9], when they want messages), in the room's order.
+if KEYS[9] then redis.call('XADD', KEYS[9], '*', 'p', payload) end
 return seq

@@ -42,6 +42,8 @@ local function announce(template, exclude)
   local count = redis.call('HLEN', MEMBERS)
   local payload = close(split(template), {count, v})
   redis.call(PUBLISH, key('channel'), envelope(ROOM, 0, exclude, payload, v, ''))
+  -- Queued for the webhooks (KEYS[2], when they want presence), in the room's order.
+  if KEYS[2] then redis.call('XADD', KEYS[2], '*', 'p', payload) end
 end
 
 -- A created room keeps its history while it has members; emptied, it expires after its time
