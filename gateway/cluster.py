@@ -195,7 +195,9 @@ class Cluster:
     def node_capacity(self) -> int:
         """Sockets one node may hold: its --max-connections (from `node_args` and the
         environment, as the node reads them), or the open-files limit it runs under if lower."""
-        settings = load_settings(self.node_args, env={**os.environ, **self.node_env})
+        redis = {"CHAT_REDIS_URL": self.redis_url} if self.redis_url else {}
+        settings = load_settings(self.node_args,
+                                 env={**os.environ, **self.node_env, **redis})
         return min(settings.max_connections, max_files())
 
     def stop(self) -> None:

@@ -36,7 +36,8 @@ class Receiver:
         self.status = 200  # of webhook answers (and hook answers when not 200)
         self.refuse: Callable[[dict[str, Any]], bool] = lambda event: False  # 500 for these
         self.calls: list[tuple[str, dict[str, Any]]] = []  # (path, verified body)
-        self.events: list[dict[str, Any]] = []  # webhooks taken (2xx), redeliveries too
+        self.events: list[dict[str, Any]] = []  # webhooks /events* took (2xx), redeliveries too
+        self.paths: list[str] = []  # the path each of `events` came to
         self.forged = 0  # requests whose signature did not verify
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -70,17 +71,18 @@ class Receiver:
         async with self._changed:
             self.calls.append((hook, body))
             self._changed.notify_all()
-        if hook == "events":
-            return await self._event(body)
+        if hook.startswith("events"):
+            return await self._event(hook, body)
         if self.status != 200:
             return web.Response(status=self.status)
         return web.json_response(self.answer(body))
 
-    async def _event(self, event: dict[str, Any]) -> web.Response:
+    async def _event(self, path: str, event: dict[str, Any]) -> web.Response:
         if self.status >= 300 or self.refuse(event):
             return web.Response(status=500 if self.status < 300 else self.status)
         async with self._changed:
             self.events.append(event)
+            self.paths.append(path)
             self._changed.notify_all()
         return web.Response(status=204)
 
@@ -89,11 +91,12 @@ class Receiver:
             async with self._changed:
                 await self._changed.wait_for(done)
 
-    def unique(self) -> list[dict[str, Any]]:
-        """The events taken, each once (by webhook id), in the order they first came."""
+    def unique(self, path: str = "events") -> list[dict[str, Any]]:
+        """The events `path` took, each once (by webhook id), in the order they first came."""
         seen: dict[str, dict[str, Any]] = {}
-        for event in self.events:
-            seen.setdefault(event["id"], event)
+        for event, took in zip(self.events, self.paths, strict=True):
+            if took == path:
+                seen.setdefault(event["id"], event)
         return list(seen.values())
 
 

@@ -30,15 +30,15 @@ def webhooks(room: str, event: QueuedEvent) -> Iterator[tuple[str, str, bytes]]:
         yield kind, event.webhook_id, event.payload
         return
     payload: dict[str, Any] = _decode(event.payload)
+    told = payload.pop("room", None) or None  # a ban from the whole cluster has none
     for kind, data in _told(payload):
         webhook_id = f"evt_{event.id}_{kind}_{room}"
-        yield kind, webhook_id, encode(WebhookBody(
-            webhook_id, kind, payload.get("room") or None, iso(event.at_ms), data))
+        yield kind, webhook_id, encode(WebhookBody(webhook_id, kind, told, iso(event.at_ms),
+                                                   data))
 
 
 def _told(payload: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     kind = payload.pop("type", "")
-    payload.pop("room", None)
     if kind == "message":
         yield "message", payload
     elif kind == "message_deleted":
