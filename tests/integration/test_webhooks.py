@@ -22,10 +22,13 @@ import redis
 
 from gateway.cluster import Cluster
 from node.client.server_api import ServerAPI
+from node.hooks.signing import Signer
 from tests.chat_client import ChatClient
+from tests.docs_blocks import ROOT, blocks_run_by
 from tests.hook_receiver import Receiver, new_hook_secret, started
 
 API_KEY = "admin-key-0123456789ab"
+DOCUMENTED_ENDPOINT = "http://127.0.0.1:8090/events"  # docs/hooks.md's
 
 
 @pytest.fixture
@@ -168,7 +171,12 @@ def _webhooks_command(cluster: Cluster, *args: str) -> str:
 
 async def test_too_old_events_become_dead_letters_that_the_operator_replays(
         make_cluster, open_ws, receiver) -> None:
-    cluster = await _cluster(make_cluster, receiver, 1, "--webhook-max-age=2")
+    """A room whose events the receiver refuses holds back no other room; past the max age
+    its events are dead letters, listed and replayed (with their ids) by the operator's
+    command. docs/hooks.md's commands run as written, for its endpoint (nothing listens
+    there: its messages die too)."""
+    cluster = await _cluster(make_cluster, receiver, 1, "--webhook-max-age=2",
+                             f"--webhook-url={DOCUMENTED_ENDPOINT}#message")
     receiver.refuse = lambda event: event["room"] == "doomed"
     doomed = await _member(open_ws, cluster.node_ws_url(1), "dora", "doomed")
     await doomed.say("lost?")
@@ -192,6 +200,30 @@ async def test_too_old_events_become_dead_letters_that_the_operator_replays(
     assert _webhooks_command(cluster, "dead", endpoint) == ""
     metrics = await asyncio.to_thread(_metrics, cluster)
     assert 'result="dead"} 3.0' in metrics and "chat_webhook_oldest_seconds" in metrics
+    _documented_commands(cluster)
+
+
+def _documented_commands(cluster: Cluster) -> None:
+    """docs/hooks.md's commands, as written: a secret, then the documented endpoint's dead
+    letters (the two messages) and their replay."""
+    secret, dead, replay = [command for block in blocks_run_by(
+        "tests/integration/test_webhooks.py") for command, _ in block.commands()]
+    env = {**os.environ, "CHAT_REDIS_URL": cluster.redis_url or ""}
+    made = subprocess.run(f'{secret} && echo "$CHAT_HOOK_SECRET"', shell=True,
+                          executable="/bin/bash", capture_output=True, text=True, check=True)
+    Signer(made.stdout.strip())  # a valid secret
+    deadline = time.monotonic() + 20
+    while len(lines := _shell(dead, env).splitlines()) < 2:
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.5)
+    assert {json.loads(line)["body"]["data"]["text"] for line in lines} == {
+        "lost?", "still flowing"}
+    assert _shell(replay, env).strip() == "replayed 2"
+
+
+def _shell(command: str, env: dict[str, str]) -> str:
+    return subprocess.run(command, shell=True, executable="/bin/bash", env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=30, check=True).stdout
 
 
 def _metrics(cluster: Cluster) -> str:
