@@ -146,7 +146,7 @@ def _endpoints(settings: Settings) -> tuple[Endpoint, ...]:
 
 
 def _hook_settings(settings: Settings) -> HookSettings:
-    return HookSettings(settings.publish_hook, settings.connect_hook,
+    return HookSettings(settings.publish_hook or None, settings.connect_hook or None,
                         settings.publish_hook_timeout, settings.publish_hook_failure == "accept")
 
 
