@@ -217,6 +217,11 @@ class Children:
             self._services.append(service)
             return service
 
+    def services(self) -> list[Service]:
+        """Every process started so far."""
+        with self._lock:
+            return list(self._services)
+
     def stop(self) -> list[Service]:
         """Refuse new processes from now on; returns every process started so far."""
         with self._lock:

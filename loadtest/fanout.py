@@ -26,6 +26,8 @@ import multiprocessing
 import os
 import random
 import signal
+import socket
+import sys
 import tempfile
 import time
 import urllib.request
@@ -37,7 +39,8 @@ from typing import Any, TypeVar
 import uvloop
 
 from gateway.cluster import Cluster
-from gateway.processes import die_with_parent
+from gateway.processes import LOOPBACK, die_with_parent, free_port, wait_until
+from gateway.tokens import new_hook_secret
 from gateway.redis_cluster import MIN_SHARDS
 from loadtest import canary as canary_process
 from loadtest import limits, procstats, scrape
@@ -327,6 +330,8 @@ def _watched(cluster: Cluster | PeerCluster, gateway: bool) -> dict[str, list[in
         pids["redis"] = [cluster.redis.process.pid]
     if gateway:
         pids["nginx"] = procstats.family(cluster.nginx.process.pid)
+    if isinstance(cluster, Cluster):
+        pids |= {s.name: [s.process.pid] for s in cluster.children.services() if s.name == "hook"}
     return pids
 
 
@@ -490,13 +495,43 @@ def _cluster(args: argparse.Namespace, connections: int) -> Cluster | PeerCluste
         print(limits.describe(), flush=True)
         if args.gateway:
             print(f"the gateway's too: {limits.GATEWAY_LIMITS}", flush=True)
+        hook = _publish_hook(args)
         return Cluster(run_dir, args.nodes, node_args=[*limits.node_flags(),
-                                                       "--log-level", "WARNING"],
+                                                       "--log-level", "WARNING", *hook],
+                       node_env={"CHAT_HOOK_SECRET": new_hook_secret()} if hook else {},
                        redis_shards=args.shards if args.redis_cluster else 0,
                        gateway_limits={**limits.GATEWAY_LIMITS,
                                        "websockets": connections + VISITORS * args.workers},
                        temporary=True)
     return PeerCluster(run_dir, PEER_SYSTEMS[args.system], args.nodes, temporary=True)
+
+
+def _publish_hook(args: argparse.Namespace) -> list[str]:
+    """The nodes' flags for `--publish-hook-ms` (its backend starts with the cluster:
+    `_start_hook_backend`); none without it."""
+    if args.publish_hook_ms is None:
+        return []
+    args.hook_port = free_port()
+    return ["--publish-hook", f"http://{LOOPBACK}:{args.hook_port}/publish",
+            "--publish-hook-concurrency", "1024"]
+
+
+def _start_hook_backend(cluster: Cluster, args: argparse.Namespace) -> None:
+    """The hook's backend, one of the cluster's processes (stopped with it); its CPU is
+    reported as `hook`."""
+    service = cluster.children.spawn(
+        "hook", [sys.executable, "-m", "loadtest.hook_backend", "--port", str(args.hook_port),
+                 "--delay-ms", str(args.publish_hook_ms)],
+        args.hook_port, cluster.run_dir / "hook.log")
+    wait_until(service, lambda: _listening(args.hook_port))
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection((LOOPBACK, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def _enough_workers(args: argparse.Namespace, rooms: int, files: int) -> int:
@@ -530,6 +565,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     generators = Generators()
     try:
         cluster.start()
+        if args.system == CHAT and args.publish_hook_ms is not None:
+            assert isinstance(cluster, Cluster)
+            _start_hook_backend(cluster, args)
         rss_before = {n.name: procstats.memory_kib(n.process.pid, "VmRSS")
                       for n in cluster.nodes}
         generators.start(_topologies(cluster, args, rooms))
@@ -704,6 +742,10 @@ def main() -> None:
                              "measure memory per connection instead")
     parser.add_argument("--idle-seconds", type=float, default=30.0,
                         help="how long --idle measures CPU: at least the nodes' ping interval")
+    parser.add_argument("--publish-hook-ms", type=float, metavar="MS",
+                        help="the chat nodes ask a publish hook about every message; its "
+                             "backend (loadtest.hook_backend, CPU shown as `hook`) answers "
+                             "accept after MS ms")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     if args.shards < MIN_SHARDS:

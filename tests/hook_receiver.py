@@ -5,8 +5,6 @@ says: at once, late, with an error, or not at all (stopped: connection refused).
 from __future__ import annotations
 
 import asyncio
-import base64
-import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -15,11 +13,8 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from gateway.processes import LOOPBACK, free_port
 
+
 Answer = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def new_hook_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def accept(body: dict[str, Any]) -> dict[str, Any]:

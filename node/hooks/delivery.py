@@ -109,10 +109,10 @@ class Deliverer:
             await self._stop_workers()
 
     async def release(self) -> None:
-        """Give this node's partitions up now (it stops): another node goes on at once."""
-        held = list(self._workers)
+        """Give this node's partitions up now (it stops): another node goes on at once.
+        (Releasing one another node holds changes nothing.)"""
         await self._stop_workers()
-        for partition in held:
+        for partition in range(PARTITIONS):
             with contextlib.suppress(Unavailable):
                 await self._queue.release(partition)
 
@@ -183,8 +183,8 @@ class Deliverer:
             old = mark <= now_ms - MARK_QUIET * 1000
             if room in idle and (room in self._dirty or old):
                 self._dirty.discard(room)
-                if await self._queue.settle(room, keys, mark if old else None) == 0 and old:
-                    self._forget(room)
+                if await self._queue.settle(room, keys, mark if old else None) == 0:
+                    self._forget(room)  # its queue and cursors are gone: the next starts anew
 
     async def _start_sends(self, partition: int, rooms: Sequence[str], endpoint: Endpoint
                            ) -> list[str]:
@@ -272,7 +272,8 @@ class Deliverer:
         self.results[(endpoint.url, "dead")] += 1
 
     def _forget(self, room: str) -> None:
-        """The room left the index: nothing of it needs remembering."""
+        """The room's queue was emptied (its stream and cursors deleted): a new stream's ids
+        may start below the old cursors, so none is kept."""
         for endpoint in self._settings.endpoints:
             self._cursors.pop((room, endpoint.key), None)
             self._retries.pop((room, endpoint.key), None)

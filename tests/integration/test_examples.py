@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.processes import LOOPBACK, free_port
+from gateway.tokens import new_hook_secret
 from node.hooks.signing import Signer
-from tests.hook_receiver import new_hook_secret
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "chat_client.py"
 

@@ -15,7 +15,8 @@ import pytest
 
 from gateway.processes import LOOPBACK, free_port
 from tests.chat_client import ChatClient
-from tests.hook_receiver import Receiver, new_hook_secret, started
+from gateway.tokens import new_hook_secret
+from tests.hook_receiver import Receiver, started
 
 TIMEOUT = 0.3  # seconds a hook call may take in these tests
 

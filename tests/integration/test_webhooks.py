@@ -25,7 +25,8 @@ from node.client.server_api import ServerAPI
 from node.hooks.signing import Signer
 from tests.chat_client import ChatClient
 from tests.docs_blocks import ROOT, blocks_run_by
-from tests.hook_receiver import Receiver, new_hook_secret, started
+from gateway.tokens import new_hook_secret
+from tests.hook_receiver import Receiver, started
 
 API_KEY = "admin-key-0123456789ab"
 DOCUMENTED_ENDPOINT = "http://127.0.0.1:8090/events"  # docs/hooks.md's
