@@ -218,15 +218,28 @@ class Deliverer:
         key = (room, endpoint.key)
         try:
             while batch:
-                for event in batch:
-                    if not self._holds(partition) or not await self._send(room, endpoint, event):
-                        return
-                    self._cursors[key] = event.id
-                    await self._queue.delivered(room, endpoint.key, event.id)
-                batch = (await self._queue.events([(room, self._cursors[key])], BATCH))[0]
+                done = await self._send_batch(partition, room, endpoint, batch)
+                if done:
+                    self._cursors[key] = done
+                    await self._queue.delivered(room, endpoint.key, done)
+                if done != batch[-1].id:
+                    return
+                batch = (await self._queue.events([(room, done)], BATCH))[0]
         finally:
             self._busy.discard(key)
             self._dirty.add(room)
+
+    async def _send_batch(self, partition: int, room: str, endpoint: Endpoint,
+                          batch: list[QueuedEvent]) -> str:
+        """Send the batch's events in order; returns the id of the last one sent ('' for
+        none). The cursor is saved once a batch: a node that dies sends at most a batch
+        again."""
+        done = ""
+        for event in batch:
+            if not self._holds(partition) or not await self._send(room, endpoint, event):
+                break
+            done = event.id
+        return done
 
     async def _send(self, room: str, endpoint: Endpoint, event: QueuedEvent) -> bool:
         """Every webhook of the event the endpoint wants; False when one failed (the event

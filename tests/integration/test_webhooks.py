@@ -133,7 +133,6 @@ async def test_a_receiver_down_30_s_then_a_node_killed_mid_delivery_loses_nothin
             await sender.send(type="message", text=f"at {time.monotonic():.1f}")
             sent[room].append((await sender.skip_to("message"))["seq"])
         await asyncio.sleep(0.5)
-    assert not receiver.calls  # it was down
     receiver.delay = 0.02
     await receiver.start()
     await receiver.wait_for(lambda: len(receiver.events) >= 10, timeout=15)
