@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import tempfile
 import time
@@ -94,15 +95,18 @@ REDIS_SHARDS = [pytest.param(0, id="redis"),
 
 
 
-async def just_before_a_whole_second() -> None:
+async def just_before_a_whole_second() -> float:
     """Wait for the moment a window aligned to whole seconds of the clock is about to end
-    (0.85 s into a second)."""
+    (0.85 s into a second); returns that whole second (the window's edge)."""
     await asyncio.sleep((0.85 - time.time() % 1.0) % 1.0)
+    return float(math.ceil(time.time()))
 
 
-async def just_after_a_whole_second() -> None:
-    """Wait until 0.1 s into the next second."""
-    await asyncio.sleep(1.1 - time.time() % 1.0)
+async def just_after(edge: float) -> None:
+    """Wait until 0.1 s past `edge` (at once when that is past already: a slow step before
+    must not push the wait into the next window)."""
+    await asyncio.sleep(max(0.0, edge + 0.1 - time.time()))
+
 
 def redis_endpoint(request: pytest.FixtureRequest, kind: str) -> tuple[str, bool]:
     """The URL of the Redis a test parameter names ("redis" or "redis-cluster"), and whether
@@ -201,7 +205,7 @@ async def member(connect: ClientFactory) -> Callable[..., Awaitable[ChatClient]]
 # its temporary folders fails the run (tests/unit/test_temporary_names.py keeps every such
 # name on this list; other processes of the machine may use the directory meanwhile).
 OUR_TEMPORARY_NAMES = ("admission-", "autobahn-", "chat-", "chromium-profile-", "fanout-",
-                       "hostile-", "redis-memory-", "storm-")
+                       "hostile-", "redis-memory-", "storm-", "webhook-rate-")
 _TMP = Path(tempfile.gettempdir())
 _BEFORE = pytest.StashKey[set[str]]()
 

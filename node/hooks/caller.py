@@ -8,12 +8,11 @@ import time
 import uuid
 from collections import Counter
 
-import aiohttp
-
+from node.hooks.http_client import HttpClient, HttpFailed, Target
 from node.hooks.signing import Signer
 from node.metrics import Latency
 
-MAX_ANSWER = 65536  # bytes of a hook's answer read at most
+MAX_ANSWER = 65536  # bytes of an answer read at most (a webhook's is read and dropped)
 
 
 class HookFailed(Exception):
@@ -26,25 +25,18 @@ class HookFailed(Exception):
 
 
 class Caller:
-    """One HTTP client for a node's hooks and webhooks (a connection pool per host)."""
+    """One HTTP client for a node's hooks and webhooks (kept-alive connections per origin)."""
 
     def __init__(self, signer: Signer, concurrency: int) -> None:
         self._signer = signer
         self._slots = asyncio.Semaphore(concurrency)
-        self._session: aiohttp.ClientSession | None = None
+        self._client = HttpClient()
+        self._targets: dict[str, Target] = {}
         self.seconds: dict[str, Latency] = {}  # per hook: answered calls' durations
         self.failures: Counter[tuple[str, str]] = Counter()  # (hook, why)
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:  # made in the running loop, at first use
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
-                auto_decompress=False)
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._client.close()
 
     async def ask(self, hook: str, url: str, body: bytes, timeout: float) -> bytes:
         """POST `body` signed and return the answer's body; raises HookFailed. The wait for
@@ -53,7 +45,7 @@ class Caller:
         try:
             async with asyncio.timeout(timeout):
                 async with self._slots:
-                    answer = await self._post(url, body, f"hook_{uuid.uuid4().hex}", True)
+                    answer = await self._post(url, body, f"hook_{uuid.uuid4().hex}")
         except TimeoutError:
             self.failures[(hook, "timeout")] += 1
             raise HookFailed(f"no answer within {timeout:g} s", "timeout") from None
@@ -67,22 +59,19 @@ class Caller:
         """POST one webhook; raises HookFailed unless it was answered 2xx in `timeout`."""
         try:
             async with asyncio.timeout(timeout):
-                await self._post(url, body, webhook_id, False)
+                await self._post(url, body, webhook_id)
         except TimeoutError:
             raise HookFailed(f"no answer within {timeout:g} s", "timeout") from None
 
-    async def _post(self, url: str, body: bytes, webhook_id: str, read: bool) -> bytes:
+    async def _post(self, url: str, body: bytes, webhook_id: str) -> bytes:
+        target = self._targets.get(url)
+        if target is None:
+            target = self._targets[url] = Target.of(url)
         try:
-            async with self._client().post(url, data=body, allow_redirects=False,
-                                           headers=self._signer.headers(webhook_id, body)
-                                           ) as response:
-                if not 200 <= response.status < 300:
-                    raise HookFailed(f"answered {response.status}", "status")
-                if not read:
-                    return b""
-                answer = await response.content.read(MAX_ANSWER + 1)
-        except (aiohttp.ClientError, OSError) as error:
-            raise HookFailed(f"{type(error).__name__}: {error}", "connection") from None
-        if len(answer) > MAX_ANSWER:
-            raise HookFailed(f"an answer over {MAX_ANSWER} bytes", "too_large")
-        return answer
+            answer = await self._client.post(target, body, self._signer.headers(webhook_id, body),
+                                             MAX_ANSWER)
+        except HttpFailed as failed:
+            raise HookFailed(str(failed), failed.why) from None
+        if not 200 <= answer.status < 300:
+            raise HookFailed(f"answered {answer.status}", "status")
+        return answer.body

@@ -17,7 +17,7 @@ from node.backends.redis.support import Client
 from node.ratelimit import Budget
 from tests.broker_events import Recorder
 from tests.conftest import (
-    REDIS_BACKENDS, just_after_a_whole_second, just_before_a_whole_second, redis_endpoint,
+    REDIS_BACKENDS, just_after, just_before_a_whole_second, redis_endpoint,
 )
 
 CAPACITY = 3
@@ -173,9 +173,9 @@ async def test_a_budget_is_not_doubled_by_sending_either_side_of_a_second(
     120 ms from 40 users with a budget of 10 each)."""
     broker, _ = started
     budget = Budget("user", "mallory", 4, 1.0)
-    await just_before_a_whole_second()
+    edge = await just_before_a_whole_second()
     assert await _published(broker, budget, 4) == 4
-    await just_after_a_whole_second()
+    await just_after(edge)
     assert await _published(broker, budget, 4) <= 2
 
 

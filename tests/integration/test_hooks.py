@@ -6,7 +6,7 @@ policy with the node's loop unaffected, and every bound at its edge."""
 from __future__ import annotations
 
 import asyncio
-import statistics
+import gc
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -87,11 +87,16 @@ async def test_a_failing_publish_hook_decides_by_the_policy_and_the_loop_stays_f
     for sender in senders:
         await sender.say("hello")
     rtts = []
-    for _ in range(50):
-        sent = time.monotonic()
-        await canary.send(type="ping")
-        await canary.skip_to("pong")
-        rtts.append(time.monotonic() - sent)
+    gc.collect()
+    gc.disable()  # the suite's process is large: a full collection would pause the canary
+    try:
+        for _ in range(100):
+            sent = time.monotonic()
+            await canary.send(type="ping")
+            await canary.skip_to("pong")
+            rtts.append(time.monotonic() - sent)
+    finally:
+        gc.enable()
     outcomes = [await s.skip_to_any("error", "message", timeout=TIMEOUT + 5) for s in senders]
     if failure == "reject":
         assert {o["type"] for o in outcomes} == {"error"}
@@ -99,7 +104,7 @@ async def test_a_failing_publish_hook_decides_by_the_policy_and_the_loop_stays_f
     else:
         assert {o["type"] for o in outcomes} == {"message"}
     assert time.monotonic() - started_at < TIMEOUT + 3  # bounded by the timeout, not the hook
-    assert statistics.quantiles(rtts, n=100)[98] < 0.1, sorted(rtts)[-5:]
+    assert sorted(rtts)[98] < 0.1, sorted(rtts)[-5:]  # p99 of 100
 
 
 async def test_calls_past_the_concurrency_wait_within_the_timeout(make_node, receiver) -> None:
