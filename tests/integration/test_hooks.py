@@ -19,6 +19,9 @@ from gateway.tokens import new_hook_secret
 from tests.hook_receiver import Receiver, started
 
 TIMEOUT = 0.3  # seconds a hook call may take in these tests
+# The hook is the node's HTTP client's business, whatever the backend: the tests below that
+# are not about other nodes run on the memory backend alone (suite time).
+NODE_ALONE = pytest.mark.parametrize("backend", ["memory"], indirect=True)
 
 
 @pytest.fixture
@@ -71,6 +74,7 @@ async def test_the_publish_hook_accepts_rejects_and_replaces_for_every_node(
     assert receiver.forged == 0
 
 
+@NODE_ALONE
 @pytest.mark.parametrize("failure", ["reject", "accept"])
 @pytest.mark.parametrize("fault", ["slow", "down"])
 async def test_a_failing_publish_hook_decides_by_the_policy_and_the_loop_stays_free(
@@ -107,6 +111,7 @@ async def test_a_failing_publish_hook_decides_by_the_policy_and_the_loop_stays_f
     assert sorted(rtts)[98] < 0.1, sorted(rtts)[-5:]  # p99 of 100
 
 
+@NODE_ALONE
 async def test_calls_past_the_concurrency_wait_within_the_timeout(make_node, receiver) -> None:
     receiver.delay = 5.0
     node = await make_node(**_hooked(receiver, publish_hook_concurrency=2))
@@ -118,6 +123,7 @@ async def test_calls_past_the_concurrency_wait_within_the_timeout(make_node, rec
     assert len(receiver.calls) <= 2  # two in flight; the others timed out waiting for a slot
 
 
+@NODE_ALONE
 @pytest.mark.parametrize("answer", [
     {"result": "maybe"},
     {"result": "replace"},
@@ -136,6 +142,7 @@ async def test_a_bad_answer_is_a_failed_hook(make_node, receiver, answer: Any) -
     assert (await alice.skip_to("error"))["code"] == "unavailable"
 
 
+@NODE_ALONE
 async def test_an_answer_over_the_bound_is_a_failed_hook(make_node, receiver) -> None:
     receiver.answer = lambda body: {"result": "accept", "pad": "x" * 70000}
     node = await make_node(**_hooked(receiver))
@@ -147,6 +154,7 @@ async def test_an_answer_over_the_bound_is_a_failed_hook(make_node, receiver) ->
     assert 'chat_hook_seconds_count{hook="publish"}' not in metrics
 
 
+@NODE_ALONE
 async def test_the_hooks_calls_show_in_the_metrics(make_node, receiver) -> None:
     node = await make_node(**_hooked(receiver))
     alice = await _member(node, "alice")
@@ -189,6 +197,7 @@ async def test_the_connect_hook_names_limits_and_refuses(make_node, receiver) ->
                                      "name": "bob"}  # a resume: its token is the node's
 
 
+@NODE_ALONE
 async def test_a_connect_hook_that_fails_lets_nobody_in(make_node, receiver) -> None:
     node = await make_node(connect_hook=f"http://{LOOPBACK}:{free_port()}/",
                            hook_secret=receiver.secret, publish_hook_timeout=TIMEOUT)
