@@ -22,10 +22,11 @@ from gateway.processes import (
     free_port,
     redis_config_path,
     redis_url,
+    spawn_node,
     start_nginx,
-    start_node,
     start_redis,
     stop_all,
+    wait_ready,
 )
 from gateway.redis_cluster import RedisCluster, start_redis_cluster
 from gateway.run_dir import RunDir
@@ -102,8 +103,11 @@ class Cluster:
                 self.redis = start_redis(self.run_dir, password=self.redis_password,
                                          children=self.children, settings=self.redis_limits)
                 self.redis_url = redis_url(self.redis.port, self.redis_password)
+            # All at once, each then waited for: a node takes about a second to start.
             for index in range(1, self.node_count + 1):
-                self.nodes.append(self.start_node(index))
+                self.nodes.append(self.start_node(index, ready=False))
+            for node in self.nodes:
+                wait_ready(node, self.children)
             self.gateway_port = self.gateway_port or free_port()
             self.nginx = start_nginx(self.run_dir, self.gateway_config(), self.gateway_port,
                                      self.children)
@@ -111,8 +115,9 @@ class Cluster:
             self.stop()
             raise
 
-    def start_node(self, index: int, port: int | None = None) -> Service:
-        """Start node `index` (1-based), on `port` when it is a restart."""
+    def start_node(self, index: int, port: int | None = None, ready: bool = True) -> Service:
+        """Start node `index` (1-based), on `port` when it is a restart; with `ready`, return
+        once it answers /readyz."""
         env = {**self.node_env, **({"CHAT_ADMIN_TOKEN": self.admin_token}
                                    if self.admin_token else {})}
         api: list[str] = []
@@ -123,9 +128,12 @@ class Cluster:
         # nginx reaches the nodes over their Unix sockets and names the client in X-Real-IP.
         trusted = ["--trusted-proxies=unix"]
         cluster_mode = ["--redis-cluster"] if self.redis_shards else []
-        return start_node(self.run_dir, f"node{index}", self.redis_url,
-                          [*trusted, *cluster_mode, *api, *self.node_args], port,
-                          self.node_socket(index), env, self.children)
+        service = spawn_node(self.run_dir, f"node{index}", self.redis_url,
+                             [*trusted, *cluster_mode, *api, *self.node_args], port,
+                             self.node_socket(index), env, self.children)
+        if ready:
+            wait_ready(service, self.children)
+        return service
 
     def restart_redis(self) -> None:
         """Start an empty Redis on the port of this cluster's Redis, stopping that one if it

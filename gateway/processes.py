@@ -325,15 +325,28 @@ def start_node(run_dir: Path, node_id: str, redis: str | None, args: list[str],
     The Redis URL (which may carry a password) and `env` reach it through its environment,
     never its argv; `wrap` makes its command line."""
     children = children or Children()
+    service = spawn_node(run_dir, node_id, redis, args, port, unix_socket, env, children, host,
+                         wrap)
+    wait_ready(service, children)
+    return service
+
+
+def spawn_node(run_dir: Path, node_id: str, redis: str | None, args: list[str],
+               port: int | None, unix_socket: Path | None, env: dict[str, str] | None,
+               children: Children, host: str = LOOPBACK, wrap: Wrap = as_is) -> Service:
+    """`start_node` without the wait: several nodes start at once (`wait_ready` each)."""
     port = port or free_port()
     argv = [sys.executable, "-m", "node", "--host", host, "--port", str(port),
             "--node-id", node_id,
             *(["--unix-socket", str(unix_socket)] if unix_socket else []), *args]
     env = {**(env or {}), **({"CHAT_REDIS_URL": redis} if redis else {})}
-    service = children.spawn(node_id, wrap(argv), port, run_dir / f"{node_id}.log", env, host)
-    wait_until(service, lambda: http_ok(f"http://{host}:{port}/readyz"),
+    return children.spawn(node_id, wrap(argv), port, run_dir / f"{node_id}.log", env, host)
+
+
+def wait_ready(service: Service, children: Children) -> None:
+    """Return once the node answers /readyz (or raise as `wait_until` does)."""
+    wait_until(service, lambda: http_ok(f"http://{service.host}:{service.port}/readyz"),
                stopping=children.stopping)
-    return service
 
 
 def start_nginx(run_dir: Path, config: GatewayConfig, port: int,
