@@ -106,7 +106,8 @@ async def test_a_newcomer_on_another_node_gets_the_50_newest(
     alice = await _member(open_ws, cluster.node_ws_url(1), "alice", room)
     for n in range(1, 61):
         await alice.say(f"m{n}")
-        await alice.expect("message")
+    for n in range(1, 61):  # taken after: one by one, each echo would wait for a write tick
+        assert (await alice.expect("message"))["text"] == f"m{n}"
     newcomer = await open_ws(cluster.node_ws_url(3))
     await newcomer.auth("newcomer")
     joined = await newcomer.join(room)

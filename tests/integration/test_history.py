@@ -11,9 +11,12 @@ from tests.conftest import ClientFactory
 
 
 async def _send(client, count: int) -> None:
+    """Send m1..m<count> at once, then take their echoes (one at a time, a busy client's
+    echoes would each wait for its next write tick)."""
     for n in range(1, count + 1):
         await client.say(f"m{n}")
-        await client.expect("message")
+    for n in range(1, count + 1):
+        assert (await client.expect("message"))["text"] == f"m{n}"
 
 
 async def test_joiner_gets_the_50_newest_of_60_oldest_first(member, connect: ClientFactory) -> None:
@@ -88,6 +91,7 @@ async def test_a_join_carries_at_most_the_reply_bytes_and_the_rest_is_paged(
     alice = await _in_room(connect, node, "alice")
     for n in range(1, 21):
         await alice.say(f"{n:04d}" + "x" * 996)
+    for n in range(1, 21):
         await alice.expect("message")
     bob = await connect(node)
     await bob.auth("bob")
@@ -127,6 +131,7 @@ async def test_a_resume_past_the_reply_bytes_is_recovered_and_paged_to_since(
     since = (await alice.expect("message"))["seq"]
     for n in range(10):
         await alice.say(f"{n}" + "z" * 999)
+    for n in range(10):
         await alice.expect("message")
     back = await connect(node)
     await back.auth("bob")

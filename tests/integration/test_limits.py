@@ -233,6 +233,7 @@ async def test_an_address_whose_sockets_do_not_read_is_closed_past_its_output_ce
     await writer.join("big")
     for _ in range(20):  # a history of about 200 kB: each join's reply
         await writer.say("x" * 10_000)
+    for _ in range(20):
         await writer.expect("message")
     attackers = [await _non_reader(node.server.port) for _ in range(4)]
     try:

@@ -39,7 +39,7 @@ def test_smoke_run_delivers_with_churn_and_no_failure(
     cluster = make_cluster(nodes=2)
     nodes = ",".join(cluster.node_url(i) for i in (1, 2))
     run = run_locust(cluster, tmp_path, "--users", "30", "--spawn-rate", "15",
-                     "--run-time", "15s", "--chat-rooms", "5", "--chat-skew", "1",
+                     "--run-time", "11s", "--chat-rooms", "5", "--chat-skew", "1",
                      "--chat-rate", "30", "--chat-session", "6", "--chat-away", "1",
                      "--chat-metrics", nodes)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -11,10 +11,17 @@ async def _room_with(connect: ClientFactory, count: int, room: str = "general"):
     alice = await connect()
     await alice.auth("alice")
     joined = await alice.join(room)
-    for n in range(1, count + 1):
-        await alice.say(f"m{n}")
-        await alice.expect("message")
+    await _say_all(alice, range(1, count + 1))
     return alice, joined["epoch"]
+
+
+async def _say_all(client, numbers: range) -> None:
+    """Say m<n> for each n at once, then take the echoes (one by one, a busy client's echo
+    would each wait for its write tick)."""
+    for n in numbers:
+        await client.say(f"m{n}")
+    for n in numbers:
+        assert (await client.expect("message"))["text"] == f"m{n}"
 
 
 async def _rejoin(connect: ClientFactory, **join) -> dict:
@@ -49,9 +56,7 @@ async def test_a_gap_past_the_retained_history_is_not_recovered(make_node, conne
     alice = await connect(node)
     await alice.auth("alice")
     epoch = (await alice.join("general"))["epoch"]
-    for n in range(1, 31):  # seqs 11..30 retained
-        await alice.say(f"m{n}")
-        await alice.expect("message")
+    await _say_all(alice, range(1, 31))  # seqs 11..30 retained
     bob = await connect(node)
     await bob.auth("bob")
     edge = await bob.join("general", since=10, epoch=epoch)
