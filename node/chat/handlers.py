@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -261,14 +262,14 @@ class Handlers:
         except HookUnavailable:
             raise ChatError(ErrorCode.UNAVAILABLE, "The application could not be asked "
                             "whether you may come in; retry soon") from None
-        if admitted.name is not None:
-            try:
-                checked_name(admitted.name)
-            except ChatError:
-                log.warning("the connect hook gave a name the rules refuse: %r", admitted.name)
-                raise ChatError(ErrorCode.UNAVAILABLE, "The application gave you a name "
-                                "the chat cannot use") from None
-        return admitted
+        if admitted.name is None:
+            return admitted
+        try:  # the name as the rules make it (trimmed, composed), as a client's would be
+            return dataclasses.replace(admitted, name=checked_name(admitted.name))
+        except ChatError:
+            log.warning("the connect hook gave a name the rules refuse: %r", admitted.name)
+            raise ChatError(ErrorCode.UNAVAILABLE, "The application gave you a name "
+                            "the chat cannot use") from None
 
     async def _refuse_banned(self, user_id: str) -> None:
         """A user the application banned (server API `disconnect` with `until`) is refused
