@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian machine: redis-server and nginx (when missing and apt-get can install
 # them), then a virtual environment in .venv with the project. With --test, also Chromium and
-# its driver for the browser tests, Docker and debootstrap for the compose and quick-start
-# tests, and the test tools. Nothing compiles: every Python dependency comes as a wheel.
+# its driver and Firefox ESR for the browser tests, Node.js with ws for the JavaScript SDK's
+# tests, Docker and debootstrap for the compose and quick-start tests, and the test tools. Nothing compiles: every Python dependency comes as a wheel.
 # Run by gateway/up.sh and tests/run.sh; safe to run again, and quick once done. When a step
 # fails, the last line says which step and where its log is.
 set -euo pipefail
@@ -28,6 +28,11 @@ if [ "$extra" = test ]; then
     [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
     [ -x /usr/bin/docker-compose ] || missing+=(docker-compose)
     [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+    # The JavaScript SDK's tests: Firefox ESR (driven over Marionette, no geckodriver), and
+    # Node.js with Debian's ws package (the SDK's WebSocket outside a browser).
+    [ -x /usr/bin/firefox-esr ] || missing+=(firefox-esr)
+    [ -d /usr/share/nodejs/ws ] || missing+=(node-ws)
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

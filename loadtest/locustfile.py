@@ -11,8 +11,13 @@ sender's timestamp at the start of the text). Failures are named by what went wr
 error `code` of an `error` event, `close <code>` for a close the user did not ask for,
 `missing_delivery` / `duplicate_delivery` for a gap or a repeat in a room's seq,
 `not_recovered` when a resume lost messages, `timeout` for a reply that never came.
-A user that is told `server_shutdown` (a drain) reconnects through the host and resumes its
-identity and room from its last seq, as the client library does. With `--chat-session`,
+A user that is told `server_shutdown` (a drain) reconnects through the host, no sooner than its
+`retryAfterMs` (and no sooner than a refused upgrade's `Retry-After`), and resumes its
+identity and room from its last seq, as the client library does; a close that means "do not
+come back" (1003, 1008, 1009, 4000-4999) ends the user's session for the run. A presence
+version skipped is counted (`missing_presence`) and answered as the protocol says: a join
+with `since`/`epoch` for a fresh snapshot. A resume answered `"recovered": false` is counted
+and the newest window it carries is delivered after what the user saw. With `--chat-session`,
 users leave after about that many seconds, stay away `--chat-away` seconds and come back as
 a new session (churn). A run in which messages were sent and none was delivered exits 1.
 Latency compares the sender's clock with the receiver's: run all Locust processes on one
@@ -38,6 +43,7 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 
 from loadtest import scrape
+from node.client import is_final
 from node.identity.jwt_tokens import mint
 
 KIND = "WS"
@@ -45,7 +51,6 @@ REPLY_TIMEOUT = 10.0
 NO_MESSAGES_WAIT = 3600.0
 RECONNECT_DELAY = 1.0
 ABNORMAL_CLOSE, NO_STATUS = 1006, 1005
-FINAL_CLOSES = {1003, 1008, 1009}  # the protocol says: do not come back
 JWT_SECRET = os.environ.get("CHAT_JWT_SECRET")  # the cluster's: users mint their own tokens
 JWT_TTL = 24 * 3600.0  # longer than any run
 log = logging.getLogger("chat-locust")
@@ -103,6 +108,15 @@ def sent_at_ms(text: str) -> float | None:
         return None
 
 
+def _retry_after(refused: Exception) -> float:
+    """The seconds a refused upgrade's Retry-After asks for (0 without one)."""
+    headers = getattr(refused, "resp_headers", None) or {}
+    try:
+        return float(headers.get("retry-after", 0))
+    except ValueError:
+        return 0.0
+
+
 def new_name() -> str:
     """A user's display name, unique in the run."""
     return f"locust-{uuid.uuid4().hex[:12]}"
@@ -136,6 +150,8 @@ class ChatUser(User):
         self.user_count = 0
         self.leaving = False  # this user closes: not a failure, no reconnect
         self.drained = False  # the server said server_shutdown: not a failure, reconnect
+        self.retry_after = 0.0  # seconds the server asked to wait before coming back
+        self.final_close: int | None = None  # the server said never to come back
         self.session_ends = float("inf")
 
     def wait_time(self) -> float:
@@ -155,7 +171,7 @@ class ChatUser(User):
             gevent.sleep(self.away)
             self.name = new_name()  # a new user: the old one's name is kept for its grace
             self.connect(resume=False)
-        elif self.rate > 0 and self.ws is not None:
+        elif self.rate > 0 and self.ws is not None and self.final_close is None:
             self.send({"type": "message", "text": message_text(self.size, time.time() * 1000)})
 
     # --- the session -------------------------------------------------------------------
@@ -168,7 +184,8 @@ class ChatUser(User):
                                              enable_multithread=True)
         except Exception as exc:  # any handshake failure is a failed connect
             self.fire("connect", started, exc)
-            gevent.spawn_later(RECONNECT_DELAY, self.connect, resume)
+            self.retry_after = _retry_after(exc)
+            gevent.spawn_later(self.reconnect_delay(), self.connect, resume)
             return
         self.fire("connect", started)
         ws.settimeout(None)
@@ -265,9 +282,16 @@ class ChatUser(User):
         self.ws = None
         if not self.drained:
             self.fail(f"close {code}", "connection closed by the server")
-        if code not in FINAL_CLOSES:
-            gevent.sleep(random.uniform(0, RECONNECT_DELAY))
-            self.connect(resume=True)
+        if is_final(code):
+            self.final_close = code
+            return
+        gevent.sleep(self.reconnect_delay())
+        self.connect(resume=True)
+
+    def reconnect_delay(self) -> float:
+        """Full jitter, and no sooner than the server asked."""
+        delay, self.retry_after = max(self.retry_after, random.uniform(0, RECONNECT_DELAY)), 0.0
+        return delay
 
     def dispatch(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -281,6 +305,7 @@ class ChatUser(User):
             self.send({"type": "pong", "timestamp": event.get("timestamp")})
         elif kind == "server_shutdown":
             self.drained = True
+            self.retry_after = event.get("retryAfterMs", 0) / 1000
         elif kind == "error" and self.backfill is not None:  # a page refused: what is
             self.fail(event.get("code", "error"), event.get("message", ""))  # missing shows
             self.take_history(self.backfill, more=False)
@@ -311,11 +336,15 @@ class ChatUser(User):
         if recovered is False:
             self.fail("not_recovered", f"{self.room}: messages after seq {self.seq} lost")
         self.epoch = event["epoch"]
-        if not recovered:
-            self.seq = event["seq"]
-            return
         self.backfill, self.held = None, []
-        self.take_history(event["history"], event["more"])
+        if recovered is None:  # a first join: its history is not this user's to count
+            self.seq = event["seq"]
+        elif recovered:
+            self.take_history(event["history"], event["more"])
+        else:  # what follows the gap: the newest window
+            history = event["history"]
+            self.seq = history[0]["seq"] - 1 if history else event["seq"]
+            self.take_history(history, more=False)
 
     def take_history(self, messages: list[dict[str, Any]], more: bool) -> None:
         """A resume's messages, checked once every one after the last seen is at hand: while
@@ -330,12 +359,14 @@ class ChatUser(User):
             self.delivered(message)
 
     def presence_changed(self, event: dict[str, Any]) -> None:
-        """The presence rule: skip what the snapshot holds; a skipped version is a failure."""
+        """The presence rule: skip what the snapshot holds; a skipped version is a failure,
+        and a fresh snapshot is asked for."""
         if event["presence"] <= self.presence:
             return
         if event["presence"] > self.presence + 1:
             self.fail("missing_presence", f"{self.room} presence "
                       f"{self.presence + 1}..{event['presence'] - 1} missing")
+            self.send({"type": "join", "room": self.room, "since": self.seq, "epoch": self.epoch})
         self.presence, self.user_count = event["presence"], event["userCount"]
 
     def count_changed(self, event: dict[str, Any]) -> None:
