@@ -2,7 +2,8 @@
 # Prepare a fresh Debian machine: redis-server and nginx (when missing and apt-get can install
 # them), then a virtual environment in .venv with the project. With --test, also Chromium and
 # its driver and Firefox ESR for the browser tests, Node.js with ws for the JavaScript SDK's
-# tests, Docker and debootstrap for the compose and quick-start tests, and the test tools. Nothing compiles: every Python dependency comes as a wheel.
+# tests, Docker and debootstrap for the compose and quick-start tests, and the test tools.
+# Nothing compiles: every Python dependency comes as a wheel.
 # Run by gateway/up.sh and tests/run.sh; safe to run again, and quick once done. When a step
 # fails, the last line says which step and where its log is.
 set -euo pipefail
