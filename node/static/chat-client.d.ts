@@ -58,6 +58,8 @@ export interface ChatEvents {
   message: (message: Message) => void;
   joined: (snapshot: Joined) => void;
   left: (left: { room: string; reason: string | null }) => void;
+  /** A member joined or left the room (by the presence-order rule; not in a large room). */
+  presence: (change: { room: string; userId: string; name: string; joined: boolean }) => void;
   members: (members: { room: string; members: Member[]; userCount: number; large: boolean }) => void;
   recovered: (resume: { room: string; recovered: boolean }) => void;
   state: (state: ChatState, detail: string) => void;
@@ -85,6 +87,10 @@ export class ChatClient {
   readonly node: string | null;
   readonly room: string | null;
   readonly lastSeq: number;
+  /** The room history's incarnation that lastSeq belongs to. */
+  readonly epoch: string | null;
+  /** JWT mode: the current token's exp (seconds since the epoch). */
+  readonly expiresAt: number | null;
   readonly connections: number;
   on<E extends keyof ChatEvents>(event: E, listener: ChatEvents[E]): () => void;
   off<E extends keyof ChatEvents>(event: E, listener: ChatEvents[E]): void;
@@ -97,5 +103,8 @@ export class ChatClient {
   listRooms(offset?: number, limit?: number): Promise<{ rooms: { name: string; userCount: number }[]; total: number; next: number | null }>;
   members(room?: string): Member[];
   userCount(room?: string): number;
+  /** Drop the current connection and reconnect (resuming): when the application knows the
+   *  network changed, say. */
+  drop(why?: string): void;
   close(code?: number, reason?: string): void;
 }

@@ -277,8 +277,9 @@ export class ChatClient {
     this.timers.reconnect = setTimeout(() => this.open(), delay);
   }
 
-  /** Give up on the connection now (a dead path may never deliver its close). */
-  drop(why) {
+  /** Give up on the connection now and reconnect (a dead path may never deliver its
+   *  close; the application may know the network changed). */
+  drop(why = "dropped by the application") {
     const ws = this.ws;
     if (!ws) return;
     this.detach();
@@ -574,11 +575,13 @@ const HANDLERS = {
   user_joined(event) {
     if (!this.applies(event)) return;
     this.memberList.set(event.userId, event.user);
+    this.emit("presence", {room: event.room, userId: event.userId, name: event.user, joined: true});
     this.membersChanged();
   },
   user_left(event) {
     if (!this.applies(event)) return;
     this.memberList.delete(event.userId);
+    this.emit("presence", {room: event.room, userId: event.userId, name: event.user, joined: false});
     this.membersChanged();
   },
   user_count(event) {  // a large room: the newest count; versions skip by design

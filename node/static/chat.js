@@ -1,36 +1,47 @@
-// The browser chat: the protocol of docs/protocol.md, with the resume rules of the Python
-// client library (node/client.py): after any close that is not final it reconnects with
-// backoff (or after the server's retryAfterMs), authenticates as the same user (userId and
-// token, or the same JWT) and rejoins its room with since/epoch, so that every message is
-// shown once, in seq order, and the room sees no leave/join flap.
-"use strict";
+// The browser chat page: what users see, on top of the SDK (chat-client.js), which speaks the
+// protocol (reconnects, resumes, pages a resume's gap in, keeps the member list, resends
+// unacknowledged messages). This file only shows: messages once and in order, the members,
+// the rooms with an unread marker, the user's own messages as pending until the room stored
+// them, and a stale mark on the members and counts while the cluster cannot be reached.
+import {ChatClient} from "./chat-client.js";
 
-const FINAL_CLOSES = new Set([1003, 1008, 1009]);  // and 4000-4999: do not come back
-const BACKOFF_MS = {first: 250, max: 8000};
 const ROOM_LIST_EVERY_MS = 15000;  // the directory's counts, refreshed while online
 
 const chat = {
-  state: "offline", name: null, jwt: null, userId: null, token: null, node: null,
-  room: "general", epoch: null, lastSeq: 0, messages: [], members: new Map(),
-  presenceVersion: 0,  // the room's presence version that `members` reflects
-  userCount: 0, large: false,  // large: more members than the server lists (only the count)
-  connections: 0, ws: null, retryAfterMs: 0, backoffMs: BACKOFF_MS.first, stopped: null,
-  stoppedState: "stopped",
-  pending: new Map(),  // clientId -> text: sent, not yet seen stored; sent again after a resume
-  presence: [],  // user_joined / user_left events seen
+  client: null,
+  room: "general",
+  messages: [],  // the current room's, in seq order
+  presence: [],  // joins and leaves seen in the current room
+  lastRead: new Map(),  // room -> {epoch, seq}: the last message shown when the user left it
+  returning: null,  // the current room's lastRead while its join fills the log
+  unread: 0,  // messages of the current room that came while the user was not looking
   more: false,  // the room keeps older messages than the first shown
-  joinedSeq: 0,  // the room's seq of the last room_joined
-  backfill: null, held: [],  // a resume's gap being paged in, and live messages meanwhile
+  rooms: [],
+  get state() { return pageState(); },
+  get userId() { return this.client?.userId ?? null; },
+  get connections() { return this.client?.connections ?? 0; },
+  get pending() { return this.client?.pending() ?? []; },
 };
 window.chat = chat;  // for the curious, and for the browser tests
+let nameTaken = false;
 
 const $ = (id) => document.getElementById(id);
 
-function setState(state, detail) {
-  chat.state = state;
+function pageState() {
+  if (nameTaken) return "name-taken";
+  return chat.client?.state ?? "offline";
+}
+
+function showState(detail = "") {
+  const state = pageState();
   $("state").dataset.state = state;
   $("state").textContent = detail ? `${state}: ${detail}` : state;
-  $("text").disabled = $("say").disabled = state !== "online";
+  $("text").disabled = $("say").disabled = chat.client?.state !== "online"
+    && chat.client?.state !== "reconnecting";  // reconnecting: what is written waits
+  // What the page shows of the room while it cannot reach the cluster is the last it knew.
+  const stale = state !== "online";
+  for (const id of ["members-box", "rooms-box"]) $(id).classList.toggle("stale", stale);
+  $("stale-note").hidden = !stale || chat.client === null;
 }
 
 function notice(text) {
@@ -53,20 +64,43 @@ function messageItem(message) {
   return li;
 }
 
+// --- unread: what came while the user was elsewhere (another room, tab or window) ---------
+
+function looking() {
+  return document.visibilityState === "visible" && document.hasFocus();
+}
+
+function markRead() {
+  chat.unread = 0;
+  showUnread();
+}
+
+/** The divider above the first unread message, and the counts in the title and room list. */
+function showUnread() {
+  $("unread")?.remove();
+  document.title = chat.unread ? `(${chat.unread}) Chat` : "Chat";
+  showRooms();
+  if (!chat.unread) return;
+  const first = chat.messages.at(-chat.unread);
+  const divider = document.createElement("li");
+  divider.id = "unread";
+  divider.textContent = `${chat.unread} new`;
+  document.querySelector(`#log li[data-seq="${first.seq}"]`)?.before(divider);
+}
+
 function showMessage(message) {
   chat.messages.push(message);
   const li = messageItem(message);
   $("log").append(li);
+  const back = chat.returning;
+  const unseen = back ? back.epoch !== chat.client.epoch || message.seq > back.seq : !looking();
+  if (message.userId === chat.client.userId) chat.unread = 0;  // who writes has read the rest
+  else if (unseen) chat.unread += 1;
+  showUnread();
   li.scrollIntoView({block: "end"});
 }
 
-// Older messages than the first shown, paged in on request, above it.
-function showEarlier(messages) {
-  const first = chat.messages.length ? chat.messages[0].seq : Infinity;
-  const older = messages.filter((m) => m.seq < first);
-  chat.messages.unshift(...older);
-  $("earlier").after(...older.map(messageItem));
-}
+// --- the room ------------------------------------------------------------------------------
 
 function showEarlierButton() {
   let item = $("earlier");
@@ -75,244 +109,154 @@ function showEarlierButton() {
     item.id = "earlier";
     const button = document.createElement("button");
     button.textContent = "Earlier messages";
-    button.onclick = () => {
-      if (chat.messages.length) send({type: "history", before: chat.messages[0].seq});
-    };
+    button.onclick = showEarlier;
     item.append(button);
   }
   $("log").prepend(item);
   item.hidden = !chat.more;
 }
 
-// A message is shown once: seqs at or below the last one shown are repeats.
-function accept(message) {
-  if (message.clientId) chat.pending.delete(message.clientId);
-  if (message.seq <= chat.lastSeq) return;
-  chat.lastSeq = message.seq;
-  showMessage(message);
+// Older messages than the first shown, paged in on request, above it.
+async function showEarlier() {
+  if (!chat.messages.length) return;
+  const page = await chat.client.history(chat.messages[0].seq);
+  const first = chat.messages[0]?.seq ?? Infinity;
+  const older = page.messages.filter((m) => m.seq < first);
+  chat.messages.unshift(...older);
+  chat.more = page.more;
+  $("earlier").after(...older.map(messageItem));
+  showEarlierButton();
 }
 
-function showMembers() {
-  $("member-count").textContent = chat.large ? `${chat.userCount}, too many to list`
-    : String(chat.members.size);
-  const list = $("members");
-  list.replaceChildren(...[...chat.members.values()].sort().map((name) => {
+function showMembers({members, userCount, large}) {
+  $("member-count").textContent = large ? `${userCount}, too many to list` : String(userCount);
+  $("members").replaceChildren(...members.map((m) => m.name).sort().map((name) => {
     const li = document.createElement("li");
     li.textContent = name;
     return li;
   }));
 }
 
-function showRooms(rooms) {
+function showPending() {
+  $("outbox").replaceChildren(...chat.pending.map(({text}) => {
+    const li = document.createElement("li");
+    li.className = "pending";
+    li.textContent = text;
+    li.title = "sending: not yet stored by the room";
+    return li;
+  }));
+}
+
+function showRooms(rooms = chat.rooms) {
+  chat.rooms = rooms;
   $("rooms").replaceChildren(...rooms.map((room) => {
     const button = document.createElement("button");
-    button.textContent = `${room.name} (${room.userCount})`;
+    const unread = room.name === chat.room && chat.unread ? ` • ${chat.unread} new` : "";
+    button.textContent = `${room.name} (${room.userCount})${unread}`;
     button.setAttribute("aria-current", String(room.name === chat.room));
+    button.classList.toggle("unread", Boolean(unread));
     button.onclick = () => switchRoom(room.name);
     return button;
   }));
 }
 
-function send(frame) {
-  if (chat.ws && chat.ws.readyState === WebSocket.OPEN) chat.ws.send(JSON.stringify(frame));
-}
-
-function join() {
-  const frame = {type: "join", room: chat.room};
-  if (chat.epoch) Object.assign(frame, {since: chat.lastSeq, epoch: chat.epoch});
-  send(frame);
-}
-
-// The presence rule (docs/protocol.md): a change the member list already holds is skipped;
-// one that skips a version means changes were missed: take a fresh snapshot.
-function applies(event) {
-  if (event.presence <= chat.presenceVersion) return false;
-  if (event.presence > chat.presenceVersion + 1) join();
-  chat.presenceVersion = event.presence;
-  chat.userCount = event.userCount;
-  chat.presence.push(event);
-  return true;
+async function listRooms() {
+  if (chat.state !== "online") return;
+  try {
+    showRooms((await chat.client.listRooms()).rooms);
+  } catch {
+    // offline meanwhile: the list stays, marked stale
+  }
 }
 
 function switchRoom(room) {
   if (room === chat.room) return;
-  Object.assign(chat, {room, epoch: null, lastSeq: 0, messages: [], presenceVersion: 0,
-                       more: false});
-  chat.members.clear();
+  const last = chat.messages.at(-1);
+  if (last) chat.lastRead.set(chat.room, {epoch: chat.client.epoch, seq: last.seq});
+  Object.assign(chat, {room, messages: [], presence: [], unread: 0, more: false,
+                       returning: chat.lastRead.get(room) ?? null});
   $("log").replaceChildren();
-  join();
+  chat.client.join(room).catch((error) => notice(`${error.code}: ${error.message}`));
 }
 
-function onJoined(event) {
-  if (event.epoch !== chat.epoch) {
-    if (chat.epoch) notice("the room's history was reset");
-    chat.lastSeq = 0;  // another incarnation of the room: old seqs mean nothing
-  }
-  if (event.recovered === false) notice("some messages were missed while away");
-  chat.epoch = event.epoch;
-  chat.members = new Map(event.members.map((m) => [m.userId, m.name]));
-  Object.assign(chat, {presenceVersion: event.presence, userCount: event.userCount,
-                       large: Boolean(event.large), joinedSeq: event.seq, backfill: null,
-                       held: []});
-  if (!chat.messages.length) chat.more = event.more;
-  showMembers();
-  takeHistory(event.history, event.recovered === true && event.more);
-}
-
-// A resume's messages are shown once every one after the last shown is at hand: while the
-// room keeps older ones the page has not shown, page back for them first (live messages wait).
-function takeHistory(messages, more) {
-  if (more && messages.length && messages[0].seq > chat.lastSeq + 1) {
-    chat.backfill = messages;
-    return send({type: "history", before: messages[0].seq});
-  }
-  const held = chat.held;
-  Object.assign(chat, {backfill: null, held: []});
-  messages.concat(held).forEach(accept);
-  chat.lastSeq = Math.max(chat.lastSeq, chat.joinedSeq);
+function onJoined(snapshot) {
+  if (snapshot.recovered === false) notice("some messages were missed while away");
+  if (!chat.messages.length) chat.more = snapshot.more;
   showEarlierButton();
-  chat.backoffMs = BACKOFF_MS.first;
-  setState("online", `${chat.room} on ${chat.node}`);
-  send({type: "list_rooms"});
-  // Not seen stored: sent again with the same clientId, which the server stores once (a
-  // resend of one it has answers message_sent with "duplicate").
-  chat.pending.forEach((text, clientId) => send({type: "message", text, clientId}));
+  listRooms();
 }
 
-const handlers = {
-  auth_success(event) {
-    Object.assign(chat, {userId: event.userId, node: event.node});
-    if (event.token) chat.token = event.token;
-    join();
-  },
-  room_joined: onJoined,
-  history(event) {
-    if (event.room !== chat.room || event.epoch !== chat.epoch) return;  // of another room,
-    // or of a history since reset
-    if (chat.backfill) return takeHistory(event.messages.concat(chat.backfill), event.more);
-    chat.more = event.more;
-    showEarlier(event.messages);
-    showEarlierButton();
-  },
-  message(event) {
-    if (chat.backfill) return chat.held.push(event);
-    if (event.seq > chat.lastSeq + 1 && chat.lastSeq > 0) return join();  // a gap: resume
-    accept(event);
-  },
-  messages_lost(event) {  // those seqs will never come: say so, and wait for the next
-    if (event.room !== chat.room || event.to <= chat.lastSeq) return;
-    notice(`messages ${event.from}–${event.to} of this room were lost`);
-    chat.lastSeq = event.to;
-  },
-  history_reset(event) {  // a failover forked the history: the new epoch's come next
-    if (event.room !== chat.room) return;
-    notice(`a failover: messages after #${event.seq} may have been lost`);
-    Object.assign(chat, {epoch: event.epoch, lastSeq: Math.min(chat.lastSeq, event.seq)});
-  },
-  user_joined(event) {
-    if (applies(event)) chat.members.set(event.userId, event.user);
-    showMembers();
-  },
-  user_left(event) {
-    if (applies(event)) chat.members.delete(event.userId);
-    showMembers();
-  },
-  user_count(event) {  // a large room: the newest count, versions may skip
-    if (event.presence <= chat.presenceVersion) return;
-    Object.assign(chat, {presenceVersion: event.presence, userCount: event.userCount,
-                         large: true});
-    chat.members.clear();
-    showMembers();
-  },
-  room_list(event) { showRooms(event.rooms); },
-  message_sent(event) { if (event.duplicate) chat.pending.delete(event.clientId); },
-  message_deleted(event) {  // the application deleted it: its tombstone takes its place
-    const message = chat.messages.find((m) => m.seq === event.seq);
+// --- the connection ---------------------------------------------------------------------
+
+function start(name, token) {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const client = new ChatClient(`${scheme}://${location.host}/ws`,
+                                token ? {token} : {name});
+  chat.client = client;
+  client.on("state", (state, detail) => {
+    if (state === "online") chat.returning = null;  // the join's messages are all shown
+    showState(detail);
+  });
+  client.on("joined", onJoined);
+  client.on("message", showMessage);
+  client.on("members", showMembers);
+  client.on("presence", (event) => chat.presence.push(event));
+  client.on("pending", showPending);
+  client.on("lost", ({from, to}) => notice(`messages ${from}–${to} of this room were lost`));
+  client.on("reset", ({seq}) => notice(`a failover: messages after #${seq} may have been lost`));
+  client.on("deleted", ({seq}) => {  // the application deleted it: its tombstone shows
+    const message = chat.messages.find((m) => m.seq === seq);
     if (!message) return;
     Object.assign(message, {text: "", deleted: true});
-    document.querySelector(`#log li[data-seq="${event.seq}"]`)?.replaceWith(messageItem(message));
-  },
-  ping(event) { send({type: "pong", timestamp: event.timestamp}); },
-  server_shutdown(event) { chat.retryAfterMs = event.retryAfterMs || 0; },
-  error(event) {
-    if (event.code === "rate_limited" && chat.backfill) {  // pages share the join allowance
-      return setTimeout(() => chat.backfill &&
-                        send({type: "history", before: chat.backfill[0].seq}), 1000);
-    }
-    if (event.code === "unknown_outcome" && chat.pending.size) {  // stored or not: sent
-      return chat.ws.close();  // again after the resume, with its clientId: stored once
-    }
-    notice(`${event.code}: ${event.message}`);
-    if (event.code === "name_taken" || event.code === "invalid_name") pickAnotherName();
-  },
-};
-
-function connect() {
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${scheme}://${location.host}/ws`);
-  chat.ws = ws;
-  chat.connections += 1;
-  setState(chat.connections > 1 ? "reconnecting" : "connecting");
-  ws.onopen = () => {
-    const auth = chat.jwt ? {type: "auth", token: chat.jwt} : {type: "auth", name: chat.name};
-    if (!chat.jwt && chat.token) Object.assign(auth, {userId: chat.userId, token: chat.token});
-    send(auth);
-  };
-  ws.onmessage = (frame) => {
-    const event = JSON.parse(frame.data);
-    const handle = handlers[event.type];
-    if (handle) handle(event);
-  };
-  ws.onclose = (close) => {
-    if (chat.ws !== ws) return;
-    if (chat.stopped) return setState(chat.stoppedState, chat.stopped);
-    if (FINAL_CLOSES.has(close.code) || (close.code >= 4000 && close.code < 5000)) {
-      return stop(`closed with ${close.code} ${close.reason}`);
-    }
-    const delay = Math.max(chat.retryAfterMs, Math.random() * chat.backoffMs);
-    chat.retryAfterMs = 0;
-    chat.backoffMs = Math.min(chat.backoffMs * 2, BACKOFF_MS.max);
-    setState("reconnecting", `in ${Math.round(delay)} ms`);
-    setTimeout(connect, delay);
-  };
+    document.querySelector(`#log li[data-seq="${seq}"]`)?.replaceWith(messageItem(message));
+  });
+  client.on("error", (error) => {
+    notice(`${error.code}: ${error.message.replace(`${error.code}: `, "")}`);
+    if (error.code === "name_taken" || error.code === "invalid_name") pickAnotherName();
+  });
+  connect();
 }
 
-function stop(why, state = "stopped") {
-  chat.stopped = why;
-  chat.stoppedState = state;
-  setState(state, why);
-  $("connect").disabled = false;
-  if (chat.ws) chat.ws.close(1000);
+async function connect(name) {
+  nameTaken = false;
+  try {
+    await chat.client.connect(name === undefined ? {} : {name});
+    if (chat.client.room === null) await chat.client.join(chat.room);
+  } catch (error) {
+    if (error.code !== "name_taken" && error.code !== "invalid_name") $("connect").disabled = false;
+  }
 }
 
 // The name was refused: on a resume too (somebody took it while this user was away past the
 // server's grace). Not the end of the session: the user, room, position and unsent messages
 // are kept; Connect with another name resumes as the same user.
 function pickAnotherName() {
-  stop("choose another name and connect again", "name-taken");
+  nameTaken = true;
+  showState("choose another name and connect again");
+  $("connect").disabled = false;
   $("name").select();
   $("name").focus();
 }
 
-setInterval(() => { if (chat.state === "online") send({type: "list_rooms"}); },
-            ROOM_LIST_EVERY_MS);
+setInterval(listRooms, ROOM_LIST_EVERY_MS);
+for (const seen of ["focus", "visibilitychange"]) {
+  (seen === "focus" ? window : document).addEventListener(seen, () => looking() && markRead());
+}
 
 $("login").onsubmit = (submit) => {
   submit.preventDefault();
-  chat.name = $("name").value.trim() || null;
-  chat.jwt = $("token").value.trim() || null;
-  chat.stopped = null;
+  const name = $("name").value.trim() || null;
   $("connect").disabled = true;
-  connect();
+  if (chat.client === null) return start(name, $("token").value.trim() || null);
+  connect(name);
 };
 
 $("send").onsubmit = (submit) => {
   submit.preventDefault();
   const text = $("text").value;
   if (!text.trim()) return;
-  const clientId = [...crypto.getRandomValues(new Uint8Array(8))]  // plain http too
-    .map((b) => b.toString(16).padStart(2, "0")).join("");
-  chat.pending.set(clientId, text);
-  send({type: "message", text, clientId});
   $("text").value = "";
+  chat.client.send(text).catch((error) => {
+    if (error.code !== "closed") notice(`not sent (${error.code}): ${text}`);
+  });
 };

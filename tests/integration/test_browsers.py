@@ -1,17 +1,22 @@
-"""A real browser (Debian's headless Chromium, driven by Selenium through Debian's chromedriver)
-sees every close code the server sends as a clean WebSocket close, directly and through the
-gateway, and two tabs chat."""
+"""Real browsers: Debian's headless Chromium (driven by Selenium through Debian's
+chromedriver) sees every close code the server sends as a clean WebSocket close, directly and
+through the gateway, and two tabs chat; Chromium and Firefox ESR (tests/firefox.py) chat on
+the chat page (node/static, built on the SDK) through a rolling restart and a node killed
+under them; a page from an origin the cluster does not allow cannot open a socket in either;
+the page marks what is stale, pending and unread."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,6 +26,7 @@ import websocket
 from gateway.cluster import Cluster
 from gateway.processes import LOOPBACK
 from gateway.rolling import ClusterState, rolling_restart
+from tests.firefox import FIREFOX, Firefox
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -215,44 +221,84 @@ def test_a_page_from_an_origin_not_allowed_cannot_open_a_socket(make_cluster, ta
     assert answer["code"] == 1006 and not answer["wasClean"], answer  # the upgrade got 403
 
 
+def test_a_page_from_an_origin_not_allowed_cannot_open_a_socket_in_firefox(
+        make_cluster, firefox: Any, page_url: str) -> None:
+    cluster = make_cluster(nodes=1)
+    firefox.get(page_url)
+    answer = firefox.execute_async_script(OPEN, cluster.ws_url, "intruder")
+    assert answer["code"] == 1006 and not answer["wasClean"], answer
+    allowed = make_cluster(nodes=1, node_args=[f"--allowed-origins={page_url.rstrip('/')}"])
+    answer = firefox.execute_async_script(OPEN, allowed.ws_url, "welcome")
+    assert answer["type"] == "auth_success", "from an allowed origin, the same page may"
+    firefox.execute_script("window.ws.close()")
+
+
 # --- the chat page (node/static), served by the nodes through the gateway --------------------
 
-def _page_user(browser: Any, url: str, name: str) -> str:
-    """A new tab on the chat page, connected as `name`; returns its window handle."""
-    browser.switch_to.new_window("tab")
-    browser.get(url)
-    browser.find_element("id", "name").send_keys(name)
-    browser.find_element("id", "connect").click()
-    _until_online(browser)
-    return str(browser.current_window_handle)
+@dataclass
+class PageUser:
+    """A user of the chat page: a Chromium tab (its window handle) or the Firefox window."""
+
+    driver: Any
+    handle: str | None = None
+
+    def __call__(self) -> Any:
+        """The browser, on this user's page."""
+        if self.handle is not None:
+            self.driver.switch_to.window(self.handle)
+        return self.driver
+
+    def leave(self) -> None:
+        """Close the tab (Chromium) or leave the page (Firefox): no socket outlives the test."""
+        if self.handle is None:
+            self.driver.get("about:blank")
+            return
+        self()
+        self.driver.close()
+        self.driver.switch_to.window(self.driver.window_handles[0])
 
 
-def _until_online(browser: Any) -> None:
-    browser.execute_async_script("""
-        const done = arguments[0];
-        const poll = () => window.chat.state === "online" ? done() : setTimeout(poll, 20);
+@pytest.fixture(scope="module")
+def firefox() -> Iterator[Any]:
+    if not os.path.exists(FIREFOX):
+        pytest.skip("Debian's firefox-esr is not installed (gateway/bootstrap.sh installs it)")
+    browser = Firefox()
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+def _page_user(driver: Any, url: str, name: str, tab: bool = True) -> PageUser:
+    """`name` on the chat page (in a new tab of Chromium), connected and in its room."""
+    if tab:
+        driver.switch_to.new_window("tab")
+    user = PageUser(driver, str(driver.current_window_handle) if tab else None)
+    driver.get(url)
+    driver.find_element("id", "name").send_keys(name)
+    driver.find_element("id", "connect").click()
+    _until(user, "window.chat.state === 'online' && window.chat.client.room !== null")
+    return user
+
+
+def _until(user: PageUser, condition: str) -> None:
+    """Wait until the page's `condition` (a JavaScript expression) holds."""
+    user().execute_async_script(f"""
+        const done = arguments[arguments.length - 1];
+        const poll = () => ({condition}) ? done() : setTimeout(poll, 20);
         poll();""")
 
 
-def _say(browser: Any, handle: str, text: str) -> None:
-    """Type and send, as a user would, once the page is online (in one turn of the page's
-    event loop, so that it cannot go offline in between)."""
-    browser.switch_to.window(handle)
-    browser.execute_async_script("""
-        const [text, done] = arguments;
-        const poll = () => {
-            if (window.chat.state !== "online") return setTimeout(poll, 20);
-            document.getElementById("text").value = text;
-            document.getElementById("send").requestSubmit();
-            done();
-        };
-        poll();""", text)
+def _say(user: PageUser, text: str) -> None:
+    """Type and send, as a user would (offline too: the page queues it)."""
+    user().execute_script("""
+        document.getElementById("text").value = arguments[0];
+        document.getElementById("send").requestSubmit();""", text)
 
 
-def _shown(browser: Any, handle: str, count: int) -> list[dict[str, Any]]:
-    """The messages the page shows, once it shows `count`."""
-    browser.switch_to.window(handle)
-    return list(browser.execute_async_script("""
+def _shown(user: PageUser, count: int) -> list[dict[str, Any]]:
+    """The messages the page shows, once it shows `count` (or after 10 s)."""
+    return list(user().execute_async_script("""
         const [count, done] = arguments;
         const started = Date.now();
         const poll = () => window.chat.messages.length >= count || Date.now() - started > 10000
@@ -260,32 +306,142 @@ def _shown(browser: Any, handle: str, count: int) -> list[dict[str, Any]]:
         poll();""", count))
 
 
+def _everything_once(users: list[PageUser], sent: list[str]) -> None:
+    """Every user's page shows every message once, in seq order, none left pending."""
+    for user in users:
+        messages = _shown(user, len(sent))
+        pending = user().execute_script("return window.chat.pending")
+        assert [m["seq"] for m in messages] == list(range(1, len(sent) + 1)), (messages, pending)
+        assert sorted(m["text"] for m in messages) == sorted(sent)
+        assert pending == []
+
+
+def _chat_while(users: list[PageUser], busy: threading.Thread, sent: list[str]) -> None:
+    """The users take turns saying something until `busy` ends (and at least 10 times)."""
+    while busy.is_alive() or len(sent) < 10:
+        for user in users:
+            sent.append(f"{user.handle or 'firefox'} {len(sent)}")
+            _say(user, sent[-1])
+        busy.join(0.2)
+
+
 @pytest.mark.timeout(240)
-def test_two_page_users_chat_through_a_rolling_restart(make_cluster, browser: Any) -> None:
-    """Every message once, in seq order, in both tabs; no leave/join flap."""
+def test_chromium_and_firefox_chat_through_a_rolling_restart(make_cluster, browser: Any,
+                                                             firefox: Any) -> None:
+    """Every message once, in seq order, in both browsers; no leave/join flap."""
     cluster = make_cluster(nodes=3, admin_token="page-test-token",
                            node_args=["--drain-window", "1", "--presence-grace", "5"])
     cluster.supervise_in_background()
     state = ClusterState(nodes=[cluster.node_url(i) for i in (1, 2, 3)],
                          admin_token="page-test-token")
-    tabs = {name: _page_user(browser, cluster.http_url + "/", name) for name in ("ann", "ben")}
-    restart = threading.Thread(target=rolling_restart, args=(state, lambda line: None))
-    restart.start()
-    sent: list[str] = []
-    while restart.is_alive() or len(sent) < 10:
-        for name, handle in tabs.items():
-            sent.append(f"{name} {len(sent)}")
-            _say(browser, handle, sent[-1])
-        restart.join(0.2)
-    for handle in tabs.values():
-        messages = _shown(browser, handle, len(sent))
-        assert [m["seq"] for m in messages] == list(range(1, len(sent) + 1)), (
-            messages, browser.execute_script("return [...window.chat.pending.values()]"))
-        assert sorted(m["text"] for m in messages) == sorted(sent)
-        assert browser.execute_script("return window.chat.presence.length") <= 1, \
-            "no leave/join flap: ben joining is the only presence event"
-        assert browser.execute_script("return window.chat.connections") >= 2, \
-            "every node was restarted: each page resumed at least once"
+    users = [_page_user(browser, cluster.http_url + "/", "ann"),
+             _page_user(firefox, cluster.http_url + "/", "ben", tab=False)]
+    try:
+        restart = threading.Thread(target=rolling_restart, args=(state, lambda line: None))
+        restart.start()
+        sent: list[str] = []
+        _chat_while(users, restart, sent)
+        _everything_once(users, sent)
+        for user in users:
+            assert user().execute_script("return window.chat.presence.length") <= 1, \
+                "no leave/join flap: ben joining is the only presence event"
+            assert user().execute_script("return window.chat.connections") >= 2, \
+                "every node was restarted: each page resumed at least once"
+    finally:
+        for user in users:
+            user.leave()
+
+
+@pytest.mark.timeout(120)
+def test_a_node_killed_under_chromium_and_firefox_loses_nothing(make_cluster, browser: Any,
+                                                                firefox: Any) -> None:
+    """SIGKILL, no drain: the pages resume through the gateway on the other node, and what
+    was in flight is sent again (same clientId) and stored once."""
+    cluster = make_cluster(nodes=2, node_args=["--presence-grace=1"])
+    users = [_page_user(browser, cluster.http_url + "/", "cleo"),
+             _page_user(firefox, cluster.http_url + "/", "dan", tab=False)]
+    try:
+        node = users[0]().execute_script("return window.chat.client.node")
+        victim = cluster.nodes[int(node.removeprefix("node")) - 1]
+        kill = threading.Thread(target=lambda: (time.sleep(0.5), victim.process.kill()))
+        kill.start()
+        sent: list[str] = []
+        _chat_while(users, kill, sent)
+        _everything_once(users, sent)
+        assert users[0]().execute_script("return window.chat.connections") >= 2
+    finally:
+        for user in users:
+            user.leave()
+
+
+@pytest.mark.timeout(120)
+def test_unreachable_shows_stale_and_pending_then_catches_up(make_cluster, firefox: Any) -> None:
+    """The only node dies: the member list and counts are marked stale (not frozen as if
+    current), what the user writes shows as pending; the node comes back: the message is
+    stored, shown once, and the marks go."""
+    cluster = make_cluster(nodes=1, node_args=["--presence-grace=1"])
+    user = _page_user(firefox, cluster.http_url + "/", "erin", tab=False)
+    try:
+        assert not user().execute_script("return document.getElementById('members-box')"
+                                          ".classList.contains('stale')")
+        node = cluster.nodes[0]
+        node.process.kill()
+        _until(user, "window.chat.state === 'reconnecting'")
+        _say(user, "written offline")
+        assert user().execute_script("""return [
+            document.getElementById("members-box").classList.contains("stale"),
+            !document.getElementById("stale-note").hidden,
+            [...document.querySelectorAll("#outbox .pending")].map(li => li.textContent)]""") \
+            == [True, True, ["written offline"]]
+        cluster.nodes[0] = cluster.start_node(1, node.port)
+        _until(user, "window.chat.state === 'online' && window.chat.pending.length === 0")
+        assert [m["text"] for m in _shown(user, 1)] == ["written offline"]
+        assert user().execute_script("""return [
+            document.getElementById("members-box").classList.contains("stale"),
+            document.querySelectorAll("#outbox .pending").length]""") == [False, 0]
+    finally:
+        user.leave()
+
+
+def _click_room(user: PageUser, room: str) -> None:
+    user().execute_async_script("""
+        const [room, done] = arguments;
+        const poll = () => {
+            const button = [...document.querySelectorAll("#rooms button")]
+                .find(b => b.textContent.startsWith(room + " "));
+            if (!button) return setTimeout(poll, 20);
+            button.click();
+            done();
+        };
+        poll();""", room)
+
+
+@pytest.mark.timeout(120)
+def test_a_room_left_and_come_back_to_marks_what_is_new(make_cluster, firefox: Any) -> None:
+    cluster = make_cluster(nodes=1, node_args=["--presence-grace=1"])
+    elsewhere = websocket.create_connection(cluster.ws_url, timeout=5)  # keeps "other" listed
+    try:
+        for frame in ({"type": "auth", "name": "fay"}, {"type": "join", "room": "other"}):
+            elsewhere.send(json.dumps(frame))
+        user = _page_user(firefox, cluster.http_url + "/", "gus", tab=False)
+        _writer(cluster.ws_url, "hal", ["seen"])
+        _shown(user, 1)
+        _click_room(user, "other")
+        _until(user, "window.chat.client.room === 'other' && window.chat.state === 'online'")
+        _writer(cluster.ws_url, "ida", ["new 1", "new 2"])
+        _click_room(user, "general")
+        _until(user, "window.chat.client.room === 'general' && window.chat.messages.length >= 3")
+        assert user().execute_script("""return [
+            document.getElementById("unread")?.textContent,
+            document.getElementById("unread")?.nextElementSibling.dataset.seq,
+            document.querySelector("#rooms button.unread")?.textContent.startsWith("general"),
+            document.title]""") == ["2 new", "2", True, "(2) Chat"]
+        _say(user, "read them")  # who writes has read what came before
+        _until(user, "!document.getElementById('unread')")
+        assert user().execute_script("return document.title") == "Chat"
+    finally:
+        elsewhere.close()
+        user.leave()
 
 
 @contextlib.contextmanager
@@ -304,28 +460,31 @@ def _name_taken(url: str, name: str) -> Iterator[None]:
     raise AssertionError(f"{name!r} stayed taken")
 
 
+# The page drops its connection and does not come back until _COME_BACK.
+_HOLD_OFF = "const c = window.chat.client; c.retryAfterMs = 600000; c.drop('the test');"
+_COME_BACK = "const c = window.chat.client; clearTimeout(c.timers.reconnect); c.open();"
+
+
 @pytest.mark.timeout(120)
 def test_a_name_taken_while_away_lets_the_page_pick_another_and_resume(make_cluster,
                                                                        browser: Any) -> None:
     """The page's user drops; with no grace, somebody takes its name; the page's resume gets
     `name_taken` and waits for another name, then resumes as the same user in its room."""
     cluster = make_cluster(nodes=1, node_args=["--presence-grace", "0"])
-    _page_user(browser, cluster.http_url + "/", "alice")
+    user = _page_user(browser, cluster.http_url + "/", "alice")
     user_id = browser.execute_script("return window.chat.userId")
-    browser.execute_script("window.chat.ws.onclose = null; window.chat.ws.close();")
+    browser.execute_script(_HOLD_OFF)
     with _name_taken(cluster.ws_url, "alice"):
-        browser.execute_script("connect();")  # the page comes back, as after a drop
-        browser.execute_async_script("""
-            const done = arguments[0];
-            const poll = () => window.chat.state === "name-taken" ? done() : setTimeout(poll, 20);
-            poll();""")
+        browser.execute_script(_COME_BACK)
+        _until(user, "window.chat.state === 'name-taken'")
         name = browser.find_element("id", "name")
         name.clear()
         name.send_keys("alice2")
         browser.find_element("id", "connect").click()
-        _until_online(browser)
-    assert browser.execute_script("return [window.chat.userId, window.chat.room]") == [
+        _until(user, "window.chat.state === 'online'")
+    assert browser.execute_script("return [window.chat.userId, window.chat.client.room]") == [
         user_id, "general"]
+    user.leave()
 
 
 def _writer(url: str, name: str, texts: list[str]) -> None:
@@ -355,7 +514,7 @@ def test_the_page_pages_back_through_history_and_fills_a_resume_larger_than_a_re
                                                "--max-text", "2000", "--join-burst", "50",
                                                "--presence-grace=1"])  # a short stop
     _writer(cluster.ws_url, "early", [f"{n} " + "p" * 1000 for n in range(1, 21)])
-    _page_user(browser, cluster.http_url + "/", "reader")
+    user = _page_user(browser, cluster.http_url + "/", "reader")
     shown = _page_seqs(browser)
     assert shown == list(range(21 - len(shown), 21)) and len(shown) < 20
     while browser.execute_script("return !document.getElementById('earlier').hidden"):
@@ -367,8 +526,9 @@ def test_the_page_pages_back_through_history_and_fills_a_resume_larger_than_a_re
                 || document.getElementById('earlier').hidden ? done() : setTimeout(poll, 20);
             poll();""", count)
     assert _page_seqs(browser) == list(range(1, 21)), "every message once, in order"
-    browser.execute_script("window.chat.ws.onclose = null; window.chat.ws.close();")
+    browser.execute_script(_HOLD_OFF)
     _writer(cluster.ws_url, "late", [f"{n} " + "q" * 1000 for n in range(21, 31)])
-    browser.execute_script("connect();")  # the page comes back, as after a drop
-    _shown(browser, str(browser.current_window_handle), 30)
+    browser.execute_script(_COME_BACK)
+    _shown(user, 30)
     assert _page_seqs(browser) == list(range(1, 31)), "the gap paged in before the newest"
+    user.leave()

@@ -137,7 +137,7 @@ async def test_a_head_completed_within_the_timeout_is_served(make_node) -> None:
 async def test_the_chat_page_and_its_assets_are_served_with_a_strict_policy(node) -> None:
     page = await node.get("/")
     assert page.status == 200 and page.content_type == "text/html"
-    assert '<script src="/static/chat.js">' in await page.text()
+    assert '<script type="module" src="/static/chat.js">' in await page.text()
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     for asset, kind in (("chat.js", "javascript"), ("chat.css", "text/css")):
