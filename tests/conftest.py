@@ -205,7 +205,8 @@ async def member(connect: ClientFactory) -> Callable[..., Awaitable[ChatClient]]
 # its temporary folders fails the run (tests/unit/test_temporary_names.py keeps every such
 # name on this list; other processes of the machine may use the directory meanwhile).
 OUR_TEMPORARY_NAMES = ("admission-", "autobahn-", "chat-", "chromium-profile-", "fanout-",
-                       "hostile-", "redis-memory-", "storm-", "webhook-rate-")
+                       "firefox-profile-", "hostile-", "redis-memory-", "storm-",
+                       "webhook-rate-")
 _TMP = Path(tempfile.gettempdir())
 _BEFORE = pytest.StashKey[set[str]]()
 

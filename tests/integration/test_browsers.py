@@ -15,6 +15,7 @@ import signal
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +27,7 @@ import websocket
 from gateway.cluster import Cluster
 from gateway.processes import LOOPBACK
 from gateway.rolling import ClusterState, rolling_restart
+from tests.docs_blocks import ROOT, blocks_run_by
 from tests.firefox import FIREFOX, Firefox
 
 CHROMIUM = "/usr/bin/chromium"
@@ -70,26 +72,36 @@ poll();
 """
 
 
-@pytest.fixture(scope="module")
-def page_url() -> Iterator[str]:
-    """A page served from loopback, as a site would serve its chat page."""
+@contextlib.contextmanager
+def _site(files: dict[str, tuple[bytes, str]]) -> Iterator[str]:
+    """A site on loopback serving `files` (path -> content and type); yields its URL."""
 
-    class Page(BaseHTTPRequestHandler):
+    class Site(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the handler's name is http.server's)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
+            content, kind = files.get(self.path.partition("?")[0], (b"", ""))
+            self.send_response(200 if kind else 404)
+            self.send_header("Content-Type", kind or "text/plain")
             self.end_headers()
-            self.wfile.write(PAGE)
+            self.wfile.write(content)
 
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer((LOOPBACK, 0), Page)
+    server = ThreadingHTTPServer((LOOPBACK, 0), Site)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://{LOOPBACK}:{server.server_port}/"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://{LOOPBACK}:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def page_url() -> Iterator[str]:
+    """A page served from loopback, as a site would serve its chat page."""
+    with _site({"/": (PAGE, "text/html")}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -532,3 +544,27 @@ def test_the_page_pages_back_through_history_and_fills_a_resume_larger_than_a_re
     _shown(user, 30)
     assert _page_seqs(browser) == list(range(1, 31)), "the gap paged in before the newest"
     user.leave()
+
+
+@pytest.mark.timeout(60)
+def test_the_documented_example_page_chats(make_cluster, firefox: Any) -> None:
+    """docs/client-js.md's page, as written, beside chat-client.js on a site of its own."""
+    page, = blocks_run_by("tests/integration/test_browsers.py")
+    assert page.language == "html"
+    sdk = (ROOT / "node" / "static" / "chat-client.js").read_bytes()
+    with _site({"/page.html": (page.text.encode(), "text/html"),
+                "/chat-client.js": (sdk, "text/javascript")}) as site:
+        cluster = make_cluster(nodes=1, node_args=[f"--allowed-origins={site.rstrip('/')}",
+                                                   "--presence-grace=1"])
+        query = urllib.parse.urlencode({"url": cluster.ws_url, "name": "pat"})
+        firefox.get(f"{site}page.html?{query}")
+        user = PageUser(firefox)
+        try:
+            _until(user, "document.getElementById('state').textContent === 'online'"
+                         " && document.title === 'Chat (1 here)'")
+            firefox.find_element("id", "text").send_keys("hi from the example")
+            firefox.execute_script("document.getElementById('say').requestSubmit()")
+            _until(user, "document.getElementById('log').textContent"
+                         " === 'pat: hi from the example'")
+        finally:
+            user.leave()
