@@ -8,7 +8,7 @@ export interface ChatClientOptions {
   /** Called for a fresh JWT on every reconnect and before the current one expires. */
   getToken?: () => string | Promise<string>;
   /** The WebSocket implementation: the page's by default; in Node.js, the ws package. */
-  WebSocket?: unknown;
+  WebSocket?: new (url: string) => any;
   /** Reconnect delays: uniform(0, min(backoffMaxMs, backoffFirstMs * 2^attempt)). */
   backoffFirstMs?: number;
   backoffMaxMs?: number;

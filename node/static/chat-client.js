@@ -26,6 +26,7 @@ const SEND_REFUSALS = new Set(["text_required", "text_too_long", "invalid_text",
 /** An error the server answered (its `code` is the protocol's), or the client's own:
  *  `closed`, `queue_full`, `left_room`, `timeout`, `disconnected`. */
 export class ChatError extends Error {
+  /** @param {string} code @param {string} message */
   constructor(code, message) {
     super(`${code}: ${message}`);
     this.name = "ChatError";
@@ -33,12 +34,13 @@ export class ChatError extends Error {
   }
 }
 
-/** A close code the server means as "do not come back". */
+/** A close code the server means as "do not come back".
+ *  @param {number} code @returns {boolean} */
 export function isFinalClose(code) {
   return FINAL_CLOSES.has(code) || (code >= 4000 && code < 5000);
 }
 
-/** A fresh idempotency key: 16 hex characters. */
+/** A fresh idempotency key: 16 hex characters. @returns {string} */
 export function newClientId() {
   const bytes = new Uint8Array(8);
   if (globalThis.crypto?.getRandomValues) globalThis.crypto.getRandomValues(bytes);
@@ -46,8 +48,13 @@ export function newClientId() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/** A promise with its settling functions.
+ *  @returns {{promise: Promise<any>, resolve: (value?: any) => void, reject: (error: Error) => void}} */
 function deferred() {
-  let resolve, reject;
+  /** @type {(value?: any) => void} */
+  let resolve = () => {};
+  /** @type {(error: Error) => void} */
+  let reject = () => {};
   const promise = new Promise((yes, no) => { resolve = yes; reject = no; });
   promise.catch(() => {});  // a waiter nobody awaits must not be an unhandled rejection
   return {promise, resolve, reject};
@@ -101,19 +108,30 @@ export class ChatClient {
 
   // --- the application's interface -----------------------------------------------------
 
-  /** Subscribe to an event; returns the function that unsubscribes. */
+  /**
+   * Subscribe to an event; returns the function that unsubscribes.
+   * @template {keyof import("./chat-client").ChatEvents} E
+   * @param {E} event @param {import("./chat-client").ChatEvents[E]} listener
+   * @returns {() => void}
+   */
   on(event, listener) {
     if (!this.listeners.has(event)) this.listeners.set(event, new Set());
     this.listeners.get(event).add(listener);
     return () => this.off(event, listener);
   }
 
+  /**
+   * @template {keyof import("./chat-client").ChatEvents} E
+   * @param {E} event @param {import("./chat-client").ChatEvents[E]} listener
+   */
   off(event, listener) {
     this.listeners.get(event)?.delete(listener);
   }
 
   /** Connect and authenticate; resolves with {userId, name, node}. After a close (a name
-   *  that was taken, say) it connects again as the same user, with `name` if given. */
+   *  that was taken, say) it connects again as the same user, with `name` if given.
+   *  @param {{name?: string}} [options]
+   *  @returns {Promise<import("./chat-client").Identity>} */
   connect({name} = {}) {
     if (name !== undefined) this.name = name;
     if (this.connecting && this.state !== "closed") return this.connecting.promise;
@@ -125,7 +143,8 @@ export class ChatClient {
   }
 
   /** Join `room` (leaving the current one); resolves with the room's snapshot. Joining the
-   *  room the client is in asks for a fresh snapshot. Offline, it joins on reconnect. */
+   *  room the client is in asks for a fresh snapshot. Offline, it joins on reconnect.
+   *  @param {string} room @returns {Promise<import("./chat-client").Joined>} */
   join(room) {
     if (room !== this.room) this.moveTo(room);
     this.joining?.reject(new ChatError("left_room", `joining ${room} instead`));
@@ -134,7 +153,7 @@ export class ChatClient {
     return this.joining.promise;
   }
 
-  /** Leave the current room. */
+  /** Leave the current room. @returns {Promise<void>} */
   async leave() {
     const room = this.room;
     if (room === null) return;
@@ -146,6 +165,7 @@ export class ChatClient {
    * Send a message to the current room; resolves with its seq once the room stored it.
    * Offline, it waits in the queue; a message not acknowledged when the connection drops is
    * sent again (same clientId: stored once) after the resume.
+   * @param {string} text @param {{clientId?: string}} [options] @returns {Promise<number>}
    */
   send(text, {clientId = newClientId()} = {}) {
     if (this.state === "closed") return Promise.reject(new ChatError("closed", "the client is closed"));
@@ -161,35 +181,42 @@ export class ChatClient {
     return entry.promise;
   }
 
-  /** Messages not yet acknowledged, oldest first: `{clientId, text}`. */
+  /** Messages not yet acknowledged, oldest first.
+   *  @returns {{clientId: string, text: string}[]} */
   pending() {
     return this.outbox.map(({clientId, text}) => ({clientId, text}));
   }
 
-  /** Older messages of the current room: those below seq `before`. */
+  /** Older messages of the current room: those below seq `before`.
+   *  @param {number} before @param {number} [limit]
+   *  @returns {Promise<{messages: import("./chat-client").Message[], more: boolean, epoch: string}>} */
   history(before, limit) {
     const frame = {type: "history", before};
     if (limit !== undefined) frame.limit = limit;
     return this.request(frame, "history");
   }
 
-  /** A page of the room directory. */
+  /** A page of the room directory. @param {number} [offset] @param {number} [limit]
+   *  @returns {Promise<{rooms: {name: string, userCount: number}[], total: number, next: number | null}>} */
   listRooms(offset = 0, limit = 100) {
     return this.request({type: "list_rooms", offset, limit}, "room_list");
   }
 
-  /** The member list of `room` (the current room's; empty in a large room). */
+  /** The member list of `room` (the current room's; empty in a large room).
+   *  @param {string | null} [room] @returns {import("./chat-client").Member[]} */
   members(room = this.room) {
     if (room !== this.room) return [];
     return [...this.memberList].map(([userId, name]) => ({userId, name}));
   }
 
-  /** The member count of `room` (the current room's). */
+  /** The member count of `room` (the current room's).
+   *  @param {string | null} [room] @returns {number} */
   userCount(room = this.room) {
     return room === this.room ? this.count : 0;
   }
 
-  /** Close for good: no reconnect; messages still queued fail with `closed`. */
+  /** Close for good: no reconnect; messages still queued fail with `closed`.
+   *  @param {number} [code] @param {string} [reason] */
   close(code = 1000, reason = "") {
     this.stop("closed by the application");
     const ws = this.ws;
@@ -244,6 +271,7 @@ export class ChatClient {
 
   async authenticate(ws) {
     if (this.ws !== ws) return;
+    /** @type {Record<string, unknown>} */
     let frame = {type: "auth", name: this.name};
     if (this.options.getToken && (this.jwt === null || this.connections > 1)) {
       try {
@@ -278,7 +306,7 @@ export class ChatClient {
   }
 
   /** Give up on the connection now and reconnect (a dead path may never deliver its
-   *  close; the application may know the network changed). */
+   *  close; the application may know the network changed). @param {string} [why] */
   drop(why = "dropped by the application") {
     const ws = this.ws;
     if (!ws) return;

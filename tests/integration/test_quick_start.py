@@ -183,17 +183,20 @@ def test_the_second_command_installs_what_the_tests_need_and_runs_them(
         debian_root: Path) -> None:
     # The whole suite would run this module again: two tests stand for it, each needing
     # something the command installs (the package and its test tools, which the command
-    # installs or fails; the cluster's parts: Redis, node processes and nginx); the rest of
-    # the suite runs in this run, on the same installation's requirements.
+    # installs or fails; the cluster's parts: Redis, node processes and nginx; Debian's
+    # Node.js and ws, under the JavaScript SDK); the rest of the suite runs in this run, on
+    # the same installation's requirements.
     typed = quick_start()[1].split("#")[0].strip()
     command = (f"{typed} tests/unit/test_config.py "
                "'tests/integration/test_cluster.py::"
                "test_the_gateway_reaches_the_nodes_over_their_unix_sockets[redis]' "
+               "'tests/integration/test_scenarios.py::test_the_javascript_sdk[resume]' "
                "-q -p no:cacheprovider")
     suite = in_root(debian_root, command, free_port())
     try:
         output = read_until(suite, " passed", 600)
         assert suite.wait(60) == 0, output
         assert " failed" not in output and " error" not in output, output
+        assert " skipped" not in output, output  # Node.js and ws were installed too
     finally:
         stop(suite)
