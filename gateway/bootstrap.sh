@@ -26,7 +26,8 @@ if [ "$extra" = test ]; then
     [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
     # compose/ is tested for real: a Docker engine, compose, and debootstrap for a base image
     # (and for the quick start's test on a fresh Debian root).
-    [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
+    # AppArmor's tools too: dockerd loads its profile with them where the kernel enforces it.
+    [ -x /usr/sbin/dockerd ] || missing+=(docker.io apparmor)
     [ -x /usr/bin/docker-compose ] || missing+=(docker-compose)
     [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
     # The JavaScript SDK's tests: Firefox ESR (driven over Marionette, no geckodriver), and
@@ -40,8 +41,10 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "installing ${missing[*]} with apt-get (a minute or two) ..." >&2
         log=$(mktemp)
         trap 'rm -f "$log"' EXIT
+        # Without the packages they only recommend (video codecs, Mesa, printing tools): what
+        # is listed here is all that runs (the browsers included: headless, they need neither).
         if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-                apt-get install -y -qq "${missing[@]}"; } >"$log" 2>&1; then
+                apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
             tail -n 15 "$log" >&2
             fail "apt-get could not install ${missing[*]} (its last lines are above)"
         fi
