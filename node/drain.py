@@ -91,12 +91,16 @@ class Drainer:
 
     async def _drain(self) -> None:
         self.active = True
-        sessions = list(self._hub.sessions)
+        sessions = [session for session in self._hub.sessions if session.open]
         log.info("draining %d clients over %.1fs", len(sessions), self._window)
         interval = self._window / max(len(sessions), 1)
-        for index, session in enumerate(sessions):
-            if index:
+        paced = False
+        for session in sessions:
+            if not session.open:
+                continue  # its client left meanwhile: no turn, and no wait for it
+            if paced:
                 await asyncio.sleep(interval)
+            paced = True
             session.drained = True
             session.send(shutdown_notice())
             session.close_soon(disconnect.SHUTDOWN)

@@ -183,6 +183,11 @@ class Session:
     # --- outbound --------------------------------------------------------------------
 
     @property
+    def open(self) -> bool:
+        """Neither closing nor closed by its client: a drain still has to close it."""
+        return not (self._closing or self._lost)
+
+    @property
     def close_code(self) -> int | None:
         return self._ws.close_code
 
