@@ -43,7 +43,8 @@ class Receiver:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/{hook}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        # Down means down: answers still being delayed are cut off, not waited for.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         await web.TCPSite(self._runner, LOOPBACK, self.port).start()
 

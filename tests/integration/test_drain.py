@@ -66,8 +66,8 @@ async def test_a_drain_fails_readiness_refuses_upgrades_and_closes_everyone(
 
 async def test_only_one_node_drains_at_a_time(make_cluster, http: aiohttp.ClientSession,
                                               open_ws) -> None:
-    cluster: Cluster = make_cluster(nodes=3, admin_token=TOKEN,
-                                    node_args=["--drain-window", "2"])
+    cluster: Cluster = make_cluster(nodes=3, admin_token=TOKEN,  # holders' names: kept briefly
+                                    node_args=["--drain-window", "2", "--presence-grace", "0.5"])
     holder = await open_ws(cluster.node_ws_url(1))  # keeps a drain busy for its window
     await holder.auth("holder")
     holder2 = await open_ws(cluster.node_ws_url(2))

@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 # Longer than a node takes to notice a silent Redis (about 3.5 s) and than it waits for an
 # answer (COMMAND_TIMEOUT, 5 s); at 20 messages a second, more than a room's history keeps.
 CUT_SECONDS = 6.5
+NODE_TTL = 4.0  # seconds: the nodes' --node-ttl where a test waits past it
 
 
 @pytest.fixture(params=["redis", "redis-cluster"])
@@ -118,12 +119,20 @@ def _named(client: ChatClient) -> set[str]:
     return {name for name in client.members.values() if not name.startswith("look")}
 
 
-@pytest.mark.parametrize("hosts", ["redis"], indirect=True)  # presence is not sharded
+@pytest.fixture
+def short_ttl_hosts(tmp_path: Path) -> Iterator[Hosts]:
+    """One Redis (presence is not sharded), nodes with a `NODE_TTL` a test can outwait."""
+    with fault_hosts("redis", tmp_path, [*unlimited_flags(), f"--node-ttl={NODE_TTL:g}"]) as made:
+        yield made
+
+
 @pytest.mark.timeout(120)
-async def test_presence_converges_after_a_node_paused_past_its_ttl_resumes(hosts: Hosts) -> None:
-    """Issue 29: members who left while a node was frozen (SIGSTOP) beyond its 10 s TTL, and
-    one who left right after it resumed, were still listed 26 s later, on both nodes and in
-    fresh snapshots."""
+async def test_presence_converges_after_a_node_paused_past_its_ttl_resumes(
+        short_ttl_hosts: Hosts) -> None:
+    """Issue 29: members who left while a node was frozen (SIGSTOP) beyond its TTL (10 s
+    then, `NODE_TTL` here), and one who left right after it resumed, were still listed 26 s
+    later, on both nodes and in fresh snapshots."""
+    hosts = short_ttl_hosts
     room, frozen = "frozen", hosts.node_services[0]
     stay = ChatClient(hosts.ws_url(1), "stay", room)
     others = {name: ChatClient(hosts.ws_url(0), name, room) for name in ("a", "b", "c", "d")}
@@ -134,14 +143,14 @@ async def test_presence_converges_after_a_node_paused_past_its_ttl_resumes(hosts
         frozen.signal(signal.SIGSTOP)
         try:  # they leave the frozen node: it reads their closes when it wakes
             leaving = [asyncio.create_task(others.pop(name).close()) for name in ("a", "b")]
-            await asyncio.sleep(16.5)
+            await asyncio.sleep(1.65 * NODE_TTL)
         finally:
             frozen.signal(signal.SIGCONT)
         await others.pop("c").close()  # right after the resume
         await asyncio.gather(*leaving)
         expected = {"stay", "d"}
         resumed_at = asyncio.get_running_loop().time()
-        deadline = resumed_at + 10.0  # the TTL
+        deadline = resumed_at + NODE_TTL
         while True:
             views = {"node1": await _snapshot(hosts.ws_url(0), room),
                      "node2": await _snapshot(hosts.ws_url(1), room),
