@@ -229,6 +229,10 @@ class WebSocket(asyncio.Protocol):
             self._buffer = b""
             self._discarding = True
             self._fail(violation)
+            if not self._transport.is_closing() and self._transport.can_write_eof():
+                # Its close answer cannot be found in what follows: our FIN after the close
+                # frame tells the peer to hang up, instead of the close timeout telling us.
+                self._transport.write_eof()
             if isinstance(violation, Flood) and not self._transport.is_closing():
                 self._transport.pause_reading()  # its bytes cost more than its close frame
             return

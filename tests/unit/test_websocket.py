@@ -29,9 +29,17 @@ class FakeTransport:
         self.unsent = 0  # bytes the peer has not read yet
         self.reading = True
         self.protocol: WebSocket | None = None
+        self.eof_after: bytes | None = None  # what was written before our FIN
 
     def write(self, data: bytes) -> None:
+        assert self.eof_after is None, "written after the FIN"
         self.written += data
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_after = self.written
 
     def set_write_buffer_limits(self, high: int) -> None:
         self.high_water = high
@@ -296,6 +304,21 @@ async def test_after_a_framing_violation_bytes_are_dropped_until_the_close_timeo
     assert closed_with(transport, 1002) and not transport.closed
     await asyncio.wait_for(ws.gone(), 1)
     assert transport.closed and not transport.aborted
+
+
+async def test_a_framing_violation_sends_the_close_frame_then_a_fin() -> None:
+    """The peer's close answer would be lost among the dropped bytes: our FIN right after
+    the close frame lets it hang up now rather than after the close timeout."""
+    ws, transport, _ = await connection()
+    ws.data_received(client(0x3, b"reserved opcode"))
+    assert transport.eof_after is not None and closed_with(transport, 1002)
+    assert transport.eof_after == transport.written and not transport.closed
+
+
+async def test_a_violation_with_framing_intact_reads_on_for_the_close_answer() -> None:
+    ws, transport, _ = await connection()
+    ws.data_received(client(0x1, b"\xff"))  # not UTF-8: the next frame is still found
+    assert closed_with(transport, 1007) and transport.eof_after is None
 
 
 async def test_waiting_for_a_socket_that_will_not_close_ends_by_aborting_it() -> None:
