@@ -24,6 +24,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import queue
 import random
 import signal
 import socket
@@ -56,6 +57,7 @@ PASS_P99_MS = 200.0
 DRAIN_SECONDS = 1.5
 CONNECT_BATCH = 50
 WAIT_TIMEOUT = 300.0
+ANSWER_POLL = 0.5  # seconds between two looks at a generator that has not answered yet
 SETTLE_SECONDS = 3.0
 SPARE_FILES = 100  # a generator process's files besides its sockets
 VISITORS = 20  # connections per generator that come and go between rooms (--churn)
@@ -259,7 +261,23 @@ class Generators:
             control.put(message)
 
     def gather(self) -> list[Any]:
-        return [out.get(timeout=WAIT_TIMEOUT) for out in self.outs]
+        """Every generator's next answer. One that died instead (its traceback is above
+        this) ends the run at once, not after WAIT_TIMEOUT."""
+        return [self._answer(index) for index in range(len(self.outs))]
+
+    def _answer(self, index: int) -> Any:
+        deadline = time.monotonic() + WAIT_TIMEOUT
+        while True:
+            try:
+                return self.outs[index].get(timeout=ANSWER_POLL)
+            except queue.Empty:
+                process = self.processes[index]
+                if not process.is_alive():
+                    raise RuntimeError(f"generator {index + 1} exited (code "
+                                       f"{process.exitcode}) without answering") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"generator {index + 1} did not answer in "
+                                       f"{WAIT_TIMEOUT:g} s") from None
 
     def stop(self) -> None:
         self.tell(None)
