@@ -74,7 +74,8 @@ class Settings:
         10.0, "seconds after its last heartbeat that a dead node's users leave presence"
     )
     ping_interval: float = _positive(30.0, "seconds between server pings")
-    ping_timeout: float = _positive(60.0, "seconds without a pong before a client is closed")
+    ping_timeout: float = _positive(
+        60.0, "seconds without a pong before a client is closed (once a ping went unanswered)")
     rate: float = _positive(10.0, "chat frames per second one connection may send (token "
                            "bucket refill); more get error rate_limited")
     burst: int = _positive(20, "chat frames one connection may send at once (token bucket size)")

@@ -35,7 +35,8 @@ async def run_heartbeat(hub: Hub, interval: float, timeout: float) -> None:
     connections are pinged a slice at a time, every PING_TICK, across the interval: all at
     once, 19,500 pings (and their pongs) held a node's loop for most of a second every
     interval (docs/performance.md, *A node's idle connections*). A silent client is closed
-    between ping-timeout and ping-timeout + ping-interval after its last pong.
+    between ping-timeout and ping-timeout + ping-interval after its last pong, and never
+    before a ping has gone unanswered.
     """
     count = max(1, round(interval / PING_TICK))
     tick = interval / count
@@ -46,11 +47,15 @@ async def run_heartbeat(hub: Hub, interval: float, timeout: float) -> None:
 
 
 def ping(sessions: list[Session], timeout: float) -> None:
-    """Ping a slice (those still open), closing those silent for `timeout` seconds."""
+    """Ping a slice (those still open), closing those silent for `timeout` seconds though
+    pinged since they were last heard. One not pinged since is pinged, however long ago that
+    was: a node busy enough to stretch the interval past the timeout (thousands of clients
+    arriving at once) closed clients it had never asked."""
     now = time.monotonic()
     frame = event_frame(ServerPing(timestamp=now_ms()))
     for session in sessions:
-        if now - session.last_pong > timeout:
+        if now - session.last_pong > timeout and session.pinged_at > session.last_pong:
             session.close_soon(disconnect.PING_TIMEOUT)
         else:
+            session.pinged_at = now
             session.send(frame)

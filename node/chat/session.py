@@ -52,7 +52,7 @@ class Session:
 
     __slots__ = (
         "id", "address", "member", "claims", "holds_name", "budgets", "room", "last_pong",
-        "drained", "_expiry", "_metrics", "_ws", "_dispatch",
+        "pinged_at", "drained", "_expiry", "_metrics", "_ws", "_dispatch",
         "_on_end", "_limits", "_full_at", "_flood", "_held", "_closing", "_closer",
         "_inbox", "_worker", "_lost", "_finished", "_floor", "_epoch", "_batches", "_batch",
         "_writes_full_at", "_joins_full_at",
@@ -72,6 +72,7 @@ class Session:
         self.room: str | None = None
         self.drained = False  # closed by a drain: its presence is held for the grace period
         self.last_pong = now
+        self.pinged_at = 0.0  # when the heartbeat last pinged it (monotonic)
         self._ws = ws
         self._dispatch = dispatch
         self._on_end = on_end
