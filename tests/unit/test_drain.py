@@ -21,15 +21,23 @@ class Sessions:
 
     def __init__(self) -> None:
         self.sessions: set[Connection] = set()
+        self._empty = asyncio.Event()
+
+    def discard(self, connection: Connection) -> None:
+        self.sessions.discard(connection)
+        if not self.sessions:
+            self._empty.set()
 
     async def emptied(self) -> None:
-        while self.sessions:
-            await asyncio.sleep(0.01)
+        if self.sessions:
+            await self._empty.wait()
 
 
 class Connection:
-    def __init__(self, hub: Sessions, open_: bool) -> None:
+    def __init__(self, hub: Sessions, open_: bool, leaving_with: Connection | None = None
+                 ) -> None:
         self.hub, self.open, self.drained, self.told = hub, open_, False, 0
+        self.leaving_with = leaving_with  # a departure handled by the time this one closes
         hub.sessions.add(self)
 
     def send(self, frame: bytes) -> None:
@@ -37,7 +45,9 @@ class Connection:
 
     def close_soon(self, reason: Any) -> None:
         self.open = False
-        self.hub.sessions.discard(self)
+        self.hub.discard(self)
+        if self.leaving_with is not None:
+            self.hub.discard(self.leaving_with)
 
 
 async def _none() -> None:
@@ -47,14 +57,8 @@ async def _none() -> None:
 async def test_a_client_that_left_before_the_drain_costs_no_turn() -> None:
     hub = Sessions()
     left = Connection(hub, open_=False)  # its close is being handled: still in the hub
-    staying = [Connection(hub, open_=True)]
+    staying = [Connection(hub, open_=True, leaving_with=left)]
     drainer = Drainer("node1", WINDOW, cast(Hub, hub), MemoryCoordination("node1"), _none)
-
-    async def gone() -> None:
-        await asyncio.sleep(0.1)
-        hub.sessions.discard(left)
-
-    asyncio.get_running_loop().create_task(gone())
     async with asyncio.timeout(WINDOW / 4):
         await drainer.drain_for_shutdown()
     assert [c.told for c in staying] == [1] and left.told == 0 and not left.drained

@@ -13,27 +13,22 @@ from loadtest.fanout import Generators
 pytestmark = pytest.mark.timeout(20)
 
 
-def test_a_generator_that_exited_without_answering_ends_the_gather() -> None:
+def _gone(code: int, *answers: str) -> Generators:
+    """Generators of one process that has exited with `code`, having answered `answers`."""
     ctx = multiprocessing.get_context("spawn")
-    generators = Generators()
-    dead = ctx.Process(target=sys.exit, args=(3,))
-    dead.start()
-    dead.join(10)
-    generators.processes.append(dead)
-    generators.controls.append(ctx.Queue())
-    generators.outs.append(ctx.Queue())
-    with pytest.raises(RuntimeError, match="generator 1 exited \\(code 3\\)"):
-        generators.gather()
-
-
-def test_an_answer_already_given_is_taken_even_from_a_generator_gone_since() -> None:
-    ctx = multiprocessing.get_context("spawn")
-    generators = Generators()
-    gone = ctx.Process(target=sys.exit, args=(0,))
+    gone = ctx.Process(target=sys.exit, args=(code,))
     gone.start()
     gone.join(10)
     out = ctx.Queue()
-    out.put("ready")
-    generators.processes.append(gone)
-    generators.outs.append(out)
-    assert generators.gather() == ["ready"]
+    for answer in answers:
+        out.put(answer)
+    return Generators(processes=[gone], controls=[ctx.Queue()], outs=[out])
+
+
+def test_a_generator_that_exited_without_answering_ends_the_gather() -> None:
+    with pytest.raises(RuntimeError, match="generator 1 exited \\(code 3\\)"):
+        _gone(3).gather()
+
+
+def test_an_answer_already_given_is_taken_even_from_a_generator_gone_since() -> None:
+    assert _gone(0, "ready").gather() == ["ready"]
