@@ -27,6 +27,7 @@ import argparse
 import csv
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -322,6 +323,62 @@ def plan(model: Model, demand: Demand) -> dict[str, Any]:
     }
 
 
+# --- the model against runs it was not fitted on ---------------------------------------------
+
+def predicted_cores(model: Model, run: dict[str, Any], step: dict[str, Any]
+                    ) -> dict[str, float | None]:
+    """The model's CPU (cores) for a measured step: all nodes together, Redis and nginx."""
+    args = run["args"]
+    clients = args["rooms"] * args["members"]
+    if args["gateway"]:  # nginx places each client: a room spans nodes at random
+        spread = subscribed_nodes(args["nodes"], {args["members"]: 1.0})
+    else:
+        spread = min(args["nodes"], args["members"])
+    return {
+        "nodes": (model.per_delivery * step["achieved_per_s"]
+                  + model.per_publish * step["published_per_s"]
+                  + model.per_connection * clients + model.node_idle * args["nodes"]),
+        "redis": model.redis_per_publish * step["published_per_s"] * spread / model.redis_nodes,
+        "nginx": (model.nginx_per_delivery * step["achieved_per_s"]
+                  if args["gateway"] and model.nginx_per_delivery is not None else None),
+    }
+
+
+def measured_cores(run: dict[str, Any], step: dict[str, Any]) -> dict[str, float | None]:
+    seconds = load_seconds(run)
+    cpu = step["cpu_s"]
+    return {"nodes": sum(v for k, v in cpu.items() if k.startswith("node")) / seconds,
+            "redis": redis_cpu(cpu) / seconds,
+            "nginx": cpu["nginx"] / seconds if "nginx" in cpu else None}
+
+
+def check(model: Model, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Predicted against measured CPU at every passing step of `runs` (not fitted on)."""
+    rows = []
+    for run in runs:
+        for step in (s for s in run["steps"] if s["passed"]):
+            predicted, measured = predicted_cores(model, run, step), measured_cores(run, step)
+            for part in ("nodes", "redis", "nginx"):
+                if (p := predicted[part]) is not None and (m := measured[part]):
+                    rows.append({"run": _label(run), "per_s": step["achieved_per_s"],
+                                 "part": part, "predicted": p, "measured": m,
+                                 "error": p / m - 1})
+    return rows
+
+
+def _check_section(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    worst = max(rows, key=lambda row: abs(row["error"]))
+    return ["## The model against runs it was not fitted on", "",
+            "| run | deliveries/s | CPU of | predicted cores | measured cores | error |",
+            "|---|---|---|---|---|---|",
+            *[f"| {r['run']} | {r['per_s']:,} | {r['part']} | {r['predicted']:.3f} | "
+              f"{r['measured']:.3f} | {r['error']:+.0%} |" for r in rows], "",
+            f"Largest error: {worst['error']:+.0%} ({worst['part']} at "
+            f"{worst['per_s']:,} deliveries/s).", ""]
+
+
 # --- the report ------------------------------------------------------------------------------
 
 def _label(run: dict[str, Any]) -> str:
@@ -541,13 +598,16 @@ def _model_section(model: Model) -> list[str]:
     ]
 
 
-def report(results: Results, demand: Demand, out: Path) -> Path:
+def report(results: Results, demand: Demand, out: Path,
+           unfitted: Sequence[dict[str, Any]] = ()) -> Path:
+    """The report, with the model checked against the `unfitted` fan-out runs."""
     out.mkdir(parents=True, exist_ok=True)
     model = fit(results)
     figures = [plot_node_cpu(results, model, out), plot_latency(results, out),
                plot_memory(results, out), plot_redis(results, out)]
     lines = ["# Capacity report", "",
              *_plan_section(model, demand, plan(model, demand)),
+             *_check_section(check(model, list(unfitted))),
              *_model_section(model),
              *_shapes_section(results, model),
              "## Plots", "", *[f"![{name}]({name})" for name in figures], "",
@@ -579,6 +639,9 @@ def main() -> None:
     parser.add_argument("results", type=Path, nargs="+",
                         help="fanout --json files and Locust *_stats.csv files")
     parser.add_argument("--out", type=Path, default=Path("capacity-report"))
+    parser.add_argument("--check", type=Path, action="append", default=[], metavar="RUN",
+                        help="a fan-out --json file the model is not fitted on: its passing "
+                             "steps' CPU predicted and compared with what they measured")
     parser.add_argument("--users", type=int, default=50000, help="concurrent users")
     parser.add_argument("--room-size", default="20",
                         help="room sizes and the share of users in each: 20 or 20:0.8,500:0.2")
@@ -603,7 +666,8 @@ def main() -> None:
     demand = Demand(args.users, parse_rooms(args.room_size), args.messages_per_minute,
                     args.headroom, args.node_memory_mib, args.max_connections,
                     args.joins_per_minute, args.text_bytes, args.history, args.history_bytes)
-    path = report(load(args.results), demand, args.out)
+    unfitted = load(args.check).fanout
+    path = report(load(args.results), demand, args.out, unfitted)
     print(path.read_text().split("## Cost model")[0])
     print(f"report: {path}")
 

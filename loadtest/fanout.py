@@ -4,8 +4,9 @@
     .venv/bin/python -m loadtest.fanout --idle 5000 --json results/idle.json
 
 Starts its own cluster on loopback (Redis, the nodes, nginx), connects rooms x members raw
-WebSocket clients from several generator processes (member i of a room goes to node
-i % nodes, so every room spans every node; `--gateway` connects through nginx instead) and
+WebSocket clients from several generator processes (member i of room r goes to node
+(r + i) % nodes, so every room spans every node and every node holds its share of the members
+whatever the room size; `--gateway` connects through nginx instead) and
 steps the delivery rate up until a step fails. A step passes when >= 99.9 % of expected
 deliveries arrive and p99 < 200 ms. Prints per step: target and achieved deliveries/s, loss,
 latency percentiles, CPU seconds of each node, of Redis, of nginx and of the generator (a
@@ -29,6 +30,7 @@ import random
 import signal
 import socket
 import sys
+from collections import Counter
 import tempfile
 import time
 import urllib.request
@@ -79,13 +81,19 @@ class Topology:
     members: int
     senders: int
     total_rooms: int
-    spread: bool  # room r's senders start at member r % nodes (else at member 0, node1)
+    spread: bool  # room r's senders start on node r % nodes (else on node1)
     churn: float = 0.0  # this generator's visitor joins per second during a step
 
     def senders_of(self, room: int, members: Sequence[M]) -> list[M]:
-        """Member i is on node i % nodes: spread senders alternate nodes from room to room."""
-        first = room % len(self.urls) if self.spread else 0
+        """Member i of room r is on node (r + i) % nodes: spread senders start at member 0,
+        which alternates nodes from room to room; concentrated ones at the member on node1."""
+        first = 0 if self.spread else -room % len(self.urls)
         return [members[(first + k) % len(members)] for k in range(self.senders)]
+
+
+def node_of(room: int, member: int, nodes: int) -> int:
+    """The node (0-based) member `member` of room `room` connects to, without --gateway."""
+    return (room + member) % nodes
 
 
 @dataclass
@@ -118,7 +126,7 @@ async def _connect_room(topology: Topology, room: int, on_stamp: OnStamp) -> lis
     members: list[RawMember] = []
     for first in range(0, topology.members, CONNECT_BATCH):
         members += await asyncio.gather(*(
-            connect_member(kind, urls[i % len(urls)], f"{name}-m{i}", name, on_stamp,
+            connect_member(kind, urls[node_of(room, i, len(urls))], f"{name}-m{i}", name, on_stamp,
                            WAIT_TIMEOUT, loopback_source(room * topology.members + i))
             for i in range(first, min(first + CONNECT_BATCH, topology.members))))
     return members
@@ -430,11 +438,12 @@ def _placement(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     topology = Topology(args.system, [""] * args.nodes, [], args.members, args.senders,
                         args.rooms, args.spread)
     members = list(range(args.members))
-    senders = [i for room in range(args.rooms) for i in topology.senders_of(room, members)]
-    return {f"node{n + 1}": {
-        "members": sum(1 for i in members if i % args.nodes == n) / args.members,
-        "senders": sum(1 for i in senders if i % args.nodes == n) / len(senders),
-    } for n in range(args.nodes)}
+    placed = [node_of(room, i, args.nodes) for room in range(args.rooms) for i in members]
+    senders = [node_of(room, i, args.nodes) for room in range(args.rooms)
+               for i in topology.senders_of(room, members)]
+    return {f"node{n + 1}": {"members": placed.count(n) / len(placed),
+                             "senders": senders.count(n) / len(senders)}
+            for n in range(args.nodes)}
 
 
 def _connections(cluster: Cluster, index: int) -> int:
@@ -565,8 +574,9 @@ def check_files(args: argparse.Namespace, rooms: int, files: int) -> None:
     rather than fail halfway with EMFILE (nginx starts as many workers as the run needs)."""
     if args.gateway:  # nginx balances the connections over the nodes
         per_node = -(-rooms * args.members // args.nodes)
-    else:  # member i of every room is on node i % nodes
-        per_node = rooms * -(-args.members // args.nodes)
+    else:  # member i of room r is on node (r + i) % nodes
+        per_node = max(Counter(node_of(room, i, args.nodes) for room in range(rooms)
+                               for i in range(args.members)).values())
     if per_node > files - SPARE_FILES:
         raise SystemExit(
             f"{rooms * args.members} connections need {per_node} sockets a node, but a "
@@ -745,7 +755,8 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--members", type=int, default=20, help="members per room")
     parser.add_argument("--senders", type=int, default=1,
-                        help="members of each room that send (member i is on node i %% nodes)")
+                        help="members of each room that send (member i of room r is on node "
+                             "(r + i) %% nodes)")
     parser.add_argument("--rates", default=DEFAULT_RATES,
                         help="deliveries/s of each step, comma-separated; stops at a failure")
     parser.add_argument("--step-seconds", type=float, default=5.0)

@@ -4,16 +4,20 @@ back on the others.
     .venv/bin/python -m loadtest.storm --clients 4000 --rooms 200 --rate 100
 
 Starts Redis, `--nodes` nodes (admission at its default backlog) and nginx, then `--clients`
-clients of the client library (node/client/: the resume rules — backoff with full jitter,
-`Retry-After` after a refused upgrade, `since`/`epoch`, duplicates dropped) in `--rooms`
-rooms through the gateway, spread over `--workers` processes, and `--observer-rooms` of
-them in a process of their own. One client per room sends, at `--rate` messages/s in all,
-each stamped with its send time. After `--settle` seconds node1 is killed with SIGKILL.
-Printed: how long until the last of node1's clients had resumed (its `room_joined` after
-the kill), how many resumed with `recovered` true or false, the delivery p99 of the other
-nodes' clients (in rooms whose sender stayed) before and during the storm, in the
-observer's rooms (the cluster's latency) and in all rooms (with the workers' own loop
-delay), and whether every client got every accepted message of its room once, in order.
+raw-socket clients (loadtest/rawsession.py: the client library's resume rules — backoff
+with full jitter, `Retry-After` after a refused upgrade, the same identity, `since`/`epoch`,
+a message not seen stored sent again with its `clientId` — at a small share of the
+generator's core) in `--rooms` rooms through the gateway, from many loopback source
+addresses, spread over `--workers` processes, and `--observer-rooms` of them in a process of
+their own. One client per room sends, at `--rate` messages/s in all, each stamped with its
+send time. After `--settle` seconds node1 is killed with SIGKILL. Printed: how long until the
+last of node1's clients had resumed (its `room_joined` after the kill), how many resumed
+with `recovered` true or false, how many each other node took and how fast (full sessions in
+its busiest second), the delivery p99 of the other nodes' clients (in rooms whose sender
+stayed) before and during the storm, in the observer's rooms (the cluster's latency) and in
+all rooms (with the workers' own loop delay), whether every client got every seq of its
+room after its first `room_joined` once, in order, up to the newest its sender saw stored,
+and the generator's CPU during the storm.
 Bounded: the storm is given up after `--deadline` seconds; every process stops on any exit.
 """
 
@@ -24,7 +28,7 @@ import asyncio
 import multiprocessing
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections import Counter
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -34,119 +38,110 @@ import uvloop
 from gateway.cluster import Cluster
 from gateway.processes import die_with_parent
 from loadtest import limits, procstats, scrape
+from loadtest.rawclient import loopback_source
+from loadtest.rawsession import RawSession
 from loadtest.results import save
 from loadtest.stats import percentile
-from node.client import ChatClient, SendFailed
 
-STARTING = 200  # clients a worker starts at once
+STARTING = 500  # clients a worker has joining at once
 JOIN_TIMEOUT = 60.0  # seconds a client may take to join before the run is given up
-
-
-@dataclass
-class Member:
-    """A client and what it saw."""
-
-    client: ChatClient
-    seqs: list[int] = field(default_factory=list)
-    latencies: list[tuple[float, float]] = field(default_factory=list)  # (received at, ms)
-    resumed_at: float | None = None  # its first room_joined after the kill
-    recovered: bool | None = None
-    node: str | None = None  # where it was when the kill came
 
 
 class Worker:
     """The clients of some rooms, their senders, and what they saw."""
 
-    def __init__(self, url: str, rooms: list[str], per_room: int, interval: float) -> None:
-        self.members = {room: [Member(ChatClient(url, f"{room}-{i}", room))
-                               for i in range(per_room)] for room in rooms}
+    def __init__(self, url: str, rooms: list[str], per_room: int, interval: float,
+                 first: int) -> None:
+        self.members = {room: [RawSession(url, f"{room}-{i}", room,
+                                          loopback_source(first + r * per_room + i))
+                               for i in range(per_room)] for r, room in enumerate(rooms)}
         self.interval = interval
-        self.accepted: dict[str, list[int]] = {room: [] for room in rooms}
-        self.refused = 0
+        self.skipped = 0
         self.killed_at: float | None = None
+        self.node_at_kill: dict[RawSession, str | None] = {}
+        self.cpu_at_kill = 0.0
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
-    def everyone(self) -> list[Member]:
+    def everyone(self) -> list[RawSession]:
         return [m for members in self.members.values() for m in members]
 
     async def start(self) -> None:
-        gate = asyncio.Semaphore(STARTING)
+        """Every member joined, `STARTING` at a time; then the senders."""
+        everyone = self.everyone
+        for at in range(0, len(everyone), STARTING):
+            batch = everyone[at:at + STARTING]
+            self._tasks += [asyncio.create_task(member.run()) for member in batch]
+            async with asyncio.timeout(JOIN_TIMEOUT):
+                await asyncio.gather(*(member.joined.wait() for member in batch))
+        self._senders = [asyncio.create_task(self._send(members[0]))
+                         for members in self.members.values()]
 
-        async def start(member: Member) -> None:
-            async with gate:
-                await member.client.start(timeout=JOIN_TIMEOUT)
-
-        await asyncio.gather(*(start(m) for m in self.everyone))
-        self._tasks = [asyncio.create_task(self._collect(m)) for m in self.everyone]
-        self._tasks += [asyncio.create_task(self._send(room)) for room in self.members]
-
-    def kill_came(self, at: float, node: str) -> None:
+    def kill_came(self, at: float) -> None:
         self.killed_at = at
+        self.cpu_at_kill = procstats.own_cpu_seconds()
         for member in self.everyone:
-            member.node = member.client.node
+            member.resume_after = at
+            self.node_at_kill[member] = member.seen.node
 
-    async def _collect(self, member: Member) -> None:
-        async for event in member.client.events():
-            now = time.time()
-            if event["type"] == "message":
-                member.seqs.append(event["seq"])
-                member.latencies.append((now, 1000 * (now - float(event["text"]))))
-            elif (event["type"] == "room_joined" and self.killed_at is not None
-                  and member.resumed_at is None and now > self.killed_at):
-                member.resumed_at, member.recovered = now, event.get("recovered")
-
-    async def _send(self, room: str) -> None:
-        sender = self.members[room][0].client
+    async def _send(self, sender: RawSession) -> None:
         while not self._stop.is_set():
-            try:
-                self.accepted[room].append(await sender.send(f"{time.time():.6f}",
-                                                             timeout=30))
-            except (SendFailed, TimeoutError):
-                self.refused += 1
+            if not sender.say():
+                self.skipped += 1  # not joined, or its last message not stored yet
             await asyncio.sleep(self.interval)
 
     async def finish(self, drain: float) -> dict[str, Any]:
         """Stop sending, give deliveries `drain` seconds, and report."""
         self._stop.set()
-        await asyncio.gather(*self._tasks[len(self.everyone):])
+        await asyncio.gather(*self._senders)
+        cpu = procstats.own_cpu_seconds() - self.cpu_at_kill
         deadline = time.monotonic() + drain
         while time.monotonic() < deadline and not self._delivered():
             await asyncio.sleep(0.1)
-        report = self._report()
-        await asyncio.gather(*(m.client.close() for m in self.everyone))
+        report = self._report(cpu)
+        for member in self.everyone:
+            member.stop()
+        await asyncio.gather(*self._tasks)
         return report
 
+    def _newest(self, room: str) -> int:
+        """The newest seq the room's sender saw stored (0 for none)."""
+        return max(self.members[room][0].accepted, default=0)
+
     def _delivered(self) -> bool:
-        return all(set(self.accepted[room]) <= set(m.seqs)
+        return all(m.seen.last_seq >= self._newest(room)
                    for room, members in self.members.items() for m in members)
 
-    def _report(self) -> dict[str, Any]:
+    def _report(self, cpu: float) -> dict[str, Any]:
         wrong = sum(1 for room, members in self.members.items() for m in members
-                    if m.seqs != sorted(set(m.seqs)) or not set(self.accepted[room]) <= set(m.seqs))
-        moved = [m for m in self.everyone if m.node == "node1"]
+                    if m.seen.duplicates or m.seen.gaps or m.seen.last_seq < self._newest(room))
+        moved = [m for m in self.everyone if self.node_at_kill[m] == "node1"]
         # Latency as the survivors' clients see it: rooms whose sender stayed too (a moved
         # sender's messages wait for its own resume, which is the storm's time, not theirs).
-        stayed = [m for members in self.members.values() if members[0].node != "node1"
-                  for m in members if m.node not in (None, "node1")]
+        stayed = [m for members in self.members.values()
+                  if self.node_at_kill[members[0]] != "node1"
+                  for m in members if self.node_at_kill[m] not in (None, "node1")]
         return {
-            "accepted": sum(map(len, self.accepted.values())), "refused": self.refused,
+            "accepted": sum(len(members[0].accepted) for members in self.members.values()),
+            "skipped": self.skipped,
             "clients_wrong": wrong,
             "moved": len(moved),
-            "resumed_at": [m.resumed_at for m in moved],
-            "recovered": [m.recovered for m in moved],
-            "stayed_latencies": [lat for m in stayed for lat in m.latencies],
+            "resumed": [(m.seen.resumed_at, m.seen.node) for m in moved],
+            "recovered": [m.seen.recovered for m in moved],
+            "stayed_latencies": [lat for m in stayed for lat in m.seen.latencies],
+            "cpu_seconds_after_kill": round(cpu, 2),
         }
 
 
 def _work(conn: Connection, url: str, rooms: list[str], per_room: int, interval: float,
-          drain: float) -> None:
+          drain: float, first: int) -> None:
     die_with_parent()
+    procstats.raise_fd_limit()
     uvloop.install()
 
     async def main() -> None:
-        worker = Worker(url, rooms, per_room, interval)
+        worker = Worker(url, rooms, per_room, interval, first)
         try:
             await worker.start()
         except TimeoutError:
@@ -155,8 +150,7 @@ def _work(conn: Connection, url: str, rooms: list[str], per_room: int, interval:
             return
         conn.send("ready")
         loop = asyncio.get_running_loop()
-        at, node = await loop.run_in_executor(None, conn.recv)
-        worker.kill_came(at, node)
+        worker.kill_came(await loop.run_in_executor(None, conn.recv))
         await loop.run_in_executor(None, conn.recv)  # "finish"
         conn.send(await worker.finish(drain))
 
@@ -203,11 +197,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # have their own machines), as far as two shared cores allow.
         shares = [rooms[:args.observer_rooms]] + [
             rooms[args.observer_rooms:][w::args.workers] for w in range(args.workers)]
+        first = 0
         for share in shares:
             parent, child = multiprocessing.Pipe()
             process = multiprocessing.Process(
                 target=_work, args=(child, cluster.ws_url, share, per_room, interval,
-                                    args.drain), daemon=True)
+                                    args.drain, first), daemon=True)
+            first += len(share) * per_room
             process.start()
             workers.append((process, parent))
         for _, conn in workers:
@@ -220,7 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         killed_at = time.time()
         cluster.nodes[0].kill()
         for _, conn in workers:
-            conn.send((killed_at, "node1"))
+            conn.send(killed_at)
         time.sleep(args.storm)
         for _, conn in workers:
             conn.send("finish")
@@ -237,43 +233,65 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cluster.stop()
 
 
+def _admission(resumed: list[tuple[float, str]], killed_at: float) -> dict[str, Any]:
+    """Per node: how many of the moved clients it took, and its full sessions a second over
+    the busiest second and over its whole share."""
+    per_node: dict[str, list[float]] = {}
+    for at, node in resumed:
+        per_node.setdefault(node, []).append(at - killed_at)
+    admission = {}
+    for node, times in sorted(per_node.items()):
+        times.sort()
+        busiest = max(Counter(int(t) for t in times).values())
+        span = times[-1] - times[0]
+        admission[node] = {"sessions": len(times), "peak_per_s": busiest,
+                           "mean_per_s": round(len(times) / span) if span > 0 else None}
+    return admission
+
+
 def _summary(reports: list[dict[str, Any]], killed_at: float, shed: int,
              args: argparse.Namespace) -> dict[str, Any]:
-    resumed = [t for r in reports for t in r["resumed_at"]]
+    resumed = [(at, node) for r in reports for at, node in r["resumed"] if at is not None]
     recovered = [v for r in reports for v in r["recovered"]]
     observed = _before_and_during(reports[0]["stayed_latencies"], killed_at)  # 0: observer
     everyone = _before_and_during([lat for r in reports for lat in r["stayed_latencies"]],
                                   killed_at)
     moved = sum(r["moved"] for r in reports)
-    back = [t for t in resumed if t is not None]
+    generator_cpu = sum(r["cpu_seconds_after_kill"] for r in reports)
     summary = {
         "clients": args.clients // args.rooms * args.rooms,
         "moved": moved,
-        "resumed": len(back),
-        "last_resumed_s": round(max(back) - killed_at, 2) if back else None,
+        "resumed": len(resumed),
+        "last_resumed_s": round(max(at for at, _ in resumed) - killed_at, 2) if resumed else None,
         "recovered_true": recovered.count(True),
         "recovered_false": recovered.count(False),
+        "admission": _admission(resumed, killed_at),
         "upgrades_shed": shed,
         "accepted": sum(r["accepted"] for r in reports),
-        "refused": sum(r["refused"] for r in reports),
+        "skipped": sum(r["skipped"] for r in reports),
         "clients_missing_or_misordered": sum(r["clients_wrong"] for r in reports),
         "observer_p99_ms_before": observed[0],
         "observer_p99_ms_during": observed[1],
         "stayed_p99_ms_before": everyone[0],
         "stayed_p99_ms_during": everyone[1],
+        "generator_cpu_seconds_during": round(generator_cpu, 2),
     }
-    print(f"node1 held {moved} clients; {len(back)} resumed on the others, the last "
+    print(f"node1 held {moved} clients; {len(resumed)} resumed on the others, the last "
           f"{summary['last_resumed_s']} s after the kill ({summary['recovered_true']} "
           f"recovered, {summary['recovered_false']} not); the others answered {shed} "
           "upgrades 503 meanwhile")
+    for node, taken in summary["admission"].items():
+        print(f"  {node} took {taken['sessions']}: {taken['peak_per_s']} full sessions in its "
+              f"busiest second, {taken['mean_per_s']}/s over its share")
     print(f"the other nodes' clients: delivery p99 {summary['observer_p99_ms_before']} ms "
           f"before, {summary['observer_p99_ms_during']} ms during the storm in the observer's "
           f"{args.observer_rooms} rooms (a process of their own); "
           f"{summary['stayed_p99_ms_before']} ms / {summary['stayed_p99_ms_during']} ms in all "
           "rooms (their processes busy with the storm)")
-    print(f"{summary['accepted']} messages accepted ({summary['refused']} refused and retried "
-          f"later); clients missing one or out of order: "
-          f"{summary['clients_missing_or_misordered']}", flush=True)
+    print(f"{summary['accepted']} messages accepted ({summary['skipped']} sends skipped while "
+          f"the sender was away); clients missing one or out of order: "
+          f"{summary['clients_missing_or_misordered']}; the generator's CPU from the kill to "
+          f"the end of sending: {summary['generator_cpu_seconds_during']} s", flush=True)
     return summary
 
 

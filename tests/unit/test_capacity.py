@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.capacity import (
-    Demand, Model, fit, load, parse_rooms, plan, report, subscribed_nodes,
+    Demand, Model, check, fit, load, parse_rooms, plan, report, subscribed_nodes,
 )
 
 MODEL = Model(per_delivery=5e-6, per_publish=50e-6, node_idle=0.01, redis_per_publish=20e-6,
@@ -136,3 +136,21 @@ def test_redis_memory_counts_rooms_members_and_histories_within_their_byte_cap()
     long_texts = Demand(**{**wanted.__dict__, "text_bytes": 9700.0})  # 10,000 bytes stored
     capped = 2000 * (5000 + 26 * 10_000) + 38_000 * 500  # 26 fit in 262,144 bytes
     assert plan(measured, long_texts)["redis_memory_bytes"] == capped
+
+
+def test_a_run_the_model_was_not_fitted_on_is_predicted_and_its_error_reported() -> None:
+    run = {"args": {"rooms": 100, "members": 20, "nodes": 2, "gateway": True, "senders": 1,
+                    "step_seconds": 10}, "spread": True, "system": "chat",
+           "steps": [{"passed": True, "achieved_per_s": 20000, "published_per_s": 1000,
+                      "cpu_s": {"node1": 1.0, "node2": 1.0, "redis": 0.5, "nginx": 0.8}},
+                     {"passed": False, "achieved_per_s": 40000, "published_per_s": 2000,
+                      "cpu_s": {"node1": 9.0, "node2": 9.0, "redis": 9.0, "nginx": 9.0}}]}
+    rows = {row["part"]: row for row in check(MODEL, [run])}
+    # nodes: 5 µs x 20,000 + 50 µs x 1,000 + 2 x 0.01 idle = 0.17 cores against 0.2 measured
+    assert rows["nodes"]["predicted"] == pytest.approx(0.17)
+    assert rows["nodes"]["error"] == pytest.approx(0.17 / 0.2 - 1)
+    # Redis: 20 µs a publish at 2 subscribed nodes; rooms of 20 span ~2 of 2 nodes
+    assert rows["redis"]["predicted"] == pytest.approx(0.02 * subscribed_nodes(2, {20: 1}) / 2)
+    assert rows["nginx"]["predicted"] == pytest.approx(0.08)
+    assert rows["nginx"]["measured"] == pytest.approx(0.08) and rows["nginx"]["error"] == 0
+    assert {row["per_s"] for row in check(MODEL, [run])} == {20000}, "failed steps not checked"

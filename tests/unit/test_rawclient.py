@@ -11,12 +11,16 @@ from loadtest.rawclient import RawMember, client_frame, stamp_text
 class FakeTransport:
     def __init__(self) -> None:
         self.written: list[bytes] = []
+        self.closed = False
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
 
     def close(self) -> None:
-        pass
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
 
 
 def server_frame(text: str) -> bytes:
