@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import tempfile
 import time
 from collections import Counter
@@ -30,11 +31,11 @@ from loadtest.rawclient import RawMember, connect_member
 from loadtest.results import save
 
 
-async def _session(url: str, n: int, timeout: float, times: list[float],
+async def _session(url: str, name: str, room: str, timeout: float, times: list[float],
                    outcomes: Counter[str]) -> None:
     started = time.perf_counter()
     try:
-        member = await connect_member(RawMember, url, f"a{n}", f"room{n % 50}",
+        member = await connect_member(RawMember, url, name, room,
                                       lambda step, ns: None, timeout)
     except TimeoutError:
         outcomes["timed out"] += 1
@@ -59,10 +60,11 @@ async def _run(url: str, sessions: int, concurrency: int, timeout: float) -> dic
     times: list[float] = []
     outcomes: Counter[str] = Counter()
     gate = asyncio.Semaphore(concurrency)
+    run = secrets.token_hex(3)  # names of its own: a run's users are still leaving briefly
 
     async def bounded(n: int) -> None:
         async with gate:
-            await _session(url, n, timeout, times, outcomes)
+            await _session(url, f"{run}-{n}", f"room{n % 50}", timeout, times, outcomes)
 
     started = time.perf_counter()
     await asyncio.gather(*(bounded(n) for n in range(sessions)))

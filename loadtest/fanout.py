@@ -598,13 +598,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _start_hook_backend(cluster, args)
         rss_before = {n.name: procstats.memory_kib(n.process.pid, "VmRSS")
                       for n in cluster.nodes}
+        filling = time.monotonic()
         generators.start(_topologies(cluster, args, rooms))
         if (answers := generators.gather()) != ["ready"] * args.workers:
             raise RuntimeError(f"a generator did not connect its clients: {answers}")
+        fill = round(time.monotonic() - filling, 2)
+        print(f"{rooms * args.members} clients connected and joined in {fill} s "
+              f"({rooms * args.members / fill:,.0f} a second)", flush=True)
         if args.idle:
             assert isinstance(cluster, Cluster), "--idle measures the chat nodes"
-            return _idle(cluster, rss_before, args)
-        return _steps(cluster, generators, args)
+            return _idle(cluster, rss_before, args) | {"fill_seconds": fill}
+        return _steps(cluster, generators, args) | {"fill_seconds": fill}
     finally:
         generators.stop()
         cluster.stop()

@@ -19,6 +19,7 @@ from aiohttp import web
 from node.api import AccessLogger
 from node.app import create_app, make_runner, server_api_app
 from node.config import Settings, api_address, load_settings
+from node.heap import HEAP
 from node.hooks import dead_letters
 from node.identity import mint
 from node.runtime import NODE, Node
@@ -128,6 +129,7 @@ def main() -> None:
     if files < settings.max_connections:
         log.warning("%d open files allowed: fewer than --max-connections %d; raise the hard "
                     "limit (ulimit -Hn)", files, settings.max_connections)
+    HEAP.install()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(settings))
 

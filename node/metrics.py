@@ -10,6 +10,7 @@ registry of its own (tests run several nodes in one process).
 
 from __future__ import annotations
 
+import gc
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from node.background import FAILURES
+from node.heap import HEAP
 
 # Seconds: a publish is a Redis round trip (about 0.1-1 ms on one host), a fan-out a loop
 # over local members; the upper buckets catch a struggling node.
@@ -155,6 +157,15 @@ class Metrics:
         yield self.fanout_seconds.family(
             "chat_fanout_seconds", "From an envelope's arrival to its frame written to every "
             "local member (or added to a busy member's batch)")
+        yield CounterMetricFamily("chat_gc_full_collections", "Full garbage collections in "
+                                  "this process (node.heap)", value=HEAP.full_collections)
+        yield CounterMetricFamily("chat_gc_full_seconds", "Seconds spent in them, every "
+                                  "delivery of the process waiting", value=HEAP.full_seconds)
+        yield GaugeMetricFamily("chat_gc_longest_full_seconds", "The longest of them",
+                                value=HEAP.longest)
+        yield GaugeMetricFamily("chat_gc_frozen_objects", "Objects that survived a full "
+                                "collection and are left out of the next ones (node.heap)",
+                                value=gc.get_freeze_count())
         for name, help, read in self._gauges:
             yield GaugeMetricFamily(name, help, value=read())
         for name, help, label, reads in self._labelled:

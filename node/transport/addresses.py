@@ -7,12 +7,16 @@ from a configured trusted proxy: anyone else could write them to dodge per-addre
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 UNIX = "unix"  # --trusted-proxies entry for peers on the node's Unix socket
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+PARSED = 4096  # addresses whose parse a node keeps: every session names one or two
+MAX_ADDRESS = 64  # characters: the longest IPv6 address in text, with a zone (%eth0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +28,8 @@ class TrustedProxies:
         """Whether `peer` (an IP, or "" for a Unix socket peer) is a trusted proxy."""
         if not peer:
             return self.unix
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(address in network for network in self.networks)
+        address = _parsed(peer)
+        return address is not None and any(address in network for network in self.networks)
 
     def client(self, peer: str, headers: Mapping[str, str]) -> str:
         """The client's address: from the forwarding headers when `peer` is trusted."""
@@ -47,10 +48,22 @@ class TrustedProxies:
 def _address(text: str) -> str:
     """`text` as an IP address in its canonical form, or "" when it is not one: a client
     address is a key of per-address budgets, never free text."""
+    address = _parsed(text.strip())
+    return "" if address is None else str(address)
+
+
+@functools.lru_cache(maxsize=PARSED)
+def _parsed(text: str) -> Address | None:
+    """`text` as an IP address, or None. Kept for the next sessions of the same clients and
+    gateways: `ipaddress` took 6 % of a node admitting a reconnect storm
+    (docs/performance-history.md, *Admission in a storm*). Bounded; a header too long for an
+    address is not parsed nor kept."""
+    if len(text) > MAX_ADDRESS:
+        return None
     try:
-        return str(ipaddress.ip_address(text.strip()))
+        return ipaddress.ip_address(text)
     except ValueError:
-        return ""
+        return None
 
 
 def trusted_networks(text: str) -> TrustedProxies:

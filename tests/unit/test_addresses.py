@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.transport.addresses import UNIX, trusted_networks
+from node.transport.addresses import PARSED, UNIX, _parsed, trusted_networks
 
 GATEWAY = trusted_networks("unix,10.0.0.0/8")
 
@@ -24,3 +24,12 @@ def test_a_header_that_is_not_an_address_is_ignored(claimed: str) -> None:
 
 def test_an_untrusted_peer_is_its_own_address_whatever_it_claims() -> None:
     assert GATEWAY.client("198.51.100.1", {"x-real-ip": "203.0.113.7"}) == "198.51.100.1"
+
+
+def test_parsed_addresses_are_kept_boundedly_and_the_longest_ipv6_still_parses() -> None:
+    longest = "fe80:0000:0000:0000:0000:0000:0000:0001%" + "e" * 15  # with an interface zone
+    assert GATEWAY.client("", {"x-real-ip": longest}) == "fe80::1%" + "e" * 15
+    for n in range(PARSED + 10):  # more distinct addresses than are kept
+        assert GATEWAY.client("", {"x-real-ip": f"198.51.{n // 256}.{n % 256}"}) == (
+            f"198.51.{n // 256}.{n % 256}")
+    assert _parsed.cache_info().currsize <= PARSED

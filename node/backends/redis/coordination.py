@@ -7,6 +7,7 @@ import secrets
 from typing import cast
 
 from node.backends.redis.lua import lua_script
+from node.backends.redis.script_pipeline import ScriptPipeline
 from node.backends.redis.support import (
     Client, RedisKeys, hold_until, members, translate_errors,
 )
@@ -22,6 +23,8 @@ TAKE = lua_script("take", "budget")
 
 RELEASE_LOCK = lua_script("release_lock")
 
+BAN_ENDS = lua_script("ban_ends")
+
 
 class RedisCoordination:
     def __init__(self, redis: Client, prefix: str, node_id: str, ttl: float) -> None:
@@ -32,10 +35,16 @@ class RedisCoordination:
         self._heartbeat = self._redis.register_script(HEARTBEAT)
         self._unlock_drain = self._redis.register_script(RELEASE_LOCK)
         self._take = self._redis.register_script(TAKE)
+        self._ban_ends = self._redis.register_script(BAN_ENDS)
+        # Every session's auth and join look for a ban: redis-py's pooled path took 18 % of
+        # a node admitting a reconnect storm (docs/performance-history.md, *Admission in a
+        # storm*).
+        self._pipeline = ScriptPipeline(redis, [self._ban_ends])
         self._secret: bytes | None = None
 
     async def close(self) -> None:
-        """Nothing of its own: the client is the node's."""
+        """Its pipelined connections (the client is the node's)."""
+        await self._pipeline.close()
 
     @translate_errors
     async def secret(self) -> bytes:
@@ -82,7 +91,7 @@ class RedisCoordination:
 
     @translate_errors
     async def banned_until(self, user_id: str, room: str = "") -> float | None:
-        until = await self._redis.get(self._keys.ban(user_id, room))
+        until = await self._pipeline.run(self._ban_ends, [self._keys.ban(user_id, room)], [])
         return None if until is None else float(until)
 
     @translate_errors
