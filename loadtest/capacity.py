@@ -12,19 +12,25 @@ the room-size mix and messages per user per minute into nodes, gateway, Redis (o
 Cluster shards) and the time a reconnect storm takes, at the stated headroom, and says which
 resource runs out first.
 
-The model, fitted by least squares over the passing steps of direct runs:
-node CPU (cores) = a * deliveries/s on the node + b * publishes/s on the node + idle;
-Redis CPU (cores) = r * publishes/s * nodes subscribed per room / nodes subscribed when
-measured (an upper bound: the script part of a publish does not grow with subscribers);
-nginx CPU (cores) = g * deliveries/s through it; node RSS = base + connections * per
-connection; a lost node's users resume at s sessions/s on each other node. One node process
-uses at most one core: run one node per core.
+The model, fitted over the passing steps (each figure per second):
+node CPU (cores) = w * writes to clients (w_gateway through nginx, w_direct direct; a busy
+client's frames share a write) + p * messages its clients publish + e * envelopes it
+receives (a message reaches every node its room spans) + j * room joins + c * connections
+(their pings, from the idle runs), by least squares without an intercept;
+Redis CPU (cores) = k * (publishes * nodes subscribed per room / 2)^x, fitted in logs (Redis
+shares its wake-ups among the publishes that arrive together);
+nginx CPU (cores) = g * writes relayed + h * deliveries + c' * connections;
+node RSS = base + connections * per connection; a lost node's users resume at s sessions/s
+on each other node. One node process uses at most one core: run one node per core.
+`--check RUN.json` (repeatable) predicts the CPU of a fan-out run the model was not fitted
+on and reports the error.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -39,8 +45,12 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 
 from loadtest.fanout import redis_cpu  # noqa: E402
+from node.config import Settings  # noqa: E402
 
 MIB = 1024
+REDIS_RATE = 1000.0  # publishes/s at which the Redis model states its cost per publish
+REDIS_NODES = 2  # subscribed nodes the Redis model is stated at
+FIXED_POINT_ROUNDS = 100  # of the CPU's node count (it converges in a few)
 
 
 @dataclass
@@ -90,12 +100,13 @@ def _chat_runs(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 @dataclass
 class Model:
-    per_delivery: float  # node core-seconds per delivery
-    per_publish: float  # node core-seconds per publish, beyond its deliveries
-    node_idle: float  # cores
+    # Node core-seconds per write to a client through the gateway (a Unix socket to nginx),
+    # one or more frames: a busy client's frames share writes (--busy-rate, --write-delay).
+    per_gateway_write: float
+    per_publish: float  # node core-seconds per message a client of the node publishes
     redis_per_publish: float  # Redis core-seconds per publish at `redis_nodes` subscribers
     redis_nodes: int
-    nginx_per_delivery: float | None  # None without a gateway run
+    nginx_per_write: float | None  # core-seconds per write relayed; None without a gateway run
     kib_per_connection: float
     node_base_kib: float
     # Redis Cluster runs (--redis-cluster): a publish costs its shard's primary this, and the
@@ -115,6 +126,38 @@ class Model:
     # Redis memory (`python -m loadtest.redis_memory`): bytes of a room with one member, of
     # each further member, and of a stored message beyond its text; None when not measured.
     redis_memory: tuple[float, float, float] | None = None
+    # Node core-seconds per write to a client connected to it directly (loopback TCP in the
+    # direct runs; what the room shapes are measured with).
+    per_write: float = 0.0
+    # Redis CPU = redis_per_publish × REDIS_RATE × (publishes ÷ REDIS_RATE)^redis_exponent
+    # (1: linear); nginx beyond its writes: per delivery (bytes) and per idle connection.
+    # Node core-seconds per envelope it receives from Redis (a room's message reaches every
+    # node subscribed to the room, however few members it has there).
+    per_envelope: float = 0.0
+    redis_exponent: float = 1.0
+    nginx_per_delivery: float = 0.0
+    nginx_per_connection: float = 0.0
+
+    def redis_cores(self, publishes: float, spread: float) -> float:
+        """One Redis's CPU for `publishes` a second to rooms spanning `spread` nodes."""
+        rate = publishes * spread / self.redis_nodes
+        if rate <= 0:
+            return 0.0
+        return self.redis_per_publish * REDIS_RATE * (rate / REDIS_RATE) ** self.redis_exponent
+
+    def redis_ceiling(self, cores: float, spread: float) -> float:
+        """The publishes a second at which one Redis reaches `cores`."""
+        rate = REDIS_RATE * (cores / (self.redis_per_publish * REDIS_RATE)) ** (
+            1 / self.redis_exponent)
+        return rate * self.redis_nodes / spread
+
+    def gateway_cores(self, writes: float, deliveries: float, connections: float
+                      ) -> float | None:
+        """nginx's CPU, or None without a gateway run."""
+        if self.nginx_per_write is None:
+            return None
+        return (self.nginx_per_write * writes + self.nginx_per_delivery * deliveries
+                + self.nginx_per_connection * connections)
 
 
 def load_seconds(run: dict[str, Any]) -> float:
@@ -132,57 +175,90 @@ def churn(run: dict[str, Any]) -> float:
     return float(run["args"].get("churn", 0.0))
 
 
-def node_samples(runs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """One row per node and passing direct step on one Redis: (deliveries/s, publishes/s,
-    joins/s, 1) -> cores (the visitors of --churn are spread evenly over the nodes). Redis
-    Cluster runs measure the shards; they are made for that, not in the room shapes the
-    node model is fitted on."""
+def frames_per_write(step: dict[str, Any], node: str | None = None) -> float:
+    """Frames a node's writes to clients carried in a step (all nodes' mean without `node`);
+    1 where the run did not record it."""
+    per_node = step.get("frames_per_write") or {}
+    if node is not None:
+        return float(per_node.get(node) or 1.0)
+    return float(np.mean(list(per_node.values()))) if per_node else 1.0
+
+
+def clients(run: dict[str, Any]) -> int:
+    return int(run["args"]["rooms"] * run["args"]["members"])
+
+
+def node_samples(runs: list[dict[str, Any]], per_connection: float = 0.0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """One row per node and passing step on one Redis: (direct writes/s, writes/s through
+    the gateway, publishes/s, envelopes received/s, joins/s) -> cores beyond its
+    connections' pings (`per_connection` each, from the idle runs). Through the gateway,
+    nginx spreads the clients and senders evenly; the visitors of --churn are spread
+    evenly. No intercept: an idle node's cost is its connections'. Redis Cluster runs
+    measure the shards; they are made for that, not in the shapes the model is fitted on."""
     features, cores = [], []
-    for run, step in passing_steps(runs, gateway=False):
+    for run, step in passing_steps(runs, gateway=False) + passing_steps(runs, gateway=True):
         if run["args"].get("redis_cluster"):
             continue
-        for node, share in run["placement"].items():
-            features.append([step["achieved_per_s"] * share["members"],
+        nodes = run["args"]["nodes"]
+        gateway = bool(run["args"]["gateway"])
+        for node, share in _shares(run).items():
+            writes = step["achieved_per_s"] * share["members"] / frames_per_write(step, node)
+            features.append([0.0 if gateway else writes, writes if gateway else 0.0,
                              step["published_per_s"] * share["senders"],
-                             churn(run) / run["args"]["nodes"], 1.0])
-            cores.append(step["cpu_s"][node] / load_seconds(run))
+                             step["published_per_s"] * subscribed(run) / nodes,
+                             churn(run) / nodes])
+            cores.append(step["cpu_s"][node] / load_seconds(run)
+                         - per_connection * clients(run) * share["members"])
     return np.array(features), np.array(cores)
+
+
+def _shares(run: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each node's share of the members and senders: as placed, or even through nginx."""
+    if run.get("placement"):
+        return dict(run["placement"])
+    nodes = run["args"]["nodes"]
+    return {f"node{n + 1}": {"members": 1 / nodes, "senders": 1 / nodes} for n in range(nodes)}
 
 
 def fit(results: Results) -> Model:
     if not passing_steps(results.fanout, gateway=False):
         raise SystemExit("no passing step of a direct fan-out run: nothing to plan from")
-    features, cores = node_samples(results.fanout)
-    (per_delivery, per_publish, per_join, idle), *_ = np.linalg.lstsq(features, cores,
-                                                                        rcond=None)
+    idle_nodes = [node for run in results.idle for node in run["nodes"].values()]
+    if not idle_nodes:
+        raise SystemExit("no idle run (python -m loadtest.fanout --idle): memory is unknown")
+    per_connection = _per_connection(idle_nodes)
+    features, cores = node_samples(results.fanout, per_connection)
+    # Least squares of the relative error: light steps weigh as much as heavy ones.
+    (per_write, per_gateway_write, per_publish, per_envelope, per_join), *_ = (
+        np.linalg.lstsq(features / cores[:, None], np.ones(len(cores)), rcond=None))
     direct = passing_steps(results.fanout, gateway=False)
     churned = [(run, step) for run, step in direct if churn(run)]
     publishing = [(run, step) for run, step in direct if not churn(run)]  # Redis: publishes
     single = [(run, step) for run, step in publishing if not run["args"].get("redis_cluster")]
     sharded = [(run, step) for run, step in publishing if run["args"].get("redis_cluster")]
-    gateway = passing_steps(results.fanout, gateway=True)
-    nginx = [step["cpu_s"]["nginx"] / load_seconds(run) / step["achieved_per_s"]
-             for run, step in gateway]
-    idle_nodes = [node for run in results.idle for node in run["nodes"].values()]
-    if not idle_nodes:
-        raise SystemExit("no idle run (python -m loadtest.fanout --idle): memory is unknown")
-    redis_per_publish = _per_publish(single or sharded, "redis")
-    return Model(
-        per_delivery=max(0.0, float(per_delivery)), per_publish=max(0.0, float(per_publish)),
-        node_idle=max(0.0, float(idle)),
-        redis_per_publish=redis_per_publish,
-        redis_nodes=min(publishing[0][0]["args"]["nodes"], publishing[0][0]["args"]["members"]),
+    nginx_per_connection = _nginx_per_connection(results.idle)
+    nginx = _nginx_fit(passing_steps(results.fanout, gateway=True), nginx_per_connection)
+    redis_per_publish, redis_exponent = _redis_fit(single or sharded)
+    model = Model(
+        per_gateway_write=max(0.0, float(per_gateway_write)),
+        per_publish=max(0.0, float(per_publish)),
+        per_write=max(0.0, float(per_write)), per_envelope=max(0.0, float(per_envelope)),
+        redis_per_publish=redis_per_publish, redis_exponent=redis_exponent,
+        redis_nodes=REDIS_NODES,
         shard_per_publish=_per_publish(sharded, "redis") if sharded else None,
         sessions_per_s=_sessions_per_s(results.admission),
         replica_per_publish=_per_publish(sharded, "replica") if sharded else None,
-        nginx_per_delivery=float(np.median(nginx)) if nginx else None,
+        nginx_per_write=nginx[0] if nginx else None,
+        nginx_per_delivery=nginx[1] if nginx else 0.0,
+        nginx_per_connection=nginx_per_connection,
         kib_per_connection=float(np.mean([n["kib_per_connection"] for n in idle_nodes])),
         node_base_kib=float(np.mean([n["rss_before_kib"] for n in idle_nodes])),
-        per_connection=_per_connection(idle_nodes),
+        per_connection=per_connection,
         per_join=max(0.0, float(per_join)),
-        redis_per_join=_redis_per_join(churned, redis_per_publish),
         redis_memory=_redis_memory(results.redis_memory),
     )
+    return dataclasses.replace(model, redis_per_join=_redis_per_join(churned, model))
 
 
 def _redis_memory(runs: list[dict[str, Any]]) -> tuple[float, float, float] | None:
@@ -194,13 +270,62 @@ def _redis_memory(runs: list[dict[str, Any]]) -> tuple[float, float, float] | No
             float(np.mean([run["bytes per message"] - run["text"] for run in runs])))
 
 
-def _redis_per_join(steps: list[tuple[dict, dict]], per_publish: float) -> float:
+def _redis_per_join(steps: list[tuple[dict, dict]], model: Model) -> float:
     """Median Redis core-seconds per join over the --churn steps, beyond their publishes."""
     if not steps:
         return 0.0
     return max(0.0, float(np.median([
         (redis_cpu(step["cpu_s"], "redis") / load_seconds(run)
-         - per_publish * step["published_per_s"]) / churn(run) for run, step in steps])))
+         - model.redis_cores(step["published_per_s"], subscribed(run))) / churn(run)
+        for run, step in steps])))
+
+
+def subscribed(run: dict[str, Any]) -> float:
+    """Nodes a room of the run spans: all it can without the gateway (member i of room r on
+    node (r + i) % nodes), as chance places them through it."""
+    nodes, members = run["args"]["nodes"], run["args"]["members"]
+    if run["args"]["gateway"]:
+        return subscribed_nodes(nodes, {members: 1.0})
+    return float(min(nodes, members))
+
+
+def _redis_fit(steps: list[tuple[dict, dict]]) -> tuple[float, float]:
+    """Redis CPU against publishes, as cores = per publish × REDIS_RATE × (publishes ÷
+    REDIS_RATE)^exponent at `REDIS_NODES` subscribed nodes, fitted in logs: Redis shares its
+    wake-ups and writes among the publishes that arrive together, so a publish costs less
+    the more there are. Returns (per publish at REDIS_RATE, exponent)."""
+    rates = np.array([step["published_per_s"] * subscribed(run) / REDIS_NODES
+                      for run, step in steps])
+    cores = np.array([redis_cpu(step["cpu_s"], "redis") / load_seconds(run)
+                      for run, step in steps])
+    exponent, intercept = np.polyfit(np.log(rates / REDIS_RATE), np.log(cores), 1)
+    return float(np.exp(intercept)) / REDIS_RATE, float(exponent)
+
+
+def _nginx_per_connection(idle_runs: list[dict[str, Any]]) -> float:
+    """Median nginx cores per idle WebSocket it relays (pings and pongs), over idle runs
+    through the gateway."""
+    shares = [run["cpu_percent"]["nginx"] / 100 / sum(n["connections"]
+                                                      for n in run["nodes"].values())
+              for run in idle_runs if "nginx" in run.get("cpu_percent", {})]
+    return float(np.median(shares)) if shares else 0.0
+
+
+def _nginx_fit(steps: list[tuple[dict, dict]], per_connection: float
+               ) -> tuple[float, float] | None:
+    """nginx cores = per write × writes + per delivery × deliveries, beyond its idle
+    connections' cost: each write a node makes is a read and a write of nginx's, and the
+    bytes follow the deliveries. Returns (per write, per delivery), or None without a
+    gateway run."""
+    if not steps:
+        return None
+    features = [[step["achieved_per_s"] / frames_per_write(step), step["achieved_per_s"]]
+                for _, step in steps]
+    cores = [step["cpu_s"]["nginx"] / load_seconds(run) - per_connection * clients(run)
+             for run, step in steps]
+    (per_write, per_delivery), *_ = np.linalg.lstsq(np.array(features), np.array(cores),
+                                                     rcond=None)
+    return max(0.0, float(per_write)), max(0.0, float(per_delivery))
 
 
 def _per_connection(idle_nodes: list[dict[str, Any]]) -> float:
@@ -225,6 +350,11 @@ def _per_publish(steps: list[tuple[dict, dict]], role: str) -> float:
 
 # --- the planner -----------------------------------------------------------------------------
 
+def _node_default(name: str) -> Any:
+    """A node setting's default (node.config)."""
+    return next(f.default for f in dataclasses.fields(Settings) if f.name == name)
+
+
 @dataclass(frozen=True)
 class Demand:
     users: int
@@ -237,6 +367,8 @@ class Demand:
     text_bytes: float = 100.0  # a message's text, in UTF-8
     history: int = 100  # the nodes' --history and --history-bytes: what a room keeps
     history_bytes: int = 262144
+    busy_rate: float = _node_default("busy_rate")  # the nodes' --busy-rate, --write-delay
+    write_delay: float = _node_default("write_delay")
 
     @property
     def joins(self) -> float:
@@ -254,6 +386,18 @@ class Demand:
     @property
     def deliveries(self) -> float:
         return self.publishes * self.room_size
+
+    @property
+    def writes(self) -> float:
+        """Writes to clients: a member of a room of `size` receives `size` × messages per
+        minute ÷ 60 events a second; past `busy_rate` they are gathered, a write every
+        `write_delay`."""
+        writes = 0.0
+        for size, share in self.rooms.items():
+            received = size * self.messages_per_minute / 60  # events/s a member receives
+            frames = received * self.write_delay if received > self.busy_rate else 1.0
+            writes += self.users * share * received / max(1.0, frames)
+        return writes
 
     @property
     def rooms_held(self) -> float:
@@ -277,33 +421,56 @@ def subscribed_nodes(nodes: int, rooms: dict[int, float]) -> float:
     return sum(share * nodes * (1 - (1 - 1 / nodes) ** size) for size, share in rooms.items())
 
 
+def node_work(model: Model, demand: Demand, nodes: float) -> float:
+    """Cores of node work, all nodes together, when the users are spread over `nodes`: a
+    room's messages reach every node it spans, so the more nodes, the more envelopes."""
+    spread = subscribed_nodes(max(1.0, nodes), demand.rooms)
+    return (model.per_gateway_write * demand.writes
+            + model.per_envelope * demand.publishes * spread
+            + model.per_publish * demand.publishes
+            + model.per_connection * demand.users + model.per_join * demand.joins)
+
+
+def cpu_nodes(model: Model, demand: Demand, per_node: float) -> float:
+    """Nodes the work needs at `per_node` cores each: the fixed point of node_work (it
+    grows with the nodes, slower than they add; past a room's size it stops growing)."""
+    nodes = node_work(model, demand, 1.0) / per_node
+    for _ in range(FIXED_POINT_ROUNDS):
+        needed = node_work(model, demand, nodes) / per_node
+        if abs(needed - nodes) < 1e-6:
+            break
+        nodes = needed
+    return nodes
+
+
 def plan(model: Model, demand: Demand) -> dict[str, Any]:
     usable = 1 - demand.headroom
-    work = (model.per_delivery * demand.deliveries + model.per_publish * demand.publishes
-            + model.per_connection * demand.users
-            + model.per_join * demand.joins)  # cores, all nodes together
-    cpu_nodes = work / max(1e-9, usable - model.node_idle)
+    per_node = usable
     memory_budget = usable * demand.node_memory_mib * MIB - model.node_base_kib
     memory_nodes = demand.users * model.kib_per_connection / memory_budget
     connection_nodes = demand.users / (usable * demand.max_connections)
-    needs = {"CPU": cpu_nodes, "memory": memory_nodes, "connections": connection_nodes}
+    needs = {"CPU": cpu_nodes(model, demand, per_node), "memory": memory_nodes,
+             "connections": connection_nodes}
     binding = max(needs, key=lambda k: needs[k])
     nodes = max(1, math.ceil(needs[binding]))
     spread = subscribed_nodes(nodes, demand.rooms)
-    redis_per_publish = model.redis_per_publish * spread / model.redis_nodes
+    work = node_work(model, demand, nodes)
     joins_redis = model.redis_per_join * demand.joins
-    redis_cores = redis_per_publish * demand.publishes + joins_redis
-    shard_per_publish = (model.shard_per_publish or model.redis_per_publish
-                         ) * spread / model.redis_nodes
+    publishing = model.redis_cores(demand.publishes, spread)
+    redis_cores = publishing + joins_redis
+    # A shard's cost per publish as measured on Redis Cluster, else one Redis's at this rate
+    shard_per_publish = (model.shard_per_publish * spread / model.redis_nodes
+                         if model.shard_per_publish is not None
+                         else publishing / max(demand.publishes, 1e-9))
     shards = max(1, math.ceil((shard_per_publish * demand.publishes + joins_redis) / usable))
     return {
         "publishes_per_s": demand.publishes, "deliveries_per_s": demand.deliveries,
         "needs": needs, "binding": binding, "nodes": nodes, "nodes_n_plus_1": nodes + 1,
-        "node_cpu": work / nodes + model.node_idle,
+        "node_cpu": work / nodes,
         "node_rss_mib": (model.node_base_kib + demand.users / nodes
                          * model.kib_per_connection) / MIB,
         "redis_cores": redis_cores, "redis_fits": redis_cores <= usable,
-        "redis_ceiling_publishes": usable / redis_per_publish,
+        "redis_ceiling_publishes": model.redis_ceiling(usable, spread),
         # Redis Cluster: rooms hash evenly over the shards, each publish costs one shard
         "redis_shards": shards,
         "shard_cores": (shard_per_publish * demand.publishes + joins_redis) / shards,
@@ -317,8 +484,7 @@ def plan(model: Model, demand: Demand) -> dict[str, Any]:
                           if model.sessions_per_s and nodes > 1 else None),
         "cold_start_seconds": (demand.users / (nodes * model.sessions_per_s)
                                if model.sessions_per_s else None),
-        "gateway_cores": (model.nginx_per_delivery * demand.deliveries
-                          if model.nginx_per_delivery is not None else None),
+        "gateway_cores": model.gateway_cores(demand.writes, demand.deliveries, demand.users),
         "redis_memory_bytes": redis_memory_bytes(model, demand),
     }
 
@@ -328,19 +494,15 @@ def plan(model: Model, demand: Demand) -> dict[str, Any]:
 def predicted_cores(model: Model, run: dict[str, Any], step: dict[str, Any]
                     ) -> dict[str, float | None]:
     """The model's CPU (cores) for a measured step: all nodes together, Redis and nginx."""
-    args = run["args"]
-    clients = args["rooms"] * args["members"]
-    if args["gateway"]:  # nginx places each client: a room spans nodes at random
-        spread = subscribed_nodes(args["nodes"], {args["members"]: 1.0})
-    else:
-        spread = min(args["nodes"], args["members"])
+    writes = step["achieved_per_s"] / frames_per_write(step)
     return {
-        "nodes": (model.per_delivery * step["achieved_per_s"]
-                  + model.per_publish * step["published_per_s"]
-                  + model.per_connection * clients + model.node_idle * args["nodes"]),
-        "redis": model.redis_per_publish * step["published_per_s"] * spread / model.redis_nodes,
-        "nginx": (model.nginx_per_delivery * step["achieved_per_s"]
-                  if args["gateway"] and model.nginx_per_delivery is not None else None),
+        "nodes": ((model.per_gateway_write if run["args"]["gateway"] else model.per_write)
+                  * writes + model.per_publish * step["published_per_s"]
+                  + model.per_envelope * step["published_per_s"] * subscribed(run)
+                  + model.per_connection * clients(run)),
+        "redis": model.redis_cores(step["published_per_s"], subscribed(run)),
+        "nginx": (model.gateway_cores(writes, step["achieved_per_s"], clients(run))
+                  if run["args"]["gateway"] else None),
     }
 
 
@@ -390,13 +552,14 @@ def _label(run: dict[str, Any]) -> str:
 
 def plot_node_cpu(results: Results, model: Model, out: Path) -> str:
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    features, cores = node_samples(results.fanout)
-    ax.scatter(features[:, 0], cores, label="measured (node, step)")
-    xs = np.linspace(0, max(features[:, 0]) * 1.1, 50)
-    ax.plot(xs, model.per_delivery * xs + model.node_idle, "--",
-            label="fit: fan-out only (no publishes)")
-    ax.set(xlabel="deliveries/s written by the node", ylabel="node CPU (cores)",
-           title="Node CPU against fan-out")
+    features, cores = node_samples(results.fanout, model.per_connection)
+    writes = features[:, 0] + features[:, 1]
+    ax.scatter(writes, cores, label="measured (node, step)")
+    xs = np.linspace(0, max(writes) * 1.1, 50)
+    ax.plot(xs, model.per_write * xs, "--", label="fit: writes only, direct")
+    ax.plot(xs, model.per_gateway_write * xs, ":", label="fit: writes only, through nginx")
+    ax.set(xlabel="writes/s to clients by the node", ylabel="node CPU beyond pings (cores)",
+           title="Node CPU against writes to clients")
     ax.legend()
     return _save(fig, out, "node_cpu.png")
 
@@ -464,9 +627,13 @@ def _fanout_section(results: Results) -> list[str]:
 
 def _node_cores(model: Model, run: dict[str, Any], step: dict[str, Any]) -> float:
     """The model's node CPU (cores, all nodes) for a measured step."""
-    return sum(model.per_delivery * step["achieved_per_s"] * share["members"]
+    return sum(model.per_write / frames_per_write(step, node)
+               * step["achieved_per_s"] * share["members"]
                + model.per_publish * step["published_per_s"] * share["senders"]
-               + model.node_idle for share in run["placement"].values())
+               + model.per_envelope * step["published_per_s"] * subscribed(run)
+               / run["args"]["nodes"]
+               + model.per_connection * clients(run) * share["members"]
+               for node, share in run["placement"].items())
 
 
 def _shapes_section(results: Results, model: Model) -> list[str]:
@@ -571,19 +738,25 @@ def _storm(model: Model, result: dict[str, Any], demand: Demand) -> str:
 
 
 def _model_section(model: Model) -> list[str]:
-    nginx = ("not measured" if model.nginx_per_delivery is None
-             else f"{model.nginx_per_delivery * 1e6:.2f} µs per delivery")
+    nginx = ("not measured" if model.nginx_per_write is None
+             else f"{model.nginx_per_write * 1e6:.2f} µs per write relayed, "
+                  f"{model.nginx_per_delivery * 1e6:.2f} µs per delivery, "
+                  f"{model.nginx_per_connection * 1e6:.2f} µs/s per idle connection")
     return [
         "## Cost model (fitted)", "",
         "| quantity | value |", "|---|---|",
-        f"| node CPU per delivery | {model.per_delivery * 1e6:.2f} µs |",
-        f"| node CPU per publish (beyond its deliveries) | {model.per_publish * 1e6:.2f} µs |",
-        f"| node idle CPU | {model.node_idle:.3f} cores |",
+        f"| node CPU per write to a client through nginx | "
+        f"{model.per_gateway_write * 1e6:.2f} µs |",
+        f"| node CPU per write to a client connected directly | {model.per_write * 1e6:.2f} µs |",
+        f"| node CPU per message its clients publish | {model.per_publish * 1e6:.2f} µs |",
+        f"| node CPU per envelope received (each subscribed node, each message) | "
+        f"{model.per_envelope * 1e6:.2f} µs |",
         f"| node CPU per idle connection (pings, pongs) | {model.per_connection * 1e6:.2f} "
         "µs/s |",
         f"| node CPU per room join (fan-out runs with --churn) | {model.per_join * 1e6:.0f} µs |",
         f"| Redis CPU per room join | {model.redis_per_join * 1e6:.0f} µs |",
-        f"| Redis CPU per publish ({model.redis_nodes} subscribed nodes) | "
+        f"| Redis CPU per publish at {REDIS_RATE:,.0f} publishes/s ({model.redis_nodes} "
+        f"subscribed nodes; cores grow as publishes^{model.redis_exponent:.2f}) | "
         f"{model.redis_per_publish * 1e6:.2f} µs |",
         *([f"| Redis Cluster: shard primary CPU per publish | "
            f"{model.shard_per_publish * 1e6:.2f} µs |",

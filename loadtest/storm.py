@@ -17,7 +17,7 @@ its busiest second), the delivery p99 of the other nodes' clients (in rooms whos
 stayed) before and during the storm, in the observer's rooms (the cluster's latency) and in
 all rooms (with the workers' own loop delay), whether every client got every seq of its
 room after its first `room_joined` once, in order, up to the newest its sender saw stored,
-and the generator's CPU during the storm.
+the generator's CPU during the storm, and the survivors' longest full garbage collection.
 Bounded: the storm is given up after `--deadline` seconds; every process stops on any exit.
 """
 
@@ -42,6 +42,7 @@ from loadtest.rawclient import loopback_source
 from loadtest.rawsession import RawSession
 from loadtest.results import save
 from loadtest.stats import percentile
+from node.heap import HEAP
 
 STARTING = 500  # clients a worker has joining at once
 JOIN_TIMEOUT = 60.0  # seconds a client may take to join before the run is given up
@@ -138,6 +139,7 @@ def _work(conn: Connection, url: str, rooms: list[str], per_room: int, interval:
           drain: float, first: int) -> None:
     die_with_parent()
     procstats.raise_fd_limit()
+    HEAP.install()  # thousands of clients each: no full collection pauses the receivers
     uvloop.install()
 
     async def main() -> None:
@@ -223,9 +225,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         reports = [_answer(conn, args.deadline) for _, conn in workers]
         if missing := [report for report in reports if isinstance(report, str)]:
             raise SystemExit(f"a client process did not report: {missing[0]}")
-        shed = sum(scrape.gauge(cluster.node_url(index), "chat_upgrades_shed") or 0
-                   for index in range(2, args.nodes + 1))
-        return _summary(reports, killed_at, int(shed), args)
+        survivors = [cluster.node_url(index) for index in range(2, args.nodes + 1)]
+        shed = sum(scrape.gauge(url, "chat_upgrades_shed") or 0 for url in survivors)
+        pause = max(scrape.gauge(url, "chat_gc_longest_full_seconds") or 0 for url in survivors)
+        return _summary(reports, killed_at, int(shed), pause, args)
     finally:
         for process, _ in workers:
             process.kill()
@@ -249,7 +252,7 @@ def _admission(resumed: list[tuple[float, str]], killed_at: float) -> dict[str, 
     return admission
 
 
-def _summary(reports: list[dict[str, Any]], killed_at: float, shed: int,
+def _summary(reports: list[dict[str, Any]], killed_at: float, shed: int, pause: float,
              args: argparse.Namespace) -> dict[str, Any]:
     resumed = [(at, node) for r in reports for at, node in r["resumed"] if at is not None]
     recovered = [v for r in reports for v in r["recovered"]]
@@ -267,6 +270,7 @@ def _summary(reports: list[dict[str, Any]], killed_at: float, shed: int,
         "recovered_false": recovered.count(False),
         "admission": _admission(resumed, killed_at),
         "upgrades_shed": shed,
+        "survivors_longest_gc_ms": round(1000 * pause, 1),
         "accepted": sum(r["accepted"] for r in reports),
         "skipped": sum(r["skipped"] for r in reports),
         "clients_missing_or_misordered": sum(r["clients_wrong"] for r in reports),
@@ -279,7 +283,8 @@ def _summary(reports: list[dict[str, Any]], killed_at: float, shed: int,
     print(f"node1 held {moved} clients; {len(resumed)} resumed on the others, the last "
           f"{summary['last_resumed_s']} s after the kill ({summary['recovered_true']} "
           f"recovered, {summary['recovered_false']} not); the others answered {shed} "
-          "upgrades 503 meanwhile")
+          f"upgrades 503 meanwhile; their longest full garbage collection "
+          f"{summary['survivors_longest_gc_ms']} ms")
     for node, taken in summary["admission"].items():
         print(f"  {node} took {taken['sessions']}: {taken['peak_per_s']} full sessions in its "
               f"busiest second, {taken['mean_per_s']}/s over its share")

@@ -12,8 +12,8 @@ from loadtest.capacity import (
     Demand, Model, check, fit, load, parse_rooms, plan, report, subscribed_nodes,
 )
 
-MODEL = Model(per_delivery=5e-6, per_publish=50e-6, node_idle=0.01, redis_per_publish=20e-6,
-              redis_nodes=2, nginx_per_delivery=4e-6, kib_per_connection=16.0,
+MODEL = Model(per_gateway_write=5e-6, per_publish=50e-6, redis_per_publish=20e-6,
+              redis_nodes=2, nginx_per_write=4e-6, kib_per_connection=16.0,
               node_base_kib=50 * 1024)
 
 
@@ -49,7 +49,7 @@ def test_the_connection_limit_binds_when_users_barely_talk() -> None:
 def test_cpu_binds_when_users_talk_a_lot() -> None:
     result = plan(MODEL, demand(users=20000, per_minute=60))
     publishes, deliveries = 20000, 20000 * 20
-    expected = (5e-6 * deliveries + 50e-6 * publishes) / (0.7 - 0.01)
+    expected = (5e-6 * deliveries + 50e-6 * publishes) / 0.7
     assert result["binding"] == "CPU"
     assert result["needs"]["CPU"] == pytest.approx(expected)
     assert result["node_cpu"] <= 0.7
@@ -60,7 +60,7 @@ def test_idle_connections_cost_cpu_when_an_idle_run_measured_it() -> None:
     quiet, busy = plan(MODEL, demand(users=20000, per_minute=60)), plan(pinged, demand(
         users=20000, per_minute=60))
     assert busy["needs"]["CPU"] - quiet["needs"]["CPU"] == pytest.approx(
-        1e-6 * 20000 / (0.7 - 0.01))
+        1e-6 * 20000 / 0.7)
     assert busy["node_cpu"] - quiet["node_cpu"] == pytest.approx(1e-6 * 20000 / busy["nodes"])
 
 
@@ -69,7 +69,7 @@ def test_room_joins_cost_node_and_redis_cpu_at_their_measured_rates() -> None:
     still = demand(users=20000, per_minute=60)
     moving = Demand(**{**still.__dict__, "joins_per_minute": 3.0})  # 1,000 joins/s
     before, after = plan(joining, still), plan(joining, moving)
-    assert after["needs"]["CPU"] - before["needs"]["CPU"] == pytest.approx(0.4 / (0.7 - 0.01))
+    assert after["needs"]["CPU"] - before["needs"]["CPU"] == pytest.approx(0.4 / 0.7)
     assert after["redis_cores"] - before["redis_cores"] == pytest.approx(0.3)
 
 
@@ -146,11 +146,33 @@ def test_a_run_the_model_was_not_fitted_on_is_predicted_and_its_error_reported()
                      {"passed": False, "achieved_per_s": 40000, "published_per_s": 2000,
                       "cpu_s": {"node1": 9.0, "node2": 9.0, "redis": 9.0, "nginx": 9.0}}]}
     rows = {row["part"]: row for row in check(MODEL, [run])}
-    # nodes: 5 µs x 20,000 + 50 µs x 1,000 + 2 x 0.01 idle = 0.17 cores against 0.2 measured
-    assert rows["nodes"]["predicted"] == pytest.approx(0.17)
-    assert rows["nodes"]["error"] == pytest.approx(0.17 / 0.2 - 1)
-    # Redis: 20 µs a publish at 2 subscribed nodes; rooms of 20 span ~2 of 2 nodes
+    # nodes: 5 µs x 20,000 writes (one frame each) + 50 µs x 1,000 = 0.15 cores of 0.2
+    assert rows["nodes"]["predicted"] == pytest.approx(0.15)
+    assert rows["nodes"]["error"] == pytest.approx(0.15 / 0.2 - 1)
+    # Redis: 20 µs a publish at 2 subscribed nodes (linear); rooms of 20 span ~2 of 2 nodes
     assert rows["redis"]["predicted"] == pytest.approx(0.02 * subscribed_nodes(2, {20: 1}) / 2)
-    assert rows["nginx"]["predicted"] == pytest.approx(0.08)
+    assert rows["nginx"]["predicted"] == pytest.approx(0.08)  # 4 µs a write relayed
     assert rows["nginx"]["measured"] == pytest.approx(0.08) and rows["nginx"]["error"] == 0
     assert {row["per_s"] for row in check(MODEL, [run])} == {20000}, "failed steps not checked"
+
+
+def test_busy_members_share_writes_and_the_others_do_not() -> None:
+    quiet = demand(users=20000, rooms="20", per_minute=2)  # a member receives 0.67 a second
+    assert quiet.writes == pytest.approx(quiet.deliveries)
+    busy = demand(users=20000, rooms="2000", per_minute=6)  # 200 a second: 10 a write
+    assert busy.writes == pytest.approx(busy.deliveries / (200 * busy.write_delay))
+    writing = Model(**{**MODEL.__dict__, "per_gateway_write": 8e-6})  # 3 µs more a write
+    assert plan(writing, busy)["needs"]["CPU"] - plan(MODEL, busy)["needs"]["CPU"] == (
+        pytest.approx(3e-6 * busy.writes / 0.7))
+
+
+def test_envelopes_grow_with_the_nodes_a_room_spans() -> None:
+    enveloping = Model(**{**MODEL.__dict__, "per_envelope": 20e-6})
+    small, large = demand(users=20000, rooms="2", per_minute=60), demand(
+        users=20000, rooms="5000", per_minute=0.1)
+    for d in (small, large):
+        result = plan(enveloping, d)
+        spread = subscribed_nodes(result["needs"]["CPU"], d.rooms)  # the fixed point
+        assert result["needs"]["CPU"] * 0.7 == pytest.approx(
+            5e-6 * d.writes + 50e-6 * d.publishes + 20e-6 * d.publishes * spread, rel=1e-4)
+    assert subscribed_nodes(2.5, small.rooms) < 2  # a room of 2 spans 2 nodes at most
