@@ -199,7 +199,8 @@ def acceptor(node: Node) -> Accept:
             node.metrics.upgrades_shed += 1
             respond(transport, 503, "Service Unavailable", {
                 "error": "overloaded", "message": "this node has its maximum of handshakes "
-                "in progress; retry, another node may take you now"}, RETRY_SOON)
+                "in progress; retry, another node may take you now"},
+                f"Retry-After: {node.admission.retry_after()}\r\n")
             return None
         transport.write(switching_protocols(upgrade.key))
         ws = WebSocket(transport, limits, time.monotonic(), upgrade.address)

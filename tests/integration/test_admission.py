@@ -45,6 +45,18 @@ async def test_past_the_backlog_an_upgrade_gets_503_with_retry_after(make_node, 
     assert metrics["chat_handshakes_unfinished", ()] >= 1
 
 
+async def test_a_crowd_of_refused_upgrades_is_told_to_come_back_spread_out(make_node, connect
+                                                                          ) -> None:
+    node = await make_node(handshake_backlog=1)
+    await connect(node)  # the backlog is full, and nothing finishes: a crowd builds up
+    waits = []
+    for _ in range(30):
+        status, rest = await _status(node)
+        assert status == 503
+        waits.append(int(rest.split(b"Retry-After: ")[1].split(b"\r\n")[0]))
+    assert waits[0] == 1 and max(waits) > 1 and len(set(waits)) > 3
+
+
 async def test_a_handshake_that_outlives_the_timeout_no_longer_counts(make_node, connect
                                                                       ) -> None:
     node = await make_node(handshake_backlog=1, handshake_timeout=0.5)
