@@ -445,11 +445,10 @@ def cpu_nodes(model: Model, demand: Demand, per_node: float) -> float:
 
 def plan(model: Model, demand: Demand) -> dict[str, Any]:
     usable = 1 - demand.headroom
-    per_node = usable
     memory_budget = usable * demand.node_memory_mib * MIB - model.node_base_kib
     memory_nodes = demand.users * model.kib_per_connection / memory_budget
     connection_nodes = demand.users / (usable * demand.max_connections)
-    needs = {"CPU": cpu_nodes(model, demand, per_node), "memory": memory_nodes,
+    needs = {"CPU": cpu_nodes(model, demand, usable), "memory": memory_nodes,
              "connections": connection_nodes}
     binding = max(needs, key=lambda k: needs[k])
     nodes = max(1, math.ceil(needs[binding]))
@@ -496,10 +495,7 @@ def predicted_cores(model: Model, run: dict[str, Any], step: dict[str, Any]
     """The model's CPU (cores) for a measured step: all nodes together, Redis and nginx."""
     writes = step["achieved_per_s"] / frames_per_write(step)
     return {
-        "nodes": ((model.per_gateway_write if run["args"]["gateway"] else model.per_write)
-                  * writes + model.per_publish * step["published_per_s"]
-                  + model.per_envelope * step["published_per_s"] * subscribed(run)
-                  + model.per_connection * clients(run)),
+        "nodes": _node_cores(model, run, step),
         "redis": model.redis_cores(step["published_per_s"], subscribed(run)),
         "nginx": (model.gateway_cores(writes, step["achieved_per_s"], clients(run))
                   if run["args"]["gateway"] else None),
@@ -627,13 +623,14 @@ def _fanout_section(results: Results) -> list[str]:
 
 def _node_cores(model: Model, run: dict[str, Any], step: dict[str, Any]) -> float:
     """The model's node CPU (cores, all nodes) for a measured step."""
-    return sum(model.per_write / frames_per_write(step, node)
+    per_write = model.per_gateway_write if run["args"]["gateway"] else model.per_write
+    return sum(per_write / frames_per_write(step, node)
                * step["achieved_per_s"] * share["members"]
                + model.per_publish * step["published_per_s"] * share["senders"]
                + model.per_envelope * step["published_per_s"] * subscribed(run)
                / run["args"]["nodes"]
                + model.per_connection * clients(run) * share["members"]
-               for node, share in run["placement"].items())
+               for node, share in _shares(run).items())
 
 
 def _shapes_section(results: Results, model: Model) -> list[str]:

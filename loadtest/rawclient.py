@@ -13,7 +13,7 @@ import base64
 import os
 from collections.abc import Callable
 from typing import cast
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from node.transport.frames import MASKED, OP_TEXT, header
 
@@ -32,9 +32,17 @@ def stamp_text(step: int, sent_ns: int, n: int) -> str:
     return f"t{step}:{sent_ns}|{n}"
 
 
-def client_frame(text: bytes) -> bytes:
-    """A masked text frame with the all-zero mask key."""
-    return header(OP_TEXT, len(text), MASKED) + b"\0\0\0\0" + text
+def client_frame(text: bytes, opcode: int = OP_TEXT) -> bytes:
+    """A masked frame (text by default) with the all-zero mask key."""
+    return header(opcode, len(text), MASKED) + b"\0\0\0\0" + text
+
+
+def upgrade_request(url: SplitResult, target: str) -> bytes:
+    """The HTTP request that asks `url`'s server to upgrade `target` to a WebSocket."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (f"GET {target} HTTP/1.1\r\nHost: {url.netloc}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n\r\n").encode()
 
 
 class RawMember(asyncio.Protocol):
@@ -54,11 +62,7 @@ class RawMember(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        key = base64.b64encode(os.urandom(16)).decode()
-        self._transport.write(
-            f"GET {self._target()} HTTP/1.1\r\nHost: {self._url.netloc}\r\n"
-            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        self._transport.write(upgrade_request(self._url, self._target()))
 
     def _target(self) -> str:
         return self._url.path or "/"

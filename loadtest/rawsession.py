@@ -15,17 +15,15 @@ the first `room_joined` must come exactly once and in order, live or in a resume
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from loadtest.rawclient import HEAD_END, client_frame
+from loadtest.rawclient import HEAD_END, client_frame, upgrade_request
 from node.backoff import Backoff
-from node.transport.frames import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, MASKED, header
+from node.transport.frames import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
 
 FINAL_CLOSES = range(4000, 5000)  # the server says: do not come back
 
@@ -45,7 +43,8 @@ class Seen:
 
 
 class RawSession(asyncio.Protocol):
-    """One member of `room`; `sends` makes it its room's sender (see `say`)."""
+    """One member of `room`, connecting from `source` (an address of this host) if given;
+    `say` makes it its room's sender."""
 
     def __init__(self, url: str, name: str, room: str, source: str | None = None) -> None:
         self._url = urlsplit(url)
@@ -94,11 +93,7 @@ class RawSession(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._upgraded, self._buffer = False, b""
-        key = base64.b64encode(os.urandom(16)).decode()
-        self._transport.write(
-            f"GET {self._url.path or '/'} HTTP/1.1\r\nHost: {self._url.netloc}\r\n"
-            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        self._transport.write(upgrade_request(self._url, self._url.path or "/"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -149,7 +144,7 @@ class RawSession(asyncio.Protocol):
             if opcode == OP_TEXT:
                 self._on_event(json.loads(payload))
             elif opcode == OP_PING:
-                self._write(header(OP_PONG, len(payload), MASKED) + b"\0\0\0\0" + payload)
+                self._write(client_frame(payload, OP_PONG))
             elif opcode == OP_CLOSE:
                 code = int.from_bytes(payload[:2]) if len(payload) >= 2 else 0
                 self._stopped = self._stopped or code in FINAL_CLOSES

@@ -62,7 +62,8 @@ class Worker:
         self.node_at_kill: dict[RawSession, str | None] = {}
         self.cpu_at_kill = 0.0
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []  # the members' connection loops
+        self._senders: list[asyncio.Task[None]] = []
 
     @property
     def everyone(self) -> list[RawSession]:
