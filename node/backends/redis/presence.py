@@ -71,12 +71,22 @@ ENTER = lua_script("enter", "budget", "shared")
 # ARGV: prefix, node, room ttl (ms), then (room, member id, emptied) triples.
 FORGET = lua_script("forget", "budget", "shared")
 
-# ARGV: prefix, the dead node, this node, settling time (ms). Returns the "room NUL member id"
-# fields the dead node held, when this node is the one to release them; else nothing. The
-# dead node's names are free from here: before its members are announced gone, so that who
-# hears them leave may take their names (a node that comes back holds its names again,
-# unless somebody took them meanwhile).
+# ARGV: prefix, the dead node, this node, settling time (ms). Returns 1 when this node is the
+# one to release what the dead node held (it holds the node's settling for that time), else 0.
 CLAIM_DEAD = lua_script("claim_dead", "budget", "shared")
+
+# ARGV: prefix, the dead node, this node, settling time (ms), page. Frees up to a page of the
+# dead node's names and renews the settling; returns how many remain, or -1 when the settling
+# is not this node's any more. The names go before the members are announced gone, so that
+# who hears them leave may take their names (a node that comes back holds its names again,
+# unless somebody took them meanwhile).
+DEAD_NAMES = lua_script("dead_names", "budget", "shared")
+
+# ARGV: prefix, the dead node, this node, settling time (ms), page. Renews the settling and
+# returns 1 and up to a page of the "room NUL member id" fields the dead node still holds
+# (FORGET removes each page: the next call gets others); 0 alone when the settling is not
+# this node's any more.
+DEAD_MEMBERS = lua_script("dead_members", "budget", "shared")
 
 # ARGV: prefix, the dead node, this node. Its members released (FORGET), the node goes,
 # unless it came back meanwhile.
@@ -111,6 +121,12 @@ REGISTER_FIXED = lua_script("register_fixed", "budget", "shared")
 # How long one node may take to settle another's presence (or its own) before a second one
 # may: far longer than any settle takes, short enough that a crashed settler holds no one up.
 SETTLE_MS = 30_000
+
+# A dead node's names and members released per script: Redis runs nothing else while a script
+# runs, and one script for all 13,000 of a node's held 120 ms, every node's publishes and
+# joins waiting behind it (docs/performance-history.md, *A dead node released a page at a
+# time*).
+REAP_PAGE = 500
 
 
 class _MemberInfo(msgspec.Struct, array_like=True):
@@ -170,7 +186,8 @@ class RedisPresence:
         self._room_ttl_ms = int(policy.ttl * 1000)
         self._scripts = {name: self._redis.register_script(source) for name, source in (
             ("join_room", JOIN_ROOM), ("roster", ROSTER), ("settle_room", SETTLE_ROOM),
-            ("enter", ENTER), ("forget", FORGET), ("claim_dead", CLAIM_DEAD), ("bury", BURY),
+            ("enter", ENTER), ("forget", FORGET), ("claim_dead", CLAIM_DEAD),
+            ("dead_names", DEAD_NAMES), ("dead_members", DEAD_MEMBERS), ("bury", BURY),
             ("claim_name", CLAIM_NAME), ("release_name", RELEASE_NAME), ("resync", RESYNC),
             ("resynced", RESYNCED), ("list_rooms", LIST_ROOMS),
             ("register_fixed", REGISTER_FIXED))}
@@ -287,16 +304,36 @@ class RedisPresence:
         return departures
 
     async def _reap_node(self, node: str) -> list[Departure]:
-        """Release a dead node's members, when this node is the one to (see CLAIM_DEAD)."""
-        fields = await self._shared("claim_dead", node, self._node_id, SETTLE_MS)
+        """Release a dead node's names, then its members, a page a script at a time, when this
+        node is the one to (see CLAIM_DEAD); stop where another node took the settling over
+        (this one stalled past it)."""
+        if not await self._shared("claim_dead", node, self._node_id, SETTLE_MS):
+            return []
+        while (names := await self._shared("dead_names", node, self._node_id, SETTLE_MS,
+                                            REAP_PAGE)) > 0:
+            pass
+        departures: list[Departure] = []
+        while names == 0:
+            ours, *fields = await self._shared("dead_members", node, self._node_id, SETTLE_MS,
+                                               REAP_PAGE)
+            if not ours:
+                break
+            if not fields:
+                await self._shared("bury", node, self._node_id)
+                break
+            departures += await self._release_page(node, fields)
+        return departures
+
+    async def _release_page(self, node: str, fields: list[bytes]) -> list[Departure]:
+        """Release a page of a dead node's members, room by room, and forget them."""
         departures: list[Departure] = []
         forget: list[object] = []
         for room, member_ids in _by_room(fields).items():
             left, forgotten = await self._release(node, room, member_ids)
             departures += left
             forget += forgotten
-        await self._shared("forget", node, self._room_ttl_ms, *forget)
-        await self._shared("bury", node, self._node_id)
+        if forget:
+            await self._shared("forget", node, self._room_ttl_ms, *forget)
         return departures
 
     @translate_errors
