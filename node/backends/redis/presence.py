@@ -82,10 +82,10 @@ CLAIM_DEAD = lua_script("claim_dead", "budget", "shared")
 # unless somebody took them meanwhile).
 DEAD_NAMES = lua_script("dead_names", "budget", "shared")
 
-# ARGV: prefix, the dead node, this node, settling time (ms), page. Renews the settling and
-# returns 1 and up to a page of the "room NUL member id" fields the dead node still holds
-# (FORGET removes each page: the next call gets others); 0 alone when the settling is not
-# this node's any more.
+# ARGV: prefix, the dead node, this node, settling time (ms), cursor, page. Renews the
+# settling and returns 1, the next cursor and about a page of the "room NUL member id" fields
+# the dead node held (HSCAN from the cursor); 0 alone when the settling is not this node's
+# any more.
 DEAD_MEMBERS = lua_script("dead_members", "budget", "shared")
 
 # ARGV: prefix, the dead node, this node. Its members released (FORGET), the node goes,
@@ -304,37 +304,50 @@ class RedisPresence:
         return departures
 
     async def _reap_node(self, node: str) -> list[Departure]:
-        """Release a dead node's names, then its members, a page a script at a time, when this
-        node is the one to (see CLAIM_DEAD); stop where another node took the settling over
-        (this one stalled past it)."""
+        """Release a dead node's names, then its members, when this node is the one to (see
+        CLAIM_DEAD); no script takes more than a page of them. Stops where another node
+        took the settling over (this one stalled past it)."""
         if not await self._shared("claim_dead", node, self._node_id, SETTLE_MS):
             return []
         while (names := await self._shared("dead_names", node, self._node_id, SETTLE_MS,
                                             REAP_PAGE)) > 0:
             pass
-        departures: list[Departure] = []
-        while names == 0:
-            ours, *fields = await self._shared("dead_members", node, self._node_id, SETTLE_MS,
-                                               REAP_PAGE)
-            if not ours:
-                break
-            if not fields:
-                await self._shared("bury", node, self._node_id)
-                break
-            departures += await self._release_page(node, fields)
-        return departures
-
-    async def _release_page(self, node: str, fields: list[bytes]) -> list[Departure]:
-        """Release a page of a dead node's members, room by room, and forget them."""
+        fields = await self._dead_members(node) if names == 0 else None
+        if fields is None:
+            return []
         departures: list[Departure] = []
         forget: list[object] = []
         for room, member_ids in _by_room(fields).items():
-            left, forgotten = await self._release(node, room, member_ids)
-            departures += left
-            forget += forgotten
+            for first in range(0, len(member_ids), REAP_PAGE):
+                left, forgotten = await self._release(node, room,
+                                                      member_ids[first:first + REAP_PAGE])
+                departures += left
+                forget += forgotten
+                if len(forget) >= 3 * REAP_PAGE:
+                    await self._forget(node, forget[:3 * REAP_PAGE])
+                    del forget[:3 * REAP_PAGE]
+        await self._forget(node, forget)
+        await self._shared("bury", node, self._node_id)
+        return departures
+
+    async def _dead_members(self, node: str) -> list[bytes] | None:
+        """The "room NUL member id" fields a dead node held, read a page at a time (so that
+        its members can be released room by room); None when the settling was lost."""
+        fields: list[bytes] = []
+        cursor: bytes = b"0"
+        while True:
+            ours, *page = await self._shared("dead_members", node, self._node_id, SETTLE_MS,
+                                             cursor, REAP_PAGE)
+            if not ours:
+                return None
+            cursor, *more = page
+            fields += more
+            if cursor == b"0":
+                return fields
+
+    async def _forget(self, node: str, forget: list[object]) -> None:
         if forget:
             await self._shared("forget", node, self._room_ttl_ms, *forget)
-        return departures
 
     @translate_errors
     async def claim_name(self, forms: tuple[str, ...], user_id: str) -> str | None:
