@@ -253,6 +253,20 @@ def _admission(resumed: list[tuple[float, str]], killed_at: float) -> dict[str, 
     return admission
 
 
+def _worst_second(latencies: list[tuple[float, float]], killed_at: float
+                  ) -> dict[str, Any] | None:
+    """The whole second after the kill whose deliveries had the highest p99: when the storm
+    hurt most (a stall at a given moment, such as a node's time to live, shows there)."""
+    by_second: dict[int, list[float]] = {}
+    for at, ms in latencies:
+        if at >= killed_at:
+            by_second.setdefault(int(at - killed_at), []).append(ms)
+    if not by_second:
+        return None
+    second, worst = max(by_second.items(), key=lambda item: _p99(item[1]) or 0.0)
+    return {"after_kill_s": second, "p99_ms": _p99(worst), "deliveries": len(worst)}
+
+
 def _summary(reports: list[dict[str, Any]], killed_at: float, shed: int, pause: float,
              args: argparse.Namespace) -> dict[str, Any]:
     resumed = [(at, node) for r in reports for at, node in r["resumed"] if at is not None]
@@ -277,6 +291,7 @@ def _summary(reports: list[dict[str, Any]], killed_at: float, shed: int, pause: 
         "clients_missing_or_misordered": sum(r["clients_wrong"] for r in reports),
         "observer_p99_ms_before": observed[0],
         "observer_p99_ms_during": observed[1],
+        "observer_worst_second": _worst_second(reports[0]["stayed_latencies"], killed_at),
         "stayed_p99_ms_before": everyone[0],
         "stayed_p99_ms_during": everyone[1],
         "generator_cpu_seconds_during": round(generator_cpu, 2),
@@ -294,6 +309,10 @@ def _summary(reports: list[dict[str, Any]], killed_at: float, shed: int, pause: 
           f"{args.observer_rooms} rooms (a process of their own); "
           f"{summary['stayed_p99_ms_before']} ms / {summary['stayed_p99_ms_during']} ms in all "
           "rooms (their processes busy with the storm)")
+    if (worst := summary["observer_worst_second"]) is not None:
+        print(f"  the observer's worst second: {worst['after_kill_s']}-"
+              f"{worst['after_kill_s'] + 1} s after the kill, p99 {worst['p99_ms']} ms over "
+              f"{worst['deliveries']} deliveries")
     print(f"{summary['accepted']} messages accepted ({summary['skipped']} sends skipped while "
           f"the sender was away); clients missing one or out of order: "
           f"{summary['clients_missing_or_misordered']}; the generator's CPU from the kill to "
