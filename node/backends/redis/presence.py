@@ -125,7 +125,7 @@ SETTLE_MS = 30_000
 # A dead node's names and members released per script: Redis runs nothing else while a script
 # runs, and one script for all 13,000 of a node's held 120 ms, every node's publishes and
 # joins waiting behind it (docs/performance-history.md, *A dead node released a page at a
-# time*).
+# time, and shorter full collections*).
 REAP_PAGE = 500
 
 
@@ -268,7 +268,7 @@ class RedisPresence:
     @translate_errors
     async def leave(self, room: str, member: Member) -> bool:
         departures, forget = await self._release(self._node_id, room, [member.id])
-        await self._shared("forget", self._node_id, self._room_ttl_ms, *forget)
+        await self._forget(self._node_id, forget)
         return bool(departures)
 
     @translate_errors
@@ -343,7 +343,7 @@ class RedisPresence:
             cursor, *more = page
             fields += more
             if cursor == b"0":
-                return fields
+                return list(dict.fromkeys(fields))  # a scan may return a field twice
 
     async def _forget(self, node: str, forget: list[object]) -> None:
         if forget:
