@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 REVIEW = 3600.0  # seconds between two full collections that walk the frozen objects too
-MIDDLE_PER_FULL = 1  # a full collection is considered once the middle one ran more often
+# The oldest generation's threshold: a full collection is considered once more collections of
+# the middle generation than this ran since the last one (CPython's default: 10).
+MIDDLE_PER_FULL = 1
 FULL = 2  # the oldest generation: a full collection
 
 

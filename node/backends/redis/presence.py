@@ -322,10 +322,10 @@ class RedisPresence:
                 left, forgotten = await self._release(node, room,
                                                       member_ids[first:first + REAP_PAGE])
                 departures += left
+                if len(forget) + len(forgotten) > 3 * REAP_PAGE:  # a triple each
+                    await self._forget(node, forget)
+                    forget = []
                 forget += forgotten
-                if len(forget) >= 3 * REAP_PAGE:
-                    await self._forget(node, forget[:3 * REAP_PAGE])
-                    del forget[:3 * REAP_PAGE]
         await self._forget(node, forget)
         await self._shared("bury", node, self._node_id)
         return departures
